@@ -1,0 +1,1 @@
+"""fleet-reconciler: declarative manager for a Hostwinds sending fleet."""

@@ -1,0 +1,79 @@
+"""The ``reconcile`` command. Errors become exit codes here and only here.
+
+- a ``UserError`` (bad spec, bad flag, stale plan, missing credential, lock held): its message
+  and hint on stderr, exit 1, no traceback;
+- a provider or store error that reached the top: message, exit 1, no traceback;
+- anything else is a bug: the traceback, a line saying so, exit 70.
+
+Subcommands live in modules named for what they do and are registered below.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import click
+
+from reconciler.core.errors import ReconcilerError, SpecError, UserError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+EXIT_BUG = 70
+
+
+def report_error(exc: ReconcilerError) -> None:
+    """Print a user-facing error: message, then the hint. Never a traceback."""
+    if isinstance(exc, SpecError):
+        for problem in exc.problems:
+            click.echo(problem.render(), err=True)
+        count = len(exc.problems)
+        click.echo(f"error: {count} problem{'s' if count != 1 else ''} found", err=True)
+        return
+    click.echo(f"error: {exc.message}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    from reconciler.cli.commands import cli
+
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_ERROR
+    except click.ClickException as exc:
+        exc.show()
+        return int(exc.exit_code)
+    except UserError as exc:
+        report_error(exc)
+        return EXIT_ERROR
+    except ReconcilerError as exc:
+        report_error(exc)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        click.echo(
+            "error: unexpected internal error (a bug in fleet-reconciler); the traceback above "
+            "says where",
+            err=True,
+        )
+        return EXIT_BUG
+    return int(result) if isinstance(result, int) else EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,224 @@
+"""Value types for what is observed (the cloud) and what is recorded (the store).
+
+Frozen dataclasses and enums only: the planning core reads these, adapters build them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class ServerStatus(StrEnum):
+    """Hostwinds instance status, normalised to upper case."""
+
+    BUILD = "BUILD"
+    ACTIVE = "ACTIVE"
+    ERROR = "ERROR"
+    RESIZE = "RESIZE"
+    RESIZED = "RESIZED"
+    SHUTOFF = "SHUTOFF"
+    REBOOT = "REBOOT"
+    RESCUE = "RESCUE"
+    DELETED = "DELETED"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, raw: object) -> ServerStatus:
+        """Case-insensitive; anything unknown is ``UNKNOWN`` (treated as transitional)."""
+        text = str(raw or "").strip().upper()
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def is_ready(self) -> bool:
+        return self is ServerStatus.ACTIVE
+
+    @property
+    def is_failed(self) -> bool:
+        return self is ServerStatus.ERROR
+
+    @property
+    def is_transitional(self) -> bool:
+        return not (self.is_ready or self.is_failed)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedServer:
+    """One instance as the cloud reports it. Secrets (password, configkey) never get here."""
+
+    service_id: int
+    name: str  # srvrname, the label we set
+    location_id: int
+    status: ServerStatus
+    main_ip: str | None = None
+    ips: tuple[str, ...] = ()
+    plan_rid: int | None = None  # Hostwinds product/plan id
+    plan_name: str | None = None
+    vcpu: int | None = None
+    ram_mb: int | None = None
+    disk_gb: int | None = None
+    locked: bool = False
+    suspended: bool = False
+    hostname: str | None = None
+    display_status: str | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PricePlan:
+    """One entry of ``get_price_list``."""
+
+    rid: int
+    name: str
+    vcpu: int
+    ram_gb: Decimal
+    disk_gb: int
+    bandwidth: str
+    monthly: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    location_id: int
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """Everything ``add_instance`` needs. ``name`` is our unique srvrname."""
+
+    name: str
+    location_id: int
+    rid: int
+    template: str
+    ssh_keys: tuple[str, ...] = ()
+    billing_cycle: str = "monthly"
+
+
+class NodeStatus(StrEnum):
+    """Life-cycle status of a sending node as recorded (seeds' sending_nodes.status)."""
+
+    PROVISIONING = "provisioning"
+    WARMING = "warming"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    MAINTENANCE = "maintenance"
+    DRAINING = "draining"
+    DECOMMISSIONED = "decommissioned"
+    UNHEALTHY = "unhealthy"
+
+    @property
+    def in_rotation(self) -> bool:
+        return self in (NodeStatus.WARMING, NodeStatus.ACTIVE)
+
+
+class IpStatus(StrEnum):
+    AVAILABLE = "available"
+    ASSIGNED = "assigned"
+    WARMING = "warming"
+    WARMED = "warmed"
+    DEGRADED = "degraded"
+    BURNED = "burned"
+    QUARANTINED = "quarantined"
+
+
+class IntentStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedNode:
+    """A sending node as the store knows it. ``name`` is unique per fleet."""
+
+    id: str  # UUID as text
+    fleet: str
+    name: str
+    region: str
+    plan: str  # our plan name from the spec
+    status: NodeStatus
+    service_id: int | None = None
+    ip_address: str | None = None
+    hostname: str | None = None
+    pool: str | None = None
+    protected: bool = False
+    reputation_score: int = 100
+    current_load: Decimal = Decimal(0)
+    created_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+    rdns_done: bool = False
+    warmup_started_at: datetime | None = None
+    approximate_cost: Decimal | None = None  # monthly USD: plan + IPs
+    observed_generation: str | None = None  # spec hash last reconciled against
+    status_changed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedIntent:
+    """A journal row written before a mutating call."""
+
+    id: int
+    fleet: str
+    kind: str  # e.g. "create", "destroy", "resize", "set_rdns"
+    target: str  # node name
+    params: dict[str, str] = field(default_factory=dict)  # never secrets
+    status: IntentStatus = IntentStatus.PENDING
+    attempts: int = 1
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    error: str | None = None
+    epoch: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CostConstant:
+    """A finance-owned cost value; ``scope`` is 'global', 'pool:<name>', 'plan:<name>' or
+    'contract:<name>'. ``key`` is e.g. 'ip_monthly_price' or 'plan_monthly_price'."""
+
+    key: str
+    scope: str
+    value: Decimal
+    set_by: str
+    set_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedFleet:
+    """Everything the store knows about one fleet, loaded in a few queries."""
+
+    fleet: str
+    nodes: tuple[RecordedNode, ...] = ()
+    pending_intents: tuple[RecordedIntent, ...] = ()
+    cost_overrides: tuple[CostConstant, ...] = ()
+    #: names of nodes protected in the store (survives removal from the spec)
+    protected_names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What one observation of the cloud returned."""
+
+    servers: tuple[ObservedServer, ...]
+    observed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMetrics:
+    """One heartbeat's figures."""
+
+    node: str
+    at: datetime
+    cpu: float
+    memory: float
+    disk: float
+    queue_length: int
+    sent: int  # emails sent since the previous beat
+    bounces: int
+    complaints: int
+    interval_seconds: float = 30.0

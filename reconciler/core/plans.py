@@ -1,0 +1,130 @@
+"""A plan is data: actions, typed changes, and a summary with the monthly cost.
+
+Rendering (text, JSON, Markdown) lives in ``reconciler.views`` and reads these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    CREATE = "create"  # +  a new server (create protocol, design §3)
+    ADOPT = "adopt"  # >  a prefixed server the store does not know
+    RESIZE = "resize"  # ~  two-step Hostwinds upgrade
+    SET_RDNS = "set_rdns"  # ~  pipeline step after ACTIVE
+    ACTIVATE = "activate"  # ~  pipeline step: node enters rotation (warming/active)
+    DRAIN = "drain"  # ~  out of rotation before destroy
+    DESTROY = "destroy"  # -  terminate (only what our inventory owns)
+    FORGET = "forget"  # -  record of a server deleted behind our back (drift)
+    REPAIR = "repair"  # ~  record differs from the cloud (drift), correct the record
+    RESOLVE = "resolve"  # ?  a pending create intent: look the name up first
+    PAUSE = "pause"  # ~  out of rotation (unhealthy, blocklisted)
+    RESUME = "resume"  # ~  back into rotation
+
+    @property
+    def marker(self) -> str:
+        return _MARKERS[self]
+
+    @property
+    def mutates_cloud(self) -> bool:
+        return self in (Action.CREATE, Action.RESIZE, Action.SET_RDNS, Action.DESTROY)
+
+
+_MARKERS: dict[Action, str] = {
+    Action.CREATE: "+",
+    Action.ADOPT: ">",
+    Action.RESIZE: "~",
+    Action.SET_RDNS: "~",
+    Action.ACTIVATE: "~",
+    Action.DRAIN: "~",
+    Action.DESTROY: "-",
+    Action.FORGET: "-",
+    Action.REPAIR: "~",
+    Action.RESOLVE: "?",
+    Action.PAUSE: "~",
+    Action.RESUME: "~",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change to one node. ``before``/``after`` are small str->str maps for display."""
+
+    action: Action
+    address: str  # node name, e.g. "acme-dallas-003"
+    region: str
+    reason: str
+    before: dict[str, str] | None = None
+    after: dict[str, str] | None = None
+    monthly_cost_delta: Decimal = Decimal("0.00")
+    service_id: int | None = None
+    plan: str | None = None  # our plan name (target plan for create/resize)
+    pool: str | None = None
+    location_id: int | None = None
+    drift: bool = False  # the cloud changed behind our back
+
+
+@dataclass(frozen=True, slots=True)
+class GuardWarning:
+    """A guard's verdict: ``blocking`` warnings stop the apply unless overridden."""
+
+    guard: str  # e.g. "mass_delete", "destroy_budget", "disruption_budget", "protected", "budget"
+    message: str
+    blocking: bool = False
+    hint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedConstant:
+    """Which cost constant the summary used, and where it came from."""
+
+    key: str  # "ip_monthly_price", "plan_monthly_price:baseline"
+    value: Decimal
+    source: str  # "spec", "spec:pool:<name>", "store:<scope> (set by X at T)"
+
+
+@dataclass(frozen=True, slots=True)
+class UnmanagedServer:
+    service_id: int
+    name: str
+    location_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSummary:
+    counts: dict[str, int]  # action value -> count
+    monthly_cost_before: Decimal
+    monthly_cost_after: Decimal
+    constants: tuple[AppliedConstant, ...] = ()
+    node_count_before: int = 0
+    node_count_after: int = 0
+    monthly_budget: Decimal | None = None
+
+    @property
+    def monthly_cost_delta(self) -> Decimal:
+        return self.monthly_cost_after - self.monthly_cost_before
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    fleet: str
+    changes: tuple[Change, ...]
+    summary: PlanSummary
+    warnings: tuple[GuardWarning, ...] = ()
+    unmanaged: tuple[UnmanagedServer, ...] = ()
+    spec_hash: str = ""
+    generated_at: datetime | None = None
+    #: free-form decisions recorded with their inputs (autoscaler etc.)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def blocked(self) -> bool:
+        return any(w.blocking for w in self.warnings)

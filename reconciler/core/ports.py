@@ -1,0 +1,213 @@
+"""Ports: the small protocols the core owns; adapters in providers/ and state/ implement them.
+
+Only the composition root (reconciler.cli / reconciler.daemon) builds concrete adapters.
+Adapters raise only errors from ``reconciler.core.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
+
+from reconciler.core.fleet import (
+    CreateRequest,
+    IntentStatus,
+    Location,
+    NodeMetrics,
+    ObservedServer,
+    PricePlan,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Timezone-aware UTC now."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class CloudPort(Protocol):
+    """What the engine needs of a cloud. Every method may raise TransientError,
+    TerminalError (NotFoundError, ConflictError, AuthError)."""
+
+    async def list_servers(self) -> list[ObservedServer]:
+        """The whole account in list calls (paginated if needed), never one read per node."""
+        ...
+
+    async def get_server(self, service_id: int) -> ObservedServer: ...
+
+    async def find_servers_by_name(self, name: str) -> list[ObservedServer]:
+        """Servers whose srvrname equals ``name`` exactly (may be 0, 1 or more)."""
+        ...
+
+    async def create_server(self, request: CreateRequest) -> None:
+        """``add_instance``. Charges money; returns no id. Never retried blindly."""
+        ...
+
+    async def terminate(self, service_id: int) -> None: ...
+
+    async def upgrade_instance(self, service_id: int, rid: int) -> None:
+        """Step 1 of a resize: order the new plan."""
+        ...
+
+    async def upgrade_server(self, service_id: int) -> None:
+        """Step 2 of a resize: apply it (async; the status becomes RESIZED)."""
+        ...
+
+    async def confirm_upgrade(self, service_id: int) -> None: ...
+
+    async def revert_upgrade(self, service_id: int) -> None: ...
+
+    async def set_rdns(self, service_id: int, ip: str, hostname: str) -> None: ...
+
+    async def list_ips(self, service_id: int) -> list[str]: ...
+
+    async def price_list(self) -> list[PricePlan]: ...
+
+    async def locations(self) -> list[Location]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A held writer lock. ``epoch`` is the fencing token carried by every mutation."""
+
+    name: str
+    owner: str
+    epoch: int
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One reconcile run, for the store's run history."""
+
+    fleet: str
+    started_at: datetime
+    spec_hash: str
+    mode: str  # "dry-run", "apply", "daemon"
+    summary: Mapping[str, str]
+    outcome: str = "running"  # "running", "ok", "partial", "failed", "refused"
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+class StorePort(Protocol):
+    """What the engine needs of the state store. Raises StoreError / StoreUnavailableError,
+    LeadershipLostError when ``epoch`` is stale (fencing)."""
+
+    # --- reading -------------------------------------------------------------------------
+    def load_fleet(self, fleet: str) -> RecordedFleet:
+        """Nodes (not decommissioned), pending intents and cost overrides in a few queries."""
+        ...
+
+    def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:
+        """Most recent intents first."""
+        ...
+
+    # --- the create protocol and the journal ---------------------------------------------
+    def begin_intent(
+        self,
+        fleet: str,
+        kind: str,
+        target: str,
+        params: Mapping[str, str],
+        *,
+        epoch: int | None = None,
+        node: RecordedNode | None = None,
+    ) -> RecordedIntent:
+        """Write a pending intent (and, if given, upsert ``node``) in one transaction,
+        *before* the mutating call."""
+        ...
+
+    def finish_intent(
+        self,
+        intent_id: int,
+        status: IntentStatus,
+        *,
+        error: str | None = None,
+        node: RecordedNode | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        """Mark the intent done/failed and (if given) upsert ``node`` in one transaction."""
+        ...
+
+    def retry_intent(self, intent_id: int, *, epoch: int | None = None) -> RecordedIntent:
+        """Count one more attempt of a still-pending intent."""
+        ...
+
+    # --- nodes ---------------------------------------------------------------------------
+    def upsert_node(self, node: RecordedNode, *, epoch: int | None = None) -> None:
+        """Insert or update by (fleet, name); ``service_id`` is unique when set."""
+        ...
+
+    def upsert_nodes(self, nodes: Sequence[RecordedNode], *, epoch: int | None = None) -> None:
+        """Batch form of upsert_node, one transaction."""
+        ...
+
+    def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
+        """Decommission: the record is closed (kept for audit), the name may not be reused
+        while a server with it exists."""
+        ...
+
+    def set_protected(self, fleet: str, name: str, protected: bool) -> None: ...
+
+    # --- runs ----------------------------------------------------------------------------
+    def start_run(self, run: RunRecord) -> int: ...
+
+    def finish_run(
+        self, run_id: int, outcome: str, finished_at: datetime, error: str | None = None
+    ) -> None: ...
+
+    # --- one writer ----------------------------------------------------------------------
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, now: datetime) -> Lease:
+        """Take the named writer lock or raise LockHeldError naming the holder."""
+        ...
+
+    def release_lock(self, lease: Lease) -> None: ...
+
+    # --- costs ---------------------------------------------------------------------------
+    def set_cost_constant(
+        self, key: str, scope: str, value: Decimal, set_by: str, at: datetime
+    ) -> None:
+        """Finance sets a value; the old value goes to the history table."""
+        ...
+
+    def cost_history(self, key: str | None = None) -> list[dict[str, str]]: ...
+
+    # --- heartbeats ----------------------------------------------------------------------
+    def record_heartbeats(self, fleet: str, beats: Sequence[NodeMetrics]) -> int:
+        """Batched: update last_heartbeat and append to a bounded window. Returns rows
+        written; unknown nodes are skipped."""
+        ...
+
+    def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
+        """Per node name, the beats since ``since`` (oldest first)."""
+        ...
+
+    def prune_metrics(self, older_than: datetime) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class LeadershipPort(Protocol):
+    """Daemon leadership (design §5): PostgreSQL advisory lock on a dedicated connection,
+    or a file lock with SQLite."""
+
+    def try_acquire(self) -> int | None:
+        """Return the new epoch if leadership was taken, else None."""
+        ...
+
+    def check(self) -> bool:
+        """Still the leader? (``SELECT 1`` on the lock connection). False stops mutations."""
+        ...
+
+    def release(self) -> None: ...
