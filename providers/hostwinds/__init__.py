@@ -1,0 +1,19 @@
+"""Hostwinds Cloud API adapter (implements ``reconciler.core.ports.CloudPort``)."""
+
+from providers.hostwinds.client import (
+    DEFAULT_ENDPOINT,
+    ENDPOINT_ENV,
+    HostwindsClient,
+    client_from_settings,
+    is_read_action,
+)
+from providers.hostwinds.errors import MissingCredentialError
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "ENDPOINT_ENV",
+    "HostwindsClient",
+    "MissingCredentialError",
+    "client_from_settings",
+    "is_read_action",
+]

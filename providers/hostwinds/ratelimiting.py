@@ -1,0 +1,66 @@
+"""A client-side token bucket for asyncio, on an injectable clock.
+
+Hostwinds documents no rate limit; we throttle ourselves (default 2 requests/s) to be a polite
+client and to stay clear of the IP-change cool-down seen in practice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` saved up.
+
+    :meth:`acquire` reserves a slot at once (tokens may go negative) and then sleeps until that
+    slot comes, so waiters are served in arrival order without a lock and fake time works:
+    pass a ``monotonic`` that reads a fake clock and a ``sleep`` that advances it.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int = 1,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self.rate = float(rate)
+        self.burst = int(burst)
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._tokens = float(burst)
+        self._updated = monotonic()
+
+    def _refill(self) -> None:
+        now = self._monotonic()
+        elapsed = max(0.0, now - self._updated)
+        self._updated = now
+        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+
+    def reserve(self) -> float:
+        """Take one token; return how many seconds to wait before using it (0 if none)."""
+        self._refill()
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            return 0.0
+        return -self._tokens / self.rate
+
+    async def acquire(self) -> float:
+        """Wait for a token; return the seconds waited."""
+        delay = self.reserve()
+        if delay > 0:
+            await self._sleep(delay)
+        return delay
+
+    @property
+    def available(self) -> float:
+        """Tokens available now (negative when callers are queued)."""
+        self._refill()
+        return self._tokens

@@ -1,0 +1,375 @@
+"""Pydantic models of Hostwinds Cloud API payloads, and the envelope rule.
+
+Every model ignores unknown fields, and none declares ``password`` or ``configkey``: the root
+secrets that ``get_instance``/``get_instances`` return are dropped while parsing and never reach
+an object. The models are lenient about types (the API sends numbers as strings, flags as
+0/1/"0"/"1", ``null`` for empty lists) because evidence about exact shapes is thin
+(docs/hostwinds-client.md, "Evidence notes").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from reconciler.core.fleet import Location, ObservedServer, PricePlan, ServerStatus
+
+# --- lenient scalar types ---------------------------------------------------------------
+
+
+def _to_int(value: object) -> int | None:
+    if value is None or isinstance(value, bool):
+        return int(value) if isinstance(value, bool) else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        match = re.match(r"\s*(-?\d+)", value)
+        return int(match.group(1)) if match else None
+    return None
+
+
+def _to_bool(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _to_str(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _to_ips(value: object) -> list[str]:
+    """``ips`` comes as null, a list of strings, a list of ``{"ip": ...}``, or a comma list."""
+    out: list[str] = []
+    items: list[object]
+    if value is None:
+        items = []
+    elif isinstance(value, str):
+        items = [part for part in re.split(r"[,\s]+", value) if part]
+    elif isinstance(value, list):
+        items = list(value)
+    elif isinstance(value, Mapping):
+        items = list(value.values())
+    else:
+        items = []
+    for item in items:
+        if isinstance(item, Mapping):
+            item = item.get("ip") or item.get("address")
+        if isinstance(item, str) and item.strip():
+            out.append(item.strip())
+    return out
+
+
+def _to_datetime(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+LooseInt = Annotated[int | None, BeforeValidator(_to_int)]
+LooseBool = Annotated[bool, BeforeValidator(_to_bool)]
+LooseStr = Annotated[str | None, BeforeValidator(_to_str)]
+LooseIps = Annotated[list[str], BeforeValidator(_to_ips)]
+LooseDatetime = Annotated[datetime | None, BeforeValidator(_to_datetime)]
+
+
+def decimal_from(value: object) -> Decimal | None:
+    """Prices and sizes arrive as strings ("9.99", "2 GB"); never go through float."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(str(value))
+    if isinstance(value, str):
+        match = re.match(r"\s*\$?\s*(-?\d+(?:\.\d+)?)", value.replace(",", ""))
+        if not match:
+            return None
+        try:
+            return Decimal(match.group(1))
+        except InvalidOperation:
+            return None
+    return None
+
+
+# --- payload models ---------------------------------------------------------------------
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+#: Below this, an instance's ``ram`` is taken as GB, otherwise MB (OpenStack flavors use MB).
+RAM_GB_THRESHOLD = 256
+
+
+class InstanceWire(_Wire):
+    """An Instance object (hostwinds-api.md §2.8). No ``password``, no ``configkey``."""
+
+    serviceid: LooseInt = None
+    id: LooseInt = None
+    srvrname: LooseStr = None
+    name: LooseStr = None
+    location_id: LooseInt = None
+    status: LooseStr = None
+    disp_status: LooseStr = None
+    main_ip: LooseStr = None
+    ips: LooseIps = Field(default_factory=list)
+    product_id: LooseInt = None
+    product_name: LooseStr = None
+    cpu: LooseInt = None
+    ram: LooseInt = None
+    disk: LooseInt = None
+    locked: LooseBool = False
+    is_suspended: LooseBool = False
+    hostname: LooseStr = None
+    created_at: LooseDatetime = None
+
+    @property
+    def service_id(self) -> int | None:
+        return self.serviceid if self.serviceid is not None else self.id
+
+    def to_observed(self) -> ObservedServer:
+        service_id = self.service_id
+        if service_id is None:
+            raise ValueError("instance without serviceid")
+        ips: list[str] = []
+        for ip in ([self.main_ip] if self.main_ip else []) + self.ips:
+            if ip not in ips:
+                ips.append(ip)
+        ram_mb = self.ram
+        if ram_mb is not None and 0 < ram_mb < RAM_GB_THRESHOLD:
+            ram_mb *= 1024
+        return ObservedServer(
+            service_id=service_id,
+            name=self.srvrname or "",
+            location_id=self.location_id if self.location_id is not None else 0,
+            status=ServerStatus.parse(self.status),
+            main_ip=self.main_ip,
+            ips=tuple(ips),
+            plan_rid=self.product_id,
+            plan_name=self.product_name,
+            vcpu=self.cpu,
+            ram_mb=ram_mb,
+            disk_gb=self.disk,
+            locked=self.locked,
+            suspended=self.is_suspended,
+            hostname=self.hostname,
+            display_status=self.disp_status,
+            created_at=self.created_at,
+        )
+
+
+class InstanceIdWire(_Wire):
+    """A light entry of ``get_instance_ids``: ``id`` is the serviceid."""
+
+    id: LooseInt = None
+    serviceid: LooseInt = None
+    srvrname: LooseStr = None
+    hostname: LooseStr = None
+
+    @property
+    def service_id(self) -> int | None:
+        return self.id if self.id is not None else self.serviceid
+
+
+class PriceEntryWire(_Wire):
+    """One entry of ``get_price_list``; prices and sizes are strings."""
+
+    id: LooseInt = None
+    rid: LooseInt = None
+    name: LooseStr = None
+    ram: Any = None
+    cpu: Any = None
+    disk: Any = None
+    bandwidth: Any = None
+    monthly: Any = None
+
+    def to_plan(self, key: object = None) -> PricePlan | None:
+        rid = self.rid if self.rid is not None else self.id
+        if rid is None:
+            rid = _to_int(key)
+        monthly = decimal_from(self.monthly)
+        if rid is None or monthly is None:
+            return None
+        ram = decimal_from(self.ram) or Decimal(0)
+        if ram >= RAM_GB_THRESHOLD:  # a size in MB
+            ram = ram / Decimal(1024)
+        cpu = decimal_from(self.cpu)
+        disk = decimal_from(self.disk)
+        bandwidth = _to_str(self.bandwidth) or ""
+        return PricePlan(
+            rid=rid,
+            name=self.name or f"rid {rid}",
+            vcpu=int(cpu) if cpu is not None else 0,
+            ram_gb=Decimal(int(ram)) if ram == ram.to_integral_value() else ram,
+            disk_gb=int(disk) if disk is not None else 0,
+            bandwidth=bandwidth,
+            monthly=monthly,
+        )
+
+
+class CommandResultWire(_Wire):
+    """One status object of a command's answer list."""
+
+    result: LooseStr = None
+    action: LooseStr = None
+    message: LooseStr = None
+    error_code: LooseStr = Field(default=None, alias="ERROR")
+
+
+# --- the envelope ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiFailure:
+    """A ``"result": "error"`` body, whatever the HTTP status."""
+
+    message: str
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSuccess:
+    """A success body: ``data`` is ``body["success"]`` for getters, the list for commands."""
+
+    data: object
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecognised:
+    """JSON, but neither envelope (e.g. a proxy's ``{"detail": ...}`` on a 429)."""
+
+
+Envelope = ApiFailure | ApiSuccess | Unrecognised
+
+
+def read_envelope(body: object, *, getter: bool) -> Envelope:
+    """The parsing rule of hostwinds-api.md §1.1, covering every observed shape.
+
+    - a list: look at ``body[0]``; ``result == "error"`` is a failure, otherwise the command's
+      list is the data (a getter answering with a list of non-error objects gets the list);
+    - a dict with ``result == "error"`` (the bare auth error): a failure;
+    - a dict with ``success``: getters get ``body["success"]``;
+    - anything else: unrecognised.
+    """
+    if isinstance(body, list):
+        if body and isinstance(body[0], Mapping):
+            first = body[0]
+            if _is_error(first):
+                return _failure(first)
+        if not getter or not body or isinstance(body[0], Mapping):
+            return ApiSuccess(body)
+        return Unrecognised()
+    if isinstance(body, Mapping):
+        if _is_error(body):
+            return _failure(body)
+        if "success" in body:
+            return ApiSuccess(body["success"])
+        if not getter and str(body.get("result", "")).lower() == "success":
+            return ApiSuccess([body])
+    return Unrecognised()
+
+
+def _is_error(entry: Mapping[str, object]) -> bool:
+    return str(entry.get("result", "")).strip().lower() == "error"
+
+
+def _failure(entry: Mapping[str, object]) -> ApiFailure:
+    message = entry.get("message") or entry.get("msg") or ""
+    code = entry.get("ERROR")
+    return ApiFailure(
+        message=str(message) if not isinstance(message, str) else message,
+        code=str(code) if code not in (None, "") else None,
+    )
+
+
+def entries(data: object) -> list[Mapping[str, object]]:
+    """The objects of a getter payload that may be a list or an id-keyed dict."""
+    if isinstance(data, list):
+        return [item for item in data if isinstance(item, Mapping)]
+    if isinstance(data, Mapping):
+        return [item for item in data.values() if isinstance(item, Mapping)]
+    return []
+
+
+def parse_ips(data: object) -> list[str]:
+    """``get_instance_ips``: ``{"IP Addresses": [{"ip": ...}]}`` (observed live), or a list of
+    ``{ip, type, primary}`` / strings, or a list of instance objects (``main_ip`` + ``ips``)."""
+    found: list[str] = []
+
+    def add(ip: object) -> None:
+        if isinstance(ip, str) and ip.strip() and ip.strip() not in found:
+            found.append(ip.strip())
+
+    if isinstance(data, Mapping):
+        for key in ("IP Addresses", "ip_addresses", "ips", "IPs"):
+            if key in data:
+                for ip in _to_ips(data[key]):
+                    add(ip)
+                return found
+        data = [data] if "main_ip" in data or "ip" in data else list(data.values())
+    if isinstance(data, list):
+        for item in data:
+            if isinstance(item, Mapping):
+                add(item.get("main_ip"))
+                add(item.get("ip"))
+                for ip in _to_ips(item.get("ips")):
+                    add(ip)
+            else:
+                add(item)
+    return found
+
+
+def parse_locations(data: object) -> list[Location]:
+    """``get_locations`` has an unknown shape: accept a list of objects, a dict of objects
+    keyed by id, or a plain ``{id: name}`` map."""
+    out: dict[int, Location] = {}
+    if isinstance(data, Mapping):
+        items: list[tuple[object, object]] = list(data.items())
+    elif isinstance(data, list):
+        items = [(None, item) for item in data]
+    else:
+        items = []
+    for key, item in items:
+        if isinstance(item, Mapping):
+            raw_id = _first(item, "location_id", "id", "locationid", "loc_id")
+            location_id = _to_int(raw_id if raw_id is not None else key)
+            name = _to_str(_first(item, "name", "location", "location_name", "city", "title"))
+        else:
+            location_id = _to_int(key)
+            name = _to_str(item)
+        if location_id is not None:
+            out[location_id] = Location(location_id=location_id, name=name or str(location_id))
+    return sorted(out.values(), key=lambda loc: loc.location_id)
+
+
+def _first(item: Mapping[str, object], *keys: str) -> object:
+    for key in keys:
+        if item.get(key) not in (None, ""):
+            return item[key]
+    return None
