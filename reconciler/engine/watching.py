@@ -1,0 +1,110 @@
+"""Waiting for servers to reach a state, sharing list calls between concurrent waiters.
+
+One waiter polls its server with ``get_server``; as soon as two or more wait, they share one
+``list_servers`` per poll round, so waiting for a hundred new servers costs one list call per
+round rather than a hundred reads (design §2: observing is cheap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+
+from reconciler.core.errors import NotFoundError, TransientError
+from reconciler.core.fleet import ObservedServer
+from reconciler.core.ports import Clock, CloudPort
+
+
+class WaitFailedError(Exception):
+    """The server did not reach the wanted state (timeout, ERROR, vanished)."""
+
+
+class ServerWatcher:
+    def __init__(self, cloud: CloudPort, clock: Clock, interval: float) -> None:
+        self._cloud = cloud
+        self._clock = clock
+        self._interval = interval
+        self._waiters = 0
+        self._generation = 0
+        self._result: dict[int, ObservedServer] = {}
+        self._result_generation = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _list(self, generation: int) -> None:
+        try:
+            servers = await self._cloud.list_servers()
+            self._result = {s.service_id: s for s in servers}
+            self._result_generation = generation
+        finally:
+            self._task = None
+
+    async def _listed_after(self, seen: int) -> tuple[int, dict[int, ObservedServer]]:
+        while self._result_generation <= seen:
+            if self._task is None:
+                self._generation += 1
+                self._task = asyncio.create_task(self._list(self._generation))
+            await asyncio.shield(self._task)
+        return self._result_generation, self._result
+
+    async def _current(self, service_id: int, seen: int) -> tuple[int, ObservedServer | None]:
+        if self._waiters <= 1:
+            try:
+                return seen, await self._cloud.get_server(service_id)
+            except NotFoundError:
+                return seen, None
+        generation, servers = await self._listed_after(seen)
+        return generation, servers.get(service_id)
+
+    async def wait_for(
+        self,
+        service_id: int,
+        done: Callable[[ObservedServer], bool],
+        *,
+        within: timedelta,
+        what: str,
+        fail_on_error: bool = True,
+    ) -> ObservedServer:
+        """Poll until ``done(server)``; raise WaitFailedError on timeout, ERROR or absence."""
+        deadline = self._clock.now() + within
+        # only a list started after this wait began may answer it
+        seen = self._generation
+        self._waiters += 1
+        try:
+            while True:
+                problem = ""
+                try:
+                    seen, server = await self._current(service_id, seen)
+                except TransientError as exc:
+                    problem = f" (last error: {exc.message})"
+                else:
+                    if server is None:
+                        raise WaitFailedError(
+                            f"server {service_id} vanished while waiting for {what}"
+                        )
+                    if done(server):
+                        return server
+                    if fail_on_error and server.status.is_failed:
+                        raise WaitFailedError(
+                            f"server {service_id} went to ERROR while waiting for {what}"
+                        )
+                if self._clock.now() >= deadline:
+                    raise WaitFailedError(
+                        f"server {service_id}: no {what} within {_seconds(within)}{problem}"
+                    )
+                await self._clock.sleep(self._interval)
+        finally:
+            self._waiters -= 1
+
+    async def aclose(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _seconds(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    return f"{seconds:g}s"
