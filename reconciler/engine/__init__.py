@@ -1,0 +1,1 @@
+"""Applying plans through the ports: observe -> plan -> apply -> record."""

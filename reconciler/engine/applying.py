@@ -24,6 +24,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Protocol
 
+from reconciler.core.costs import CostResolver
 from reconciler.core.errors import (
     GuardRefusedError,
     NotFoundError,
@@ -167,25 +168,6 @@ def node_hostname(spec: FleetSpec, name: str) -> str:
     return f"{name}.{str(domain).strip('.')}"
 
 
-def node_monthly_cost(spec: FleetSpec, plan: str, pool: str | None) -> Decimal | None:
-    """Plan price plus the node's dedicated IPs (pool or contract prices win)."""
-    plan_spec = spec.plans.get(plan)
-    if plan_spec is None:
-        return None
-    plan_price = plan_spec.monthly_price
-    ip_price = spec.costs.ip_monthly_price
-    pool_spec = spec.ip_pools.get(pool) if pool else None
-    if pool_spec is not None:
-        contract = spec.costs.contracts.get(pool_spec.contract) if pool_spec.contract else None
-        if contract is not None:
-            plan_price = contract.plan_prices.get(plan, plan_price)
-            if contract.ip_monthly_price is not None:
-                ip_price = contract.ip_monthly_price
-        if pool_spec.ip_monthly_price is not None:
-            ip_price = pool_spec.ip_monthly_price
-    return (plan_price + ip_price * spec.costs.ips_per_node).quantize(Decimal("0.01"))
-
-
 def plan_name_for_rid(spec: FleetSpec, rid: int | None) -> str | None:
     if rid is None:
         return None
@@ -249,6 +231,11 @@ class Applier:
         self._region_budgets: dict[str, asyncio.Semaphore] = {}
         self._watcher = ServerWatcher(cloud, clock, settings.poll_interval)
         self._state = _RunState(nodes={n.name: n for n in snapshot.recorded.nodes})
+        self._costs = CostResolver(spec, snapshot.recorded.cost_overrides)
+
+    def _cost(self, plan: str | None, pool: str | None) -> Decimal:
+        """Approximate monthly cost of a node: plan price plus its IPs (core.costs)."""
+        return self._costs.node(plan, pool)[0].quantize(Decimal("0.01"))
 
     # -- entry ----------------------------------------------------------------------------
 
@@ -451,7 +438,7 @@ class Applier:
             service_id=server.service_id,
             ip_address=server.main_ip or node.ip_address,
             plan=plan,
-            approximate_cost=node_monthly_cost(self.spec, plan, node.pool) or node.approximate_cost,
+            approximate_cost=self._cost(plan, node.pool) or node.approximate_cost,
         )
         self._upsert(updated)
         return "record corrected from the cloud"
@@ -500,7 +487,7 @@ class Applier:
             created_at=self._now(),
             status_changed_at=self._now(),
             observed_generation=self.spec_hash,
-            approximate_cost=node_monthly_cost(self.spec, params["plan"], params.get("pool")),
+            approximate_cost=self._cost(params["plan"], params.get("pool") or None),
         )
         request = CreateRequest(
             name=name,
@@ -611,7 +598,7 @@ class Applier:
             base,
             service_id=server.service_id,
             ip_address=server.main_ip or base.ip_address,
-            approximate_cost=node_monthly_cost(self.spec, plan, pool) or base.approximate_cost,
+            approximate_cost=self._cost(plan, pool) or base.approximate_cost,
         )
 
     async def _adopt(self, change: Change) -> str:
@@ -657,7 +644,7 @@ class Applier:
             pool=pool,
             status=status,
             status_changed_at=self._now(),
-            approximate_cost=node_monthly_cost(self.spec, plan, pool),
+            approximate_cost=self._cost(plan, pool),
         )
         async with self._slots:
             pending = self.snapshot.pending_create(change.address)
@@ -717,8 +704,7 @@ class Applier:
             ip_address=server.main_ip,
             hostname=hostname,
             rdns_done=True,
-            approximate_cost=node.approximate_cost
-            or node_monthly_cost(self.spec, node.plan, node.pool),
+            approximate_cost=node.approximate_cost or self._cost(node.plan, node.pool),
         )
         self._finish(intent, IntentStatus.DONE, node=updated)
         return updated
@@ -847,7 +833,7 @@ class Applier:
                 self._state.nodes.get(name, node),
                 plan=target,
                 ip_address=active.main_ip or node.ip_address,
-                approximate_cost=node_monthly_cost(self.spec, target, node.pool),
+                approximate_cost=self._cost(target, node.pool),
             )
             async with self._slots:
                 self._finish(intent, IntentStatus.DONE, node=updated)

@@ -1,0 +1,305 @@
+"""An in-memory ``StorePort``: small, but faithful to the store contract.
+
+- nodes are keyed by (fleet, name); ``service_id`` is unique among open nodes; closing a node
+  keeps it (status ``decommissioned``) and ``load_fleet`` leaves it out;
+- intents get increasing ids and ``created_at`` from the injected clock;
+- fencing: every write carrying an ``epoch`` lower than the highest epoch issued by
+  ``acquire_lock`` is refused with ``LeadershipLostError``;
+- locks: one holder per name until it expires or is released; each acquisition gets a new epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from reconciler.core.errors import LeadershipLostError, LockHeldError, StoreError
+from reconciler.core.fleet import (
+    CostConstant,
+    IntentStatus,
+    NodeMetrics,
+    NodeStatus,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+)
+from reconciler.core.ports import Lease, RunRecord
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class InMemoryStore:
+    def __init__(self, now: Callable[[], datetime] = _wall_clock) -> None:
+        self._now = now
+        self.nodes: dict[tuple[str, str], RecordedNode] = {}
+        self.intents: dict[int, RecordedIntent] = {}
+        self.runs: dict[int, RunRecord] = {}
+        self.locks: dict[str, Lease] = {}
+        self.protected: dict[str, set[str]] = {}
+        self.costs: dict[tuple[str, str], CostConstant] = {}
+        self.cost_log: list[CostConstant] = []
+        self.metrics: dict[tuple[str, str], list[NodeMetrics]] = {}
+        self._epoch = 0
+        self._closed = False
+        #: every write, in order: (operation, target) — lets tests count journal writes
+        self.writes: list[tuple[str, str]] = []
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _check(self, epoch: int | None) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if epoch is not None and epoch < self._epoch:
+            raise LeadershipLostError(
+                f"stale epoch {epoch} (current {self._epoch}): another writer took over"
+            )
+
+    def _put_node(self, node: RecordedNode) -> None:
+        if node.service_id is not None:
+            for key, other in self.nodes.items():
+                if (
+                    other.service_id == node.service_id
+                    and key != (node.fleet, node.name)
+                    and other.status is not NodeStatus.DECOMMISSIONED
+                ):
+                    raise StoreError(
+                        f"service id {node.service_id} already belongs to node {other.name}"
+                    )
+        self.nodes[(node.fleet, node.name)] = node
+
+    # --- reading -------------------------------------------------------------------------
+
+    def load_fleet(self, fleet: str) -> RecordedFleet:
+        self._check(None)
+        nodes = tuple(
+            sorted(
+                (
+                    n
+                    for (f, _), n in self.nodes.items()
+                    if f == fleet and n.status is not NodeStatus.DECOMMISSIONED
+                ),
+                key=lambda n: n.name,
+            )
+        )
+        pending = tuple(
+            i
+            for i in sorted(self.intents.values(), key=lambda i: i.id)
+            if i.fleet == fleet and i.status is IntentStatus.PENDING
+        )
+        protected = set(self.protected.get(fleet, set()))
+        protected.update(n.name for n in nodes if n.protected)
+        return RecordedFleet(
+            fleet=fleet,
+            nodes=nodes,
+            pending_intents=pending,
+            cost_overrides=tuple(self.costs[k] for k in sorted(self.costs)),
+            protected_names=frozenset(protected),
+        )
+
+    def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:
+        rows = [i for i in self.intents.values() if i.fleet == fleet]
+        return sorted(rows, key=lambda i: i.id, reverse=True)[:limit]
+
+    # --- the journal ---------------------------------------------------------------------
+
+    def begin_intent(
+        self,
+        fleet: str,
+        kind: str,
+        target: str,
+        params: Mapping[str, str],
+        *,
+        epoch: int | None = None,
+        node: RecordedNode | None = None,
+    ) -> RecordedIntent:
+        self._check(epoch)
+        now = self._now()
+        intent = RecordedIntent(
+            id=len(self.intents) + 1,
+            fleet=fleet,
+            kind=kind,
+            target=target,
+            params=dict(params),
+            created_at=now,
+            updated_at=now,
+            epoch=epoch,
+        )
+        if node is not None:
+            self._put_node(node)
+        self.intents[intent.id] = intent
+        self.writes.append(("begin_intent", f"{kind}:{target}"))
+        return intent
+
+    def finish_intent(
+        self,
+        intent_id: int,
+        status: IntentStatus,
+        *,
+        error: str | None = None,
+        node: RecordedNode | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        self._check(epoch)
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise StoreError(f"no intent {intent_id}")
+        if node is not None:
+            self._put_node(node)
+        self.intents[intent_id] = replace(
+            intent, status=status, error=error, updated_at=self._now(), epoch=epoch
+        )
+        self.writes.append(("finish_intent", f"{intent.kind}:{intent.target}"))
+
+    def retry_intent(self, intent_id: int, *, epoch: int | None = None) -> RecordedIntent:
+        self._check(epoch)
+        intent = self.intents.get(intent_id)
+        if intent is None or intent.status is not IntentStatus.PENDING:
+            raise StoreError(f"no pending intent {intent_id}")
+        updated = replace(intent, attempts=intent.attempts + 1, updated_at=self._now())
+        self.intents[intent_id] = updated
+        self.writes.append(("retry_intent", intent.target))
+        return updated
+
+    # --- nodes ---------------------------------------------------------------------------
+
+    def upsert_node(self, node: RecordedNode, *, epoch: int | None = None) -> None:
+        self._check(epoch)
+        self._put_node(node)
+        self.writes.append(("upsert_node", node.name))
+
+    def upsert_nodes(self, nodes: Sequence[RecordedNode], *, epoch: int | None = None) -> None:
+        self._check(epoch)
+        saved = dict(self.nodes)
+        try:
+            for node in nodes:
+                self._put_node(node)
+        except StoreError:
+            self.nodes = saved
+            raise
+        self.writes.append(("upsert_nodes", str(len(nodes))))
+
+    def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
+        self._check(epoch)
+        node = self.nodes.get((fleet, name))
+        if node is None:
+            return
+        self.nodes[(fleet, name)] = replace(
+            node, status=NodeStatus.DECOMMISSIONED, status_changed_at=at
+        )
+        self.writes.append(("close_node", name))
+
+    def set_protected(self, fleet: str, name: str, protected: bool) -> None:
+        self._check(None)
+        names = self.protected.setdefault(fleet, set())
+        if protected:
+            names.add(name)
+        else:
+            names.discard(name)
+        node = self.nodes.get((fleet, name))
+        if node is not None:
+            self.nodes[(fleet, name)] = replace(node, protected=protected)
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def start_run(self, run: RunRecord) -> int:
+        self._check(None)
+        run_id = len(self.runs) + 1
+        self.runs[run_id] = run
+        return run_id
+
+    def finish_run(
+        self, run_id: int, outcome: str, finished_at: datetime, error: str | None = None
+    ) -> None:
+        self._check(None)
+        run = self.runs.get(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id}")
+        self.runs[run_id] = replace(run, outcome=outcome, finished_at=finished_at, error=error)
+
+    # --- one writer ----------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, now: datetime) -> Lease:
+        self._check(None)
+        held = self.locks.get(name)
+        if (
+            held is not None
+            and held.owner != owner
+            and (held.expires_at is None or held.expires_at > now)
+        ):
+            raise LockHeldError(
+                f"{name} is held by {held.owner}",
+                hint="wait for the other run to finish, or check that it is still alive",
+            )
+        self._epoch += 1
+        lease = Lease(
+            name=name, owner=owner, epoch=self._epoch, expires_at=now + timedelta(seconds=ttl_seconds)
+        )
+        self.locks[name] = lease
+        return lease
+
+    def release_lock(self, lease: Lease) -> None:
+        held = self.locks.get(lease.name)
+        if held is not None and held.owner == lease.owner and held.epoch == lease.epoch:
+            del self.locks[lease.name]
+
+    # --- costs ---------------------------------------------------------------------------
+
+    def set_cost_constant(
+        self, key: str, scope: str, value: Decimal, set_by: str, at: datetime
+    ) -> None:
+        self._check(None)
+        constant = CostConstant(key=key, scope=scope, value=value, set_by=set_by, set_at=at)
+        self.costs[(key, scope)] = constant
+        self.cost_log.append(constant)
+
+    def cost_history(self, key: str | None = None) -> list[dict[str, str]]:
+        return [
+            {
+                "key": c.key,
+                "scope": c.scope,
+                "value": str(c.value),
+                "set_by": c.set_by,
+                "set_at": c.set_at.isoformat(),
+            }
+            for c in reversed(self.cost_log)
+            if key is None or c.key == key
+        ]
+
+    # --- heartbeats ----------------------------------------------------------------------
+
+    def record_heartbeats(self, fleet: str, beats: Sequence[NodeMetrics]) -> int:
+        self._check(None)
+        written = 0
+        for beat in beats:
+            node = self.nodes.get((fleet, beat.node))
+            if node is None or node.status is NodeStatus.DECOMMISSIONED:
+                continue
+            self.nodes[(fleet, beat.node)] = replace(node, last_heartbeat=beat.at)
+            self.metrics.setdefault((fleet, beat.node), []).append(beat)
+            written += 1
+        return written
+
+    def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
+        result: dict[str, list[NodeMetrics]] = {}
+        for (f, name), beats in self.metrics.items():
+            if f != fleet:
+                continue
+            recent = sorted((b for b in beats if b.at >= since), key=lambda b: b.at)
+            if recent:
+                result[name] = recent
+        return result
+
+    def prune_metrics(self, older_than: datetime) -> int:
+        removed = 0
+        for key, beats in self.metrics.items():
+            kept = [b for b in beats if b.at >= older_than]
+            removed += len(beats) - len(kept)
+            self.metrics[key] = kept
+        return removed
+
+    def close(self) -> None:
+        self._closed = True
