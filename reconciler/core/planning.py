@@ -1,0 +1,1025 @@
+"""The planner: a pure function of (desired, observed, recorded, now, options) -> Plan.
+
+No I/O, no clock, no logging, no randomness: the same inputs give the same plan, byte for byte.
+The rules are described in docs/planning.md; the comments here point at them by name.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from reconciler.core.addresses import node_name, parse_node_name
+from reconciler.core.costs import CostResolver, cents, sort_constants
+from reconciler.core.fleet import (
+    IntentStatus,
+    NodeStatus,
+    Observed,
+    ObservedServer,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+    ServerStatus,
+)
+from reconciler.core.plans import (
+    Action,
+    AppliedConstant,
+    Change,
+    GuardWarning,
+    Plan,
+    PlanSummary,
+    UnmanagedServer,
+)
+from reconciler.core.warmup import warmup_complete
+from specs.model import WARMUP_PRESETS, FleetSpec, PoolStatus
+
+#: order of the changes of one address: the order the engine must apply them in
+ACTION_ORDER: dict[Action, int] = {
+    action: index
+    for index, action in enumerate(
+        (
+            Action.FORGET,
+            Action.RESOLVE,
+            Action.ADOPT,
+            Action.REPAIR,
+            Action.PAUSE,
+            Action.RESUME,
+            Action.RESIZE,
+            Action.SET_RDNS,
+            Action.ACTIVATE,
+            Action.DRAIN,
+            Action.DESTROY,
+            Action.CREATE,
+        )
+    )
+}
+
+MASS_DESTROY_HINT = "re-run with --allow-mass-destroy if this is intended"
+#: statuses that mean a recorded node is out of service (for the disruption budget)
+_OUT_OF_SERVICE = frozenset({NodeStatus.DRAINING, NodeStatus.UNHEALTHY, NodeStatus.MAINTENANCE})
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    """Inputs to the planner that come from outside the spec and the two states."""
+
+    spec_hash: str = ""
+    allow_mass_destroy: bool = False
+    #: per-region counts decided by the autoscaler; default: the fixed count, or min for
+    #: {min, max}; always clamped to [min, max]
+    desired_counts: Mapping[str, int] | None = None
+    #: node names the health evaluation found unhealthy (daemon)
+    unhealthy: frozenset[str] = frozenset()
+    #: unhealthy past the grace period: destroy + replace
+    replace_unhealthy: frozenset[str] = frozenset()
+    #: draining nodes whose queue is known to be empty (from heartbeats)
+    queue_empty: frozenset[str] = frozenset()
+    #: False (CLI runs): a draining node with no heartbeat data counts as drained
+    metrics_known: bool = False
+    #: per-region reason replacing the default create/destroy reason (autoscaler decisions,
+    #: e.g. "dallas: 3 -> 4 nodes, utilization 0.86 >= 0.80")
+    scaling_reasons: Mapping[str, str] | None = None
+    #: node name -> plan name the node should run instead of its region's plan (vertical
+    #: scaling); names of plans absent from the spec are ignored
+    node_plans: Mapping[str, str] | None = None
+    #: decisions recorded with their inputs, copied to Plan.notes first
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Node:
+    """A server we own that exists now (observed), with its record if any."""
+
+    name: str
+    region: str
+    seq: int
+    server: ObservedServer
+    record: RecordedNode | None
+    status: NodeStatus  # recorded status; PROVISIONING for a server about to be recorded
+    plan: str | None  # the plan it runs now (matched by rid), else the recorded plan
+    pool: str | None
+    protected: bool
+    unhealthy: bool
+    condemned: str | None = None  # reason it must go whatever the count (ERROR, unhealthy)
+    victim: bool = False
+    adopting: bool = False  # ADOPT: the engine records it and brings it up itself
+
+    @property
+    def in_rotation(self) -> bool:
+        return self.status.in_rotation and not self.unhealthy
+
+
+@dataclass(slots=True)
+class _Pending:
+    intent: RecordedIntent
+    name: str
+    region: str
+    recreate: bool = False
+
+
+@dataclass(slots=True)
+class _Builder:
+    changes: list[Change] = field(default_factory=list)
+    warnings: list[GuardWarning] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, change: Change) -> None:
+        self.changes.append(change)
+
+    def warn(
+        self, guard: str, message: str, *, blocking: bool = False, hint: str | None = None
+    ) -> None:
+        self.warnings.append(GuardWarning(guard, message, blocking, hint))
+
+
+def desired_count(spec: FleetSpec, region: str, options: PlanOptions) -> int:
+    """The node count the plan aims at for ``region`` (0 for a region not in the spec)."""
+    region_spec = spec.regions.get(region)
+    if region_spec is None:
+        return 0
+    wanted = region_spec.min_nodes
+    if options.desired_counts is not None and region in options.desired_counts:
+        wanted = options.desired_counts[region]
+    return max(region_spec.min_nodes, min(region_spec.max_nodes, wanted))
+
+
+def _plan_by_rid(spec: FleetSpec) -> dict[int, list[str]]:
+    by_rid: dict[int, list[str]] = defaultdict(list)
+    for name in sorted(spec.plans):
+        by_rid[spec.plans[name].rid].append(name)
+    return by_rid
+
+
+def _match_plan(
+    by_rid: Mapping[int, list[str]], rid: int | None, *preferred: str | None
+) -> str | None:
+    """Our plan name for a Hostwinds rid: a preferred name if it has that rid, else the first."""
+    if rid is None:
+        return None
+    names = by_rid.get(rid)
+    if not names:
+        return None
+    for name in preferred:
+        if name is not None and name in names:
+            return name
+    return names[0]
+
+
+def _money(value: Decimal) -> str:
+    return f"{cents(value)}"
+
+
+def plan(
+    spec: FleetSpec,
+    observed: Observed,
+    recorded: RecordedFleet,
+    now: datetime,
+    options: PlanOptions = PlanOptions(),
+) -> Plan:
+    """Compute the plan that brings ``observed``/``recorded`` to ``spec`` (see docs/planning.md)."""
+    return _Planner(spec, observed, recorded, now, options).run()
+
+
+class _Planner:
+    def __init__(
+        self,
+        spec: FleetSpec,
+        observed: Observed,
+        recorded: RecordedFleet,
+        now: datetime,
+        options: PlanOptions,
+    ) -> None:
+        self.spec = spec
+        self.observed = observed
+        self.recorded = recorded
+        self.now = now
+        self.options = options
+        self.fleet = spec.name
+        self.costs = CostResolver(spec, recorded.cost_overrides)
+        self.by_rid = _plan_by_rid(spec)
+        self.out = _Builder()
+        self.used_constants: set[AppliedConstant] = set()
+        protected: set[str] = set(spec.disruption.protected) | set(recorded.protected_names)
+        for region_spec in spec.regions.values():
+            protected.update(region_spec.protected)
+        self.protected = protected
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def cost(self, plan_name: str | None, pool: str | None) -> Decimal:
+        value, constants = self.costs.node(plan_name, pool)
+        self.used_constants.update(constants)
+        return value
+
+    def target_plan(self, node: _Node) -> str:
+        overrides = self.options.node_plans
+        if overrides is not None:
+            wanted = overrides.get(node.name)
+            if wanted is not None and wanted in self.spec.plans:
+                return wanted
+        return self.spec.regions[node.region].plan
+
+    def region_reason(self, region: str, present: int, desired: int) -> str:
+        reasons = self.options.scaling_reasons
+        if reasons is not None and region in reasons:
+            return reasons[region]
+        if region not in self.spec.regions:
+            return f"region {region} is not in the spec"
+        noun = "node" if present == 1 else "nodes"
+        return f"{region}: {present} {noun}, spec wants {desired}"
+
+    def rotation_status(self, node: _Node) -> NodeStatus:
+        """Warming or active: where a node goes back to when it re-enters rotation."""
+        record = node.record
+        started = record.warmup_started_at if record is not None else None
+        schedule = None
+        if node.pool is not None and node.pool in self.spec.ip_pools:
+            schedule = self.spec.warmup.schedule(self.spec.ip_pools[node.pool].warmup)
+        if schedule is None:
+            schedule = WARMUP_PRESETS["standard"]
+        if started is not None and warmup_complete(schedule, started, self.now):
+            return NodeStatus.ACTIVE
+        return NodeStatus.WARMING
+
+    # --- the plan ------------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        spec, options, out = self.spec, self.options, self.out
+        fleet = self.fleet
+
+        # 1. split the observation: ours (name shaped like ours) vs unmanaged (never touched)
+        unmanaged: list[UnmanagedServer] = []
+        ours_by_sid: dict[int, ObservedServer] = {}
+        ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
+        max_seq: dict[str, int] = defaultdict(int)
+        for seen in self.observed.servers:
+            parsed = parse_node_name(fleet, seen.name)
+            if parsed is None:
+                if seen.status is not ServerStatus.DELETED:
+                    unmanaged.append(UnmanagedServer(seen.service_id, seen.name, seen.location_id))
+                continue
+            max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+            if seen.status is ServerStatus.DELETED:
+                continue
+            ours_by_sid[seen.service_id] = seen
+            ours_by_name[seen.name].append(seen)
+        for servers in ours_by_name.values():
+            servers.sort(key=lambda s: s.service_id)
+
+        # names are never reused: every recorded name and every intent counts for the sequence
+        for record in self.recorded.nodes:
+            parsed = parse_node_name(fleet, record.name)
+            if parsed is not None:
+                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+        create_intents: dict[str, list[RecordedIntent]] = defaultdict(list)
+        destroy_targets: set[str] = set()
+        for intent in self.recorded.pending_intents:
+            if intent.status is not IntentStatus.PENDING:
+                continue
+            parsed = parse_node_name(fleet, intent.target)
+            if parsed is not None:
+                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+            if intent.kind == "create":
+                create_intents[intent.target].append(intent)
+            elif intent.kind == "destroy":
+                destroy_targets.add(intent.target)
+
+        claimed: set[int] = set()
+        nodes: list[_Node] = []
+        taken: set[str] = set()  # names held by a live record or a server about to be recorded
+
+        # 2. records: match to servers by service id (or by name while the id is unknown)
+        live_records = sorted(
+            (r for r in self.recorded.nodes if r.status is not NodeStatus.DECOMMISSIONED),
+            key=lambda r: (r.name, r.id),
+        )
+        for record in live_records:
+            server: ObservedServer | None = None
+            if record.service_id is not None:
+                candidate = ours_by_sid.get(record.service_id)
+                if candidate is not None and candidate.service_id not in claimed:
+                    server = candidate
+            else:
+                for candidate in ours_by_name.get(record.name, ()):
+                    if candidate.service_id not in claimed:
+                        server = candidate
+                        break
+            if server is None:
+                if record.service_id is None and record.name in create_intents:
+                    continue  # the pending create intent speaks for it (RESOLVE)
+                self.forget(record, destroy_targets)
+                continue
+            claimed.add(server.service_id)
+            taken.add(record.name)
+            nodes.append(self.make_node(record.name, record.region, server, record))
+
+        # 3. pending create intents: look the name up first (design §3)
+        pending: list[_Pending] = []
+        for target in sorted(create_intents):
+            intents = sorted(create_intents[target], key=lambda i: i.id)
+            newest = intents[-1]
+            parsed = parse_node_name(fleet, target)
+            region_or_none = parsed[0] if parsed is not None else newest.params.get("region")
+            if region_or_none is None:
+                out.warn(
+                    "intent",
+                    f"pending create intent {newest.id} targets {target!r}, which is not a "
+                    f"node name of fleet {fleet}: resolve it by hand",
+                )
+                continue
+            region = region_or_none
+            ids = ",".join(str(i.id) for i in intents)
+            found = next(
+                (s for s in ours_by_name.get(target, ()) if s.service_id not in claimed), None
+            )
+            recorded_here = target in taken
+            if recorded_here:
+                record_node = next(n for n in nodes if n.name == target)
+                out.add(
+                    Change(
+                        Action.RESOLVE,
+                        target,
+                        region,
+                        f"pending create intent: server {record_node.server.service_id} is "
+                        "already recorded; close the intent",
+                        after={"found": "yes", "recorded": "yes", "intent_ids": ids},
+                        service_id=record_node.server.service_id,
+                        plan=record_node.plan,
+                        location_id=record_node.server.location_id,
+                    )
+                )
+            elif found is not None:
+                claimed.add(found.service_id)
+                taken.add(target)
+                node = self.make_node(target, region, found, None)
+                if node.pool is None:
+                    node.pool = newest.params.get("pool") or None
+                nodes.append(node)
+                out.add(
+                    Change(
+                        Action.RESOLVE,
+                        target,
+                        region,
+                        f"pending create intent: server {found.service_id} with this name is "
+                        "observed; adopt it",
+                        after={"found": "yes", "recorded": "no", "intent_ids": ids},
+                        service_id=found.service_id,
+                        plan=node.plan,
+                        pool=node.pool,
+                        location_id=found.location_id,
+                    )
+                )
+            else:
+                pending.append(_Pending(newest, target, region))
+
+        # 4. servers of ours the store does not know: adopt (or report a duplicate name)
+        for name in sorted(ours_by_name):
+            for server in ours_by_name[name]:
+                if server.service_id in claimed:
+                    continue
+                parsed = parse_node_name(fleet, name)
+                assert parsed is not None
+                if name in taken:
+                    out.warn(
+                        "duplicate_name",
+                        f"server {server.service_id} is named {name} like another node of the "
+                        "fleet: not adopted, never touched; remove or rename it by hand",
+                    )
+                    continue
+                claimed.add(server.service_id)
+                taken.add(name)
+                node = self.make_node(name, parsed[0], server, None)
+                node.adopting = True
+                nodes.append(node)
+
+        # 5. records that differ from the cloud (drift): repair the record
+        for node in nodes:
+            if node.record is not None:
+                self.repair(node)
+
+        # 6. condemned nodes: failed builds, unhealthy past the grace period
+        for node in nodes:
+            if node.server.status is ServerStatus.ERROR:
+                node.condemned = (
+                    "build failed (server in ERROR)"
+                    if node.status is NodeStatus.PROVISIONING
+                    else "server in ERROR state"
+                )
+            elif node.name in options.replace_unhealthy:
+                node.condemned = "unhealthy past the grace period: replace it"
+
+        # 7. per region: victims of a scale-down, and missing nodes
+        by_region: dict[str, list[_Node]] = defaultdict(list)
+        for node in nodes:
+            by_region[node.region].append(node)
+        pending_by_region: dict[str, list[_Pending]] = defaultdict(list)
+        for item in pending:
+            pending_by_region[item.region].append(item)
+        regions = sorted(set(spec.regions) | set(by_region) | set(pending_by_region))
+        missing: dict[str, int] = {}
+        present_count: dict[str, int] = {}
+        desired: dict[str, int] = {}
+        for region in regions:
+            wanted = desired_count(spec, region, options)
+            desired[region] = wanted
+            live = [n for n in by_region.get(region, ()) if n.condemned is None]
+            waiting = pending_by_region.get(region, [])
+            present_count[region] = len(live) + len(waiting)
+            surplus = len(live) - wanted
+            if surplus > 0:
+                candidates = sorted((n for n in live if not n.protected), key=self.victim_key)
+                for node in candidates[:surplus]:
+                    node.victim = True
+                kept_protected = surplus - min(surplus, len(candidates))
+                if kept_protected > 0:
+                    out.warn(
+                        "protected",
+                        f"{region}: {kept_protected} protected node(s) kept although the spec "
+                        f"wants {wanted} (protected nodes are never destroyed)",
+                    )
+            slots = max(0, wanted - len(live))
+            for index, item in enumerate(waiting):
+                item.recreate = index < slots and region in spec.regions
+            missing[region] = max(0, wanted - len(live) - len(waiting))
+
+        for item in pending:
+            self.resolve_pending(item)
+        for node in nodes:
+            if node.adopting:
+                self.adopt(node)
+
+        # 8. removals: guards decide what happens this run
+        self.removals(nodes, desired, present_count)
+
+        # 9. nodes that stay: health, pipeline, resize
+        self.keepers(nodes)
+
+        # 10. creates
+        self.creates(regions, missing, desired, present_count, nodes, max_seq)
+
+        return self.finish(nodes, unmanaged, pending)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def make_node(
+        self, name: str, region: str, server: ObservedServer, record: RecordedNode | None
+    ) -> _Node:
+        parsed = parse_node_name(self.fleet, name)
+        seq = parsed[1] if parsed is not None else 0
+        region_spec = self.spec.regions.get(region)
+        region_plan = region_spec.plan if region_spec is not None else None
+        recorded_plan = record.plan if record is not None else None
+        matched = _match_plan(self.by_rid, server.plan_rid, recorded_plan, region_plan)
+        current = matched if matched is not None else recorded_plan
+        if server.plan_rid is not None and matched is None:
+            current = None
+        protected = name in self.protected or (record is not None and record.protected)
+        unhealthy = name in self.options.unhealthy or (
+            record is not None and record.status is NodeStatus.UNHEALTHY
+        )
+        return _Node(
+            name=name,
+            region=region,
+            seq=seq,
+            server=server,
+            record=record,
+            status=record.status if record is not None else NodeStatus.PROVISIONING,
+            plan=current,
+            pool=record.pool if record is not None else None,
+            protected=protected,
+            unhealthy=unhealthy,
+        )
+
+    def adopt(self, node: _Node) -> None:
+        server = node.server
+        after = {"service_id": str(server.service_id), "plan": node.plan or "?"}
+        if node.victim or node.condemned is not None:
+            # about to be destroyed: record it out of rotation, do not bring it up
+            after["status"] = NodeStatus.DRAINING.value
+        self.out.add(
+            Change(
+                Action.ADOPT,
+                node.name,
+                node.region,
+                f"server {server.service_id} carries the fleet's name but is not recorded "
+                "(a crash between create and record?)",
+                after=after,
+                service_id=server.service_id,
+                plan=node.plan,
+                location_id=server.location_id,
+            )
+        )
+
+    def forget(self, record: RecordedNode, destroy_targets: set[str]) -> None:
+        ours = record.name in destroy_targets
+        if record.service_id is None:
+            reason = "record never got a server and no create is pending: close it"
+            drift = False
+        elif ours:
+            reason = f"server {record.service_id} is gone after our destroy: close the record"
+            drift = False
+        else:
+            reason = f"server {record.service_id} is gone (deleted behind our back)"
+            drift = True
+        self.out.add(
+            Change(
+                Action.FORGET,
+                record.name,
+                record.region,
+                reason,
+                before={"status": record.status.value},
+                after={"status": NodeStatus.DECOMMISSIONED.value},
+                service_id=record.service_id,
+                plan=record.plan,
+                pool=record.pool,
+                drift=drift,
+            )
+        )
+
+    def repair(self, node: _Node) -> None:
+        record = node.record
+        assert record is not None
+        server = node.server
+        before: dict[str, str] = {}
+        after: dict[str, str] = {}
+        drift = False
+        if record.service_id is None:
+            before["service_id"] = "-"
+            after["service_id"] = str(server.service_id)
+        pipeline_pending = record.status is NodeStatus.PROVISIONING and not record.rdns_done
+        if server.main_ip is not None and server.main_ip != record.ip_address:
+            if record.ip_address is not None:
+                drift = True
+                before["ip"] = record.ip_address
+                after["ip"] = server.main_ip
+            elif not pipeline_pending:
+                before["ip"] = "-"
+                after["ip"] = server.main_ip
+        resizing = server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED)
+        if server.plan_rid is not None and not resizing and node.plan != record.plan:
+            recorded_spec = self.spec.plans.get(record.plan)
+            if recorded_spec is None or recorded_spec.rid != server.plan_rid:
+                drift = True
+                before["plan"] = record.plan
+                after["plan"] = node.plan if node.plan is not None else f"rid {server.plan_rid}"
+        if not after:
+            return
+        what = "resized or re-addressed behind our back" if drift else "incomplete"
+        self.out.add(
+            Change(
+                Action.REPAIR,
+                node.name,
+                node.region,
+                f"record differs from the cloud ({what}): correct the record",
+                before=before,
+                after=after,
+                service_id=server.service_id,
+                plan=node.plan,
+                pool=node.pool,
+                location_id=server.location_id,
+                drift=drift,
+            )
+        )
+
+    def victim_key(self, node: _Node) -> tuple[int, int, int, int, timedelta, int, str]:
+        """Scale-down order: draining, unhealthy, paused, least warmed, highest sequence."""
+        record = node.record
+        started = record.warmup_started_at if record is not None else None
+        # not warming yet (provisioning) first, then the latest warmup start
+        warmed = timedelta(0) if started is None else self.now - started
+        return (
+            0 if node.status is NodeStatus.DRAINING else 1,
+            0 if node.unhealthy else 1,
+            0 if node.status is NodeStatus.PAUSED else 1,
+            0 if started is None else 1,
+            warmed,
+            -node.seq,
+            node.name,
+        )
+
+    def resolve_pending(self, item: _Pending) -> None:
+        intent = item.intent
+        grace = self.spec.reconcile.adoption_grace
+        created = intent.created_at
+        expired = created is None or self.now >= created + grace
+        ids = str(intent.id)
+        after = {
+            "found": "no",
+            "intent_ids": ids,
+            "recreate": "yes" if item.recreate else "no",
+        }
+        if not expired and created is not None:
+            after["grace_until"] = (created + grace).isoformat()
+            reason = (
+                "pending create intent: no server with this name yet; wait for it until "
+                f"{(created + grace).isoformat()} (adoption grace)"
+            )
+        elif item.recreate:
+            reason = (
+                "pending create intent: no server with this name after the adoption grace; "
+                "fail the intent and create it anew"
+            )
+        else:
+            reason = (
+                "pending create intent: no server with this name after the adoption grace; "
+                "fail the intent (the spec no longer needs this node)"
+            )
+        plan_name = intent.params.get("plan")
+        region_spec = self.spec.regions.get(item.region)
+        if region_spec is not None and (plan_name is None or plan_name not in self.spec.plans):
+            plan_name = region_spec.plan
+        pool = intent.params.get("pool") or None
+        location = region_spec.location_id if region_spec is not None else None
+        delta = self.cost(plan_name, pool) if item.recreate else Decimal(0)
+        self.out.add(
+            Change(
+                Action.RESOLVE,
+                item.name,
+                item.region,
+                reason,
+                after=after,
+                monthly_cost_delta=cents(delta),
+                plan=plan_name,
+                pool=pool,
+                location_id=location,
+            )
+        )
+
+    def removals(
+        self, nodes: list[_Node], desired: Mapping[str, int], present: Mapping[str, int]
+    ) -> None:
+        options, spec, out = self.options, self.spec, self.out
+        disruption = spec.disruption
+        # --- protection: never destroyed, whatever the reason
+        for node in nodes:
+            if node.condemned is not None and node.protected:
+                out.warn(
+                    "protected",
+                    f"{node.name} is protected: not destroyed although {node.condemned}",
+                )
+        condemned = [n for n in nodes if n.condemned is not None and not n.protected]
+        victims = sorted(
+            (n for n in nodes if n.victim), key=lambda n: (n.region, self.victim_key(n))
+        )
+
+        # --- mass-delete guard: judged on everything the spec wants gone, not just this run
+        removing = [n for n in victims] + [
+            n for n in condemned if n.server.status is not ServerStatus.ERROR
+        ]
+        fleet_size = sum(1 for n in nodes if n.server.status is not ServerStatus.ERROR)
+        emptied = sorted({n.region for n in victims if desired.get(n.region, 0) == 0})
+        share = len(removing) / fleet_size if fleet_size else 0.0
+        over = share > disruption.mass_delete_threshold
+        if removing and (over or emptied):
+            parts = []
+            if over:
+                parts.append(
+                    f"removes {len(removing)} of {fleet_size} nodes ({share:.0%}, more than the "
+                    f"{disruption.mass_delete_threshold:.0%} threshold)"
+                )
+            if emptied:
+                parts.append("removes every node of " + ", ".join(emptied))
+            message = "this plan " + " and ".join(parts)
+            if options.allow_mass_destroy:
+                out.warn("mass_delete", message + " (allowed by --allow-mass-destroy)")
+            else:
+                out.warn("mass_delete", message, blocking=True, hint=MASS_DESTROY_HINT)
+
+        # --- unavailable right now (disruption budget)
+        unavailable = 0
+        for node in nodes:
+            if (
+                node.status in _OUT_OF_SERVICE
+                or node.unhealthy
+                or (node.status.in_rotation and node.server.status is not ServerStatus.ACTIVE)
+            ):
+                unavailable += 1
+        self.disruption_left = max(0, disruption.max_unavailable - unavailable)
+
+        # --- what each removal needs this run
+        destroys: list[tuple[_Node, str]] = []
+        drains: list[_Node] = []
+        for node in condemned:
+            destroys.append((node, node.condemned or ""))
+        for node in victims:
+            reason = self.region_reason(node.region, present[node.region], desired[node.region])
+            if node.in_rotation:
+                drains.append(node)
+            elif node.status is NodeStatus.DRAINING:
+                if not options.metrics_known or node.name in options.queue_empty:
+                    drained = "drained" if options.metrics_known else "draining (no queue data)"
+                    destroys.append((node, f"{reason}; {drained}"))
+                else:
+                    out.notes.append(f"{node.name}: draining, waiting for its queue to empty")
+            else:
+                destroys.append((node, reason))
+
+        budget = disruption.max_destroys_per_run
+        for node, reason in destroys[:budget]:
+            self.destroy(node, reason)
+        deferred = len(destroys) - budget
+        if deferred > 0:
+            out.warn(
+                "destroy_budget",
+                f"{deferred} more destroy(s) wait for the next run "
+                f"(disruption.max_destroys_per_run = {budget})",
+            )
+
+        started = 0
+        for node in drains:
+            if started >= self.disruption_left:
+                break
+            started += 1
+            reason = self.region_reason(node.region, present[node.region], desired[node.region])
+            out.add(
+                Change(
+                    Action.DRAIN,
+                    node.name,
+                    node.region,
+                    f"{reason}; out of rotation before destroy",
+                    before={"status": node.status.value},
+                    after={"status": NodeStatus.DRAINING.value},
+                    service_id=node.server.service_id,
+                    plan=node.plan,
+                    pool=node.pool,
+                    location_id=node.server.location_id,
+                )
+            )
+        self.disruption_left -= started
+        if len(drains) > started:
+            out.warn(
+                "disruption_budget",
+                f"{len(drains) - started} more drain(s) wait for the disruption budget "
+                f"(disruption.max_unavailable = {disruption.max_unavailable})",
+            )
+
+    def destroy(self, node: _Node, reason: str) -> None:
+        self.out.add(
+            Change(
+                Action.DESTROY,
+                node.name,
+                node.region,
+                reason,
+                before={"status": node.status.value, "server": node.server.status.value},
+                monthly_cost_delta=cents(-self.cost(node.plan, node.pool)),
+                service_id=node.server.service_id,
+                plan=node.plan,
+                pool=node.pool,
+                location_id=node.server.location_id,
+            )
+        )
+
+    def keepers(self, nodes: list[_Node]) -> None:
+        options, out = self.options, self.out
+        resizes: list[tuple[_Node, str]] = []
+        for node in nodes:
+            if node.condemned is not None or node.victim:
+                continue
+            server = node.server
+            common = {
+                "service_id": server.service_id,
+                "plan": node.plan,
+                "pool": node.pool,
+                "location_id": server.location_id,
+            }
+            # health (daemon): out of rotation at once; back when it recovers
+            if node.name in options.unhealthy and node.status.in_rotation:
+                out.add(
+                    Change(
+                        Action.PAUSE,
+                        node.name,
+                        node.region,
+                        "unhealthy (missed heartbeats): out of the sending rotation",
+                        before={"status": node.status.value},
+                        after={"status": NodeStatus.UNHEALTHY.value},
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+            elif (
+                node.status is NodeStatus.UNHEALTHY
+                and options.metrics_known
+                and node.name not in options.unhealthy
+            ) or node.status is NodeStatus.DRAINING:
+                why = (
+                    "healthy again: back into the sending rotation"
+                    if node.status is NodeStatus.UNHEALTHY
+                    else "no longer surplus: stop draining, back into rotation"
+                )
+                out.add(
+                    Change(
+                        Action.RESUME,
+                        node.name,
+                        node.region,
+                        why,
+                        before={"status": node.status.value},
+                        after={"status": self.rotation_status(node).value},
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+            # resize towards the spec's plan (the spec wins over drift)
+            if node.region in self.spec.regions:
+                target = self.target_plan(node)
+                target_rid = self.spec.plans[target].rid
+                if server.plan_rid is None:
+                    differs = node.plan != target
+                else:
+                    differs = server.plan_rid != target_rid
+                if server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED) or (
+                    server.status is ServerStatus.ACTIVE and differs
+                ):
+                    resizes.append((node, target))
+            # the pipeline: ACTIVE with an IP -> reverse DNS -> into rotation (warming)
+            # (a server being adopted or resolved is brought up by the engine with its record)
+            if node.status is NodeStatus.PROVISIONING and node.record is not None:
+                record = node.record
+                rdns_done = record is not None and record.rdns_done
+                if server.status is not ServerStatus.ACTIVE or server.main_ip is None:
+                    if server.status not in (ServerStatus.RESIZE, ServerStatus.RESIZED):
+                        out.notes.append(
+                            f"{node.name}: waiting for the server to be ACTIVE with an IP "
+                            f"(now {server.status.value})"
+                        )
+                    continue
+                if not rdns_done:
+                    out.add(
+                        Change(
+                            Action.SET_RDNS,
+                            node.name,
+                            node.region,
+                            "new node: set reverse DNS and record its IP",
+                            before={"rdns": "-"},
+                            after={"rdns": node.name, "ip": server.main_ip},
+                            **common,  # type: ignore[arg-type]
+                        )
+                    )
+                out.add(
+                    Change(
+                        Action.ACTIVATE,
+                        node.name,
+                        node.region,
+                        "ACTIVE with reverse DNS: into the sending rotation (warmup starts)",
+                        before={"status": NodeStatus.PROVISIONING.value},
+                        after={"status": NodeStatus.WARMING.value},
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+        self.resize(resizes)
+
+    def resize(self, resizes: list[tuple[_Node, str]]) -> None:
+        out = self.out
+        deferred = 0
+        for node, target in sorted(resizes, key=lambda item: (item[0].region, item[0].name)):
+            server = node.server
+            confirming = server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED)
+            if node.in_rotation and not confirming:
+                if self.disruption_left <= 0:
+                    deferred += 1
+                    continue
+                self.disruption_left -= 1
+            current = node.plan if node.plan is not None else f"rid {server.plan_rid}"
+            delta = self.cost(target, node.pool) - self.cost(node.plan, node.pool)
+            reason = (
+                f"resize in progress ({server.status.value}): finish and confirm it"
+                if confirming
+                else f"plan {current} differs from the spec's {target}"
+            )
+            out.add(
+                Change(
+                    Action.RESIZE,
+                    node.name,
+                    node.region,
+                    reason,
+                    before={"plan": current},
+                    after={"plan": target},
+                    monthly_cost_delta=cents(delta),
+                    service_id=server.service_id,
+                    plan=target,
+                    pool=node.pool,
+                    location_id=server.location_id,
+                )
+            )
+        if deferred:
+            out.warn(
+                "disruption_budget",
+                f"{deferred} more resize(s) wait for the disruption budget "
+                f"(disruption.max_unavailable = {self.spec.disruption.max_unavailable})",
+            )
+
+    def creates(
+        self,
+        regions: list[str],
+        missing: Mapping[str, int],
+        desired: Mapping[str, int],
+        present: Mapping[str, int],
+        nodes: list[_Node],
+        max_seq: Mapping[str, int],
+    ) -> None:
+        spec = self.spec
+        ips = spec.costs.ips_per_node
+        # pool occupancy after this plan: nodes that stay, counted in IPs
+        pool_ips: dict[str, int] = defaultdict(int)
+        for node in nodes:
+            if node.pool is not None and node.condemned is None and not node.victim:
+                pool_ips[node.pool] += ips
+        for region in regions:
+            count = missing.get(region, 0)
+            if count <= 0:
+                continue
+            region_spec = spec.regions[region]
+            reason = self.region_reason(region, present[region], desired[region])
+            seq = max_seq.get(region, 0)
+            for _ in range(count):
+                seq += 1
+                name = node_name(self.fleet, region, seq)
+                pool = None
+                for pool_name, pool_spec in spec.ip_pools.items():
+                    if (
+                        pool_spec.status is PoolStatus.ACTIVE
+                        and region in pool_spec.regions
+                        and pool_ips[pool_name] < pool_spec.size
+                    ):
+                        pool = pool_name
+                        pool_ips[pool_name] += ips
+                        break
+                after = {"plan": region_spec.plan, "location_id": str(region_spec.location_id)}
+                if pool is not None:
+                    after["pool"] = pool
+                self.out.add(
+                    Change(
+                        Action.CREATE,
+                        name,
+                        region,
+                        reason,
+                        after=after,
+                        monthly_cost_delta=cents(self.cost(region_spec.plan, pool)),
+                        plan=region_spec.plan,
+                        pool=pool,
+                        location_id=region_spec.location_id,
+                    )
+                )
+
+    def finish(
+        self, nodes: list[_Node], unmanaged: list[UnmanagedServer], pending: list[_Pending]
+    ) -> Plan:
+        out, spec = self.out, self.spec
+        changes = sorted(out.changes, key=lambda c: (c.region, c.address, ACTION_ORDER[c.action]))
+        before = Decimal(0)
+        for node in nodes:
+            before += self.cost(node.plan, node.pool)
+        # duplicates and other ours-but-unrecorded servers are billed too
+        seen = {n.server.service_id for n in nodes}
+        for server in self.observed.servers:
+            if server.service_id in seen or server.status is ServerStatus.DELETED:
+                continue
+            if parse_node_name(self.fleet, server.name) is not None:
+                before += self.cost(_match_plan(self.by_rid, server.plan_rid), None)
+        count_before = len(nodes) + sum(
+            1
+            for s in self.observed.servers
+            if s.service_id not in seen
+            and s.status is not ServerStatus.DELETED
+            and parse_node_name(self.fleet, s.name) is not None
+        )
+        delta = sum((c.monthly_cost_delta for c in changes), Decimal(0))
+        creates = sum(1 for c in changes if c.action is Action.CREATE)
+        recreates = sum(
+            1
+            for c in changes
+            if c.action is Action.RESOLVE and (c.after or {}).get("recreate") == "yes"
+        )
+        destroys = sum(1 for c in changes if c.action is Action.DESTROY)
+        counts = {action.value: 0 for action in Action}
+        for change in changes:
+            counts[change.action.value] += 1
+        before_c = cents(before)
+        after_c = before_c + delta
+        budget = spec.costs.monthly_budget
+        if budget is not None and after_c > budget and delta > 0:
+            self.out.warn(
+                "budget",
+                f"monthly cost after this plan ${after_c} exceeds the budget ${cents(budget)}",
+                blocking=True,
+                hint="raise costs.monthly_budget or lower the node counts",
+            )
+        summary = PlanSummary(
+            counts=counts,
+            monthly_cost_before=before_c,
+            monthly_cost_after=after_c,
+            constants=sort_constants(self.used_constants),
+            node_count_before=count_before,
+            node_count_after=count_before + creates + recreates - destroys,
+            monthly_budget=budget,
+        )
+        return Plan(
+            fleet=self.fleet,
+            changes=tuple(changes),
+            summary=summary,
+            warnings=tuple(out.warnings),
+            unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.name, u.service_id))),
+            spec_hash=self.options.spec_hash,
+            generated_at=self.now,
+            notes=tuple(self.options.notes) + tuple(out.notes),
+        )
