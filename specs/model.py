@@ -14,7 +14,14 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from specs.durations import Duration
 
@@ -311,8 +318,18 @@ DEAD_BLOCKLISTS: frozenset[str] = frozenset(
 )
 
 
+def _live_zone(zone: str) -> str:
+    if zone.lower().rstrip(".").endswith("sorbs.net"):
+        raise ValueError(f"{zone!r}: SORBS shut down in 2024; remove it")
+    return zone
+
+
+#: a DNS blocklist zone (one that still answers)
+BlocklistZone = Annotated[str, Field(min_length=1), AfterValidator(_live_zone)]
+
+
 class ReputationPolicy(_Model):
-    blocklists: list[str] = Field(
+    blocklists: list[BlocklistZone] = Field(
         default_factory=lambda: ["zen.spamhaus.org", "b.barracudacentral.org"]
     )
     bounce_alert: Rate = 0.03
@@ -323,14 +340,6 @@ class ReputationPolicy(_Model):
     high: SeverityAction = SeverityAction.PAUSE  # blocklisted (e.g. Spamhaus)
     medium: SeverityAction = SeverityAction.ALERT  # bounce rate over threshold
     low: SeverityAction = SeverityAction.ALERT  # high CPU
-
-    @field_validator("blocklists")
-    @classmethod
-    def _no_dead_zones(cls, value: list[str]) -> list[str]:
-        for zone in value:
-            if zone.lower().rstrip(".").endswith("sorbs.net"):
-                raise ValueError(f"{zone!r}: SORBS shut down in 2024; remove it")
-        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> ReputationPolicy:

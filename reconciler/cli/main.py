@@ -24,13 +24,11 @@ EXIT_CHANGES = 2
 EXIT_BUG = 70
 
 
-def report_error(exc: ReconcilerError) -> None:
+def report_error(exc: ReconcilerError | SpecError) -> None:
     """Print a user-facing error: message, then the hint. Never a traceback."""
     if isinstance(exc, SpecError):
-        for problem in exc.problems:
-            click.echo(problem.render(), err=True)
-        count = len(exc.problems)
-        click.echo(f"error: {count} problem{'s' if count != 1 else ''} found", err=True)
+        for line in exc.render_lines():
+            click.echo(line, err=True)
         return
     click.echo(f"error: {exc.message}", err=True)
     if exc.hint:
@@ -51,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return int(exc.exit_code)
-    except UserError as exc:
+    except (UserError, SpecError) as exc:
         report_error(exc)
         return EXIT_ERROR
     except ReconcilerError as exc:

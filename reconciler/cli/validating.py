@@ -1,18 +1,77 @@
-"""`reconcile validate` and `reconcile schema` (placeholder until issue 2 lands)."""
+"""`reconcile validate` and `reconcile schema`.
+
+``validate`` prints every problem as ``file:line:column: field.path: message (hint)`` on
+stderr (warnings prefixed ``warning:``), then a count, and exits 1 on any error; a valid spec
+prints one summary line on stdout and exits 0. Bad input never produces a traceback: the
+``SpecError`` is rendered by ``reconciler.cli.main``.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
+from reconciler.core.errors import UserError
+from specs.loading import LoadedSpec, load_spec
+from specs.schema import json_schema
+
+DEFAULT_SPEC = "fleet.yaml"
+
+
+def _summary(paths: tuple[str, ...], loaded: LoadedSpec) -> str:
+    spec = loaded.spec
+    regions = len(spec.regions)
+    nodes = sum(region.min_nodes for region in spec.regions.values())
+    pools = len(spec.ip_pools)
+    where = ", ".join(paths)
+    return (
+        f"{where}: valid (fleet {spec.name!r}, {regions} region{'s' if regions != 1 else ''}, "
+        f"{nodes} node{'s' if nodes != 1 else ''} min, {pools} pool{'s' if pools != 1 else ''})"
+    ).replace("'", '"')
+
 
 @click.command()
-@click.argument("paths", nargs=-1)
+@click.argument("paths", nargs=-1, metavar="PATH...")
 def validate(paths: tuple[str, ...]) -> int:
-    """Check spec files and report every problem."""
-    raise click.ClickException("validate: under construction")
+    """Check spec files (or directories of them) and report every problem.
+
+    With no PATH, checks ./fleet.yaml. Exits 0 when valid, 1 on any problem.
+    """
+    if not paths:
+        paths = (DEFAULT_SPEC,)
+    loaded = load_spec(list(paths))  # a SpecError is rendered by main: problems, count, exit 1
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning.render()}", err=True)
+    click.echo(_summary(paths, loaded))
+    return 0
+
+
+def render_schema() -> str:
+    """The JSON Schema as printed: indent 2, sorted keys, trailing newline."""
+    return json.dumps(json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 @click.command()
-def schema() -> int:
-    """Print the JSON Schema of the spec."""
-    raise click.ClickException("schema: under construction")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Write the schema to this file instead of stdout.",
+)
+def schema(output: Path | None) -> int:
+    """Print the JSON Schema of the fleet spec (for editors' YAML language servers)."""
+    text = render_schema()
+    if output is None:
+        click.echo(text, nl=False)
+        return 0
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {output}: {exc.strerror or exc}", hint="check the path"
+        ) from exc
+    click.echo(f"wrote {output}", err=True)
+    return 0

@@ -6,6 +6,27 @@ Messages must never contain secrets (API keys, node tokens, root passwords).
 
 from __future__ import annotations
 
+from specs.errors import SpecError, SpecProblem
+
+__all__ = [
+    "AuthError",
+    "ConflictError",
+    "GuardRefusedError",
+    "LeadershipLostError",
+    "LockHeldError",
+    "NotFoundError",
+    "ProviderError",
+    "ReconcilerError",
+    "SpecError",
+    "SpecProblem",
+    "StalePlanError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TerminalError",
+    "TransientError",
+    "UserError",
+]
+
 
 class ReconcilerError(Exception):
     """Base of every error the project raises on purpose."""
@@ -24,46 +45,11 @@ class ReconcilerError(Exception):
 
 
 class UserError(ReconcilerError):
-    """Caused by user input (spec, flags, plan files, credentials). Exit 1, no traceback."""
+    """Caused by user input (spec, flags, plan files, credentials). Exit 1, no traceback.
 
-
-class SpecError(UserError):
-    """The spec is invalid. Carries every problem found, each with file:line:column."""
-
-    def __init__(self, problems: list[SpecProblem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(p.render() for p in problems) if problems else "invalid spec")
-
-
-class SpecProblem:
-    """One problem in a spec file: where, which field, what is wrong, a hint."""
-
-    __slots__ = ("column", "field", "file", "hint", "line", "message")
-
-    def __init__(
-        self,
-        file: str,
-        line: int,
-        column: int,
-        field: str,
-        message: str,
-        hint: str | None = None,
-    ) -> None:
-        self.file = file
-        self.line = line
-        self.column = column
-        self.field = field
-        self.message = message
-        self.hint = hint
-
-    def render(self) -> str:
-        text = f"{self.file}:{self.line}:{self.column}: {self.field}: {self.message}"
-        if self.hint:
-            text += f" ({self.hint})"
-        return text
-
-    def __repr__(self) -> str:
-        return f"SpecProblem({self.render()!r})"
+    ``SpecError`` (re-exported above from ``specs.errors``, since ``specs`` may not import
+    ``reconciler``) is NOT a subclass: catch ``(UserError, SpecError)`` where both are meant.
+    """
 
 
 class ProviderError(ReconcilerError):

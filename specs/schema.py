@@ -1,0 +1,36 @@
+"""The JSON Schema of the fleet spec, for editors' YAML language servers and other tools."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema
+
+from specs.durations import format_duration
+from specs.model import API_VERSION, FleetSpec
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID = "https://fleet-reconciler.invalid/schemas/fleet-reconciler-v1.json"
+
+
+class _SpecSchema(GenerateJsonSchema):
+    """Defaults written as a person would write them: durations as ``30s``, not ``PT30S``."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        return super().encode_default(dft)
+
+
+def json_schema() -> dict[str, Any]:
+    """FleetSpec's JSON Schema (validation mode) with ``$schema``, ``$id`` and a title."""
+    document = FleetSpec.model_json_schema(mode="validation", schema_generator=_SpecSchema)
+    document["$schema"] = SCHEMA_DIALECT
+    document["$id"] = SCHEMA_ID
+    document["title"] = f"fleet-reconciler fleet spec ({API_VERSION})"
+    document["description"] = (
+        "A fleet of email-sending servers on Hostwinds, as declared for fleet-reconciler. "
+        "Durations are strings like 30s, 5m, 6w; money is a decimal amount in USD."
+    )
+    return document
