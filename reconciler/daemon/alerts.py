@@ -1,0 +1,128 @@
+"""Alerts: log, metrics and an optional webhook, de-duplicated while a condition lasts.
+
+A condition (``core.health.AlertCondition``) is announced once when it starts and once when it
+clears. While it lasts nothing more is sent. A condition that clears and comes back within
+``alerts.dedupe_window`` is not announced again (flap suppression).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import httpx
+
+from reconciler.core.health import AlertCondition, Severity
+from reconciler.daemon.metrics import DaemonMetrics
+
+log = logging.getLogger("reconciler.daemon.alerts")
+
+_LEVELS = {
+    Severity.HIGH: logging.ERROR,
+    Severity.MEDIUM: logging.WARNING,
+    Severity.LOW: logging.INFO,
+}
+
+
+class Alerter:
+    def __init__(
+        self,
+        fleet: str,
+        metrics: DaemonMetrics,
+        *,
+        webhook: str | None = None,
+        dedupe_window: timedelta = timedelta(hours=1),
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._fleet = fleet
+        self._metrics = metrics
+        self._webhook = webhook
+        self._window = dedupe_window
+        self._client = client
+        self._own_client = client is None
+        self._active: dict[str, AlertCondition] = {}
+        self._cleared_at: dict[str, datetime] = {}
+        self.sent: list[dict[str, object]] = []  # last webhook payloads (bounded), for status
+
+    def configure(self, webhook: str | None, dedupe_window: timedelta) -> None:
+        self._webhook = webhook
+        self._window = dedupe_window
+
+    @property
+    def active(self) -> tuple[AlertCondition, ...]:
+        return tuple(self._active[k] for k in sorted(self._active))
+
+    async def update(self, conditions: Sequence[AlertCondition], now: datetime) -> list[str]:
+        """Announce new conditions and clear those that ended. Returns the keys announced."""
+        current = {c.key: c for c in conditions}
+        announced: list[str] = []
+        for key, condition in sorted(current.items()):
+            if key in self._active:
+                continue
+            self._active[key] = condition
+            cleared = self._cleared_at.pop(key, None)
+            if cleared is not None and now - cleared < self._window:
+                continue  # came back within the window: already announced
+            announced.append(key)
+            await self._announce(condition, "firing", now)
+        for key in sorted(set(self._active) - set(current)):
+            condition = self._active.pop(key)
+            self._cleared_at[key] = now
+            log.info(
+                f"alert resolved: {condition.message}",
+                extra={"event": "alert.resolved", "key": key, "severity": condition.severity.label},
+            )
+        horizon = now - self._window
+        for key in [k for k, at in self._cleared_at.items() if at < horizon]:
+            del self._cleared_at[key]
+        for severity in Severity:
+            self._metrics.alerts_active.labels(severity.label).set(
+                sum(1 for c in self._active.values() if c.severity is severity)
+            )
+        return announced
+
+    async def _announce(self, condition: AlertCondition, state: str, now: datetime) -> None:
+        self._metrics.alerts.labels(condition.severity.label).inc()
+        log.log(
+            _LEVELS[condition.severity],
+            f"alert ({condition.severity.label}): {condition.message}",
+            extra={
+                "event": "alert.firing",
+                "key": condition.key,
+                "severity": condition.severity.label,
+                "node": condition.node,
+            },
+        )
+        payload: dict[str, object] = {
+            "fleet": self._fleet,
+            "state": state,
+            "severity": condition.severity.label,
+            "key": condition.key,
+            "node": condition.node,
+            "message": condition.message,
+            "at": now.isoformat(),
+        }
+        self.sent.append(payload)
+        del self.sent[:-100]
+        if not self._webhook:
+            return
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=5.0)
+        try:
+            response = await self._client.post(self._webhook, json=payload)
+            if response.status_code >= 400:
+                log.warning(
+                    f"alert webhook answered HTTP {response.status_code}",
+                    extra={"event": "alert.webhook_failed", "status": response.status_code},
+                )
+        except httpx.HTTPError as exc:
+            log.warning(
+                f"alert webhook failed: {type(exc).__name__}",
+                extra={"event": "alert.webhook_failed"},
+            )
+
+    async def aclose(self) -> None:
+        if self._client is not None and self._own_client:
+            await self._client.aclose()
+        self._client = None

@@ -1,0 +1,158 @@
+"""The daemon's HTTP API (starlette, served by uvicorn).
+
+- ``GET /healthz``: the process is alive.
+- ``GET /readyz``: the store is reachable (503 otherwise); says whether this process leads.
+- ``GET /metrics``: Prometheus text format from the daemon's own registry.
+- ``POST /v1/heartbeats``: a signed heartbeat (see ``heartbeats``); 202 when accepted.
+- ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from reconciler.core.errors import UserError
+from reconciler.daemon.heartbeats import (
+    HeartbeatBatcher,
+    HeartbeatRejected,
+    Rejection,
+    Verifier,
+    utc_from_timestamp,
+)
+from reconciler.daemon.metrics import CONTENT_TYPE, DaemonMetrics
+
+log = logging.getLogger("reconciler.daemon.http")
+
+HEARTBEATS_PATH = "/v1/heartbeats"
+
+
+class DaemonState(Protocol):
+    """What the HTTP layer reads of the running daemon."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    async def store_reachable(self) -> bool: ...
+
+    def fleet_document(self) -> dict[str, Any]: ...
+
+
+def create_app(
+    state: DaemonState,
+    metrics: DaemonMetrics,
+    verifier: Verifier,
+    batcher: HeartbeatBatcher,
+    *,
+    wall_clock: Callable[[], float] = time.time,
+    lifespan_batcher: bool = True,
+) -> Starlette:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        reachable = await state.store_reachable()
+        body = {
+            "status": "ready" if reachable else "unavailable",
+            "store": "reachable" if reachable else "unreachable",
+            "leader": state.is_leader,
+        }
+        return JSONResponse(body, status_code=200 if reachable else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    async def heartbeats(request: Request) -> Response:
+        body = await request.body()
+        try:
+            payload = verifier.verify(
+                request.headers, request.method, request.url.path, body, wall_clock()
+            )
+        except HeartbeatRejected as exc:
+            metrics.heartbeats_rejected.labels(exc.reason.value).inc()
+            return JSONResponse({"error": exc.reason.value}, status_code=exc.status)
+        beat = payload.metrics(_beat_time(request, wall_clock))
+        if not batcher.offer(beat):
+            metrics.heartbeats_rejected.labels(Rejection.OVERLOADED.value).inc()
+            return JSONResponse({"error": Rejection.OVERLOADED.value}, status_code=503)
+        metrics.heartbeats_received.inc()
+        return JSONResponse({"status": "accepted"}, status_code=202)
+
+    async def fleet(request: Request) -> Response:
+        return JSONResponse(state.fleet_document())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if lifespan_batcher:
+            batcher.start()
+        try:
+            yield
+        finally:
+            if lifespan_batcher:
+                await batcher.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route(HEARTBEATS_PATH, heartbeats, methods=["POST"]),
+            Route("/v1/fleet", fleet, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _beat_time(request: Request, wall_clock: Callable[[], float]) -> datetime:
+    # the server's receive time: node clocks may drift within the signing window
+    return utc_from_timestamp(wall_clock())
+
+
+class QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the daemon."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(
+            f"--listen {value!r}: expected HOST:PORT", hint="e.g. --listen 127.0.0.1:8080"
+        )
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def make_server(app: Starlette, host: str, port: int) -> QuietServer:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return QuietServer(config)
+
+
+async def wait_started(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
+    """Wait until uvicorn listens (or fail if it stopped, e.g. the port is taken)."""
+    async with asyncio.timeout(10.0):
+        while not server.started:
+            if serving.done():
+                raise UserError("the HTTP server could not start (is the --listen address in use?)")
+            await asyncio.sleep(0.02)

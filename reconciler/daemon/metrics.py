@@ -1,0 +1,126 @@
+"""The daemon's Prometheus metrics, in their own registry (never the global one)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class DaemonMetrics:
+    """Every metric the daemon exports (listed in docs/daemon.md "Metrics")."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.reconciles = Counter(
+            "reconciler_reconciles", "Reconcile runs by outcome", ["outcome"], registry=r
+        )
+        self.reconcile_duration = Histogram(
+            "reconciler_reconcile_duration_seconds",
+            "Duration of reconcile runs",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.reconcile_errors = Counter(
+            "reconciler_reconcile_errors",
+            "Reconcile runs that failed, by error kind",
+            ["kind"],
+            registry=r,
+        )
+        self.api_calls = Counter(
+            "reconciler_api_calls",
+            "Cloud API calls made by reconciles, by action",
+            ["action"],
+            registry=r,
+        )
+        self.changes = Counter(
+            "reconciler_changes",
+            "Plan changes applied, by action and result",
+            ["action", "result"],
+            registry=r,
+        )
+        self.fleet_nodes = Gauge(
+            "reconciler_fleet_nodes",
+            "Recorded nodes by region and status",
+            ["region", "status"],
+            registry=r,
+        )
+        self.utilization = Gauge(
+            "reconciler_utilization_ratio",
+            "Throughput over capacity by region and pool (pool '' = no pool)",
+            ["region", "pool"],
+            registry=r,
+        )
+        self.capacity = Gauge(
+            "reconciler_capacity_emails_per_day",
+            "Sending capacity (min of CPU bound and warmup limit) by region and pool",
+            ["region", "pool"],
+            registry=r,
+        )
+        self.throughput = Gauge(
+            "reconciler_throughput_emails_per_day",
+            "Throughput reported by heartbeats, projected to a day, by region and pool",
+            ["region", "pool"],
+            registry=r,
+        )
+        self.desired_nodes = Gauge(
+            "reconciler_desired_nodes",
+            "Autoscaler's desired node count by region",
+            ["region"],
+            registry=r,
+        )
+        self.heartbeats_received = Counter(
+            "reconciler_heartbeats_received", "Heartbeats accepted", registry=r
+        )
+        self.heartbeats_rejected = Counter(
+            "reconciler_heartbeats_rejected",
+            "Heartbeats refused, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.heartbeats_written = Counter(
+            "reconciler_heartbeats_written", "Heartbeats written to the store", registry=r
+        )
+        self.node_health = Gauge(
+            "reconciler_node_health_grade",
+            "Nodes by health grade (unknown, healthy, warning, critical) and region",
+            ["region", "grade"],
+            registry=r,
+        )
+        self.unhealthy_nodes = Gauge(
+            "reconciler_unhealthy_nodes",
+            "Nodes out of rotation for missed heartbeats",
+            ["region"],
+            registry=r,
+        )
+        self.monthly_cost = Gauge(
+            "reconciler_monthly_cost_usd",
+            "Approximate monthly cost of the recorded fleet",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "reconciler_alerts", "Alerts raised, by severity", ["severity"], registry=r
+        )
+        self.alerts_active = Gauge(
+            "reconciler_alerts_active",
+            "Alert conditions currently holding, by severity",
+            ["severity"],
+            registry=r,
+        )
+        self.is_leader = Gauge(
+            "reconciler_leader", "1 when this process holds leadership", registry=r
+        )
+        self.leadership_changes = Counter(
+            "reconciler_leadership_changes", "Leadership taken or lost", ["event"], registry=r
+        )
+        self.scaling_decisions = Counter(
+            "reconciler_scaling_decisions",
+            "Autoscaler decisions that changed a count",
+            ["region", "direction"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

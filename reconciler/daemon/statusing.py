@@ -1,0 +1,397 @@
+"""The fleet as ``reconcile status`` and ``GET /v1/fleet`` show it, and the autoscaler's inputs.
+
+Everything here is computed from the spec, the recorded fleet, the recent heartbeats and
+``now``; nothing is fetched. The JSON document is versioned (``format_version``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from reconciler.core.costs import CostResolver, cents
+from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet, RecordedNode
+from reconciler.core.health import Grade, HealthAssessment, assess, grade_beats
+from reconciler.core.scaling import (
+    NodeLoad,
+    ScalingDecision,
+    Utilization,
+    node_capacity_per_day,
+    utilization_by,
+)
+from reconciler.core.warmup import daily_limit, warmup_complete, warmup_day
+from specs.model import FleetSpec, WarmupSchedule
+
+FORMAT_VERSION = 1
+DEFAULT_WARMUP = "standard"
+#: nodes counted in a region's current size
+COUNTED = frozenset(
+    {
+        NodeStatus.PROVISIONING,
+        NodeStatus.WARMING,
+        NodeStatus.ACTIVE,
+        NodeStatus.PAUSED,
+        NodeStatus.MAINTENANCE,
+        NodeStatus.UNHEALTHY,
+    }
+)
+
+
+def schedule_for(spec: FleetSpec, node: RecordedNode) -> WarmupSchedule | None:
+    name = DEFAULT_WARMUP
+    if node.pool is not None and node.pool in spec.ip_pools:
+        name = spec.ip_pools[node.pool].warmup
+    return spec.warmup.schedule(name)
+
+
+def warmup_limit(spec: FleetSpec, node: RecordedNode, now: datetime) -> tuple[int, int | None]:
+    """(warmup day, today's per-IP limit); the limit is None once warmup is complete or when
+    the node has not started warming (it then counts at CPU capacity)."""
+    if node.warmup_started_at is None:
+        return 0, None
+    schedule = schedule_for(spec, node)
+    day = warmup_day(node.warmup_started_at, now)
+    if schedule is None or warmup_complete(schedule, node.warmup_started_at, now):
+        return day, None
+    return day, daily_limit(schedule, day)
+
+
+def recent_throughput(
+    beats: Sequence[NodeMetrics], now: datetime, horizon: timedelta
+) -> float | None:
+    """Emails/day over the beats inside ``horizon`` (None when there are none)."""
+    inside = [b for b in beats if now - horizon <= b.at <= now + timedelta(seconds=5)]
+    if not inside:
+        return None
+    seconds = sum(b.interval_seconds for b in inside)
+    if seconds <= 0:
+        return None
+    return sum(b.sent for b in inside) * 86400.0 / seconds
+
+
+def figures_horizon(spec: FleetSpec) -> timedelta:
+    """How far back heartbeats count towards current throughput: the missed-beat span."""
+    return spec.health.heartbeat_interval * spec.health.missed_beats
+
+
+def node_loads(
+    spec: FleetSpec,
+    nodes: Sequence[RecordedNode],
+    recent: Mapping[str, Sequence[NodeMetrics]],
+    now: datetime,
+    unhealthy: frozenset[str] = frozenset(),
+) -> list[NodeLoad]:
+    horizon = figures_horizon(spec)
+    result: list[NodeLoad] = []
+    for node in nodes:
+        plan = spec.plans.get(node.plan)
+        vcpu = plan.vcpu if plan is not None else 1
+        _, limit = warmup_limit(spec, node, now)
+        result.append(
+            NodeLoad(
+                name=node.name,
+                region=node.region,
+                pool=node.pool,
+                vcpu=vcpu,
+                daily_limit=limit,
+                sent_per_day=recent_throughput(recent.get(node.name, ()), now, horizon),
+                counted=node.status in COUNTED,
+                serving=node.status.in_rotation and node.name not in unhealthy,
+                ips=spec.costs.ips_per_node,
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    name: str
+    region: str
+    pool: str | None
+    status: str
+    ip: str | None
+    plan: str
+    warmup_day: int
+    daily_limit: int | None
+    capacity_per_day: int
+    throughput_per_day: float | None
+    utilization: float | None
+    last_heartbeat: datetime | None
+    monthly_cost: Decimal
+    grade: str
+    grade_reasons: tuple[str, ...]
+    missed_beats: int
+    unhealthy: bool
+    queue_length: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    region: str
+    pool: str
+    nodes: int
+    capacity_per_day: int
+    throughput_per_day: float
+    utilization: float | None
+    monthly_cost: Decimal
+    desired: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetView:
+    fleet: str
+    generated_at: datetime
+    nodes: tuple[NodeRow, ...]
+    groups: tuple[GroupRow, ...]
+    monthly_cost: Decimal
+    leader: bool | None = None
+    decisions: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "fleet": self.fleet,
+            "generated_at": self.generated_at.isoformat(),
+            "leader": self.leader,
+            "monthly_cost": str(self.monthly_cost),
+            "nodes": [
+                {
+                    "name": n.name,
+                    "region": n.region,
+                    "pool": n.pool,
+                    "status": n.status,
+                    "ip": n.ip,
+                    "plan": n.plan,
+                    "warmup_day": n.warmup_day,
+                    "daily_limit": n.daily_limit,
+                    "capacity_per_day": n.capacity_per_day,
+                    "throughput_per_day": _round(n.throughput_per_day),
+                    "utilization": _round(n.utilization, 4),
+                    "last_heartbeat": n.last_heartbeat.isoformat() if n.last_heartbeat else None,
+                    "monthly_cost": str(n.monthly_cost),
+                    "health": n.grade,
+                    "health_reasons": list(n.grade_reasons),
+                    "missed_beats": n.missed_beats,
+                    "unhealthy": n.unhealthy,
+                    "queue_length": n.queue_length,
+                }
+                for n in self.nodes
+            ],
+            "groups": [
+                {
+                    "region": g.region,
+                    "pool": g.pool or None,
+                    "nodes": g.nodes,
+                    "capacity_per_day": g.capacity_per_day,
+                    "throughput_per_day": _round(g.throughput_per_day),
+                    "utilization": _round(g.utilization, 4),
+                    "monthly_cost": str(g.monthly_cost),
+                    "desired": g.desired,
+                }
+                for g in self.groups
+            ],
+            "decisions": list(self.decisions),
+        }
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def build_view(
+    spec: FleetSpec,
+    recorded: RecordedFleet,
+    recent: Mapping[str, Sequence[NodeMetrics]],
+    now: datetime,
+    *,
+    assessment: HealthAssessment | None = None,
+    decisions: Sequence[ScalingDecision] = (),
+    leader: bool | None = None,
+) -> FleetView:
+    nodes = [n for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
+    health = assessment or assess(nodes, now, spec.health)
+    liveness = {d.node: d for d in health.details}
+    costs = CostResolver(spec, recorded.cost_overrides)
+    horizon = figures_horizon(spec)
+    rows: list[NodeRow] = []
+    loads = node_loads(spec, nodes, recent, now, health.unhealthy)
+    for node, load in zip(nodes, loads, strict=True):
+        beats = [b for b in recent.get(node.name, ()) if b.at >= now - horizon]
+        report = grade_beats(beats, spec.health)
+        day, limit = warmup_limit(spec, node, now)
+        capacity = node_capacity_per_day(load.vcpu, spec.scaling.per_core_rate, limit, load.ips)
+        cost = node.approximate_cost
+        if cost is None:
+            cost = cents(costs.node(node.plan, node.pool)[0])
+        live = liveness.get(node.name)
+        grade = report.grade
+        reasons = report.reasons
+        if live is not None and live.unhealthy:
+            grade = Grade.CRITICAL
+            reasons = (f"{live.missed} heartbeats missed", *reasons)
+        latest = max(beats, key=lambda b: b.at) if beats else None
+        rows.append(
+            NodeRow(
+                name=node.name,
+                region=node.region,
+                pool=node.pool,
+                status=node.status.value,
+                ip=node.ip_address,
+                plan=node.plan,
+                warmup_day=day,
+                daily_limit=limit,
+                capacity_per_day=capacity,
+                throughput_per_day=load.sent_per_day,
+                utilization=(
+                    load.sent_per_day / capacity
+                    if load.sent_per_day is not None and capacity > 0
+                    else None
+                ),
+                last_heartbeat=node.last_heartbeat,
+                monthly_cost=cost,
+                grade=grade.label,
+                grade_reasons=reasons,
+                missed_beats=live.missed if live is not None else 0,
+                unhealthy=node.name in health.unhealthy,
+                queue_length=latest.queue_length if latest is not None else None,
+            )
+        )
+    rows.sort(key=lambda r: (r.region, r.name))
+    per_group = utilization_by(loads, spec.scaling.per_core_rate)
+    desired = {d.region: d.desired for d in decisions}
+    groups: list[GroupRow] = []
+    for (region, pool), group_load in per_group.items():
+        members = [r for r in rows if r.region == region and (r.pool or "") == pool]
+        groups.append(_group(region, pool, members, group_load, desired.get(region)))
+    total = sum((r.monthly_cost for r in rows), Decimal(0))
+    return FleetView(
+        fleet=spec.name,
+        generated_at=now,
+        nodes=tuple(rows),
+        groups=tuple(groups),
+        monthly_cost=total,
+        leader=leader,
+        decisions=tuple(d.reason for d in decisions),
+    )
+
+
+def _group(
+    region: str, pool: str, members: Sequence[NodeRow], load: Utilization, desired: int | None
+) -> GroupRow:
+    return GroupRow(
+        region=region,
+        pool=pool,
+        nodes=len(members),
+        capacity_per_day=load.capacity + load.missing_capacity,
+        throughput_per_day=load.throughput,
+        utilization=load.ratio,
+        monthly_cost=sum((m.monthly_cost for m in members), Decimal(0)),
+        desired=desired,
+    )
+
+
+# --- text rendering ----------------------------------------------------------------------
+
+
+def _ago(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "never"
+    seconds = int((now - at).total_seconds())
+    if seconds < 0:
+        return "now"
+    if seconds < 120:
+        return f"{seconds}s ago"
+    if seconds < 7200:
+        return f"{seconds // 60}m ago"
+    return f"{seconds // 3600}h ago"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def render_text(view: Mapping[str, Any]) -> str:
+    """Plain-text table from the JSON document (so it works for local and remote views)."""
+    now = datetime.fromisoformat(str(view["generated_at"]))
+    header = (
+        "NODE",
+        "REGION",
+        "POOL",
+        "STATUS",
+        "IP",
+        "PLAN",
+        "WARMUP",
+        "LIMIT/DAY",
+        "UTIL",
+        "LAST BEAT",
+        "COST/MO",
+        "HEALTH",
+    )
+    lines: list[tuple[str, ...]] = [header]
+    for n in view["nodes"]:
+        last = n["last_heartbeat"]
+        lines.append(
+            (
+                n["name"],
+                n["region"],
+                n["pool"] or "-",
+                n["status"],
+                n["ip"] or "-",
+                n["plan"],
+                f"day {n['warmup_day']}" if n["warmup_day"] else "-",
+                str(n["daily_limit"]) if n["daily_limit"] is not None else "-",
+                _pct(n["utilization"]),
+                _ago(datetime.fromisoformat(last) if last else None, now),
+                f"${n['monthly_cost']}",
+                n["health"],
+            )
+        )
+    out = [_table(lines)] if view["nodes"] else ["no nodes recorded"]
+    if view["groups"]:
+        group_lines: list[tuple[str, ...]] = [
+            (
+                "REGION",
+                "POOL",
+                "NODES",
+                "DESIRED",
+                "CAPACITY/DAY",
+                "THROUGHPUT/DAY",
+                "UTIL",
+                "COST/MO",
+            )
+        ]
+        for g in view["groups"]:
+            group_lines.append(
+                (
+                    g["region"],
+                    g["pool"] or "-",
+                    str(g["nodes"]),
+                    str(g["desired"]) if g["desired"] is not None else "-",
+                    f"{g['capacity_per_day']:,}",
+                    f"{g['throughput_per_day']:,.0f}",
+                    _pct(g["utilization"]),
+                    f"${g['monthly_cost']}",
+                )
+            )
+        out.append("")
+        out.append(_table(group_lines))
+    leader = view.get("leader")
+    lead = "" if leader is None else (", this daemon leads" if leader else ", standby daemon")
+    out.append("")
+    out.append(
+        f"fleet {view['fleet']}: {len(view['nodes'])} nodes, monthly cost "
+        f"${view['monthly_cost']}{lead}"
+    )
+    for decision in view.get("decisions") or []:
+        out.append(f"autoscaler: {decision}")
+    return "\n".join(out)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    )

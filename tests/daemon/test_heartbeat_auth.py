@@ -1,0 +1,268 @@
+"""Heartbeat authentication through the real starlette app, served by uvicorn on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from reconciler.core.errors import UserError
+from reconciler.core.fleet import NodeStatus, RecordedNode
+from reconciler.daemon.heartbeats import (
+    HeartbeatBatcher,
+    MasterSecret,
+    ReplayCache,
+    Verifier,
+    derive_node_secret,
+    signed_headers,
+)
+from reconciler.daemon.http import HEARTBEATS_PATH, create_app
+from reconciler.daemon.metrics import DaemonMetrics
+from tests.daemon.serving import serve_in_thread
+from tests.fakes.store import InMemoryStore
+
+MASTER = "test-master-secret-0123456789abcdef"
+FLEET = "acme"
+NODES = ("acme-dallas-001", "acme-dallas-002")
+
+
+class State:
+    is_leader = True
+
+    async def store_reachable(self) -> bool:
+        return True
+
+    def fleet_document(self) -> dict[str, Any]:
+        return {"fleet": FLEET, "nodes": []}
+
+
+@pytest.fixture
+def store() -> InMemoryStore:
+    store = InMemoryStore()
+    for name in NODES:
+        store.upsert_node(
+            RecordedNode(
+                id=name,
+                fleet=FLEET,
+                name=name,
+                region="dallas",
+                plan="small",
+                status=NodeStatus.ACTIVE,
+            )
+        )
+    return store
+
+
+@pytest.fixture
+def setup(store: InMemoryStore) -> Iterator[tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher]]:
+    metrics = DaemonMetrics()
+    master = MasterSecret(MASTER)
+    known = set(NODES)
+    verifier = Verifier(master, known_node=known.__contains__)
+    batcher = HeartbeatBatcher(store, FLEET, flush_interval=0.01)
+    app = create_app(State(), metrics, verifier, batcher)
+    with serve_in_thread(app) as base_url, httpx.Client(base_url=base_url) as client:
+        yield client, metrics, batcher
+
+
+def body(node: str, **extra: Any) -> bytes:
+    payload = {
+        "node": node,
+        "cpu": 0.5,
+        "memory": 0.4,
+        "disk": 0.3,
+        "queue_length": 12,
+        "sent": 300,
+        "bounces": 2,
+        "complaints": 0,
+        "interval_seconds": 30,
+    }
+    payload.update(extra)
+    return json.dumps(payload).encode()
+
+
+def secret(node: str) -> str:
+    return derive_node_secret(MASTER.encode(), node)
+
+
+def post(
+    client: httpx.Client, content: bytes, headers: dict[str, str], path: str = HEARTBEATS_PATH
+) -> int:
+    return client.post(path, content=content, headers=headers).status_code
+
+
+def rejected(metrics: DaemonMetrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "reconciler_heartbeats_rejected_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+def test_valid_beat_is_accepted_and_written(
+    setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher], store: InMemoryStore
+) -> None:
+    client, metrics, _batcher = setup
+    node = NODES[0]
+    content = body(node)
+    headers = signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, int(time.time()))
+    assert post(client, content, headers) == 202
+    deadline = time.monotonic() + 5
+    while not store.metrics.get((FLEET, node)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    beats = store.metrics[(FLEET, node)]
+    assert [(b.queue_length, b.sent, b.bounces) for b in beats] == [(12, 300, 2)]
+    assert store.nodes[(FLEET, node)].last_heartbeat is not None
+    assert metrics.registry.get_sample_value("reconciler_heartbeats_received_total") == 1.0
+
+
+def test_stale_and_future_timestamps_are_refused(
+    setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher],
+) -> None:
+    client, metrics, _ = setup
+    node = NODES[0]
+    content = body(node)
+    now = int(time.time())
+    assert (
+        post(
+            client,
+            content,
+            signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, now - 301),
+        )
+        == 401
+    )
+    assert rejected(metrics, "stale") == 1
+    assert (
+        post(
+            client,
+            content,
+            signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, now + 301),
+        )
+        == 401
+    )
+    assert rejected(metrics, "future") == 1
+    # inside the window either way is fine
+    assert (
+        post(
+            client,
+            content,
+            signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, now - 250),
+        )
+        == 202
+    )
+
+
+def test_replay_is_refused(setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher]) -> None:
+    client, metrics, _ = setup
+    node = NODES[0]
+    content = body(node)
+    headers = signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, int(time.time()))
+    assert post(client, content, headers) == 202
+    assert post(client, content, headers) == 409
+    assert rejected(metrics, "replayed") == 1
+
+
+def test_tampered_body_is_refused(
+    setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher],
+) -> None:
+    client, metrics, _ = setup
+    node = NODES[0]
+    content = body(node)
+    headers = signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, int(time.time()))
+    assert post(client, body(node, queue_length=0), headers) == 401
+    assert rejected(metrics, "bad_signature") == 1
+
+
+def test_signature_moved_to_another_path_is_refused(
+    setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher],
+) -> None:
+    client, metrics, _ = setup
+    node = NODES[0]
+    content = body(node)
+    headers = signed_headers(node, secret(node), "POST", "/v1/other", content, int(time.time()))
+    assert post(client, content, headers) == 401
+    # and a signature for the heartbeat path does not work as another method either
+    headers = signed_headers(node, secret(node), "PUT", HEARTBEATS_PATH, content, int(time.time()))
+    assert post(client, content, headers) == 401
+    assert rejected(metrics, "bad_signature") == 2
+
+
+def test_wrong_node_is_refused(setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher]) -> None:
+    client, metrics, _ = setup
+    a, b = NODES
+    now = int(time.time())
+    # node a's secret, claiming to be node b
+    content = body(b)
+    assert (
+        post(client, content, signed_headers(b, secret(a), "POST", HEARTBEATS_PATH, content, now))
+        == 401
+    )
+    assert rejected(metrics, "bad_signature") == 1
+    # node a signs correctly but reports figures for node b
+    assert (
+        post(client, content, signed_headers(a, secret(a), "POST", HEARTBEATS_PATH, content, now))
+        == 401
+    )
+    assert rejected(metrics, "node_mismatch") == 1
+    # a node outside the fleet, even with a correctly derived secret
+    stranger = "acme-dallas-999"
+    content = body(stranger)
+    assert (
+        post(
+            client,
+            content,
+            signed_headers(stranger, secret(stranger), "POST", HEARTBEATS_PATH, content, now),
+        )
+        == 404
+    )
+    assert rejected(metrics, "unknown_node") == 1
+
+
+def test_missing_headers_and_bad_body(
+    setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher],
+) -> None:
+    client, metrics, _ = setup
+    node = NODES[0]
+    assert post(client, body(node), {"Content-Type": "application/json"}) == 401
+    content = b'{"node": "acme-dallas-001", "cpu": 7}'
+    headers = signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, int(time.time()))
+    assert post(client, content, headers) == 422
+    assert rejected(metrics, "missing_headers") == 1
+    assert rejected(metrics, "bad_body") == 1
+
+
+def test_other_endpoints(setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher]) -> None:
+    client, _, _ = setup
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready", "store": "reachable", "leader": True}
+    assert client.get("/v1/fleet").json()["fleet"] == FLEET
+    text = client.get("/metrics").text
+    assert "reconciler_heartbeats_received_total" in text
+    assert MASTER not in text
+
+
+def test_master_secret_never_shows() -> None:
+    master = MasterSecret(MASTER)
+    assert MASTER not in repr(master)
+    assert MASTER not in str(master)
+    with pytest.raises(UserError, match="RECONCILER_NODE_MASTER_SECRET"):
+        MasterSecret.from_env({})
+    with pytest.raises(UserError, match="too short"):
+        MasterSecret("short")
+    # derived per node, stable, different between nodes
+    assert master.node_secret("a") == derive_node_secret(MASTER.encode(), "a")
+    assert master.node_secret("a") != master.node_secret("b")
+
+
+def test_replay_cache_is_bounded_and_expires() -> None:
+    cache = ReplayCache(window_seconds=300, max_entries=3)
+    assert cache.check_and_add("k1", 1000, 1000)
+    assert not cache.check_and_add("k1", 1000, 1000)
+    for i in range(5):
+        cache.check_and_add(f"x{i}", 1000, 1000)
+    assert len(cache) == 3
+    cache.check_and_add("late", 2000, 2000)
+    assert len(cache) == 1
