@@ -70,6 +70,7 @@ _TRANSIENT_MARKERS: Final = (
     "rate limit",
     "busy",
     "internal error",
+    "unexpected error",
     "internal server error",
 )
 

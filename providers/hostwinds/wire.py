@@ -327,12 +327,12 @@ def parse_ips(data: object) -> list[str]:
             found.append(ip.strip())
 
     if isinstance(data, Mapping):
-        for key in ("IP Addresses", "ip_addresses", "ips", "IPs"):
+        for key in ("IP Addresses", "ip_addresses", "IPs"):
             if key in data:
                 for ip in _to_ips(data[key]):
                     add(ip)
                 return found
-        data = [data] if "main_ip" in data or "ip" in data else list(data.values())
+        data = [data] if {"main_ip", "ip", "ips"} & set(data) else list(data.values())
     if isinstance(data, list):
         for item in data:
             if isinstance(item, Mapping):

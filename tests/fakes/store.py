@@ -236,7 +236,10 @@ class InMemoryStore:
             )
         self._epoch += 1
         lease = Lease(
-            name=name, owner=owner, epoch=self._epoch, expires_at=now + timedelta(seconds=ttl_seconds)
+            name=name,
+            owner=owner,
+            epoch=self._epoch,
+            expires_at=now + timedelta(seconds=ttl_seconds),
         )
         self.locks[name] = lease
         return lease
