@@ -177,6 +177,17 @@ def plan_name_for_rid(spec: FleetSpec, rid: int | None) -> str | None:
     return None
 
 
+def _can_come_up(server: ObservedServer) -> bool:
+    """ACTIVE, or transitional towards ACTIVE (BUILD, UNKNOWN...): not failed, not resizing."""
+    return server.status not in (
+        ServerStatus.ERROR,
+        ServerStatus.RESIZE,
+        ServerStatus.RESIZED,
+        ServerStatus.SHUTOFF,
+        ServerStatus.DELETED,
+    )
+
+
 def _error_text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:500]
@@ -402,6 +413,9 @@ class Applier:
     def _record_only(self, change: Change) -> str:
         action = change.action
         if action is Action.FORGET:
+            for intent in self.snapshot.recorded.pending_intents:
+                if intent.target == change.address and intent.kind != "create":
+                    self._finish(intent, IntentStatus.DONE, error="server gone")
             if change.address in self._state.nodes:
                 self._close(change.address)
             return "record closed (server gone)"
@@ -414,6 +428,8 @@ class Applier:
         if action is Action.PAUSE:
             self._upsert(self._status(node, self._target_status(change, NodeStatus.PAUSED)))
             return "paused"
+        if action is Action.ACTIVATE and node.status.in_rotation:
+            return f"already in rotation ({node.status.value})"
         if action in (Action.ACTIVATE, Action.RESUME):
             status = self._target_status(change, NodeStatus.WARMING)
             updated = self._status(node, status)
@@ -432,7 +448,7 @@ class Applier:
             raise ChangeFailedError(
                 f"{change.address}: server {server.service_id} is named {server.name!r}"
             )
-        plan = plan_name_for_rid(self.spec, server.plan_rid) or node.plan
+        plan = change.plan or plan_name_for_rid(self.spec, server.plan_rid) or node.plan
         updated = replace(
             node,
             service_id=server.service_id,
@@ -468,7 +484,7 @@ class Applier:
             return await self._adopt_server(change, min(existing, key=lambda s: s.service_id))
         pending = self.snapshot.pending_create(name)
         if pending is not None:
-            return await self._resolve_intent(change, pending)
+            return await self._resolve_intents(change, [pending], recreate=True)
         return await self._create_fresh(change, self._create_params(change))
 
     async def _create_fresh(self, change: Change, params: Mapping[str, str]) -> str:
@@ -544,16 +560,40 @@ class Applier:
             delay = min(delay * 2, max(self.settings.poll_interval, 1.0))
 
     async def _resolve(self, change: Change) -> str:
-        intent = self.snapshot.pending_create(change.address)
-        if intent is None:
+        """A pending create intent: look the name up first (design §3 step 4)."""
+        after = change.after or {}
+        wanted = {int(x) for x in after.get("intent_ids", "").split(",") if x.strip().isdigit()}
+        intents = [
+            i
+            for i in self.snapshot.recorded.pending_intents
+            if i.kind == "create" and i.target == change.address and (not wanted or i.id in wanted)
+        ]
+        if after.get("recorded") == "yes":
+            async with self._slots:
+                for intent in intents:
+                    self._finish(intent, IntentStatus.DONE)
+            return "intent closed (the server is already recorded)"
+        if not intents:
             existing = self.snapshot.servers_named(change.address)
             if existing:
                 return await self._adopt_server(change, min(existing, key=lambda s: s.service_id))
             return "nothing to resolve"
-        return await self._resolve_intent(change, intent)
+        return await self._resolve_intents(
+            change,
+            intents,
+            recreate=after.get("recreate", "yes") == "yes",
+        )
 
-    async def _resolve_intent(self, change: Change, intent: RecordedIntent) -> str:
+    async def _resolve_intents(
+        self,
+        change: Change,
+        intents: list[RecordedIntent],
+        *,
+        recreate: bool,
+    ) -> str:
         name = change.address
+        newest = max(intents, key=lambda i: i.id)
+        oldest = min(intents, key=lambda i: i.id)
         async with self._slots:
             try:
                 found = await self.cloud.find_servers_by_name(name)
@@ -561,21 +601,31 @@ class Applier:
                 raise _Waiting(f"{name}: look-up failed ({exc.message}); next run") from None
             if found:
                 server = min(found, key=lambda s: s.service_id)
-                node = self._node_for_intent(change, intent, server)
-                self._finish(intent, IntentStatus.DONE, node=node)
+                node = self._node_for_intent(change, newest, server)
+                for intent in sorted(intents, key=lambda i: i.id):
+                    self._finish(intent, IntentStatus.DONE, node=node)
                 adopted: RecordedNode | None = node
             else:
-                age = (self._now() - intent.created_at) if intent.created_at else None
+                age = (self._now() - oldest.created_at) if oldest.created_at else None
                 if age is not None and age < self.settings.adoption_grace:
                     left = (self.settings.adoption_grace - age).total_seconds()
                     raise _Waiting(f"{name}: waiting for the server to appear ({left:.0f}s left)")
-                self._finish(intent, IntentStatus.FAILED, error="never appeared")
+                for intent in sorted(intents, key=lambda i: i.id):
+                    self._finish(intent, IntentStatus.FAILED, error="never appeared")
                 adopted = None
+                if not recreate:
+                    known = self._state.nodes.get(name)
+                    if known is not None and known.service_id is None:
+                        self._close(name)
         if adopted is None:
-            params = dict(intent.params)
+            if not recreate:
+                return "create intent failed (never appeared); the spec no longer needs it"
+            params = dict(newest.params)
             if not {"region", "plan", "rid", "location_id"} <= params.keys():
                 params = self._create_params(change)
             return await self._create_fresh(change, params)
+        if not _can_come_up(server):
+            return f"adopted server {server.service_id} ({server.status.value})"
         return await self._bring_up(change, adopted, "resolved")
 
     def _node_for_intent(
@@ -652,9 +702,11 @@ class Applier:
                 self._finish(pending, IntentStatus.DONE, node=node)
             else:
                 self._upsert(node)
-        if status is NodeStatus.PROVISIONING:
+        if status is NodeStatus.PROVISIONING and _can_come_up(server):
+            # the node pipeline resumes here; later SET_RDNS/ACTIVATE of the same node in the
+            # plan find their step done and skip it
             return await self._bring_up(change, node, "adopted")
-        return "adopted"
+        return f"adopted server {server.service_id}"
 
     # -- the node pipeline (design §3b) ---------------------------------------------------
 
@@ -711,6 +763,8 @@ class Applier:
 
     async def _set_rdns_change(self, change: Change) -> str:
         node = self._node(change)
+        if node.rdns_done:  # done earlier in this run (adopt/resolve brought it up)
+            return f"rDNS already set ({node.hostname})"
         service_id = change.service_id or node.service_id
         if service_id is None:
             raise ChangeFailedError(f"{change.address}: no server id recorded")
@@ -723,7 +777,7 @@ class Applier:
                 what="ACTIVE with an IP",
             )
         async with self._slots:
-            updated = await self._set_rdns(replace(node, rdns_done=False), server)
+            updated = await self._set_rdns(node, server)
         return f"rDNS {updated.hostname} -> {server.main_ip}"
 
     # -- destroy --------------------------------------------------------------------------
