@@ -157,6 +157,9 @@ class RecordedNode:
     approximate_cost: Decimal | None = None  # monthly USD: plan + IPs
     observed_generation: str | None = None  # spec hash last reconciled against
     status_changed_at: datetime | None = None
+    #: monthly USD of the node's dedicated IP, included in ``approximate_cost`` (the store
+    #: splits the total into its VPS and IP rows; None: the store's cost constant applies)
+    ip_cost: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the state store (the only way the schema changes)."""

@@ -1,0 +1,276 @@
+"""Connecting to the state database: URL resolution, engines, and Alembic migrations.
+
+- The URL comes from the caller, else ``RECONCILER_DATABASE_URL``, else the embedded default
+  ``sqlite:///.reconciler/state.db`` relative to the working directory (the directory is created).
+- ``postgresql://`` is normalised to ``postgresql+psycopg://``.
+- SQLite: WAL journal, foreign keys on, a busy timeout, and ``BEGIN IMMEDIATE`` transactions (one
+  writer at a time, so a fencing check and the write it guards cannot interleave with another
+  writer).
+- Passwords never appear in messages: URLs are rendered with ``hide_password``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from reconciler.core.errors import StoreError, StoreUnavailableError, UserError
+
+ENV_VAR = "RECONCILER_DATABASE_URL"
+DEFAULT_URL = "sqlite:///.reconciler/state.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+UPGRADE_HINT = "run: reconcile db upgrade"
+
+
+class SchemaOutOfDateError(UserError):
+    """The database schema is not at the migrations' head."""
+
+
+class BadDatabaseUrlError(UserError):
+    """The database URL cannot be parsed or names an unsupported engine."""
+
+
+def resolve_url(url: str | None = None, environ: Mapping[str, str] = os.environ) -> URL:
+    """The database URL to use, normalised (see the module docstring)."""
+    text = url or environ.get(ENV_VAR) or DEFAULT_URL
+    try:
+        parsed = make_url(text)
+    except ArgumentError as exc:
+        raise BadDatabaseUrlError(
+            f"cannot parse the database URL given in {'--url' if url else ENV_VAR}",
+            hint="expected sqlite:///path/to/state.db or postgresql+psycopg://user@host/db",
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        raise BadDatabaseUrlError(
+            f"unsupported database engine {backend!r} in {render_url(parsed)}",
+            hint="use sqlite:///path/to/state.db or postgresql+psycopg://user@host/db",
+        )
+    return parsed
+
+
+def render_url(url: URL | str) -> str:
+    """The URL as text with its password hidden (``***``)."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_embedded(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite"
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
+    # Take transaction control away from pysqlite; the "begin" hook below emits BEGIN IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: URL, *, pool: bool = True) -> Engine:
+    """An engine for ``url`` with the per-engine settings above."""
+    if is_embedded(url):
+        engine = sa.create_engine(url, poolclass=NullPool if not pool else None)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    kwargs: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": 5, "application_name": "fleet-reconciler"},
+    }
+    if not pool:
+        kwargs["poolclass"] = NullPool
+    return sa.create_engine(url, **kwargs)
+
+
+def unavailable(url: URL, exc: BaseException) -> StoreUnavailableError:
+    """The error for an unreachable database, naming it without its password."""
+    reason = describe_db_error(exc, url)
+    return StoreUnavailableError(
+        f"cannot reach the state database {render_url(url)}: {reason}",
+        hint=(
+            "check that the database is running and reachable, and the URL "
+            f"(--url or {ENV_VAR}); the embedded default is {DEFAULT_URL}"
+        ),
+    )
+
+
+def describe_db_error(exc: BaseException, url: URL | None = None) -> str:
+    """A one-line reason for a database error, without SQL parameters or passwords."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    reason = text[0] if text else type(exc).__name__
+    if url is not None and url.password:
+        reason = reason.replace(str(url.password), "***")
+    return reason
+
+
+# --- Alembic -------------------------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Programmatic Alembic configuration (no alembic.ini): the migrations live in the package
+    and env.py uses the connection given here."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships its migrations
+        raise StoreError("the state migrations are missing from the installation")
+    return head
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    url: str  # rendered without password
+    current: str | None
+    head: str
+    empty: bool  # no tables at all
+
+    @property
+    def is_head(self) -> bool:
+        return self.current == self.head
+
+
+@contextmanager
+def _connected(url: URL) -> Iterator[Connection]:
+    engine = make_engine(url, pool=False)
+    try:
+        try:
+            connection = engine.connect()
+        except SQLAlchemyError as exc:
+            raise unavailable(url, exc) from exc
+        with connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def _status(connection: Connection, url: URL) -> SchemaStatus:
+    context = MigrationContext.configure(connection)
+    current = context.get_current_revision()
+    tables = sa.inspect(connection).get_table_names()
+    if connection.in_transaction():
+        connection.commit()
+    empty = not set(tables) - {"alembic_version"}
+    return SchemaStatus(render_url(url), current, head_revision(), empty=empty)
+
+
+def schema_status(url: str | None = None, environ: Mapping[str, str] = os.environ) -> SchemaStatus:
+    """Which revision the database is at, and the head of the migrations."""
+    resolved = resolve_url(url, environ)
+    with _connected(resolved) as connection:
+        try:
+            return _status(connection, resolved)
+        except SQLAlchemyError as exc:
+            raise _classify(exc, resolved, "reading the schema revision") from exc
+
+
+def upgrade(
+    url: str | None = None, revision: str = "head", environ: Mapping[str, str] = os.environ
+) -> SchemaStatus:
+    """Apply the migrations up to ``revision``; returns the resulting status."""
+    resolved = resolve_url(url, environ)
+    with _connected(resolved) as connection:
+        _run_alembic(connection, resolved, "upgrade", revision)
+        return _status(connection, resolved)
+
+
+def downgrade(
+    url: str | None, revision: str, environ: Mapping[str, str] = os.environ
+) -> SchemaStatus:
+    """Revert the migrations down to ``revision`` (``base`` drops everything)."""
+    resolved = resolve_url(url, environ)
+    with _connected(resolved) as connection:
+        _run_alembic(connection, resolved, "downgrade", revision)
+        return _status(connection, resolved)
+
+
+def _run_alembic(connection: Connection, url: URL, what: str, revision: str) -> None:
+    from alembic.util.exc import CommandError
+
+    config = alembic_config(connection)
+    try:
+        if what == "upgrade":
+            command.upgrade(config, revision)
+        else:
+            command.downgrade(config, revision)
+        if connection.in_transaction():
+            connection.commit()
+    except CommandError as exc:
+        raise UserError(
+            f"cannot {what} the state database {render_url(url)} to {revision!r}: {exc}",
+            hint="`reconcile db current` shows the current revision; `head` is the latest, "
+            "`base` the empty schema",
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise _classify(exc, url, f"{what} to {revision}") from exc
+
+
+def _classify(exc: SQLAlchemyError, url: URL, doing: str) -> StoreError:
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError):
+        return unavailable(url, exc)
+    return StoreError(f"state database {render_url(url)}: {doing}: {describe_db_error(exc, url)}")
+
+
+def ensure_schema(engine: Engine, url: URL, *, upgrade: bool | None) -> None:
+    """Check (and maybe apply) the migrations before the store is used.
+
+    ``upgrade=None``: an empty embedded SQLite database is upgraded by itself; anything else
+    must already be at head. ``upgrade=True``: always upgrade. ``upgrade=False``: only check.
+    """
+    try:
+        with engine.connect() as connection:
+            status = _status(connection, url)
+            auto = upgrade is None and is_embedded(url) and status.empty
+            if not status.is_head and (upgrade or auto):
+                _run_alembic(connection, url, "upgrade", "head")
+                status = _status(connection, url)
+    except SQLAlchemyError as exc:
+        raise _classify(exc, url, "checking the schema") from exc
+    if not status.is_head:
+        where = "empty" if status.current is None else f"at revision {status.current}"
+        raise SchemaOutOfDateError(
+            f"the state database {status.url} is {where}; this version needs revision "
+            f"{status.head}",
+            hint=UPGRADE_HINT,
+        )

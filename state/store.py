@@ -1,0 +1,1377 @@
+"""``SqlStore``: the state store port (``reconciler.core.ports.StorePort``) on SQLAlchemy 2.
+
+Works on SQLite (embedded default) and PostgreSQL. Rules kept here:
+
+- Rows never leave this package: every method returns ``reconciler.core.fleet`` value types or
+  plain data.
+- Writes that belong together are one transaction (``begin_intent`` writes the intent and the
+  node together; a failure anywhere rolls back both).
+- Fencing: a method given ``epoch=`` refuses (``LeadershipLostError``) when a newer epoch was
+  granted for the fleet, either by the daemon leadership or by the writer lock; the check runs
+  in the transaction of the write, holding a share lock on the epoch rows (PostgreSQL) or the
+  database write lock (SQLite, ``BEGIN IMMEDIATE``).
+- Library errors are translated at the edge: connection problems become
+  ``StoreUnavailableError``, the rest ``StoreError``; messages carry no password.
+- A ``None`` field of a ``RecordedNode`` never erases a recorded value on upsert (service id,
+  IP, hostname, pool, cost, warmup start, observed generation); protection is only ever
+  lowered by ``set_protected``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from reconciler.core.errors import (
+    LeadershipLostError,
+    LockHeldError,
+    ReconcilerError,
+    StoreError,
+    StoreUnavailableError,
+    UserError,
+)
+from reconciler.core.fleet import (
+    CostConstant,
+    IntentStatus,
+    IpStatus,
+    NodeMetrics,
+    NodeStatus,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+)
+from reconciler.core.ports import Lease, RunRecord
+from state import models as m
+from state.sessions import (
+    ENV_VAR,
+    describe_db_error,
+    ensure_schema,
+    make_engine,
+    render_url,
+    resolve_url,
+)
+
+#: heartbeats kept per node (ring of slots overwritten in place)
+DEFAULT_METRICS_WINDOW = 20
+#: the per-IP monthly price used when neither the caller nor finance's table gives one
+DEFAULT_IP_MONTHLY_PRICE = Decimal("4.99")
+IP_PRICE_KEY = "ip_monthly_price"
+#: statements carry at most this many names / rows at once (SQLite's variable limit)
+CHUNK = 500
+MAX_ERROR_TEXT = 4000
+
+_T = TypeVar("_T")
+_MONEY_QUANTUM = Decimal("0.0001")
+_SCOPE_RE = re.compile(r"^(global|(pool|plan|contract):[^\s:][^\s]*)$")
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "pwd", "configkey", "api", "apikey", "token", "secret", "secrets"}
+)
+_SECRET_FRAGMENTS = (
+    "password",
+    "passwd",
+    "configkey",
+    "apikey",
+    "token",
+    "secret",
+    "credential",
+    "privatekey",
+)
+
+
+class InvalidRecordError(StoreError):
+    """A value handed to the store is malformed (naive datetime, bad IP, bad scope...)."""
+
+
+class SecretInParamsError(InvalidRecordError):
+    """Intent parameters must never carry secrets: the journal is an audit trail in clear."""
+
+
+class UnknownNodeError(UserError):
+    """No open record of that node."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidRecordError(f"{what} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def _maybe_aware(value: datetime | None, what: str) -> datetime | None:
+    return None if value is None else _aware(value, what)
+
+
+def _money(value: Decimal | None, what: str) -> Decimal | None:
+    """Validate an amount for a Numeric(12, 4) column: exact, at most 4 decimals."""
+    if value is None:
+        return None
+    if not isinstance(value, Decimal):
+        raise InvalidRecordError(f"{what} must be a Decimal (money is never a float)")
+    try:
+        quantized = value.quantize(_MONEY_QUANTUM)
+    except InvalidOperation as exc:
+        raise InvalidRecordError(f"{what} is not a finite amount: {value}") from exc
+    if quantized != value or abs(quantized) >= Decimal(10) ** 8:
+        raise InvalidRecordError(
+            f"{what} {value} does not fit the store (at most 8 digits and 4 decimals)"
+        )
+    return quantized
+
+
+def _money_out(value: Decimal | None) -> Decimal | None:
+    """Amounts as read back: 4.9900 -> 4.99 (same value, friendlier text)."""
+    if value is None:
+        return None
+    cents = value.quantize(Decimal("0.01"))
+    return cents if cents == value else value.normalize()
+
+
+def _money_text(value: Decimal | None) -> str:
+    out = _money_out(value)
+    return "" if out is None else str(out)
+
+
+def normalise_ip(value: str, what: str = "ip_address") -> str:
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError as exc:
+        raise InvalidRecordError(f"{what}: {value!r} is not an IP address") from exc
+
+
+def check_params(params: Mapping[str, str]) -> dict[str, str]:
+    """Intent parameters as stored: str -> str, and no key that names a secret."""
+    clean: dict[str, str] = {}
+    for key, value in params.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidRecordError(
+                f"intent parameters must map text to text; {key!r} maps to {type(value).__name__}"
+            )
+        words = {w.lower() for w in re.findall(r"[A-Za-z][a-z]*|[A-Z]+(?![a-z])|\d+", key)}
+        squashed = re.sub(r"[^a-z0-9]", "", key.lower())
+        if words & _SECRET_WORDS or any(f in squashed for f in _SECRET_FRAGMENTS):
+            raise SecretInParamsError(
+                f"intent parameter {key!r} looks like a secret; the journal never stores secrets",
+                hint="leave credentials out of intent params (they are recorded in clear)",
+            )
+        clean[key] = value
+    return clean
+
+
+def _chunks(items: Sequence[_T], size: int = CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- epochs (fencing tokens), shared with state.leadership ---------------------------------
+
+
+def _upsert_stmt(connection: Connection, model: type[m.Base]) -> Any:
+    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
+
+
+def _ensure_epoch_rows(connection: Connection, name: str) -> None:
+    for model in (m.Leadership, m.WriterLock):
+        connection.execute(
+            _upsert_stmt(connection, model).values(name=name, epoch=0).on_conflict_do_nothing()
+        )
+
+
+def current_epoch(connection: Connection, name: str, *, lock: str | None = None) -> int:
+    """The newest epoch granted for ``name`` (leadership or writer lock), 0 if none.
+
+    ``lock="share"`` holds a share lock on both rows until the transaction ends (a concurrent
+    grant waits); ``lock="update"`` an exclusive one. Rows are always visited leadership first,
+    then locks, so concurrent callers cannot deadlock.
+    """
+    epoch = 0
+    for model in (m.Leadership, m.WriterLock):
+        query = sa.select(model.epoch).where(model.name == name)
+        if lock == "share":
+            query = query.with_for_update(read=True)
+        elif lock == "update":
+            query = query.with_for_update()
+        value = connection.execute(query).scalar_one_or_none()
+        if value is not None:
+            epoch = max(epoch, int(value))
+    return epoch
+
+
+def claim_leadership(
+    connection: Connection,
+    name: str,
+    holder: str,
+    now: datetime,
+    *,
+    lease_expires_at: datetime | None = None,
+) -> int:
+    """Record ``holder`` as the leader of ``name`` with a new epoch (fencing token), newer than
+    any epoch granted so far for that name; returns it. Call inside a transaction, after the
+    leadership itself (advisory or file lock) was taken."""
+    _ensure_epoch_rows(connection, name)
+    epoch = current_epoch(connection, name, lock="update") + 1
+    connection.execute(
+        sa.update(m.Leadership)
+        .where(m.Leadership.name == name)
+        .values(holder=holder, epoch=epoch, acquired_at=now, lease_expires_at=lease_expires_at)
+    )
+    return epoch
+
+
+def release_leadership(connection: Connection, name: str, holder: str, epoch: int) -> None:
+    """Clear the holder (the epoch stays: it only ever grows)."""
+    connection.execute(
+        sa.update(m.Leadership)
+        .where(
+            m.Leadership.name == name, m.Leadership.holder == holder, m.Leadership.epoch == epoch
+        )
+        .values(holder=None, lease_expires_at=None)
+    )
+
+
+def convert_error(exc: SQLAlchemyError, doing: str, url: URL | None = None) -> StoreError:
+    """Translate a SQLAlchemy / driver error into the project's error tree."""
+    reason = describe_db_error(exc, url)
+    where = f" ({render_url(url)})" if url is not None else ""
+    invalidated = getattr(exc, "connection_invalidated", False)
+    if invalidated or isinstance(
+        exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.DisconnectionError
+    ):
+        return StoreUnavailableError(
+            f"state store unavailable{where} while {doing}: {reason}",
+            hint=f"check that the database is running and reachable ({ENV_VAR})",
+        )
+    return StoreError(f"state store failed{where} while {doing}: {reason}")
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+class SqlStore:
+    """The state store on one SQLAlchemy engine. Build it with :func:`open_store`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        url: URL | None = None,
+        metrics_window: int = DEFAULT_METRICS_WINDOW,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if not 1 <= metrics_window <= 10_000:
+            raise InvalidRecordError("metrics_window must be between 1 and 10000")
+        self._engine = engine
+        self._url = url if url is not None else engine.url
+        self._window = metrics_window
+        self._clock = clock
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def url(self) -> str:
+        """The database URL, password hidden."""
+        return render_url(self._url)
+
+    @property
+    def metrics_window(self) -> int:
+        return self._window
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url})"
+
+    def _now(self) -> datetime:
+        return _aware(self._clock(), "clock")
+
+    @contextmanager
+    def _tx(self, doing: str) -> Iterator[Connection]:
+        """One transaction; library errors translated, ours passed through (after rollback)."""
+        try:
+            with self._engine.begin() as connection:
+                yield connection
+        except ReconcilerError:
+            raise
+        except SQLAlchemyError as exc:
+            raise convert_error(exc, doing, self._url) from exc
+
+    def _fence(self, connection: Connection, fleet: str, epoch: int | None) -> None:
+        if epoch is None:
+            return
+        current = current_epoch(connection, fleet, lock="share")
+        if epoch < current:
+            raise LeadershipLostError(
+                f"fenced: epoch {epoch} is older than epoch {current} of fleet {fleet!r}; "
+                "another writer took over, this process must stop mutating",
+                hint="only the current leader / lock holder may write",
+            )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def load_fleet(self, fleet: str) -> RecordedFleet:
+        """Open nodes, pending intents and cost constants: three queries."""
+        with self._tx(f"loading fleet {fleet!r}") as connection:
+            node_rows = connection.execute(
+                sa.select(m.SendingNode)
+                .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
+                .order_by(m.SendingNode.name)
+            ).all()
+            intent_rows = connection.execute(
+                sa.select(m.Intent)
+                .where(m.Intent.fleet == fleet, m.Intent.status == IntentStatus.PENDING.value)
+                .order_by(m.Intent.id)
+            ).all()
+            cost_rows = connection.execute(
+                sa.select(m.CostConstant).order_by(m.CostConstant.key, m.CostConstant.scope)
+            ).all()
+        nodes = tuple(_node_out(row) for row in node_rows)
+        return RecordedFleet(
+            fleet=fleet,
+            nodes=nodes,
+            pending_intents=tuple(_intent_out(row) for row in intent_rows),
+            cost_overrides=tuple(_cost_out(row) for row in cost_rows),
+            protected_names=frozenset(n.name for n in nodes if n.protected),
+        )
+
+    def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:
+        with self._tx(f"reading the journal of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.Intent)
+                .where(m.Intent.fleet == fleet)
+                .order_by(m.Intent.id.desc())
+                .limit(max(0, limit))
+            ).all()
+        return [_intent_out(row) for row in rows]
+
+    def get_node(self, fleet: str, name: str) -> RecordedNode | None:
+        """The open record of one node, if any."""
+        with self._tx(f"reading node {name!r}") as connection:
+            row = connection.execute(
+                sa.select(m.SendingNode).where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.name == name,
+                    m.SendingNode.closed_at.is_(None),
+                )
+            ).one_or_none()
+        return None if row is None else _node_out(row)
+
+    # --- the create protocol and the journal ---------------------------------------------
+
+    def begin_intent(
+        self,
+        fleet: str,
+        kind: str,
+        target: str,
+        params: Mapping[str, str],
+        *,
+        epoch: int | None = None,
+        node: RecordedNode | None = None,
+    ) -> RecordedIntent:
+        clean = check_params(params)
+        if node is not None and node.fleet != fleet:
+            raise InvalidRecordError(f"node {node.name!r} belongs to fleet {node.fleet!r}")
+        now = self._now()
+        with self._tx(f"writing the {kind} intent for {target!r}") as connection:
+            self._fence(connection, fleet, epoch)
+            intent_id = connection.execute(
+                sa.insert(m.Intent)
+                .values(
+                    fleet=fleet,
+                    kind=kind,
+                    target=target,
+                    params=clean,
+                    status=IntentStatus.PENDING.value,
+                    attempts=1,
+                    epoch=epoch,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(m.Intent.id)
+            ).scalar_one()
+            if node is not None:
+                self._upsert(connection, [node], now)
+        return RecordedIntent(
+            id=int(intent_id),
+            fleet=fleet,
+            kind=kind,
+            target=target,
+            params=clean,
+            status=IntentStatus.PENDING,
+            attempts=1,
+            created_at=now,
+            updated_at=now,
+            epoch=epoch,
+        )
+
+    def _locked_intent(self, connection: Connection, intent_id: int) -> Any:
+        row = connection.execute(
+            sa.select(m.Intent).where(m.Intent.id == intent_id).with_for_update()
+        ).one_or_none()
+        if row is None:
+            raise StoreError(f"no intent with id {intent_id} in the journal")
+        return row
+
+    def finish_intent(
+        self,
+        intent_id: int,
+        status: IntentStatus,
+        *,
+        error: str | None = None,
+        node: RecordedNode | None = None,
+        epoch: int | None = None,
+    ) -> None:
+        status = IntentStatus(status)
+        if status is IntentStatus.PENDING:
+            raise InvalidRecordError("finish_intent takes done or failed, not pending")
+        now = self._now()
+        with self._tx(f"finishing intent {intent_id}") as connection:
+            row = self._locked_intent(connection, intent_id)
+            self._fence(connection, row.fleet, epoch)
+            if node is not None and node.fleet != row.fleet:
+                raise InvalidRecordError(f"node {node.name!r} belongs to fleet {node.fleet!r}")
+            connection.execute(
+                sa.update(m.Intent)
+                .where(m.Intent.id == intent_id)
+                .values(
+                    status=status.value,
+                    error=error[:MAX_ERROR_TEXT] if error else None,
+                    updated_at=now,
+                )
+            )
+            if node is not None:
+                self._upsert(connection, [node], now)
+
+    def retry_intent(self, intent_id: int, *, epoch: int | None = None) -> RecordedIntent:
+        now = self._now()
+        with self._tx(f"retrying intent {intent_id}") as connection:
+            row = self._locked_intent(connection, intent_id)
+            self._fence(connection, row.fleet, epoch)
+            if row.status != IntentStatus.PENDING.value:
+                raise StoreError(f"intent {intent_id} is {row.status}, only a pending one retries")
+            values: dict[str, Any] = {"attempts": m.Intent.attempts + 1, "updated_at": now}
+            if epoch is not None:
+                values["epoch"] = epoch
+            connection.execute(sa.update(m.Intent).where(m.Intent.id == intent_id).values(values))
+            fresh = connection.execute(sa.select(m.Intent).where(m.Intent.id == intent_id)).one()
+        return _intent_out(fresh)
+
+    # --- nodes ---------------------------------------------------------------------------
+
+    def upsert_node(self, node: RecordedNode, *, epoch: int | None = None) -> None:
+        self.upsert_nodes([node], epoch=epoch)
+
+    def upsert_nodes(self, nodes: Sequence[RecordedNode], *, epoch: int | None = None) -> None:
+        if not nodes:
+            return
+        now = self._now()
+        with self._tx(f"recording {len(nodes)} node(s)") as connection:
+            for fleet in sorted({n.fleet for n in nodes}):
+                self._fence(connection, fleet, epoch)
+            self._upsert(connection, nodes, now)
+
+    def _upsert(self, connection: Connection, nodes: Sequence[RecordedNode], now: datetime) -> None:
+        """Insert or update nodes by (fleet, name) among open records, and keep their VPS and
+        IP rows consistent, in the caller's transaction. Concurrent upserts of one node keep
+        one row (``INSERT ... ON CONFLICT`` on the partial unique index)."""
+        latest: dict[tuple[str, str], RecordedNode] = {}
+        for node in nodes:
+            latest[(node.fleet, node.name)] = node
+        batch = list(latest.values())
+        params = [_node_params(node, now) for node in batch]
+        self._check_service_ids(connection, batch)
+
+        table = m.SendingNode
+        stmt = _upsert_stmt(connection, table)
+        excluded = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.fleet, table.name],
+            index_where=table.closed_at.is_(None),
+            set_={
+                "provider_id": sa.func.coalesce(excluded.provider_id, table.provider_id),
+                "ip_address": sa.func.coalesce(excluded.ip_address, table.ip_address),
+                "hostname": sa.func.coalesce(excluded.hostname, table.hostname),
+                "region": excluded.region,
+                "plan": excluded.plan,
+                "pool": sa.func.coalesce(excluded.pool, table.pool),
+                "status": excluded.status,
+                "reputation_score": excluded.reputation_score,
+                "current_load": excluded.current_load,
+                "approximate_cost": sa.func.coalesce(
+                    excluded.approximate_cost, table.approximate_cost
+                ),
+                "protected": sa.or_(table.protected, excluded.protected),
+                "rdns_done": excluded.rdns_done,
+                "warmup_started_at": sa.func.coalesce(
+                    excluded.warmup_started_at, table.warmup_started_at
+                ),
+                "observed_generation": sa.func.coalesce(
+                    excluded.observed_generation, table.observed_generation
+                ),
+                "updated_at": excluded.updated_at,
+                "last_heartbeat": sa.func.coalesce(table.last_heartbeat, excluded.last_heartbeat),
+                "status_changed_at": sa.case(
+                    (table.status != excluded.status, excluded.status_changed_at),
+                    else_=table.status_changed_at,
+                ),
+            },
+        ).returning(table.id, table.fleet, table.name, table.ip_address, table.pool)
+        returned = {}
+        for chunk in _chunks(params):
+            for row in connection.execute(stmt, list(chunk)):
+                returned[(row.fleet, row.name)] = row
+        self._record_costs(connection, batch, returned, now)
+
+    def _check_service_ids(self, connection: Connection, batch: Sequence[RecordedNode]) -> None:
+        claims = {n.service_id: n for n in batch if n.service_id is not None}
+        if len(claims) != sum(1 for n in batch if n.service_id is not None):
+            raise InvalidRecordError("two nodes in one batch carry the same service id")
+        ids = sorted(claims)
+        for chunk in _chunks(ids):
+            rows = connection.execute(
+                sa.select(m.SendingNode.fleet, m.SendingNode.name, m.SendingNode.provider_id).where(
+                    m.SendingNode.provider_id.in_(chunk), m.SendingNode.closed_at.is_(None)
+                )
+            ).all()
+            for row in rows:
+                node = claims[row.provider_id]
+                if (row.fleet, row.name) != (node.fleet, node.name):
+                    raise StoreError(
+                        f"service id {row.provider_id} is already recorded for node "
+                        f"{row.name!r} (fleet {row.fleet!r}); cannot record it for {node.name!r}"
+                    )
+
+    def _ip_prices(self, connection: Connection) -> dict[str, Decimal]:
+        rows = connection.execute(
+            sa.select(m.CostConstant.scope, m.CostConstant.value).where(
+                m.CostConstant.key == IP_PRICE_KEY
+            )
+        ).all()
+        return {row.scope: Decimal(row.value) for row in rows}
+
+    def _record_costs(
+        self,
+        connection: Connection,
+        batch: Sequence[RecordedNode],
+        returned: Mapping[tuple[str, str], Any],
+        now: datetime,
+    ) -> None:
+        """vps_instances / smtp_ip_addresses follow the node rows, in the same transaction."""
+        prices: dict[str, Decimal] | None = None
+        vps_rows: list[dict[str, Any]] = []
+        ip_rows: list[dict[str, Any]] = []
+        releases: list[dict[str, Any]] = []
+        for node in batch:
+            row = returned[(node.fleet, node.name)]
+            total = _money(node.approximate_cost, f"{node.name}: approximate_cost")
+            ip = row.ip_address
+            ip_cost: Decimal | None = None
+            vps_cost = total
+            if ip is not None and total is not None:
+                ip_cost = _money(node.ip_cost, f"{node.name}: ip_cost")
+                if ip_cost is None:
+                    if prices is None:
+                        prices = self._ip_prices(connection)
+                    ip_cost = prices.get(
+                        f"pool:{row.pool}", prices.get("global", DEFAULT_IP_MONTHLY_PRICE)
+                    )
+                ip_cost = min(ip_cost, total)
+                vps_cost = total - ip_cost
+            vps_rows.append(
+                {
+                    "id": uuid.uuid4(),
+                    "node_id": row.id,
+                    "provider_id": node.service_id,
+                    "plan": node.plan,
+                    "approximate_cost": vps_cost,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            if ip is not None and (node.ip_address is not None or total is not None):
+                releases.append({"b_node": row.id, "b_ip": ip, "b_at": now})
+                ip_rows.append(
+                    {
+                        "id": uuid.uuid4(),
+                        "node_id": row.id,
+                        "ip_address": ip,
+                        "pool": node.pool,
+                        "status": _ip_status_for(node.status).value,
+                        "approximate_cost": ip_cost,
+                        "assigned_at": now,
+                        "released_at": None,
+                        "updated_at": now,
+                    }
+                )
+        vps = m.VpsInstance
+        stmt = _upsert_stmt(connection, vps)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[vps.node_id],
+            set_={
+                "provider_id": sa.func.coalesce(stmt.excluded.provider_id, vps.provider_id),
+                "plan": stmt.excluded.plan,
+                "approximate_cost": sa.func.coalesce(
+                    stmt.excluded.approximate_cost, vps.approximate_cost
+                ),
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        for chunk in _chunks(vps_rows):
+            connection.execute(stmt, list(chunk))
+        if not ip_rows:
+            return
+        ips = m.SmtpIpAddress
+        release = (
+            sa.update(ips)
+            .where(
+                ips.node_id == sa.bindparam("b_node", type_=sa.Uuid()),
+                ips.ip_address != sa.bindparam("b_ip"),
+                ips.released_at.is_(None),
+            )
+            .values(
+                released_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
+                updated_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
+            )
+        )
+        for chunk in _chunks(releases):
+            connection.execute(release, list(chunk))
+        stmt = _upsert_stmt(connection, ips)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ips.node_id, ips.ip_address],
+            set_={
+                "pool": sa.func.coalesce(new.pool, ips.pool),
+                # statuses only move forward along assigned -> warming -> warmed here;
+                # degraded / burned / quarantined are set by set_ip_status
+                "status": sa.case(
+                    (
+                        sa.and_(
+                            new.status == IpStatus.WARMED.value,
+                            ips.status.in_([IpStatus.ASSIGNED.value, IpStatus.WARMING.value]),
+                        ),
+                        new.status,
+                    ),
+                    (
+                        sa.and_(
+                            new.status == IpStatus.WARMING.value,
+                            ips.status == IpStatus.ASSIGNED.value,
+                        ),
+                        new.status,
+                    ),
+                    (ips.released_at.is_not(None), new.status),
+                    else_=ips.status,
+                ),
+                "approximate_cost": sa.func.coalesce(new.approximate_cost, ips.approximate_cost),
+                "released_at": None,
+                "updated_at": new.updated_at,
+            },
+        )
+        for chunk in _chunks(ip_rows):
+            connection.execute(stmt, list(chunk))
+
+    def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
+        """Decommission: status decommissioned, ``closed_at`` set, IPs released. The record stays
+        for audit and leaves ``load_fleet``. Closing an already closed node does nothing."""
+        at = _aware(at, "at")
+        now = self._now()
+        with self._tx(f"closing node {name!r}") as connection:
+            self._fence(connection, fleet, epoch)
+            node_id = connection.execute(
+                sa.update(m.SendingNode)
+                .where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.name == name,
+                    m.SendingNode.closed_at.is_(None),
+                )
+                .values(
+                    status=NodeStatus.DECOMMISSIONED.value,
+                    closed_at=at,
+                    status_changed_at=at,
+                    updated_at=now,
+                )
+                .returning(m.SendingNode.id)
+            ).scalar_one_or_none()
+            if node_id is not None:
+                connection.execute(
+                    sa.update(m.SmtpIpAddress)
+                    .where(
+                        m.SmtpIpAddress.node_id == node_id, m.SmtpIpAddress.released_at.is_(None)
+                    )
+                    .values(released_at=at, updated_at=now)
+                )
+
+    def set_protected(self, fleet: str, name: str, protected: bool) -> None:
+        now = self._now()
+        with self._tx(f"protecting node {name!r}") as connection:
+            found = connection.execute(
+                sa.update(m.SendingNode)
+                .where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.name == name,
+                    m.SendingNode.closed_at.is_(None),
+                )
+                .values(protected=protected, updated_at=now)
+                .returning(m.SendingNode.id)
+            ).scalar_one_or_none()
+            if found is None:
+                raise UnknownNodeError(
+                    f"no recorded node {name!r} in fleet {fleet!r}",
+                    hint="`reconcile status` lists the recorded nodes",
+                )
+
+    def set_ip_status(
+        self,
+        ip_address: str,
+        status: IpStatus,
+        *,
+        reputation_state: str | None = None,
+    ) -> int:
+        """Set the status (and reputation state: good, fair, poor, critical) of an assigned IP;
+        returns the number of rows changed."""
+        ip = normalise_ip(ip_address)
+        status = IpStatus(status)
+        values: dict[str, Any] = {"status": status.value, "updated_at": self._now()}
+        if reputation_state is not None:
+            if reputation_state not in m.REPUTATION_STATES:
+                raise InvalidRecordError(
+                    f"reputation state {reputation_state!r} is not one of "
+                    f"{', '.join(m.REPUTATION_STATES)}"
+                )
+            values["reputation_state"] = reputation_state
+        with self._tx(f"setting the status of {ip}") as connection:
+            result = connection.execute(
+                sa.update(m.SmtpIpAddress)
+                .where(m.SmtpIpAddress.ip_address == ip, m.SmtpIpAddress.released_at.is_(None))
+                .values(values)
+            )
+        return int(result.rowcount)
+
+    def ip_addresses(self, fleet: str) -> list[dict[str, str]]:
+        """The assigned IPs of a fleet's open nodes, with status, reputation and monthly cost."""
+        with self._tx(f"reading the IPs of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.SendingNode.name, m.SmtpIpAddress)
+                .join(m.SendingNode, m.SendingNode.id == m.SmtpIpAddress.node_id)
+                .where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.closed_at.is_(None),
+                    m.SmtpIpAddress.released_at.is_(None),
+                )
+                .order_by(m.SendingNode.name)
+            ).all()
+        return [
+            {
+                "node": row.name,
+                "ip_address": row.ip_address,
+                "pool": row.pool or "",
+                "status": row.status,
+                "reputation_state": row.reputation_state,
+                "approximate_cost": _money_text(row.approximate_cost),
+            }
+            for row in rows
+        ]
+
+    def vps_costs(self, fleet: str) -> dict[str, Decimal]:
+        """Per open node, the VPS part of its monthly cost (as recorded on vps_instances)."""
+        with self._tx(f"reading the VPS costs of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.SendingNode.name, m.VpsInstance.approximate_cost)
+                .join(m.VpsInstance, m.VpsInstance.node_id == m.SendingNode.id)
+                .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
+            ).all()
+        return {
+            row.name: _money_out(row.approximate_cost) or Decimal(0)
+            for row in rows
+            if row.approximate_cost is not None
+        }
+
+    # --- blocklists ----------------------------------------------------------------------
+
+    def record_listing(
+        self,
+        fleet: str,
+        ip_address: str,
+        zone: str,
+        listed_at: datetime,
+        *,
+        node: str | None = None,
+        details: str | None = None,
+    ) -> int:
+        """An IP found on a blocklist zone; an open listing of the same (ip, zone) is kept (no
+        duplicate). Returns the event id."""
+        ip = normalise_ip(ip_address)
+        listed_at = _aware(listed_at, "listed_at")
+        with self._tx(f"recording the listing of {ip} on {zone}") as connection:
+            existing = connection.execute(
+                sa.select(m.IpBlocklistEvent.id).where(
+                    m.IpBlocklistEvent.ip_address == ip,
+                    m.IpBlocklistEvent.zone == zone,
+                    m.IpBlocklistEvent.delisted_at.is_(None),
+                )
+            ).scalar_one_or_none()
+            if existing is not None:
+                return int(existing)
+            node_id = None
+            if node is not None:
+                node_id = connection.execute(
+                    sa.select(m.SendingNode.id).where(
+                        m.SendingNode.fleet == fleet,
+                        m.SendingNode.name == node,
+                        m.SendingNode.closed_at.is_(None),
+                    )
+                ).scalar_one_or_none()
+            event_id = connection.execute(
+                sa.insert(m.IpBlocklistEvent)
+                .values(
+                    node_id=node_id,
+                    ip_address=ip,
+                    zone=zone,
+                    listed_at=listed_at,
+                    details=details,
+                )
+                .returning(m.IpBlocklistEvent.id)
+            ).scalar_one()
+        return int(event_id)
+
+    def record_delisting(self, ip_address: str, zone: str, delisted_at: datetime) -> int:
+        """Close the open listing(s) of (ip, zone); returns how many were closed."""
+        ip = normalise_ip(ip_address)
+        delisted_at = _aware(delisted_at, "delisted_at")
+        with self._tx(f"recording the delisting of {ip} from {zone}") as connection:
+            result = connection.execute(
+                sa.update(m.IpBlocklistEvent)
+                .where(
+                    m.IpBlocklistEvent.ip_address == ip,
+                    m.IpBlocklistEvent.zone == zone,
+                    m.IpBlocklistEvent.delisted_at.is_(None),
+                )
+                .values(delisted_at=delisted_at)
+            )
+        return int(result.rowcount)
+
+    def open_listings(self, fleet: str | None = None) -> list[dict[str, str]]:
+        """Listings not yet delisted (of one fleet's nodes when ``fleet`` is given)."""
+        query = (
+            sa.select(m.IpBlocklistEvent, m.SendingNode.name.label("node"))
+            .outerjoin(m.SendingNode, m.SendingNode.id == m.IpBlocklistEvent.node_id)
+            .where(m.IpBlocklistEvent.delisted_at.is_(None))
+            .order_by(m.IpBlocklistEvent.listed_at)
+        )
+        if fleet is not None:
+            query = query.where(m.SendingNode.fleet == fleet)
+        with self._tx("reading blocklist listings") as connection:
+            rows = connection.execute(query).all()
+        return [
+            {
+                "id": str(row.id),
+                "node": row.node or "",
+                "ip_address": row.ip_address,
+                "zone": row.zone,
+                "listed_at": row.listed_at.isoformat(),
+                "details": row.details or "",
+            }
+            for row in rows
+        ]
+
+    # --- runs ----------------------------------------------------------------------------
+
+    def start_run(self, run: RunRecord) -> int:
+        started = _aware(run.started_at, "started_at")
+        finished = _maybe_aware(run.finished_at, "finished_at")
+        with self._tx(f"recording a {run.mode} run of {run.fleet!r}") as connection:
+            run_id = connection.execute(
+                sa.insert(m.ReconcileRun)
+                .values(
+                    fleet=run.fleet,
+                    started_at=started,
+                    finished_at=finished,
+                    spec_hash=run.spec_hash,
+                    mode=run.mode,
+                    summary={str(k): str(v) for k, v in run.summary.items()},
+                    outcome=run.outcome,
+                    error=run.error[:MAX_ERROR_TEXT] if run.error else None,
+                    duration_seconds=(finished - started).total_seconds() if finished else None,
+                )
+                .returning(m.ReconcileRun.id)
+            ).scalar_one()
+        return int(run_id)
+
+    def finish_run(
+        self, run_id: int, outcome: str, finished_at: datetime, error: str | None = None
+    ) -> None:
+        finished_at = _aware(finished_at, "finished_at")
+        with self._tx(f"finishing run {run_id}") as connection:
+            started = connection.execute(
+                sa.select(m.ReconcileRun.started_at).where(m.ReconcileRun.id == run_id)
+            ).scalar_one_or_none()
+            if started is None:
+                raise StoreError(f"no reconcile run with id {run_id}")
+            connection.execute(
+                sa.update(m.ReconcileRun)
+                .where(m.ReconcileRun.id == run_id)
+                .values(
+                    outcome=outcome,
+                    finished_at=finished_at,
+                    error=error[:MAX_ERROR_TEXT] if error else None,
+                    duration_seconds=(finished_at - started).total_seconds(),
+                )
+            )
+
+    def recent_runs(self, fleet: str, limit: int = 20) -> list[RunRecord]:
+        """The latest runs of a fleet, newest first."""
+        with self._tx(f"reading the runs of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.ReconcileRun)
+                .where(m.ReconcileRun.fleet == fleet)
+                .order_by(m.ReconcileRun.started_at.desc(), m.ReconcileRun.id.desc())
+                .limit(max(0, limit))
+            ).all()
+        return [
+            RunRecord(
+                fleet=row.fleet,
+                started_at=row.started_at,
+                spec_hash=row.spec_hash,
+                mode=row.mode,
+                summary=dict(row.summary or {}),
+                outcome=row.outcome,
+                finished_at=row.finished_at,
+                error=row.error,
+            )
+            for row in rows
+        ]
+
+    # --- one writer ----------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, owner: str, ttl_seconds: float, now: datetime) -> Lease:
+        """Take the writer lock ``name`` (name it after the fleet so its epoch fences that
+        fleet's writes). Held by another owner and unexpired: ``LockHeldError``. Expired (or
+        free): taken with a new epoch. Held by the same owner: renewed, same epoch."""
+        now = _aware(now, "now")
+        if ttl_seconds <= 0:
+            raise InvalidRecordError("ttl_seconds must be positive")
+        expires = now + timedelta(seconds=ttl_seconds)
+        with self._tx(f"taking the writer lock {name!r}") as connection:
+            _ensure_epoch_rows(connection, name)
+            newest = current_epoch(connection, name, lock="update")
+            row = connection.execute(sa.select(m.WriterLock).where(m.WriterLock.name == name)).one()
+            held = row.owner is not None and row.expires_at is not None and row.expires_at > now
+            if held and row.owner != owner:
+                raise LockHeldError(
+                    f"another run holds the writer lock {name!r}: {row.owner} (epoch "
+                    f"{row.epoch}), until {row.expires_at:%Y-%m-%d %H:%M:%S} UTC",
+                    hint="wait for that run to finish; a crashed holder's lock expires by "
+                    f"itself at {row.expires_at:%H:%M:%S} UTC",
+                )
+            epoch = row.epoch if held and row.epoch == newest else newest + 1
+            connection.execute(
+                sa.update(m.WriterLock)
+                .where(m.WriterLock.name == name)
+                .values(
+                    owner=owner,
+                    epoch=epoch,
+                    acquired_at=row.acquired_at if held else now,
+                    expires_at=expires,
+                )
+            )
+        return Lease(name=name, owner=owner, epoch=int(epoch), expires_at=expires)
+
+    def release_lock(self, lease: Lease) -> None:
+        """Release the lock if this lease still holds it (a taken-over lock is left alone)."""
+        with self._tx(f"releasing the writer lock {lease.name!r}") as connection:
+            connection.execute(
+                sa.update(m.WriterLock)
+                .where(
+                    m.WriterLock.name == lease.name,
+                    m.WriterLock.owner == lease.owner,
+                    m.WriterLock.epoch == lease.epoch,
+                )
+                .values(owner=None, expires_at=None, acquired_at=None)
+            )
+
+    def current_epoch(self, fleet: str) -> int:
+        """The newest epoch granted for ``fleet`` (leadership or writer lock); 0 if none."""
+        with self._tx(f"reading the epoch of {fleet!r}") as connection:
+            return current_epoch(connection, fleet)
+
+    def leader(self, fleet: str) -> tuple[str, int] | None:
+        """(holder, epoch) of the recorded daemon leader of ``fleet``, if any."""
+        with self._tx(f"reading the leader of {fleet!r}") as connection:
+            row = connection.execute(
+                sa.select(m.Leadership.holder, m.Leadership.epoch).where(m.Leadership.name == fleet)
+            ).one_or_none()
+        if row is None or row.holder is None:
+            return None
+        return (row.holder, int(row.epoch))
+
+    # --- costs ---------------------------------------------------------------------------
+
+    def set_cost_constant(
+        self, key: str, scope: str, value: Decimal, set_by: str, at: datetime
+    ) -> None:
+        if not _SCOPE_RE.match(scope):
+            raise InvalidRecordError(
+                f"cost scope {scope!r} is not 'global', 'pool:<name>', 'plan:<name>' or "
+                "'contract:<name>'"
+            )
+        if not key or not set_by:
+            raise InvalidRecordError("a cost constant needs a key and who set it")
+        amount = _money(value, f"cost constant {key} [{scope}]")
+        assert amount is not None
+        if amount < 0:
+            raise InvalidRecordError(f"cost constant {key} [{scope}] cannot be negative")
+        at = _aware(at, "at")
+        with self._tx(f"setting cost constant {key} [{scope}]") as connection:
+            old = connection.execute(
+                sa.select(m.CostConstant.value)
+                .where(m.CostConstant.key == key, m.CostConstant.scope == scope)
+                .with_for_update()
+            ).scalar_one_or_none()
+            if old is not None and Decimal(old) == amount:
+                return
+            stmt = _upsert_stmt(connection, m.CostConstant).values(
+                key=key, scope=scope, value=amount, set_by=set_by, set_at=at
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[m.CostConstant.key, m.CostConstant.scope],
+                set_={
+                    "value": stmt.excluded.value,
+                    "set_by": stmt.excluded.set_by,
+                    "set_at": stmt.excluded.set_at,
+                },
+            )
+            connection.execute(stmt)
+            connection.execute(
+                sa.insert(m.CostConstantHistory).values(
+                    key=key, scope=scope, old_value=old, new_value=amount, set_by=set_by, set_at=at
+                )
+            )
+
+    def cost_constants(self) -> list[CostConstant]:
+        with self._tx("reading the cost constants") as connection:
+            rows = connection.execute(
+                sa.select(m.CostConstant).order_by(m.CostConstant.key, m.CostConstant.scope)
+            ).all()
+        return [_cost_out(row) for row in rows]
+
+    def cost_history(self, key: str | None = None) -> list[dict[str, str]]:
+        """Changes, newest first: key, scope, old ('' when first set), new, set_by, set_at."""
+        query = sa.select(m.CostConstantHistory).order_by(
+            m.CostConstantHistory.set_at.desc(), m.CostConstantHistory.id.desc()
+        )
+        if key is not None:
+            query = query.where(m.CostConstantHistory.key == key)
+        with self._tx("reading the cost history") as connection:
+            rows = connection.execute(query).all()
+        return [
+            {
+                "key": row.key,
+                "scope": row.scope,
+                "old": _money_text(row.old_value),
+                "new": _money_text(row.new_value),
+                "set_by": row.set_by,
+                "set_at": row.set_at.isoformat(),
+            }
+            for row in rows
+        ]
+
+    # --- heartbeats ----------------------------------------------------------------------
+
+    def record_heartbeats(self, fleet: str, beats: Sequence[NodeMetrics]) -> int:
+        """Batched: per chunk of nodes one SELECT, one multi-row upsert of the metrics ring and
+        one executemany UPDATE of the nodes. Unknown (or closed) nodes are skipped; returns the
+        number of beats recorded."""
+        if not beats:
+            return 0
+        by_node: dict[str, list[NodeMetrics]] = defaultdict(list)
+        for beat in beats:
+            _aware(beat.at, f"heartbeat of {beat.node}: at")
+            by_node[beat.node].append(beat)
+        names = sorted(by_node)
+        recorded = 0
+        window = self._window
+        metrics = m.NodeMetric
+        with self._tx(f"recording {len(beats)} heartbeat(s)") as connection:
+            upsert = _upsert_stmt(connection, metrics)
+            new = upsert.excluded
+            upsert = upsert.on_conflict_do_update(
+                index_elements=[metrics.node_id, metrics.slot],
+                set_={
+                    column: getattr(new, column)
+                    for column in (
+                        "at",
+                        "sent",
+                        "queue_length",
+                        "cpu",
+                        "memory",
+                        "disk",
+                        "bounces",
+                        "complaints",
+                        "interval_seconds",
+                    )
+                },
+            )
+            touch = (
+                sa.update(m.SendingNode)
+                .where(m.SendingNode.id == sa.bindparam("b_id", type_=sa.Uuid()))
+                .values(
+                    heartbeat_seq=m.SendingNode.heartbeat_seq + sa.bindparam("b_count"),
+                    last_heartbeat=sa.case(
+                        (
+                            sa.or_(
+                                m.SendingNode.last_heartbeat.is_(None),
+                                m.SendingNode.last_heartbeat
+                                < sa.bindparam("b_at", type_=m.UtcDateTime()),
+                            ),
+                            sa.bindparam("b_at", type_=m.UtcDateTime()),
+                        ),
+                        else_=m.SendingNode.last_heartbeat,
+                    ),
+                )
+            )
+            for chunk in _chunks(names):
+                known = connection.execute(
+                    sa.select(m.SendingNode.id, m.SendingNode.name, m.SendingNode.heartbeat_seq)
+                    .where(
+                        m.SendingNode.fleet == fleet,
+                        m.SendingNode.name.in_(chunk),
+                        m.SendingNode.closed_at.is_(None),
+                    )
+                    .order_by(m.SendingNode.id)  # a stable lock order between writers
+                ).all()
+                rows: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
+                touches: list[dict[str, Any]] = []
+                for node_id, name, seq in known:
+                    series = sorted(by_node[name], key=lambda b: b.at)
+                    for offset, beat in enumerate(series):
+                        slot = (int(seq) + offset) % window
+                        rows[(node_id, slot)] = _metric_params(node_id, slot, beat)
+                    recorded += len(series)
+                    touches.append({"b_id": node_id, "b_count": len(series), "b_at": series[-1].at})
+                if rows:
+                    connection.execute(upsert, list(rows.values()))
+                    connection.execute(touch, touches)
+        return recorded
+
+    def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
+        since = _aware(since, "since")
+        with self._tx(f"reading the metrics of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.SendingNode.name, m.NodeMetric)
+                .join(m.SendingNode, m.SendingNode.id == m.NodeMetric.node_id)
+                .where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.closed_at.is_(None),
+                    m.NodeMetric.at >= since,
+                )
+                .order_by(m.SendingNode.name, m.NodeMetric.at)
+            ).all()
+        result: dict[str, list[NodeMetrics]] = defaultdict(list)
+        for row in rows:
+            result[row.name].append(
+                NodeMetrics(
+                    node=row.name,
+                    at=row.at,
+                    cpu=float(row.cpu),
+                    memory=float(row.memory),
+                    disk=float(row.disk),
+                    queue_length=int(row.queue_length),
+                    sent=int(row.sent),
+                    bounces=int(row.bounces),
+                    complaints=int(row.complaints),
+                    interval_seconds=float(row.interval_seconds),
+                )
+            )
+        return dict(result)
+
+    def prune_metrics(self, older_than: datetime) -> int:
+        """Delete metrics older than ``older_than`` and all metrics of closed nodes."""
+        older_than = _aware(older_than, "older_than")
+        closed = sa.select(m.SendingNode.id).where(m.SendingNode.closed_at.is_not(None))
+        with self._tx("pruning node metrics") as connection:
+            result = connection.execute(
+                sa.delete(m.NodeMetric).where(
+                    sa.or_(m.NodeMetric.at < older_than, m.NodeMetric.node_id.in_(closed))
+                )
+            )
+        return int(result.rowcount)
+
+    def metrics_rows(self) -> int:
+        """How many metric rows are stored (bounded by open nodes x the window)."""
+        with self._tx("counting node metrics") as connection:
+            return int(
+                connection.execute(
+                    sa.select(sa.func.count()).select_from(m.NodeMetric)
+                ).scalar_one()
+            )
+
+
+# --- rows <-> value types ------------------------------------------------------------------
+
+
+def _ip_status_for(status: NodeStatus) -> IpStatus:
+    if status is NodeStatus.WARMING:
+        return IpStatus.WARMING
+    if status is NodeStatus.ACTIVE:
+        return IpStatus.WARMED
+    return IpStatus.ASSIGNED
+
+
+def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
+    if not node.fleet or not node.name:
+        raise InvalidRecordError("a node needs a fleet and a name")
+    try:
+        status = NodeStatus(node.status)
+    except ValueError as exc:
+        raise InvalidRecordError(f"{node.name}: unknown status {node.status!r}") from exc
+    try:
+        node_id = uuid.UUID(node.id) if node.id else uuid.uuid4()
+    except ValueError as exc:
+        raise InvalidRecordError(f"{node.name}: id {node.id!r} is not a UUID") from exc
+    if not 0 <= node.reputation_score <= 100:
+        raise InvalidRecordError(f"{node.name}: reputation_score must be within 0..100")
+    return {
+        "id": node_id,
+        "fleet": node.fleet,
+        "name": node.name,
+        "provider_id": node.service_id,
+        "ip_address": normalise_ip(node.ip_address, f"{node.name}: ip_address")
+        if node.ip_address
+        else None,
+        "hostname": node.hostname,
+        "region": node.region,
+        "plan": node.plan,
+        "pool": node.pool,
+        "status": status.value,
+        "reputation_score": node.reputation_score,
+        "current_load": _money(node.current_load, f"{node.name}: current_load") or Decimal(0),
+        "approximate_cost": _money(node.approximate_cost, f"{node.name}: approximate_cost"),
+        "protected": node.protected,
+        "rdns_done": node.rdns_done,
+        "warmup_started_at": _maybe_aware(node.warmup_started_at, "warmup_started_at"),
+        "observed_generation": node.observed_generation,
+        "created_at": _maybe_aware(node.created_at, "created_at") or now,
+        "updated_at": now,
+        "last_heartbeat": _maybe_aware(node.last_heartbeat, "last_heartbeat"),
+        "heartbeat_seq": 0,
+        "status_changed_at": _maybe_aware(node.status_changed_at, "status_changed_at") or now,
+        "closed_at": None,
+    }
+
+
+def _metric_params(node_id: uuid.UUID, slot: int, beat: NodeMetrics) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "slot": slot,
+        "at": beat.at,
+        "sent": int(beat.sent),
+        "queue_length": int(beat.queue_length),
+        "cpu": float(beat.cpu),
+        "memory": float(beat.memory),
+        "disk": float(beat.disk),
+        "bounces": int(beat.bounces),
+        "complaints": int(beat.complaints),
+        "interval_seconds": float(beat.interval_seconds),
+    }
+
+
+def _node_out(node: Any) -> RecordedNode:
+    """A ``sending_nodes`` row (selected on a Connection: plain columns) as a value."""
+    return RecordedNode(
+        id=str(node.id),
+        fleet=node.fleet,
+        name=node.name,
+        region=node.region,
+        plan=node.plan,
+        status=NodeStatus(node.status),
+        service_id=node.provider_id,
+        ip_address=node.ip_address,
+        hostname=node.hostname,
+        pool=node.pool,
+        protected=bool(node.protected),
+        reputation_score=int(node.reputation_score),
+        current_load=_money_out(node.current_load) or Decimal(0),
+        created_at=node.created_at,
+        last_heartbeat=node.last_heartbeat,
+        rdns_done=bool(node.rdns_done),
+        warmup_started_at=node.warmup_started_at,
+        approximate_cost=_money_out(node.approximate_cost),
+        observed_generation=node.observed_generation,
+        status_changed_at=node.status_changed_at,
+    )
+
+
+def _intent_out(intent: Any) -> RecordedIntent:
+    return RecordedIntent(
+        id=int(intent.id),
+        fleet=intent.fleet,
+        kind=intent.kind,
+        target=intent.target,
+        params={str(k): str(v) for k, v in (intent.params or {}).items()},
+        status=IntentStatus(intent.status),
+        attempts=int(intent.attempts),
+        created_at=intent.created_at,
+        updated_at=intent.updated_at,
+        error=intent.error,
+        epoch=None if intent.epoch is None else int(intent.epoch),
+    )
+
+
+def _cost_out(cost: Any) -> CostConstant:
+    return CostConstant(
+        key=cost.key,
+        scope=cost.scope,
+        value=_money_out(cost.value) or Decimal(0),
+        set_by=cost.set_by,
+        set_at=cost.set_at,
+    )
+
+
+# --- opening -------------------------------------------------------------------------------
+
+
+def open_store(
+    url: str | None = None,
+    *,
+    upgrade: bool | None = None,
+    environ: Mapping[str, str] = os.environ,
+    metrics_window: int = DEFAULT_METRICS_WINDOW,
+    clock: Callable[[], datetime] = utc_now,
+) -> SqlStore:
+    """Open the state store.
+
+    The URL is ``url``, else ``RECONCILER_DATABASE_URL``, else ``sqlite:///.reconciler/state.db``
+    in the working directory. An empty embedded SQLite database is migrated by itself
+    (``upgrade=None``); any other database must be at the migrations' head or
+    ``SchemaOutOfDateError`` says to run ``reconcile db upgrade``. ``upgrade=True`` always
+    migrates, ``upgrade=False`` never does.
+    """
+    resolved = resolve_url(url, environ)
+    engine = make_engine(resolved)
+    try:
+        ensure_schema(engine, resolved, upgrade=upgrade)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SqlStore(engine, url=resolved, metrics_window=metrics_window, clock=clock)
