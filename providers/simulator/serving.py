@@ -13,7 +13,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Self
@@ -117,24 +117,6 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class _ForegroundServer(uvicorn.Server):
-    """uvicorn that stops on SIGINT/SIGTERM and then returns normally (exit status 0)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        def stop(signum: int, frame: FrameType | None) -> None:
-            if self.should_exit and signum == signal.SIGINT:
-                self.force_exit = True
-            self.should_exit = True
-
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def _base_url(sock: socket.socket) -> str:
@@ -346,12 +328,30 @@ class AsyncSimulatorServer:
         await self.stop()
 
 
-def serve_foreground(app: SimulatorApp, sock: socket.socket) -> None:
-    """Serve until SIGINT/SIGTERM, then return (used by ``reconcile simulator``)."""
-    server = _ForegroundServer(_config(app))
+def serve_foreground(
+    app: SimulatorApp, sock: socket.socket, announce: Callable[[], None] | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, then return normally (used by ``reconcile simulator``).
+
+    The signal handlers go in before ``announce`` runs, so a signal sent as soon as the URL is
+    printed still stops the server cleanly (exit status 0) instead of killing it.
+    """
+    server = _EmbeddedServer(_config(app))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if server.should_exit and signum == signal.SIGINT:
+            server.force_exit = True
+        server.should_exit = True
+        app.closing.set()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if announce is not None:
+            announce()
         server.run(sockets=[sock])
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         app.closing.set()
         sock.close()
         app.flush()
