@@ -270,7 +270,8 @@ class FakeCloud:
 
     async def find_servers_by_name(self, name: str) -> list[ObservedServer]:
         await self._enter("get_instance_ids")
-        ids = [sid for sid, inst in self._instances.items() if name in inst.name]
+        wanted = name.lower()
+        ids = [sid for sid, inst in self._instances.items() if wanted in inst.name.lower()]
         found = []
         for sid in ids:
             await self._enter("get_instance")
