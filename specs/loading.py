@@ -54,6 +54,10 @@ _MERGED: frozenset[FieldPath] = frozenset(
         ("costs", "contracts"),
     }
 )
+#: Collections of named things: a name defined twice is an error naming both places.
+_NAMED: frozenset[FieldPath] = frozenset(
+    {("plans",), ("regions",), ("ip_pools",), ("warmup", "schedules"), ("costs", "contracts")}
+)
 #: Scalars each file may repeat, as long as they agree.
 _REPEATABLE: frozenset[FieldPath] = frozenset({("apiVersion",), ("kind",)})
 _YAML_SUFFIXES = (".yaml", ".yml")
@@ -186,13 +190,15 @@ def _merge(
             continue
         first = target_map.key_position(child)
         again = source_map.key_position(child)
-        if len(child) == 1:
+        if path in _NAMED:
+            hint = "a name may be defined only once across the files of a fleet"
+        elif len(child) == 1:
             hint = (
                 "only plans, regions, ip_pools, warmup.schedules and costs.contracts "
                 "may be spread over several files"
             )
         else:
-            hint = "a name may be defined only once across the files of a fleet"
+            hint = "a setting may be given in only one file"
         problems.append(
             SpecProblem(
                 again.file,

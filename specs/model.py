@@ -118,6 +118,8 @@ class RegionSpec(_Model):
     #: plans this region may be vertically scaled up to, in order (empty: no vertical scaling)
     vertical_plans: list[str] = Field(default_factory=list)
     protected: list[str] = Field(default_factory=list)
+    #: silence the warning about a plan marked production_ready: false
+    allow_small_plans: bool = False
 
     @property
     def min_nodes(self) -> int:

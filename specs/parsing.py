@@ -336,7 +336,17 @@ def _problem_from_yaml_error(source: str, text: str, exc: yaml.YAMLError) -> Spe
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
-        message = " ".join(part for part in (exc.context, exc.problem) if part) or str(exc)
+        parts = []
+        if exc.context:
+            context = exc.context.removesuffix("; first occurrence")
+            joint = ", first at" if context != exc.context else " at"
+            cmark = exc.context_mark
+            if cmark is not None and (mark is None or cmark.line != mark.line):
+                context += f"{joint} line {cmark.line + 1}, column {cmark.column + 1}"
+            parts.append(context)
+        if exc.problem and exc.problem != "second occurrence":
+            parts.append(exc.problem)
+        message = ": ".join(parts) or str(exc)
         hint: str | None = "this is not valid YAML"
         if "'\\t'" in message or "\t" in message:
             hint = "YAML does not allow tabs for indentation; use spaces"

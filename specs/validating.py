@@ -68,6 +68,10 @@ class Findings:
     warnings: list[SpecProblem] = field(default_factory=list)
 
 
+def _count(number: int, word: str) -> str:
+    return f"{number} {word}{'' if number == 1 else 's'}"
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "nothing (null)"
@@ -545,8 +549,9 @@ class _Checker:
                 self.error(
                     (*base, "size"),
                     f"the pool needs {size} IPs but its regions provide at most "
-                    f"{capacity * ips_per_node} ({capacity} nodes x {ips_per_node} IP per node)",
-                    "raise the regions' node counts (max) or lower the pool size",
+                    f"{capacity * ips_per_node} ({_count(capacity, 'node')} x "
+                    f"{_count(ips_per_node, 'IP')} per node)",
+                    "raise the regions' maximum node counts or lower the pool size",
                 )
 
     def check_contracts(self) -> None:
@@ -609,7 +614,7 @@ class _Checker:
                 ("costs", "monthly_budget"),
                 f"the declared minimum fleet already costs {minimum:.2f} {costs.currency}/month, "
                 f"over the budget of {budget:.2f}",
-                "raise the budget or lower the regions' node counts (min)",
+                "raise the budget or lower the regions' minimum node counts",
             )
         elif maximum > budget:
             self.warn(
