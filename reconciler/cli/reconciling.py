@@ -1,20 +1,403 @@
-"""The root reconcile command: plan and apply (placeholder until issue 5 lands)."""
+"""The root ``reconcile`` command: observe, plan and (unless ``--dry-run``) apply.
+
+Exit codes: 0 done (or nothing to do), 1 error or any failed change, 2 with
+``--detailed-exitcode`` when the plan has changes. Every user error is raised as a
+``UserError`` with a hint and rendered by ``reconciler.cli.main`` (no traceback).
+
+Test hook: ``RECONCILER_TEST_KILL_AT_STEP=k`` makes the process SIGKILL itself just before its
+k-th mutating step of an apply (a journal write or a mutating cloud call), to prove that a rerun
+converges with no duplicate and no orphan. ``RECONCILER_LOCK_TTL`` (seconds, default 120)
+is the writer lock's lease; it is renewed every third of it while the apply runs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from reconciler.core.errors import GuardRefusedError, LockHeldError, StalePlanError, UserError
+from reconciler.core.planning import PlanOptions
+from reconciler.core.plans import Action, Plan
+from reconciler.core.ports import Lease, StorePort
+from reconciler.engine.applying import ApplyReport, ProgressHooks
+from reconciler.engine.observing import Snapshot
+from reconciler.engine.reconciling import Reconciler, lock_name
+from reconciler.views.documents import plan_from_document, plan_to_document
+from reconciler.views.human import render_plan
+from reconciler.views.markdown import render_markdown
+from reconciler.views.progress import BarProgress, PlainProgress, render_report
+from reconciler.wiring import build_cloud, build_reconciler, build_store
+from specs.loading import LoadedSpec, load_spec
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SPEC = "fleet.yaml"
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+KILL_ENV = "RECONCILER_TEST_KILL_AT_STEP"
+LOCK_TTL_ENV = "RECONCILER_LOCK_TTL"
+DEFAULT_LOCK_TTL = 120.0
+
+
+class NoSpecError(UserError):
+    """No spec file given and ./fleet.yaml is absent."""
+
+
+class PlanFileError(UserError):
+    """A plan file that cannot be read or written."""
+
+
+class ConfirmationRequiredError(UserError):
+    """Destroys need a confirmation that could not be asked for."""
 
 
 def reconcile_options(func: F) -> F:
-    func = click.option("-f", "--file", "files", multiple=True, help="spec file or directory")(func)
-    func = click.option("--dry-run", is_flag=True, help="print the plan, change nothing")(func)
+    options = [
+        click.option(
+            "-f",
+            "--file",
+            "files",
+            multiple=True,
+            metavar="PATH",
+            help="Spec file or directory (repeatable; default ./fleet.yaml).",
+        ),
+        click.option("--dry-run", is_flag=True, help="Print the plan and change nothing."),
+        click.option("-y", "--yes", is_flag=True, help="Do not ask before destroying servers."),
+        click.option(
+            "--output",
+            "-o",
+            type=click.Choice(["text", "json", "markdown"]),
+            default="text",
+            show_default=True,
+            help="How to print the plan.",
+        ),
+        click.option(
+            "--detailed-exitcode",
+            is_flag=True,
+            help="Exit 0 when there is nothing to do, 2 when the plan has changes, 1 on error.",
+        ),
+        click.option(
+            "--out",
+            "out_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="PLANFILE",
+            help="Save the plan (JSON, with the fingerprint of what it was computed from).",
+        ),
+        click.option(
+            "--plan",
+            "plan_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="PLANFILE",
+            help="Apply exactly this saved plan; refused if the world changed since.",
+        ),
+        click.option(
+            "--allow-mass-destroy",
+            is_flag=True,
+            help="Allow a plan that removes a whole region or more than the mass-delete share.",
+        ),
+        click.option("--no-color", is_flag=True, help="Plain text, no colors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
     return func
 
 
-def run(ctx: click.Context, **options: object) -> int:
-    raise click.ClickException("reconcile: under construction")
+def run(ctx: click.Context, **options: Any) -> int:
+    """The command body (called by the root group when no subcommand is given)."""
+    files: tuple[str, ...] = tuple(options.get("files") or ())
+    loaded = _load(files)
+    for warning in loaded.warnings:
+        click.echo(f"warning: {warning.render()}", err=True)
+    settings = _Settings(
+        dry_run=bool(options.get("dry_run")),
+        yes=bool(options.get("yes")),
+        output=str(options.get("output") or "text"),
+        detailed=bool(options.get("detailed_exitcode")),
+        out_file=options.get("out_file"),
+        plan_file=options.get("plan_file"),
+        allow_mass_destroy=bool(options.get("allow_mass_destroy")),
+        color=_color(bool(options.get("no_color")), str(options.get("output") or "text")),
+    )
+    return asyncio.run(_reconcile(loaded, settings, os.environ))
+
+
+class _Settings:
+    def __init__(
+        self,
+        *,
+        dry_run: bool,
+        yes: bool,
+        output: str,
+        detailed: bool,
+        out_file: Path | None,
+        plan_file: Path | None,
+        allow_mass_destroy: bool,
+        color: bool,
+    ) -> None:
+        self.dry_run = dry_run
+        self.yes = yes
+        self.output = output
+        self.detailed = detailed
+        self.out_file = out_file
+        self.plan_file = plan_file
+        self.allow_mass_destroy = allow_mass_destroy
+        self.color = color
+
+
+def _load(files: tuple[str, ...]) -> LoadedSpec:
+    if not files:
+        if not Path(DEFAULT_SPEC).exists():
+            raise NoSpecError(
+                f"no spec given and ./{DEFAULT_SPEC} does not exist",
+                hint="pass -f examples/quickstart.yaml (or -f PATH to your fleet spec)",
+            )
+        files = (DEFAULT_SPEC,)
+    return load_spec(list(files))
+
+
+def _color(no_color: bool, output: str) -> bool:
+    if no_color or output != "text" or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def _echo_info(settings: _Settings) -> Callable[[str], None]:
+    """Progress and reports go to stdout with text output, to stderr otherwise (so that JSON
+    and Markdown on stdout stay clean)."""
+    err = settings.output != "text"
+    return lambda text: click.echo(text, err=err)
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+async def _reconcile(loaded: LoadedSpec, settings: _Settings, environ: Mapping[str, str]) -> int:
+    store = build_store(environ)
+    try:
+        async with build_cloud(loaded, environ=environ) as cloud:
+            reconciler = build_reconciler(loaded, cloud, store)
+            if settings.dry_run:
+                return await _dry_run(reconciler, settings)
+            async with _writer_lock(store, reconciler, environ) as lease:
+                return await _apply(reconciler, settings, lease, environ)
+    finally:
+        store.close()
+
+
+async def _observe_and_plan(reconciler: Reconciler, settings: _Settings) -> tuple[Plan, Snapshot]:
+    snapshot = await reconciler.observe()
+    if settings.plan_file is not None:
+        plan = _read_plan(settings.plan_file, reconciler, snapshot)
+    else:
+        plan = reconciler.plan(
+            snapshot,
+            PlanOptions(
+                spec_hash=reconciler.spec_hash, allow_mass_destroy=settings.allow_mass_destroy
+            ),
+        )
+    if settings.out_file is not None:
+        _write_plan(settings.out_file, plan, snapshot.fingerprint)
+    _print_plan(plan, snapshot, settings)
+    return plan, snapshot
+
+
+async def _dry_run(reconciler: Reconciler, settings: _Settings) -> int:
+    plan, _ = await _observe_and_plan(reconciler, settings)
+    run_id = reconciler.start_run("dry-run", plan)
+    reconciler.finish_run(run_id, "ok")
+    if settings.detailed and not plan.is_empty:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+async def _apply(
+    reconciler: Reconciler, settings: _Settings, lease: Lease, environ: Mapping[str, str]
+) -> int:
+    plan, snapshot = await _observe_and_plan(reconciler, settings)
+    if plan.is_empty:
+        run_id = reconciler.start_run("apply", plan)
+        reconciler.finish_run(run_id, "ok")
+        return EXIT_OK
+    allow_blocked = False
+    if plan.blocked:
+        blocking = [w for w in plan.warnings if w.blocking]
+        overridable = all(w.guard == "mass_delete" for w in blocking)
+        if settings.allow_mass_destroy and overridable:
+            allow_blocked = True  # a saved plan made without the flag, applied with it
+        else:
+            run_id = reconciler.start_run("apply", plan)
+            reconciler.finish_run(run_id, "refused", "; ".join(w.message for w in blocking))
+            hint = next((w.hint for w in blocking if w.hint), None)
+            raise GuardRefusedError(
+                "refused by a guard: " + "; ".join(w.message for w in blocking),
+                hint=hint or "change the spec, or see the Warnings above",
+            )
+    _confirm_destroys(plan, settings)
+    echo = _echo_info(settings)
+    with _progress(settings) as progress:
+        report = await reconciler.apply_recorded(
+            plan,
+            snapshot,
+            mode="apply",
+            epoch=lease.epoch,
+            before_mutation=_kill_hook(environ),
+            progress=progress,
+            allow_blocked=allow_blocked,
+        )
+    echo(render_report(report))
+    return _exit_code(plan, report, settings)
+
+
+def _exit_code(plan: Plan, report: ApplyReport, settings: _Settings) -> int:
+    if report.failed or report.skipped:
+        return EXIT_ERROR
+    if settings.detailed and not plan.is_empty:
+        return EXIT_CHANGES
+    return EXIT_OK
+
+
+def _confirm_destroys(plan: Plan, settings: _Settings) -> None:
+    destroys = [c for c in plan.changes if c.action is Action.DESTROY]
+    if not destroys or settings.yes:
+        return
+    noun = "server" if len(destroys) == 1 else "servers"
+    question = f"This plan destroys {len(destroys)} {noun}. Apply it?"
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise ConfirmationRequiredError(
+            f"the plan destroys {len(destroys)} {noun} and there is no terminal to confirm it",
+            hint="review the plan with --dry-run, then re-run with --yes",
+        )
+    if not click.confirm(question, default=False):
+        raise ConfirmationRequiredError(
+            "not confirmed: nothing was changed", hint="re-run with --yes to skip the question"
+        )
+
+
+@contextlib.contextmanager
+def _progress(settings: _Settings) -> Iterator[ProgressHooks]:
+    if settings.output == "text" and sys.stdout.isatty():
+        with BarProgress() as bar:
+            yield bar
+        return
+    plain: ProgressHooks = PlainProgress(_echo_info(settings))
+    yield plain
+
+
+def _kill_hook(environ: Mapping[str, str]) -> Callable[[], None] | None:
+    raw = (environ.get(KILL_ENV) or "").strip()
+    if not raw:
+        return None
+    try:
+        target = int(raw)
+    except ValueError:
+        raise UserError(f"{KILL_ENV} must be an integer, got {raw!r}") from None
+    count = 0
+
+    def hook() -> None:
+        nonlocal count
+        count += 1
+        if count >= target:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+@contextlib.asynccontextmanager
+async def _writer_lock(
+    store: StorePort, reconciler: Reconciler, environ: Mapping[str, str]
+) -> AsyncIterator[Lease]:
+    """One writer at a time: the store lock named after the fleet (its epoch fences every
+    write), renewed while held."""
+    try:
+        ttl = float(environ.get(LOCK_TTL_ENV) or DEFAULT_LOCK_TTL)
+    except ValueError:
+        raise UserError(f"{LOCK_TTL_ENV} must be a number of seconds") from None
+    name = lock_name(reconciler.fleet)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    lease = store.acquire_lock(name, owner, ttl, reconciler.clock.now())
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            with contextlib.suppress(LockHeldError):
+                store.acquire_lock(name, owner, ttl, reconciler.clock.now())
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield lease
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        store.release_lock(lease)
+
+
+# --- plan files and printing -------------------------------------------------------------
+
+
+def _write_plan(path: Path, plan: Plan, fingerprint: str) -> None:
+    document = plan_to_document(plan, fingerprint=fingerprint)
+    try:
+        path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise PlanFileError(
+            f"cannot write the plan to {path}: {exc.strerror or exc}",
+            hint="check that the directory exists and is writable",
+        ) from exc
+
+
+def _read_plan(path: Path, reconciler: Reconciler, snapshot: Snapshot) -> Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PlanFileError(
+            f"cannot read the plan file {path}: {exc.strerror or exc}",
+            hint="make one with `reconcile --dry-run --out PLANFILE`",
+        ) from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanFileError(
+            f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}",
+            hint="make one with `reconcile --dry-run --out PLANFILE`",
+        ) from exc
+    plan, fingerprint = plan_from_document(document)
+    fresh = "make a fresh plan with `reconcile --dry-run --out PLANFILE` and review it"
+    if plan.fleet != reconciler.fleet:
+        raise StalePlanError(
+            f"{path} is a plan for fleet {plan.fleet!r}, not {reconciler.fleet!r}", hint=fresh
+        )
+    if not fingerprint:
+        raise StalePlanError(f"{path} carries no fingerprint; it cannot be checked", hint=fresh)
+    if plan.spec_hash and plan.spec_hash != reconciler.spec_hash:
+        raise StalePlanError(
+            f"{path} is stale: the spec changed since the plan was made "
+            f"(spec {plan.spec_hash[:12]}, now {reconciler.spec_hash[:12]})",
+            hint=fresh,
+        )
+    if fingerprint != snapshot.fingerprint:
+        raise StalePlanError(
+            f"{path} is stale: the recorded or observed state changed since the plan was made "
+            f"(fingerprint {fingerprint[:19]}, now {snapshot.fingerprint[:19]})",
+            hint=fresh,
+        )
+    return plan
+
+
+def _print_plan(plan: Plan, snapshot: Snapshot, settings: _Settings) -> None:
+    if settings.output == "json":
+        document = plan_to_document(plan, fingerprint=snapshot.fingerprint)
+        click.echo(json.dumps(document, indent=2))
+    elif settings.output == "markdown":
+        click.echo(render_markdown(plan), nl=False)
+    else:
+        click.echo(render_plan(plan, color=settings.color), nl=False)

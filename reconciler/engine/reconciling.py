@@ -31,8 +31,10 @@ class SpecSource(Protocol):
 
 
 def lock_name(fleet: str) -> str:
-    """The store lock that makes one writer at a time per fleet."""
-    return f"reconcile:{fleet}"
+    """The store's writer lock that makes one writer at a time per fleet. It is named after
+    the fleet itself: the store fences a fleet's writes with the newest epoch granted under the
+    fleet's name (writer lock or daemon leadership), so a stale writer is refused."""
+    return fleet
 
 
 def plan_summary(plan: Plan) -> dict[str, str]:
