@@ -145,6 +145,7 @@ class SimulatorApp:
             routes=[
                 Route(API_PATH, self.api, methods=["POST", "GET"]),
                 Route("/sim/health", self.health, methods=["GET"]),
+                Route("/sim/reset", self.reset_endpoint, methods=["POST"]),
                 Route("/sim/faults", self.faults_endpoint, methods=["GET", "POST", "DELETE"]),
                 Route("/sim/stats", self.stats_endpoint, methods=["GET", "DELETE"]),
                 Route("/sim/stats/reset", self.stats_reset, methods=["POST"]),
@@ -320,6 +321,19 @@ class SimulatorApp:
 
     async def health(self, request: Request) -> Response:
         return _json({"ok": True})
+
+    def reset(self) -> None:
+        """Empty account, no faults, start-up lifecycle settings, zeroed stats and clock offset."""
+        with self.lock:
+            self.world.reset()
+            self.world.settings = dataclasses.replace(self._initial_lifecycle)
+            self.faults.configure(FaultSettings())
+            self.stats.reset()
+            self.flush()
+
+    async def reset_endpoint(self, request: Request) -> Response:
+        self.reset()
+        return _json(self.stats_view())
 
     async def faults_endpoint(self, request: Request) -> Response:
         if request.method == "DELETE":

@@ -269,6 +269,16 @@ class World:
         self._assigned: set[str] = set()
         self._due: list[tuple[float, int, int]] = []  # (due_at, serviceid, generation)
 
+    def reset(self) -> None:
+        """Back to an empty account: no instances, counters and clock offset at their start."""
+        self.instances = {}
+        self.next_serviceid = FIRST_SERVICEID
+        self.next_order = 1
+        self.ip_cursor = 0
+        self._assigned = set()
+        self._due = []
+        self.clock.set_offset(0.0)
+
     # ---- time ---------------------------------------------------------------------------
 
     def settle(self) -> int:
