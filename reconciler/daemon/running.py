@@ -1,0 +1,852 @@
+"""The daemon: scheduled reconciles, heartbeat sweeps, autoscaling, costs, HTTP, leadership.
+
+Jobs run on an APScheduler ``AsyncIOScheduler``, each with ``max_instances=1`` and
+``coalesce=True`` so a slow job never piles up behind itself:
+
+- ``leadership`` (every second): take leadership when free, check it while held;
+- ``spec-watch`` (every 2 s): reload the spec when a file's mtime/size changes, then reconcile;
+- ``sweep`` (a third of the heartbeat interval): reload the recorded fleet and recent beats,
+  grade health, count missed beats, raise alerts, refresh metrics and the fleet view; ask for a
+  reconcile when a node goes unhealthy, is due for replacement or comes back;
+- ``autoscale`` (``scaling.evaluation_interval``): HPA-style decisions per region, fed to the
+  planner as ``PlanOptions.desired_counts``; a changed count asks for a reconcile at once;
+- ``reconcile`` (``reconcile.interval``, and on request): observe, plan, apply as the leader,
+  with the epoch on every write and a live leadership check before every mutation;
+- ``costs`` (daily): refresh each node's recorded monthly cost, prune old heartbeat figures.
+
+Only the leader mutates (reconcile, costs). Every daemon ingests heartbeats and serves HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from reconciler.core.costs import CostResolver, cents
+from reconciler.core.errors import (
+    GuardRefusedError,
+    LeadershipLostError,
+    ProviderError,
+    ReconcilerError,
+    SpecError,
+    StoreError,
+)
+from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet
+from reconciler.core.health import HealthAssessment, alert_conditions, assess
+from reconciler.core.planning import PlanOptions
+from reconciler.core.plans import Change, Plan
+from reconciler.core.ports import Clock, CloudPort, LeadershipPort, StorePort
+from reconciler.core.scaling import (
+    QueueSample,
+    ScalerState,
+    ScalingDecision,
+    evaluate,
+    region_bounds,
+    utilization_by,
+    vertical_decisions,
+)
+from reconciler.daemon.alerts import Alerter
+from reconciler.daemon.counting import CountingCloud
+from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifier
+from reconciler.daemon.http import create_app, make_server, wait_started
+from reconciler.daemon.leadership import LeaderGuard
+from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
+from reconciler.engine.applying import ApplyReport
+from reconciler.engine.clocks import SystemClock
+from reconciler.engine.reconciling import Reconciler
+from reconciler.wiring import build_cloud, build_store, default_state_dir, poll_interval_for
+from specs.loading import LoadedSpec, load_spec
+from specs.model import FleetSpec
+from state.leadership import leadership_for
+
+log = logging.getLogger("reconciler.daemon")
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    paths: tuple[str, ...]
+    listen: tuple[str, int] | None = ("127.0.0.1", 8080)
+    holder: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    #: seconds to let the step in flight finish on SIGTERM before abandoning it
+    shutdown_grace: float = 20.0
+    spec_poll: float = 2.0
+    leadership_poll: float = 1.0
+    #: None: a third of the spec's heartbeat interval, within 1..10 s
+    sweep_interval: float | None = None
+    allow_mass_destroy: bool = False
+    #: plan and log, never mutate (a safe way to watch what the daemon would do)
+    dry_run: bool = False
+    #: seconds between polls of a changing server (engine); 0: suited to the provider
+    poll_interval: float = 0.0
+
+
+def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
+    result: list[tuple[str, int, int]] = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            result.append((str(path), -1, -1))
+            continue
+        result.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(result)
+
+
+class _ApplyProgress:
+    """Engine progress hooks that log each change and count it."""
+
+    def __init__(self, metrics: DaemonMetrics) -> None:
+        self._metrics = metrics
+
+    def on_start(self, total: int) -> None:
+        log.info(f"applying {total} change(s)", extra={"event": "apply.start", "changes": total})
+
+    def on_change_started(self, change: Change) -> None:
+        return None
+
+    def on_change_done(self, change: Change, ok: bool, message: str) -> None:
+        self._metrics.changes.labels(change.action.value, "ok" if ok else "failed").inc()
+        log.log(
+            logging.INFO if ok else logging.WARNING,
+            f"{change.action.value} {change.address}: {message}",
+            extra={
+                "event": "apply.change",
+                "action": change.action.value,
+                "node": change.address,
+                "region": change.region,
+                "ok": ok,
+            },
+        )
+
+    def on_finish(self, report: ApplyReport) -> None:
+        return None
+
+
+class Daemon:
+    """One daemon process's work. Build with the adapters; ``await run()`` until stopped."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        loaded: LoadedSpec,
+        store: StorePort,
+        cloud: CloudPort,
+        leadership: LeadershipPort,
+        master: MasterSecret,
+        *,
+        clock: Clock | None = None,
+        metrics: DaemonMetrics | None = None,
+        loader: Any = load_spec,
+    ) -> None:
+        self.settings = settings
+        self.loaded = loaded
+        self.store = store
+        self.metrics = metrics or DaemonMetrics()
+        self.cloud = CountingCloud(cloud, self.metrics)
+        self.clock: Clock = clock or SystemClock()
+        self._loader = loader
+        self.guard = LeaderGuard(leadership, self.metrics, on_change=self._leadership_changed)
+        self.alerter = Alerter(
+            loaded.spec.name,
+            self.metrics,
+            webhook=loaded.spec.alerts.webhook,
+            dedupe_window=loaded.spec.alerts.dedupe_window,
+        )
+        self._known: set[str] = set()
+        self.verifier = Verifier(master, known_node=self._known.__contains__)
+        self.batcher = HeartbeatBatcher(store, loaded.spec.name, on_written=self._beats_written)
+        self.scheduler: AsyncIOScheduler | None = None
+        self.stopping = asyncio.Event()
+        self._spec_print = _fingerprint(list(loaded.sources))
+        # state between jobs
+        self.recorded = RecordedFleet(fleet=loaded.spec.name)
+        self.recent: dict[str, list[NodeMetrics]] = {}
+        self.assessment = HealthAssessment(frozenset(), frozenset(), frozenset(), ())
+        self.scaler_state = ScalerState()
+        self.decisions: tuple[ScalingDecision, ...] = ()
+        self.desired_counts: dict[str, int] = {}
+        self.node_plans: dict[str, str] = {}
+        self.vertical_notes: tuple[str, ...] = ()
+        self.view: FleetView | None = None
+        self._view_json: dict[str, Any] = {"fleet": loaded.spec.name, "nodes": [], "groups": []}
+        self._health_key: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
+        self._reconcile_task: asyncio.Task[None] | None = None
+        self._rerun = False
+        self._costs_due = False
+        self._store_ok = True
+        self.reconcile_count = 0
+        self.last_plan: Plan | None = None
+
+    # --- what HTTP reads -----------------------------------------------------------------
+
+    @property
+    def spec(self) -> FleetSpec:
+        return self.loaded.spec
+
+    @property
+    def fleet(self) -> str:
+        return self.loaded.spec.name
+
+    @property
+    def is_leader(self) -> bool:
+        return self.guard.is_leader
+
+    async def store_reachable(self) -> bool:
+        try:
+            await asyncio.to_thread(self.store.journal, self.fleet, 1)
+        except ReconcilerError:
+            self._store_ok = False
+            return False
+        self._store_ok = True
+        return True
+
+    def fleet_document(self) -> dict[str, Any]:
+        document = dict(self._view_json)
+        document["leader"] = self.is_leader
+        return document
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit code (0)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop, sig.name)
+        server = None
+        serving: asyncio.Task[None] | None = None
+        try:
+            await self._refresh(initial=True)
+            if self.settings.listen is not None:
+                app = create_app(self, self.metrics, self.verifier, self.batcher)
+                server = make_server(app, *self.settings.listen)
+                serving = loop.create_task(server.serve(), name="http")
+                await wait_started(server, serving)
+                host, port = self.settings.listen
+                log.info(
+                    f"listening on http://{host}:{port}",
+                    extra={"event": "daemon.listening", "host": host, "port": port},
+                )
+            else:
+                self.batcher.start()
+            self._start_scheduler()
+            log.info(
+                f"daemon started for fleet {self.fleet} as {self.settings.holder}",
+                extra={"event": "daemon.started", "fleet": self.fleet},
+            )
+            await self.guard.tick()
+            await self.stopping.wait()
+        finally:
+            await self._shutdown(server, serving)
+        return 0
+
+    def stop(self, why: str = "stop") -> None:
+        if not self.stopping.is_set():
+            log.info(
+                f"{why} received: stopping (grace {self.settings.shutdown_grace:.0f}s)",
+                extra={"event": "daemon.stopping", "signal": why},
+            )
+            self.stopping.set()
+
+    async def _shutdown(self, server: Any, serving: asyncio.Task[None] | None) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        task = self._reconcile_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), self.settings.shutdown_grace)
+            except TimeoutError:
+                log.warning(
+                    "the reconcile in flight did not finish in time: abandoned (the journal "
+                    "resumes it on the next run)",
+                    extra={"event": "daemon.abandoned"},
+                )
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            except Exception:  # noqa: S110 (already logged by the reconcile itself)
+                pass
+        await self.guard.release()
+        if server is not None:
+            server.should_exit = True
+        if serving is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(serving, 10)
+        else:
+            await self.batcher.aclose()
+        await self.alerter.aclose()
+        log.info("daemon stopped", extra={"event": "daemon.stopped"})
+
+    def _start_scheduler(self) -> None:
+        spec = self.spec
+        scheduler = AsyncIOScheduler(timezone=UTC)
+        defaults: dict[str, Any] = {"max_instances": 1, "coalesce": True, "misfire_grace_time": 30}
+        now = datetime.now(UTC)
+        scheduler.add_job(
+            self._job_leadership,
+            "interval",
+            seconds=self.settings.leadership_poll,
+            id="leadership",
+            **defaults,
+        )
+        scheduler.add_job(
+            self._job_spec_watch,
+            "interval",
+            seconds=self.settings.spec_poll,
+            id="spec-watch",
+            **defaults,
+        )
+        scheduler.add_job(
+            self._job_sweep,
+            "interval",
+            seconds=self._sweep_seconds(spec),
+            id="sweep",
+            **defaults,
+        )
+        scheduler.add_job(
+            self._job_autoscale,
+            "interval",
+            seconds=max(1.0, spec.scaling.evaluation_interval.total_seconds()),
+            id="autoscale",
+            next_run_time=now + timedelta(seconds=1),
+            **defaults,
+        )
+        scheduler.add_job(
+            self._job_reconcile,
+            "interval",
+            seconds=max(1.0, spec.reconcile.interval.total_seconds()),
+            id="reconcile",
+            next_run_time=now + timedelta(seconds=1),
+            **defaults,
+        )
+        scheduler.add_job(
+            self._job_costs,
+            "interval",
+            hours=24,
+            id="costs",
+            next_run_time=now + timedelta(seconds=5),
+            **defaults,
+        )
+        scheduler.start()
+        self.scheduler = scheduler
+
+    def _sweep_seconds(self, spec: FleetSpec) -> float:
+        if self.settings.sweep_interval is not None:
+            return self.settings.sweep_interval
+        return min(10.0, max(1.0, spec.health.heartbeat_interval.total_seconds() / 3))
+
+    def _reschedule(self, old: FleetSpec, new: FleetSpec) -> None:
+        if self.scheduler is None:
+            return
+        if old.reconcile.interval != new.reconcile.interval:
+            self.scheduler.reschedule_job(
+                "reconcile",
+                trigger="interval",
+                seconds=max(1.0, new.reconcile.interval.total_seconds()),
+            )
+        if old.scaling.evaluation_interval != new.scaling.evaluation_interval:
+            self.scheduler.reschedule_job(
+                "autoscale",
+                trigger="interval",
+                seconds=max(1.0, new.scaling.evaluation_interval.total_seconds()),
+            )
+        if old.health.heartbeat_interval != new.health.heartbeat_interval:
+            self.scheduler.reschedule_job(
+                "sweep", trigger="interval", seconds=self._sweep_seconds(new)
+            )
+
+    def request_reconcile(self, why: str) -> None:
+        """Run a reconcile now (or right after the one in flight)."""
+        if self.stopping.is_set():
+            return
+        if self._reconcile_task is not None and not self._reconcile_task.done():
+            self._rerun = True
+            return
+        log.info(f"reconcile requested: {why}", extra={"event": "reconcile.requested"})
+        if self.scheduler is not None:
+            job = self.scheduler.get_job("reconcile")
+            if job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
+
+    def _leadership_changed(self, leading: bool) -> None:
+        if leading:
+            self.request_reconcile("leadership taken")
+
+    def _beats_written(self, beats: Sequence[NodeMetrics]) -> None:
+        self.metrics.heartbeats_written.inc(len(beats))
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def _job_leadership(self) -> None:
+        await self.guard.tick()
+
+    async def _job_spec_watch(self) -> None:
+        paths = list(self.loaded.sources)
+        current = _fingerprint(paths)
+        if current == self._spec_print:
+            return
+        self._spec_print = current
+        try:
+            loaded = await asyncio.to_thread(self._loader, list(self.settings.paths))
+        except SpecError as exc:
+            log.error(
+                f"spec change refused, keeping the previous spec: {exc.message}",
+                extra={"event": "spec.invalid", "problems": len(exc.problems)},
+            )
+            return
+        if loaded.spec_hash == self.loaded.spec_hash:
+            return
+        if loaded.spec.name != self.fleet:
+            log.error(
+                f"spec change refused: the fleet name changed ({self.fleet} -> "
+                f"{loaded.spec.name}); restart the daemon for another fleet",
+                extra={"event": "spec.invalid"},
+            )
+            return
+        if loaded.spec.provider != self.spec.provider:
+            log.warning(
+                "provider settings changed: restart the daemon to apply them",
+                extra={"event": "spec.provider_changed"},
+            )
+        old = self.spec
+        self.loaded = loaded
+        self._spec_print = _fingerprint(list(loaded.sources))
+        self.alerter.configure(loaded.spec.alerts.webhook, loaded.spec.alerts.dedupe_window)
+        self._reschedule(old, loaded.spec)
+        log.info(
+            f"spec reloaded ({loaded.spec_hash[:12]})",
+            extra={"event": "spec.reloaded", "spec_hash": loaded.spec_hash},
+        )
+        self.request_reconcile("spec changed")
+
+    async def _refresh(self, *, initial: bool = False) -> bool:
+        """Reload the recorded fleet and recent beats. False when the store failed."""
+        spec = self.spec
+        now = self.clock.now()
+        since = now - self._metrics_span(spec)
+        try:
+            recorded, recent = await asyncio.to_thread(self._load, since)
+        except StoreError as exc:
+            self._store_ok = False
+            log.warning(f"store unavailable: {exc.message}", extra={"event": "store.unavailable"})
+            if initial:
+                raise
+            return False
+        self._store_ok = True
+        self.recorded = recorded
+        self.recent = recent
+        self._known.clear()
+        self._known.update(
+            n.name for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED
+        )
+        return True
+
+    def _load(self, since: datetime) -> tuple[RecordedFleet, dict[str, list[NodeMetrics]]]:
+        return self.store.load_fleet(self.fleet), self.store.recent_metrics(self.fleet, since)
+
+    def _metrics_span(self, spec: FleetSpec) -> timedelta:
+        span = figures_horizon(spec) + spec.health.heartbeat_interval
+        if spec.scaling.vertical.enabled:
+            span = max(span, spec.scaling.vertical.window + 2 * spec.health.heartbeat_interval)
+        return span
+
+    async def _job_sweep(self) -> None:
+        if not await self._refresh():
+            return
+        spec = self.spec
+        now = self.clock.now()
+        nodes = [n for n in self.recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
+        assessment = assess(nodes, now, spec.health)
+        self.assessment = assessment
+        for live in assessment.details:
+            if live.unhealthy:
+                log.debug(live.reason, extra={"event": "health.unhealthy", "node": live.node})
+        conditions = alert_conditions(nodes, assessment, self.recent, spec.health, spec.reputation)
+        await self.alerter.update(conditions, now)
+        self._update_view(now)
+        recorded_unhealthy = frozenset(n.name for n in nodes if n.status is NodeStatus.UNHEALTHY)
+        key = (assessment.unhealthy, assessment.replace, recorded_unhealthy)
+        if key != self._health_key:
+            changed = self._health_key is not None
+            self._health_key = key
+            newly = assessment.unhealthy - recorded_unhealthy
+            back = recorded_unhealthy - assessment.unhealthy
+            for name in sorted(newly):
+                log.warning(
+                    f"{name}: unhealthy ({spec.health.missed_beats} heartbeats missed), out of "
+                    "rotation",
+                    extra={"event": "health.decision", "node": name, "decision": "pause"},
+                )
+            for name in sorted(back):
+                log.info(
+                    f"{name}: heartbeats back, returns to rotation",
+                    extra={"event": "health.decision", "node": name, "decision": "resume"},
+                )
+            for name in sorted(assessment.replace):
+                log.warning(
+                    f"{name}: unhealthy for {spec.health.replace_after}, to be replaced",
+                    extra={"event": "health.decision", "node": name, "decision": "replace"},
+                )
+            if changed or newly or back or assessment.replace:
+                self.request_reconcile("node health changed")
+
+    def _update_view(self, now: datetime) -> None:
+        spec = self.spec
+        view = build_view(
+            spec,
+            self.recorded,
+            self.recent,
+            now,
+            assessment=self.assessment,
+            decisions=self.decisions,
+        )
+        self.view = view
+        self._view_json = view.to_json()
+        m = self.metrics
+        m.fleet_nodes.clear()
+        counts: dict[tuple[str, str], int] = {}
+        grades: dict[tuple[str, str], int] = {}
+        unhealthy: dict[str, int] = {}
+        for row in view.nodes:
+            counts[(row.region, row.status)] = counts.get((row.region, row.status), 0) + 1
+            grades[(row.region, row.grade)] = grades.get((row.region, row.grade), 0) + 1
+            unhealthy[row.region] = unhealthy.get(row.region, 0) + (1 if row.unhealthy else 0)
+        for (region, status), count in counts.items():
+            m.fleet_nodes.labels(region, status).set(count)
+        m.node_health.clear()
+        for (region, grade), count in grades.items():
+            m.node_health.labels(region, grade).set(count)
+        m.unhealthy_nodes.clear()
+        for region, count in unhealthy.items():
+            m.unhealthy_nodes.labels(region).set(count)
+        m.utilization.clear()
+        m.capacity.clear()
+        m.throughput.clear()
+        for group in view.groups:
+            m.capacity.labels(group.region, group.pool).set(group.capacity_per_day)
+            m.throughput.labels(group.region, group.pool).set(group.throughput_per_day)
+            if group.utilization is not None:
+                m.utilization.labels(group.region, group.pool).set(group.utilization)
+        m.monthly_cost.set(float(view.monthly_cost))
+
+    async def _job_autoscale(self) -> None:
+        spec = self.spec
+        if not spec.scaling.enabled:
+            self.desired_counts = {}
+            self.decisions = ()
+            return
+        if not await self._refresh():
+            return
+        now = self.clock.now()
+        nodes = [n for n in self.recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
+        health = assess(nodes, now, spec.health)
+        loads = node_loads(spec, nodes, self.recent, now, health.unhealthy)
+        bounds = region_bounds(spec)
+        counted: dict[str, int] = {}
+        for node in nodes:
+            if node.status in COUNTED:
+                counted[node.region] = counted.get(node.region, 0) + 1
+        current: dict[str, int] = {}
+        for region, bound in bounds.items():
+            base = self.desired_counts.get(region, counted.get(region, 0))
+            current[region] = min(max(base, bound.minimum), bound.maximum)
+        costs = CostResolver(spec, self.recorded.cost_overrides)
+        monthly = sum(
+            (costs.node(n.plan, n.pool)[0] for n in nodes if n.status in COUNTED), Decimal(0)
+        )
+        result = evaluate(
+            loads,
+            current,
+            bounds,
+            spec.scaling,
+            self.scaler_state,
+            now,
+            monthly_budget=spec.costs.monthly_budget,
+            monthly_cost=monthly,
+        )
+        self.scaler_state = result.state
+        self.decisions = result.decisions
+        changed = False
+        for decision in result.decisions:
+            self.metrics.desired_nodes.labels(decision.region).set(decision.desired)
+            previous = self.desired_counts.get(decision.region)
+            if decision.changed or previous is None or previous != decision.desired:
+                level = logging.INFO
+            else:
+                level = logging.DEBUG
+            log.log(
+                level,
+                decision.reason,
+                extra={
+                    "event": "scaling.decision",
+                    "region": decision.region,
+                    "current": decision.current,
+                    "desired": decision.desired,
+                    "utilization": (
+                        None if decision.utilization is None else round(decision.utilization, 4)
+                    ),
+                    "target": decision.target,
+                    "throughput_per_day": round(decision.throughput, 1),
+                    "capacity_per_day": decision.capacity,
+                },
+            )
+            if decision.changed:
+                direction = "up" if decision.desired > decision.current else "down"
+                self.metrics.scaling_decisions.labels(decision.region, direction).inc()
+            if previous != decision.desired:
+                changed = True
+            self.desired_counts[decision.region] = decision.desired
+        for region in list(self.desired_counts):
+            if region not in bounds:
+                del self.desired_counts[region]
+        # vertical: keep nodes already moved up; add those whose queue stayed high
+        plans: dict[str, str] = {}
+        for node in nodes:
+            region_spec = spec.regions.get(node.region)
+            if region_spec is not None and node.plan in region_spec.vertical_plans:
+                plans[node.name] = node.plan
+        queues = {
+            name: [QueueSample(b.at, b.queue_length) for b in beats]
+            for name, beats in self.recent.items()
+        }
+        rotation = [(n.name, n.region, n.plan) for n in nodes if n.status.in_rotation]
+        vertical = vertical_decisions(spec, rotation, queues, now)
+        for move in vertical:
+            if self.node_plans.get(move.node) != move.to_plan:
+                log.info(
+                    move.reason,
+                    extra={"event": "scaling.vertical", "node": move.node, "to_plan": move.to_plan},
+                )
+                changed = True
+            plans[move.node] = move.to_plan
+        self.node_plans = plans
+        self.vertical_notes = tuple(d.reason for d in vertical)
+        for (region, pool), load in utilization_by(loads, spec.scaling.per_core_rate).items():
+            if load.ratio is not None:
+                self.metrics.utilization.labels(region, pool).set(load.ratio)
+        if changed:
+            self.request_reconcile("autoscaler changed a desired count")
+
+    def plan_options(self) -> PlanOptions:
+        spec = self.spec
+        latest_queue = {
+            name: max(beats, key=lambda b: b.at).queue_length
+            for name, beats in self.recent.items()
+            if beats
+        }
+        scaling_reasons = {d.region: d.reason for d in self.decisions if d.changed}
+        notes = tuple(d.reason for d in self.decisions) + self.vertical_notes
+        return PlanOptions(
+            spec_hash=self.loaded.spec_hash,
+            allow_mass_destroy=self.settings.allow_mass_destroy,
+            desired_counts=dict(self.desired_counts) if spec.scaling.enabled else None,
+            unhealthy=self.assessment.unhealthy,
+            replace_unhealthy=self.assessment.replace,
+            queue_empty=frozenset(n for n, q in latest_queue.items() if q == 0),
+            metrics_known=bool(self.recent),
+            scaling_reasons=scaling_reasons or None,
+            node_plans=dict(self.node_plans) or None,
+            notes=notes,
+        )
+
+    async def _job_reconcile(self) -> None:
+        if self.stopping.is_set():
+            return
+        if self._reconcile_task is not None and not self._reconcile_task.done():
+            self._rerun = True
+            return
+        self._reconcile_task = asyncio.get_running_loop().create_task(
+            self._reconcile_loop(), name="reconcile"
+        )
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._reconcile_task)
+
+    async def _reconcile_loop(self) -> None:
+        for _ in range(5):  # bounded: requests arriving during a run get one more run each
+            self._rerun = False
+            await self.reconcile_now()
+            if self._costs_due and not self.stopping.is_set():
+                await self.refresh_costs()
+            if not self._rerun or self.stopping.is_set():
+                return
+
+    async def reconcile_now(self) -> Plan | None:
+        """One observe -> plan -> apply as the leader. Returns the plan (None: not leader)."""
+        epoch = self.guard.epoch
+        if epoch is None:
+            return None
+        started = time.monotonic()
+        reconciler = Reconciler(
+            self.loaded,
+            self.cloud,
+            self.store,
+            self.clock,
+            poll_interval=self.settings.poll_interval,
+        )
+        outcome = "ok"
+        plan: Plan | None = None
+        try:
+            snapshot = await reconciler.observe()
+            plan = reconciler.plan(snapshot, self.plan_options())
+            self.last_plan = plan
+            if plan.is_empty:
+                log.debug("no changes", extra={"event": "reconcile.noop"})
+                return plan
+            for change in plan.changes:
+                log.info(
+                    f"{change.action.marker} {change.action.value} {change.address}: "
+                    f"{change.reason}",
+                    extra={
+                        "event": "plan.change",
+                        "action": change.action.value,
+                        "node": change.address,
+                        "region": change.region,
+                    },
+                )
+            for warning in plan.warnings:
+                log.warning(
+                    f"guard {warning.guard}: {warning.message}",
+                    extra={
+                        "event": "plan.warning",
+                        "guard": warning.guard,
+                        "blocking": warning.blocking,
+                    },
+                )
+            if plan.blocked:
+                outcome = "refused"
+                log.error(
+                    "plan refused by a guard: nothing applied (see the warnings above)",
+                    extra={"event": "reconcile.refused"},
+                )
+                return plan
+            if self.settings.dry_run:
+                outcome = "dry-run"
+                return plan
+            self.guard.before_mutation()
+            report = await reconciler.apply_recorded(
+                plan,
+                snapshot,
+                mode="daemon",
+                epoch=epoch,
+                before_mutation=self.guard.before_mutation,
+                progress=_ApplyProgress(self.metrics),
+            )
+            outcome = report.outcome
+            log.info(
+                f"reconcile {report.outcome}: {len(report.done)} done, {len(report.failed)} "
+                f"failed, {len(report.waiting)} waiting",
+                extra={"event": "reconcile.done", "outcome": report.outcome},
+            )
+        except LeadershipLostError as exc:
+            outcome = "leadership_lost"
+            self.metrics.reconcile_errors.labels("leadership_lost").inc()
+            log.error(f"reconcile stopped: {exc.message}", extra={"event": "reconcile.stopped"})
+        except GuardRefusedError as exc:
+            outcome = "refused"
+            log.error(f"reconcile refused: {exc.message}", extra={"event": "reconcile.refused"})
+        except (ProviderError, StoreError) as exc:
+            outcome = "failed"
+            self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
+            log.warning(
+                f"reconcile failed ({type(exc).__name__}): {exc.message}; retried next interval",
+                extra={"event": "reconcile.failed"},
+            )
+        except ReconcilerError as exc:
+            outcome = "failed"
+            self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
+            log.error(f"reconcile failed: {exc.message}", extra={"event": "reconcile.failed"})
+        except asyncio.CancelledError:
+            outcome = "abandoned"
+            raise
+        except Exception:
+            outcome = "failed"
+            self.metrics.reconcile_errors.labels("bug").inc()
+            log.exception("reconcile failed unexpectedly", extra={"event": "reconcile.bug"})
+        finally:
+            self.reconcile_count += 1
+            self.metrics.reconciles.labels(outcome).inc()
+            self.metrics.reconcile_duration.observe(time.monotonic() - started)
+        return plan
+
+    async def _job_costs(self) -> None:
+        """Daily: prune heartbeat figures older than a day, and (as the leader, right after
+        the next reconcile, never beside one) refresh the recorded monthly costs."""
+        now = self.clock.now()
+        with contextlib.suppress(StoreError):
+            await asyncio.to_thread(self.store.prune_metrics, now - timedelta(days=1))
+        self._costs_due = True
+        self.request_reconcile("daily cost refresh")
+
+    async def refresh_costs(self) -> None:
+        """Bring each node's recorded monthly cost in line with the cost constants."""
+        epoch = self.guard.epoch
+        if epoch is None or self.settings.dry_run:
+            return
+        spec = self.spec
+        try:
+            recorded = await asyncio.to_thread(self.store.load_fleet, self.fleet)
+        except StoreError as exc:
+            log.warning(f"cost refresh skipped: {exc.message}", extra={"event": "costs.failed"})
+            return
+        self._costs_due = False
+        costs = CostResolver(spec, recorded.cost_overrides)
+        updates = []
+        for node in recorded.nodes:
+            if node.status is NodeStatus.DECOMMISSIONED:
+                continue
+            cost = cents(costs.node(node.plan, node.pool)[0])
+            if node.approximate_cost != cost:
+                updates.append(dataclasses.replace(node, approximate_cost=cost))
+        if not updates:
+            return
+        try:
+            self.guard.before_mutation()
+            await asyncio.to_thread(self.store.upsert_nodes, updates, epoch=epoch)
+        except (LeadershipLostError, StoreError) as exc:
+            log.warning(f"cost refresh not written: {exc.message}", extra={"event": "costs.failed"})
+            return
+        log.info(
+            f"recorded monthly cost refreshed for {len(updates)} node(s)",
+            extra={"event": "costs.refreshed", "nodes": len(updates)},
+        )
+
+
+async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> int:
+    """The composition root of ``reconcile daemon``: spec, store, leadership, cloud."""
+    loaded = await asyncio.to_thread(load_spec, list(settings.paths))
+    for warning in loaded.warnings:
+        log.warning(f"spec: {warning.render()}", extra={"event": "spec.warning"})
+    master = MasterSecret.from_env(environ)
+    store = await asyncio.to_thread(build_store, environ)
+    try:
+        leadership = leadership_for(None, loaded.spec.name, settings.holder, environ=environ)
+        try:
+            async with build_cloud(
+                loaded, environ=environ, state_dir=default_state_dir(environ)
+            ) as cloud:
+                if settings.poll_interval <= 0:
+                    settings = dataclasses.replace(
+                        settings, poll_interval=poll_interval_for(loaded.spec)
+                    )
+                daemon = Daemon(settings, loaded, store, cloud, leadership, master)
+                return await daemon.run()
+        finally:
+            await asyncio.to_thread(leadership.close)
+    finally:
+        await asyncio.to_thread(store.close)
