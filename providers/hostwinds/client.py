@@ -373,7 +373,8 @@ class HostwindsClient:
         if isinstance(envelope, ApiFailure):
             if _EMPTY_LIST_MESSAGE.search(envelope.message):
                 raise _EmptyListError
-            raise error_for_api_message(action, self._scrub(envelope.message), envelope.code)
+            code = self._scrub(envelope.code) if envelope.code else None
+            raise error_for_api_message(action, self._scrub(envelope.message), code)
         if status == 429 or status >= 400:
             raise error_for_http_status(action, status, mutation=not read)
         if not isinstance(envelope, ApiSuccess):
@@ -390,7 +391,7 @@ class HostwindsClient:
                     message = str(entry.get("message") or "")
                     code = entry.get("ERROR")
                     raise error_for_api_message(
-                        action, self._scrub(message), str(code) if code else None
+                        action, self._scrub(message), self._scrub(str(code)) if code else None
                     )
         return envelope.data
 
