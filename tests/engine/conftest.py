@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ class Loaded:
     spec_hash: str
 
 
-class Crash(BaseException):  # noqa: N818 (it models a SIGKILL, not an error)
+class Crash(BaseException):
     """Raised by a fault hook: the process 'dies' here."""
 
 
@@ -137,26 +138,32 @@ class World:
             assert node.service_id == ours[name].service_id
 
 
+def new_world(kind: str, directory: Path) -> World:
+    """A world over the in-memory store (``fake``) or the real SQLite store (``sqlite``)."""
+    world = World()
+    if kind == "sqlite":
+        from state.store import open_store
+
+        directory.mkdir(parents=True, exist_ok=True)
+        world.store = open_store(
+            f"sqlite:///{directory}/state.db", upgrade=True, environ={}, clock=world.clock.now
+        )
+    return world
+
+
 @pytest.fixture
-def world() -> Iterator[World]:
-    yield World()
+def fake_world() -> Iterator[World]:
+    world = World()
+    yield world
+    world.store.close()
 
 
 @pytest.fixture(params=["fake", "sqlite"])
-def any_world(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[World]:
-    """A world over the in-memory store and over the real SQLite store."""
-    if request.param == "fake":
-        yield World()
-        return
-    from state.store import open_store
-
-    clock_world = World()
-    store = open_store(f"sqlite:///{tmp_path}/state.db", upgrade=True, environ={})
-    clock_world.store = store
-    try:
-        yield clock_world
-    finally:
-        store.close()
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    """Each engine test runs over the in-memory store and over the real SQLite store."""
+    world = new_world(request.param, tmp_path)
+    yield world
+    world.store.close()
 
 
-__all__ = ["Crash", "Loaded", "World", "crash_at", "make_spec", "timedelta"]
+__all__ = ["Crash", "Loaded", "World", "crash_at", "make_spec", "new_world", "timedelta"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -17,15 +18,17 @@ from reconciler.core.fleet import IntentStatus, NodeStatus, ServerStatus
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Action
 from reconciler.engine.applying import OutcomeStatus
-from tests.engine.conftest import Crash, World, crash_at, make_spec
+from reconciler.engine.reconciling import lock_name
+from tests.engine.conftest import Crash, World, crash_at, make_spec, new_world
+from tests.fakes.store import InMemoryStore
 
 
-def test_create_brings_nodes_up_and_a_second_run_is_quiet(any_world: World) -> None:
-    world = any_world
+def test_create_brings_nodes_up_and_a_second_run_is_quiet(world: World) -> None:
     spec = make_spec({"dallas": 2, "seattle": 1})
     plan, report = world.run(spec)
     assert [c.action for c in plan.changes] == [Action.CREATE] * 3
-    assert report is not None and report.ok, report
+    assert report is not None
+    assert report.ok, report
     servers = world.cloud.snapshot()
     assert sorted(s.name for s in servers) == [
         "acme-dallas-001",
@@ -39,7 +42,8 @@ def test_create_brings_nodes_up_and_a_second_run_is_quiet(any_world: World) -> N
         assert node.service_id == server.service_id
         assert node.ip_address == server.main_ip
         assert node.status is NodeStatus.WARMING
-        assert node.rdns_done and node.hostname == f"{server.name}.acme.example"
+        assert node.rdns_done
+        assert node.hostname == f"{server.name}.acme.example"
         assert world.cloud.rdns_of(server.main_ip or "") == node.hostname
         assert node.approximate_cost == Decimal("14.98")  # 9.99 plan + 4.99 IP
         assert node.warmup_started_at is not None
@@ -76,13 +80,18 @@ def _mutating_steps(spec_counts: dict[str, int]) -> int:
     return count
 
 
-@pytest.mark.parametrize("counts", [{"dallas": 1}, {"dallas": 2, "seattle": 1}])
-def test_crash_before_every_mutating_step_then_rerun_converges(counts: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    ("counts", "kind"),
+    [({"dallas": 1}, "fake"), ({"dallas": 2, "seattle": 1}, "fake"), ({"dallas": 1}, "sqlite")],
+)
+def test_crash_before_every_mutating_step_then_rerun_converges(
+    counts: dict[str, int], kind: str, tmp_path: Path
+) -> None:
     spec = make_spec(counts)
     steps = _mutating_steps(counts)
     assert steps >= 5 * sum(counts.values())  # intent, create, record, rdns intent, rdns, done
     for step in range(1, steps + 1):
-        world = World()
+        world = new_world(kind, tmp_path / str(step))
         with pytest.raises(Crash):
             world.run(spec, before_mutation=crash_at(step))
         # after a crash, runs converge: a pending create waits out the adoption grace
@@ -94,6 +103,7 @@ def test_crash_before_every_mutating_step_then_rerun_converges(counts: dict[str,
         assert world.plan(spec).is_empty, (step, world.plan(spec).changes)
         world.assert_sound(spec)
         assert len(world.cloud.snapshot()) == sum(counts.values()), step
+        world.store.close()
 
 
 def test_transient_error_on_add_instance_is_not_retried(world: World) -> None:
@@ -110,13 +120,15 @@ def test_transient_error_on_add_instance_is_not_retried(world: World) -> None:
     world.clock.advance(60)
     plan, report = world.run(spec)
     assert [c.action for c in plan.changes] == [Action.RESOLVE]
-    assert report is not None and report.waiting
+    assert report is not None
+    assert report.waiting
     assert world.cloud.calls["add_instance"] == 1
 
     # after the grace: the intent fails ("never appeared") and the same name is created anew
     world.clock.advance(5 * 60)
     plan, report = world.run(spec)
-    assert report is not None and report.ok, report
+    assert report is not None
+    assert report.ok, report
     assert world.cloud.calls["add_instance"] == 2
     assert [s.name for s in world.cloud.snapshot()] == ["acme-dallas-001"]
     journal = world.store.journal("acme")
@@ -129,7 +141,8 @@ def test_create_that_timed_out_but_happened_is_found_not_repeated(world: World) 
     spec = make_spec({"dallas": 2})
     world.cloud.fail_next("add_instance", TransientError("read timeout"), applied=True)
     _, report = world.run(spec)
-    assert report is not None and report.ok, report
+    assert report is not None
+    assert report.ok, report
     assert world.cloud.calls["add_instance"] == 2
     world.assert_sound(spec)
     assert world.plan(spec).is_empty
@@ -139,10 +152,12 @@ def test_create_refused_closes_the_intent_and_the_record(world: World) -> None:
     spec = make_spec({"dallas": 1})
     world.cloud.fail_next("add_instance", TerminalError("Location Id is invalid."))
     _, report = world.run(spec)
-    assert report is not None and len(report.failed) == 1
+    assert report is not None
+    assert len(report.failed) == 1
     assert "Location Id is invalid" in report.failed[0].message
     recorded = world.store.load_fleet("acme")
-    assert not recorded.nodes and not recorded.pending_intents
+    assert not recorded.nodes
+    assert not recorded.pending_intents
     assert world.converge(spec) == 1
     world.assert_sound(spec)
 
@@ -151,7 +166,8 @@ def test_failed_build_is_replaced(world: World) -> None:
     spec = make_spec({"dallas": 1})
     world.cloud.fail_builds(1)
     _, report = world.run(spec)
-    assert report is not None and len(report.failed) == 1
+    assert report is not None
+    assert len(report.failed) == 1
     assert "ERROR" in report.failed[0].message
     plan = world.plan(spec)
     assert {c.action for c in plan.changes} >= {Action.DESTROY, Action.CREATE}
@@ -167,9 +183,12 @@ def test_adopts_a_server_of_ours_the_store_does_not_know(world: World) -> None:
     actions = {(c.action, c.address) for c in plan.changes}
     assert (Action.ADOPT, "acme-dallas-001") in actions
     assert (Action.CREATE, "acme-dallas-002") in actions
-    assert report is not None and report.ok, report
+    assert report is not None
+    assert report.ok, report
     node = next(n for n in world.store.load_fleet("acme").nodes if n.name == "acme-dallas-001")
-    assert node.service_id == sid and node.rdns_done and node.status is NodeStatus.WARMING
+    assert node.service_id == sid
+    assert node.rdns_done
+    assert node.status is NodeStatus.WARMING
     assert world.converge(spec) == 0
     world.assert_sound(spec)
 
@@ -178,7 +197,8 @@ def test_adopts_a_building_server_and_brings_it_up(world: World) -> None:
     spec = make_spec({"dallas": 1})
     world.cloud.add_unmanaged("acme-dallas-001", location_id=13, status=ServerStatus.BUILD)
     _, report = world.run(spec)
-    assert report is not None and report.ok, report
+    assert report is not None
+    assert report.ok, report
     assert world.converge(spec) == 0
     world.assert_sound(spec)
 
@@ -190,7 +210,8 @@ def test_server_deleted_behind_our_back_is_forgotten_and_replaced(world: World) 
     world.cloud.delete_behind_our_back(victim.service_id)
     plan = world.plan(spec)
     forget = [c for c in plan.changes if c.action is Action.FORGET]
-    assert [c.address for c in forget] == [victim.name] and forget[0].drift
+    assert [c.address for c in forget] == [victim.name]
+    assert forget[0].drift
     world.converge(spec)
     world.assert_sound(spec)
     assert len(world.cloud.snapshot()) == 2
@@ -230,10 +251,12 @@ def test_resize_failure_reverts_and_fails_the_change(world: World) -> None:
     world.converge(spec)
     world.cloud.fail_next("confirm_upgrade", TerminalError("The server is locked."))
     _, report = world.run(make_spec({"dallas": 1}, plan="large"))
-    assert report is not None and len(report.failed) == 1
+    assert report is not None
+    assert len(report.failed) == 1
     assert world.cloud.calls["revert_upgrade"] == 1
     resize = next(i for i in world.store.journal("acme") if i.kind == "resize")
-    assert resize.status is IntentStatus.FAILED and resize.error
+    assert resize.status is IntentStatus.FAILED
+    assert resize.error
 
 
 def test_scale_down_drains_then_destroys(world: World) -> None:
@@ -247,7 +270,8 @@ def test_scale_down_drains_then_destroys(world: World) -> None:
     assert node.status is NodeStatus.DRAINING
     plan, report = world.run(smaller)
     assert [c.action for c in plan.changes] == [Action.DESTROY]
-    assert report is not None and report.ok
+    assert report is not None
+    assert report.ok
     assert drained not in world.names()
     assert drained not in {n.name for n in world.store.load_fleet("acme").nodes}
     assert world.plan(smaller).is_empty
@@ -262,7 +286,8 @@ def test_mass_delete_is_refused_without_the_override(world: World) -> None:
     with pytest.raises(GuardRefusedError) as refused:
         world.run(gone)
     assert "seattle" in refused.value.message
-    assert refused.value.hint and "--allow-mass-destroy" in refused.value.hint
+    assert refused.value.hint
+    assert "--allow-mass-destroy" in refused.value.hint
     assert world.cloud.mutations == 0
     world.converge(gone, options=PlanOptions(allow_mass_destroy=True))
     assert sorted(world.names()) == ["acme-dallas-001", "acme-dallas-002"]
@@ -298,9 +323,10 @@ def test_lost_leadership_stops_everything_at_once(world: World) -> None:
 
 def test_a_stale_epoch_is_fenced(world: World) -> None:
     spec = make_spec({"dallas": 1})
-    old = world.store.acquire_lock("reconcile:acme", "a:1", 60, world.clock.now())
+    name = lock_name("acme")
+    old = world.store.acquire_lock(name, "a:1", 60, world.clock.now())
     world.store.release_lock(old)
-    world.store.acquire_lock("reconcile:acme", "b:2", 60, world.clock.now())
+    world.store.acquire_lock(name, "b:2", 60, world.clock.now())
     with pytest.raises(LeadershipLostError):
         world.run(spec, epoch=old.epoch)
     assert world.cloud.calls["add_instance"] == 0
@@ -309,7 +335,8 @@ def test_a_stale_epoch_is_fenced(world: World) -> None:
 def test_waiting_for_many_builds_shares_list_calls(world: World) -> None:
     spec = make_spec({"dallas": 10, "seattle": 10})
     _, report = world.run(spec)
-    assert report is not None and report.ok
+    assert report is not None
+    assert report.ok
     # 20 servers polled together: a handful of list rounds, not 20 reads per round
     assert world.cloud.calls["get_instances"] <= 12, dict(world.cloud.calls)
     assert world.cloud.calls["get_instance"] <= 2 * 20, dict(world.cloud.calls)
@@ -332,18 +359,20 @@ def test_progress_hooks_see_every_change(world: World) -> None:
             events.append("finish")
 
     world.run(make_spec({"dallas": 2}), progress=Recorder())
-    assert events[0] == "start 2" and events[-1] == "finish"
-    assert events.count("started") == 2 and events.count("done True") == 2
+    assert events[0] == "start 2"
+    assert events[-1] == "finish"
+    assert events.count("started") == 2
+    assert events.count("done True") == 2
 
 
-def test_runs_are_recorded(world: World) -> None:
+def test_runs_are_recorded(fake_world: World) -> None:
+    world = fake_world
     spec = make_spec({"dallas": 1})
     world.run(spec, dry_run=True)
     world.run(spec)
     store = world.store
-    runs = getattr(store, "runs", None)
-    if runs is None:
-        pytest.skip("run history is checked on the in-memory store")
+    assert isinstance(store, InMemoryStore)
+    runs = store.runs
     assert [(r.mode, r.outcome) for r in runs.values()] == [("dry-run", "ok"), ("apply", "ok")]
 
 
@@ -351,5 +380,7 @@ def test_reconcile_once_apply_after_apply_is_empty(world: World) -> None:
     spec = make_spec({"dallas": 2, "amsterdam": 2})
     world.run(spec)
     plan, report = world.run(spec)
-    assert plan.is_empty and report is not None and report.ok
+    assert plan.is_empty
+    assert report is not None
+    assert report.ok
     assert asyncio.run(world.reconciler(spec).observe()).fingerprint.startswith("sha256:")

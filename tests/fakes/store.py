@@ -3,9 +3,10 @@
 - nodes are keyed by (fleet, name); ``service_id`` is unique among open nodes; closing a node
   keeps it (status ``decommissioned``) and ``load_fleet`` leaves it out;
 - intents get increasing ids and ``created_at`` from the injected clock;
-- fencing: every write carrying an ``epoch`` lower than the highest epoch issued by
-  ``acquire_lock`` is refused with ``LeadershipLostError``;
-- locks: one holder per name until it expires or is released; each acquisition gets a new epoch.
+- fencing (as the SQL store): a write for a fleet carrying an ``epoch`` older than the newest
+  epoch granted by ``acquire_lock`` under the fleet's name is refused (``LeadershipLostError``);
+- locks: one holder per name until it expires or is released; a new holder gets a new epoch,
+  the same holder renewing keeps its epoch.
 """
 
 from __future__ import annotations
@@ -43,19 +44,20 @@ class InMemoryStore:
         self.costs: dict[tuple[str, str], CostConstant] = {}
         self.cost_log: list[CostConstant] = []
         self.metrics: dict[tuple[str, str], list[NodeMetrics]] = {}
-        self._epoch = 0
+        self.epochs: dict[str, int] = {}
         self._closed = False
         #: every write, in order: (operation, target) — lets tests count journal writes
         self.writes: list[tuple[str, str]] = []
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _check(self, epoch: int | None) -> None:
+    def _check(self, epoch: int | None, fleet: str | None = None) -> None:
         if self._closed:
             raise StoreError("the store is closed")
-        if epoch is not None and epoch < self._epoch:
+        current = self.epochs.get(fleet, 0) if fleet is not None else 0
+        if epoch is not None and epoch < current:
             raise LeadershipLostError(
-                f"stale epoch {epoch} (current {self._epoch}): another writer took over"
+                f"fenced: epoch {epoch} is older than epoch {current} of fleet {fleet!r}"
             )
 
     def _put_node(self, node: RecordedNode) -> None:
@@ -116,7 +118,7 @@ class InMemoryStore:
         epoch: int | None = None,
         node: RecordedNode | None = None,
     ) -> RecordedIntent:
-        self._check(epoch)
+        self._check(epoch, fleet)
         now = self._now()
         intent = RecordedIntent(
             id=len(self.intents) + 1,
@@ -143,10 +145,10 @@ class InMemoryStore:
         node: RecordedNode | None = None,
         epoch: int | None = None,
     ) -> None:
-        self._check(epoch)
         intent = self.intents.get(intent_id)
         if intent is None:
             raise StoreError(f"no intent {intent_id}")
+        self._check(epoch, intent.fleet)
         if node is not None:
             self._put_node(node)
         self.intents[intent_id] = replace(
@@ -155,10 +157,10 @@ class InMemoryStore:
         self.writes.append(("finish_intent", f"{intent.kind}:{intent.target}"))
 
     def retry_intent(self, intent_id: int, *, epoch: int | None = None) -> RecordedIntent:
-        self._check(epoch)
         intent = self.intents.get(intent_id)
         if intent is None or intent.status is not IntentStatus.PENDING:
             raise StoreError(f"no pending intent {intent_id}")
+        self._check(epoch, intent.fleet)
         updated = replace(intent, attempts=intent.attempts + 1, updated_at=self._now())
         self.intents[intent_id] = updated
         self.writes.append(("retry_intent", intent.target))
@@ -167,12 +169,13 @@ class InMemoryStore:
     # --- nodes ---------------------------------------------------------------------------
 
     def upsert_node(self, node: RecordedNode, *, epoch: int | None = None) -> None:
-        self._check(epoch)
+        self._check(epoch, node.fleet)
         self._put_node(node)
         self.writes.append(("upsert_node", node.name))
 
     def upsert_nodes(self, nodes: Sequence[RecordedNode], *, epoch: int | None = None) -> None:
-        self._check(epoch)
+        for fleet in {n.fleet for n in nodes}:
+            self._check(epoch, fleet)
         saved = dict(self.nodes)
         try:
             for node in nodes:
@@ -183,7 +186,7 @@ class InMemoryStore:
         self.writes.append(("upsert_nodes", str(len(nodes))))
 
     def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
-        self._check(epoch)
+        self._check(epoch, fleet)
         node = self.nodes.get((fleet, name))
         if node is None:
             return
@@ -234,11 +237,18 @@ class InMemoryStore:
                 f"{name} is held by {held.owner}",
                 hint="wait for the other run to finish, or check that it is still alive",
             )
-        self._epoch += 1
+        still_mine = (
+            held is not None
+            and held.owner == owner
+            and (held.expires_at is None or held.expires_at > now)
+            and held.epoch == self.epochs.get(name, 0)
+        )
+        if not still_mine:
+            self.epochs[name] = self.epochs.get(name, 0) + 1
         lease = Lease(
             name=name,
             owner=owner,
-            epoch=self._epoch,
+            epoch=self.epochs[name],
             expires_at=now + timedelta(seconds=ttl_seconds),
         )
         self.locks[name] = lease
