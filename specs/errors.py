@@ -10,6 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 
+def _one_line(text: str) -> str:
+    """Control characters (a newline in a key...) are escaped: one problem, one line."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True, slots=True)
 class SpecProblem:
     """One problem in a spec file: where, which field, what is wrong, and a hint.
@@ -34,7 +41,7 @@ class SpecProblem:
         )
         if self.hint:
             text += f" ({self.hint})"
-        return text
+        return _one_line(text)
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         return (self.file, self.line, self.column, self.field, self.message)

@@ -13,9 +13,13 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from specs.durations import format_duration
 from specs.errors import SpecError, SpecProblem
 from specs.model import FleetSpec
 from specs.parsing import (
@@ -82,9 +86,26 @@ class LoadedSpec:
         return position.file, position.line, position.column
 
 
+def _canonical(value: Any) -> Any:
+    """Plain JSON values; amounts normalized so ``9.990`` and ``9.99`` hash the same."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, Decimal):
+        normalized = value.normalize()
+        return format(normalized if normalized != 0 else Decimal(0), "f")
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
 def spec_hash(spec: FleetSpec) -> str:
-    """sha256 of the spec's canonical JSON (sorted keys): stable across runs and key order."""
-    document = spec.model_dump(mode="json")
+    """sha256 of the spec's canonical JSON (sorted keys, defaults included, amounts
+    normalized): stable across runs, key order, file layout, comments and formatting."""
+    document = _canonical(spec.model_dump(mode="python"))
     text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

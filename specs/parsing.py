@@ -18,6 +18,7 @@ Nothing here raises: problems are collected and returned with whatever could be 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -36,6 +37,7 @@ MAX_ALIAS_NODES = 10_000
 MAX_DEPTH = 64
 
 FieldPath = tuple[str | int, ...]
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -139,8 +141,10 @@ def dotted(path: FieldPath) -> str:
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            text += f"[{part!r}]"
         else:
-            text += f".{part}" if text else str(part)
+            text += f".{part}" if text else part
     return text
 
 
@@ -196,7 +200,7 @@ class _Builder:
                         pos.file,
                         pos.line,
                         pos.column,
-                        dotted(path),
+                        "",
                         f"anchors and aliases expand to more than {self.max_alias_nodes:,} "
                         "values; refusing the document (a 'billion laughs' file?)",
                         "write the values out or use fewer nested aliases",

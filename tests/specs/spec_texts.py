@@ -39,4 +39,3 @@ ip_pools:
     size: 3
     regions: [seattle, dallas]
 """
-

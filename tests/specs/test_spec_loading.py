@@ -179,7 +179,11 @@ def test_problems_of_all_files_are_reported_together(tmp_path: Path) -> None:
 
 
 def test_a_missing_path_does_not_hide_problems_in_the_others(tmp_path: Path) -> None:
-    good = write(tmp_path, "a.yaml", VALID.replace("plan: baseline\n    nodes: 2", "plan: nope\n    nodes: 2"))
+    good = write(
+        tmp_path,
+        "a.yaml",
+        VALID.replace("plan: baseline\n    nodes: 2", "plan: nope\n    nodes: 2"),
+    )
     rendered = problems_of([good, tmp_path / "gone.yaml"])
     assert any("unknown plan 'nope'" in line for line in rendered)
     assert any("gone.yaml: no such file" in line for line in rendered)
@@ -192,7 +196,9 @@ def test_a_directory_given_as_a_file_entry(tmp_path: Path) -> None:
 
 
 def test_warnings_are_kept_on_a_valid_spec() -> None:
-    text = VALID.replace("    monthly_price: 9.99\n", "    monthly_price: 9.99\n    production_ready: false\n")
+    text = VALID.replace(
+        "    monthly_price: 9.99\n", "    monthly_price: 9.99\n    production_ready: false\n"
+    )
     loaded = load_spec_text(text, source="f.yaml")
     assert [w.render() for w in loaded.warnings] == [
         "f.yaml:22:11: regions.seattle.plan: plan 'baseline' is marked production_ready: false "

@@ -120,9 +120,7 @@ def test_invalid_name_as_a_mapping_key() -> None:
 
 
 def test_enum_and_literal_with_did_you_mean() -> None:
-    found = problems(
-        VALID + "provider:\n  type: hostwind\nhealth:\n  on_unhealthy: replac\n"
-    )
+    found = problems(VALID + "provider:\n  type: hostwind\nhealth:\n  on_unhealthy: replac\n")
     assert [(p.field, p.hint) for p in found] == [
         ("provider.type", "did you mean 'hostwinds'?"),
         ("health.on_unhealthy", "did you mean 'replace'?"),
@@ -132,7 +130,8 @@ def test_enum_and_literal_with_did_you_mean() -> None:
 def test_quoted_value_hint_for_yaml_booleans() -> None:
     problem = one(VALID.replace("    location_id: 13\n", "    location_id: 13\n    location: no\n"))
     assert problem.message == "expected a string, got the boolean false"
-    assert problem.hint is not None and "quotes" in problem.hint
+    assert problem.hint is not None
+    assert "quotes" in problem.hint
 
 
 def test_money_precision_and_type() -> None:
@@ -184,9 +183,7 @@ def test_region_naming_an_unknown_plan() -> None:
 
 
 def test_vertical_plans_must_exist_and_not_repeat() -> None:
-    text = VALID.replace(
-        "    nodes: 2\n", "    nodes: 2\n    vertical_plans: [big, huge, big]\n"
-    )
+    text = VALID.replace("    nodes: 2\n", "    nodes: 2\n    vertical_plans: [big, huge, big]\n")
     assert [(p.field, p.message) for p in problems(text)] == [
         ("regions.seattle.vertical_plans[1]", "unknown plan 'huge'"),
         ("regions.seattle.vertical_plans[2]", "plan 'big' is listed twice"),
@@ -212,7 +209,9 @@ def test_pool_drawing_from_an_unknown_region() -> None:
 
 
 def test_pool_region_listed_twice() -> None:
-    problem = one(VALID.replace("[seattle, dallas]", "[seattle, seattle]").replace("size: 3", "size: 1"))
+    problem = one(
+        VALID.replace("[seattle, dallas]", "[seattle, seattle]").replace("size: 3", "size: 1")
+    )
     assert problem.message == "region 'seattle' is listed twice"
 
 
@@ -226,7 +225,9 @@ def test_pool_naming_an_unknown_warmup_schedule() -> None:
 
 @pytest.mark.parametrize("preset", ["standard", "aggressive", "conservative"])
 def test_presets_are_built_in(preset: str) -> None:
-    assert load_spec_text(VALID + f"    warmup: {preset}\n").spec.ip_pools["shared"].warmup == preset
+    assert (
+        load_spec_text(VALID + f"    warmup: {preset}\n").spec.ip_pools["shared"].warmup == preset
+    )
 
 
 def test_custom_schedule_can_be_named_by_a_pool() -> None:
@@ -236,7 +237,8 @@ def test_custom_schedule_can_be_named_by_a_pool() -> None:
     )
     spec = load_spec_text(text).spec
     schedule = spec.warmup.schedule("mine")
-    assert schedule is not None and schedule.days == 10
+    assert schedule is not None
+    assert schedule.days == 10
 
 
 def test_a_custom_schedule_shadowing_a_preset_warns() -> None:
@@ -250,7 +252,9 @@ def test_a_custom_schedule_shadowing_a_preset_warns() -> None:
 
 
 def test_pool_naming_an_unknown_contract() -> None:
-    text = VALID + "    contract: acme\ncosts:\n  contracts:\n    acme-corp: {ip_monthly_price: 3}\n"
+    text = (
+        VALID + "    contract: acme\ncosts:\n  contracts:\n    acme-corp: {ip_monthly_price: 3}\n"
+    )
     problem = one(text)
     assert problem.render() == (
         "f.yaml:31:15: ip_pools.shared.contract: unknown contract 'acme' "
