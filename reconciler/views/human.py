@@ -111,7 +111,9 @@ def change_details(change: Change) -> str:
             bits.append(f"location={change.location_id}")
         return " ".join(bits)
     bits = []
-    for key in sorted(set(before) | set(after)):
+    if not after:  # a removal: say what goes
+        bits = [f"{key}={before[key]}" for key in sorted(before)]
+    for key in sorted(set(before) | set(after) if after else ()):
         if key in before and key in after:
             bits.append(f"{key}: {before[key]} -> {after[key]}")
         elif key in after:
