@@ -68,6 +68,9 @@ MAX_ID_PAGES: Final = 50
 MAX_RETRY_AFTER: Final = 60.0
 #: Most characters of a redacted body written to the debug log.
 MAX_LOGGED_BODY: Final = 2000
+#: Whole-request deadline, as a multiple of ``timeout`` (httpx's timeouts are per phase, so a
+#: server trickling bytes could otherwise hold a call for ever).
+DEADLINE_FACTOR: Final = 2.0
 _EMPTY_LIST_MESSAGE: Final = re.compile(r"\bno (instances?|servers?|results?|records?)\b", re.I)
 
 FormValue = str | int | Sequence[str]
@@ -303,12 +306,18 @@ class HostwindsClient:
             started = self._monotonic()
             retry_after: float | None = None
             cause: BaseException | None = None
+            error: ProviderError
             try:
-                response = await self._http.post(self._endpoint, data=form)
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                error: ProviderError = transport_error(
-                    action, _describe(exc), mutation=not read, reached=False
+                async with asyncio.timeout(self._timeout * DEADLINE_FACTOR):
+                    response = await self._http.post(self._endpoint, data=form)
+            except TimeoutError as exc:  # the overall deadline (a trickling answer)
+                error = transport_error(
+                    action, "timed out (overall deadline)", mutation=not read, reached=True
                 )
+                retryable = read
+                cause = exc
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                error = transport_error(action, _describe(exc), mutation=not read, reached=False)
                 retryable = True
                 cause = exc
             except httpx.TimeoutException as exc:

@@ -516,3 +516,26 @@ def test_repr_hides_the_key_and_url_credentials() -> None:
         )
     finally:
         asyncio.run(client.aclose())
+
+
+async def test_an_answer_that_never_ends_hits_the_overall_deadline() -> None:
+    import asyncio
+
+    async def stuck(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    clock = FakeClock()
+    async with HostwindsClient(
+        URL,
+        KEY,
+        timeout=0.02,
+        max_read_retries=1,
+        transport=httpx.MockTransport(stuck),
+        sleep=clock.sleep,
+    ) as client:
+        with pytest.raises(TransientError, match="overall deadline"):
+            await client.list_servers()
+        with pytest.raises(TransientError, match="outcome is unknown"):
+            await client.terminate(5)
+        assert dict(client.calls) == {"get_instances": 2, "terminate": 1}
