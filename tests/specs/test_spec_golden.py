@@ -76,3 +76,8 @@ def test_small_cases(name: str) -> None:
     else:  # pragma: no cover - every case is broken on purpose
         text = f"valid: {loaded.spec.name}\n"
     check_golden(name, text)
+
+
+def test_the_docs_show_the_current_output_of_the_broken_example() -> None:
+    docs = (ROOT / "docs" / "spec.md").read_text()
+    assert (GOLDEN / "broken.txt").read_text() in docs
