@@ -348,17 +348,20 @@ class World:
     # ---- lookups ------------------------------------------------------------------------
 
     def get(self, serviceid: int | None) -> Instance:
+        self.settle()
         inst = self.instances.get(serviceid) if serviceid is not None else None
         if inst is None:
             raise SimError(MSG_SERVICEID)
         return inst
 
     def listing(self, location_id: int | None = None) -> list[Instance]:
+        self.settle()
         if location_id is None:
             return list(self.instances.values())
         return [i for i in self.instances.values() if i.location_id == location_id]
 
     def counts_by_status(self) -> dict[str, int]:
+        self.settle()
         return dict(Counter(i.status for i in self.instances.values()))
 
     # ---- create / delete ----------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""Serving: in a thread, in the running loop, on a busy port; clean start and stop."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import pytest
+
+from providers.simulator.serving import (
+    AsyncSimulatorServer,
+    SimulatorServeError,
+    SimulatorServer,
+)
+from tests.simulator.calling import KEY
+
+
+def test_start_returns_a_loopback_url_that_answers(http: httpx.Client) -> None:
+    server = SimulatorServer(api_key=KEY)
+    url = server.start()
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert server.url == url
+        assert server.api_url == url + "/cloud/api.php"
+        assert server.start() == url  # idempotent
+        body = http.post(server.api_url, data={"action": "get_locations", "API": KEY}).json()
+        assert body["success"]
+        assert http.get(url + "/sim/health").json() == {"ok": True}
+        assert KEY not in repr(server)
+        assert KEY not in repr(server.app)
+    finally:
+        server.stop()
+    server.stop()  # idempotent
+    with pytest.raises(RuntimeError):
+        _ = server.url
+    with pytest.raises(httpx.ConnectError):
+        http.post(url + "/cloud/api.php", data={"action": "get_locations"})
+
+
+def test_it_can_restart_after_stop(http: httpx.Client) -> None:
+    server = SimulatorServer(api_key=KEY)
+    with server:
+        first = server.url
+    with server:
+        assert http.get(server.url + "/sim/health").status_code == 200
+    assert first.startswith("http://127.0.0.1:")
+
+
+def test_a_busy_port_is_a_clear_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        server = SimulatorServer(port=port)
+        with pytest.raises(SimulatorServeError) as caught:
+            server.start()
+        assert f"127.0.0.1:{port}" in caught.value.message
+        assert caught.value.hint
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"build_failure_rate": 1.5}, {"build_seconds": -1.0}, {"allow_ips": ["not-an-ip"]}],
+)
+def test_bad_options_are_clear_errors(options: dict[str, object]) -> None:
+    with pytest.raises(SimulatorServeError):
+        SimulatorServer(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_the_async_variant_serves_in_the_running_loop() -> None:
+    async with AsyncSimulatorServer(api_key=KEY) as server, httpx.AsyncClient() as client:
+        response = await client.post(server.api_url, data={"action": "get_price_list", "API": KEY})
+        assert response.json()["success"]["52"]["monthly"] == "9.99"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
