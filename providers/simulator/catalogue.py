@@ -141,31 +141,38 @@ IMAGES: tuple[Image, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
 class Catalogue:
-    plans: tuple[Plan, ...] = PLANS
-    locations: tuple[Location, ...] = LOCATIONS
-    images: tuple[Image, ...] = IMAGES
+    """The price list, locations and images, with O(1) lookups."""
+
+    def __init__(
+        self,
+        plans: tuple[Plan, ...] = PLANS,
+        locations: tuple[Location, ...] = LOCATIONS,
+        images: tuple[Image, ...] = IMAGES,
+    ) -> None:
+        self.plans = plans
+        self.locations = locations
+        self.images = images
+        self._plans = {p.rid: p for p in plans}
+        self.top_price = max((p.monthly for p in plans), default=Decimal(0))
+        self._locations = {loc.id: loc for loc in locations}
+        self._images: dict[str, Image] = {}
+        for image in images:
+            self._images[image.slug()] = image
+            self._images[image.uuid] = image
 
     def plan(self, rid: int) -> Plan | None:
-        for plan in self.plans:
-            if plan.rid == rid:
-                return plan
-        return None
+        return self._plans.get(rid)
 
     def location(self, location_id: int) -> Location | None:
-        for location in self.locations:
-            if location.id == location_id:
-                return location
-        return None
+        return self._locations.get(location_id)
 
     def image(self, template: str) -> Image | None:
         """An image by uuid, or by a name like ``Ubuntu 22.04`` / ``ubuntu-22.04``."""
-        wanted = normalise_template(template)
-        for image in self.images:
-            if image.uuid == template.strip().lower() or image.slug() == wanted:
-                return image
-        return None
+        found = self._images.get(template)
+        if found is None:
+            found = self._images.get(normalise_template(template))
+        return found
 
     def price_list(self, *, current_rid: int | None = None) -> dict[str, Any]:
         return {str(p.rid): p.wire(current=p.rid == current_rid) for p in self.plans}

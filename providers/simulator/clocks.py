@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import UTC, datetime
@@ -45,7 +46,12 @@ class SimClock:
 
 def wire_time(epoch: float) -> str:
     """``YYYY-MM-DD HH:MM:SS`` in UTC, the API's timestamp format."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return _wire_second(int(epoch))
+
+
+@functools.lru_cache(maxsize=65536)
+def _wire_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def iso_time(epoch: float) -> str:

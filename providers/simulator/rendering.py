@@ -90,7 +90,7 @@ def instance(inst: Instance, catalogue: Catalogue) -> dict[str, Any]:
     ram_mb = plan.ram_mb if plan else 0
     cpu = plan.cpu if plan else 0
     disk = plan.disk_gb if plan else 0
-    larger = plan is not None and any(p.monthly > plan.monthly for p in catalogue.plans)
+    larger = plan is not None and plan.monthly < catalogue.top_price
     created = wire_time(inst.created_at)
     octets = inst.serviceid % 65536
     return {
