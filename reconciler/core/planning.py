@@ -106,6 +106,7 @@ class _Node:
     condemned: str | None = None  # reason it must go whatever the count (ERROR, unhealthy)
     victim: bool = False
     adopting: bool = False  # ADOPT: the engine records it and brings it up itself
+    brought_up: bool = False  # ADOPT or RESOLVE: the engine brings it up (rDNS, warming)
 
     @property
     def in_rotation(self) -> bool:
@@ -168,10 +169,6 @@ def _match_plan(
     return names[0]
 
 
-def _money(value: Decimal) -> str:
-    return f"{cents(value)}"
-
-
 def plan(
     spec: FleetSpec,
     observed: Observed,
@@ -206,6 +203,15 @@ class _Planner:
         for region_spec in spec.regions.values():
             protected.update(region_spec.protected)
         self.protected = protected
+        self._parsed: dict[str, tuple[str, int] | None] = {}
+
+    def parse(self, name: str) -> tuple[str, int] | None:
+        """``parse_node_name`` for this fleet, memoized (names are parsed several times)."""
+        try:
+            return self._parsed[name]
+        except KeyError:
+            parsed = self._parsed[name] = parse_node_name(self.fleet, name)
+            return parsed
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -256,7 +262,7 @@ class _Planner:
         ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
         max_seq: dict[str, int] = defaultdict(int)
         for seen in self.observed.servers:
-            parsed = parse_node_name(fleet, seen.name)
+            parsed = self.parse(seen.name)
             if parsed is None:
                 if seen.status is not ServerStatus.DELETED:
                     unmanaged.append(UnmanagedServer(seen.service_id, seen.name, seen.location_id))
@@ -271,7 +277,7 @@ class _Planner:
 
         # names are never reused: every recorded name and every intent counts for the sequence
         for record in self.recorded.nodes:
-            parsed = parse_node_name(fleet, record.name)
+            parsed = self.parse(record.name)
             if parsed is not None:
                 max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
         create_intents: dict[str, list[RecordedIntent]] = defaultdict(list)
@@ -279,7 +285,7 @@ class _Planner:
         for intent in self.recorded.pending_intents:
             if intent.status is not IntentStatus.PENDING:
                 continue
-            parsed = parse_node_name(fleet, intent.target)
+            parsed = self.parse(intent.target)
             if parsed is not None:
                 max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
             if intent.kind == "create":
@@ -321,7 +327,7 @@ class _Planner:
         for target in sorted(create_intents):
             intents = sorted(create_intents[target], key=lambda i: i.id)
             newest = intents[-1]
-            parsed = parse_node_name(fleet, target)
+            parsed = self.parse(target)
             region_or_none = parsed[0] if parsed is not None else newest.params.get("region")
             if region_or_none is None:
                 out.warn(
@@ -355,6 +361,7 @@ class _Planner:
                 claimed.add(found.service_id)
                 taken.add(target)
                 node = self.make_node(target, region, found, None)
+                node.brought_up = True
                 if node.pool is None:
                     node.pool = newest.params.get("pool") or None
                 nodes.append(node)
@@ -380,7 +387,7 @@ class _Planner:
             for server in ours_by_name[name]:
                 if server.service_id in claimed:
                     continue
-                parsed = parse_node_name(fleet, name)
+                parsed = self.parse(name)
                 assert parsed is not None
                 if name in taken:
                     out.warn(
@@ -393,6 +400,7 @@ class _Planner:
                 taken.add(name)
                 node = self.make_node(name, parsed[0], server, None)
                 node.adopting = True
+                node.brought_up = True
                 nodes.append(node)
 
         # 5. records that differ from the cloud (drift): repair the record
@@ -467,7 +475,7 @@ class _Planner:
     def make_node(
         self, name: str, region: str, server: ObservedServer, record: RecordedNode | None
     ) -> _Node:
-        parsed = parse_node_name(self.fleet, name)
+        parsed = self.parse(name)
         seq = parsed[1] if parsed is not None else 0
         region_spec = self.spec.regions.get(region)
         region_plan = region_spec.plan if region_spec is not None else None
@@ -779,14 +787,9 @@ class _Planner:
             if node.condemned is not None or node.victim:
                 continue
             server = node.server
-            common = {
-                "service_id": server.service_id,
-                "plan": node.plan,
-                "pool": node.pool,
-                "location_id": server.location_id,
-            }
             # health (daemon): out of rotation at once; back when it recovers
-            if node.name in options.unhealthy and node.status.in_rotation:
+            entering = node.brought_up and server.status is ServerStatus.ACTIVE
+            if node.name in options.unhealthy and (node.status.in_rotation or entering):
                 out.add(
                     Change(
                         Action.PAUSE,
@@ -795,7 +798,10 @@ class _Planner:
                         "unhealthy (missed heartbeats): out of the sending rotation",
                         before={"status": node.status.value},
                         after={"status": NodeStatus.UNHEALTHY.value},
-                        **common,  # type: ignore[arg-type]
+                        service_id=server.service_id,
+                        plan=node.plan,
+                        pool=node.pool,
+                        location_id=server.location_id,
                     )
                 )
             elif (
@@ -816,7 +822,10 @@ class _Planner:
                         why,
                         before={"status": node.status.value},
                         after={"status": self.rotation_status(node).value},
-                        **common,  # type: ignore[arg-type]
+                        service_id=server.service_id,
+                        plan=node.plan,
+                        pool=node.pool,
+                        location_id=server.location_id,
                     )
                 )
             # resize towards the spec's plan (the spec wins over drift)
@@ -852,9 +861,15 @@ class _Planner:
                             "new node: set reverse DNS and record its IP",
                             before={"rdns": "-"},
                             after={"rdns": node.name, "ip": server.main_ip},
-                            **common,  # type: ignore[arg-type]
+                            service_id=server.service_id,
+                            plan=node.plan,
+                            pool=node.pool,
+                            location_id=server.location_id,
                         )
                     )
+                if node.name in options.unhealthy:
+                    out.notes.append(f"{node.name}: not put into rotation while unhealthy")
+                    continue
                 out.add(
                     Change(
                         Action.ACTIVATE,
@@ -863,7 +878,10 @@ class _Planner:
                         "ACTIVE with reverse DNS: into the sending rotation (warmup starts)",
                         before={"status": NodeStatus.PROVISIONING.value},
                         after={"status": NodeStatus.WARMING.value},
-                        **common,  # type: ignore[arg-type]
+                        service_id=server.service_id,
+                        plan=node.plan,
+                        pool=node.pool,
+                        location_id=server.location_id,
                     )
                 )
         self.resize(resizes)
@@ -974,14 +992,14 @@ class _Planner:
         for server in self.observed.servers:
             if server.service_id in seen or server.status is ServerStatus.DELETED:
                 continue
-            if parse_node_name(self.fleet, server.name) is not None:
+            if self.parse(server.name) is not None:
                 before += self.cost(_match_plan(self.by_rid, server.plan_rid), None)
         count_before = len(nodes) + sum(
             1
             for s in self.observed.servers
             if s.service_id not in seen
             and s.status is not ServerStatus.DELETED
-            and parse_node_name(self.fleet, s.name) is not None
+            and self.parse(s.name) is not None
         )
         delta = sum((c.monthly_cost_delta for c in changes), Decimal(0))
         creates = sum(1 for c in changes if c.action is Action.CREATE)
