@@ -36,18 +36,26 @@ Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, str_strip_whitespace=True, use_attribute_docstrings=True
+    )
 
 
 # --- metadata and provider ---------------------------------------------------------------
 
 
 class Metadata(_Model):
+    """Who the fleet is."""
+
     name: Annotated[
         str, Field(pattern=NAME_PATTERN, min_length=1, max_length=20)
     ]  # prefix of every server name we create: <name>-<region>-<seq>
+    """The fleet's name: prefix of every server we create (<name>-<region>-<n>). Servers
+    without it are never touched."""
     description: str | None = None
+    """Free text."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Free-form string labels."""
 
 
 class ProviderType(StrEnum):
@@ -59,20 +67,30 @@ DEFAULT_ENDPOINT = "https://clients.hostwinds.com/cloud/api.php"
 
 
 class Provider(_Model):
+    """Where servers come from: the Hostwinds API or the embedded simulator."""
+
     type: ProviderType = ProviderType.SIMULATOR
+    """hostwinds, or simulator (the embedded default; no account needed)."""
     endpoint: str = DEFAULT_ENDPOINT
-    #: the NAME of the environment variable holding the key, never the key itself
+    """The Hostwinds API endpoint (http or https URL)."""
     api_key_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")] = "HOSTWINDS_API_KEY"
+    """The NAME of the environment variable holding the API key, never the key itself."""
     template: str = "ubuntu-22.04"  # image UUID (Hostwinds) or name
+    """OS image UUID (Hostwinds) or name."""
     ssh_keys: list[str] = Field(default_factory=list)
+    """SSH key names known to Hostwinds, installed on new servers."""
     billing_cycle: Literal[
         "hourly", "monthly", "quarterly", "semiannually", "annually", "biennially", "triennially"
     ] = "monthly"
+    """Billing cycle of new servers."""
     rate_limit: Annotated[float, Field(gt=0, le=100)] = 2.0  # requests per second
+    """Client-side rate limit, requests per second."""
     timeout: Duration = timedelta(seconds=30)
-    #: simulator only: seconds a build takes, share of builds that fail
+    """Timeout of one API request."""
     build_time: Duration = timedelta(seconds=2)
+    """Simulator only: how long a build takes."""
     build_failure_rate: Rate = 0.0
+    """Simulator only: share of builds that fail (0-1)."""
 
     @field_validator("endpoint")
     @classmethod
@@ -86,21 +104,34 @@ class Provider(_Model):
 
 
 class PlanSpec(_Model):
+    """A VPS plan under our own name."""
+
     rid: Annotated[int, Field(ge=1)]  # Hostwinds plan id from get_price_list
+    """Hostwinds plan id (rid) from get_price_list."""
     vcpu: Annotated[int, Field(ge=1, le=64)]
+    """Virtual CPUs."""
     ram_gb: Annotated[Decimal, Field(gt=0, le=512)]
+    """RAM in GB."""
     disk_gb: Annotated[int, Field(ge=1, le=10000)]
+    """Disk in GB."""
     transfer_tb: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(1)
+    """Monthly transfer in TB."""
     monthly_price: Money
-    #: a tier judged too small for production (the $4.99 tier) may be declared but a region
-    #: using it gets a warning unless allow_small_plans is set
+    """Price in USD per month."""
     production_ready: bool = True
+    """false for a tier judged too small for production (the 4.99 tier): a region using it gets
+    a warning."""
     description: str | None = None
+    """Free text."""
 
 
 class NodeRange(_Model):
+    """An autoscaled node count."""
+
     min: Annotated[int, Field(ge=0, le=10000)]
+    """Fewest nodes."""
     max: Annotated[int, Field(ge=0, le=10000)]
+    """Most nodes."""
 
     @model_validator(mode="after")
     def _min_le_max(self) -> NodeRange:
@@ -110,16 +141,22 @@ class NodeRange(_Model):
 
 
 class RegionSpec(_Model):
+    """Nodes in one Hostwinds location."""
+
     location_id: Annotated[int, Field(ge=1)]
+    """Hostwinds location id (12 = Seattle is the only attested id)."""
     location: str | None = None  # display name: Seattle, Dallas, Amsterdam
+    """Display name: Seattle, Dallas, Amsterdam."""
     plan: str
-    #: a fixed count, or {min, max} for autoscaling
+    """A plan name from plans."""
     nodes: Annotated[int, Field(ge=0, le=10000)] | NodeRange
-    #: plans this region may be vertically scaled up to, in order (empty: no vertical scaling)
+    """A fixed node count, or {min, max} for autoscaling."""
     vertical_plans: list[str] = Field(default_factory=list)
+    """Plans this region may be resized up to, smallest first (empty: no vertical scaling)."""
     protected: list[str] = Field(default_factory=list)
-    #: silence the warning about a plan marked production_ready: false
+    """Node names never destroyed (they start with the fleet name)."""
     allow_small_plans: bool = False
+    """Silence the warning about a plan marked production_ready: false."""
 
     @property
     def min_nodes(self) -> int:
@@ -140,42 +177,70 @@ class PoolStatus(StrEnum):
 
 
 class PoolSpec(_Model):
+    """A named pool of sending IPs."""
+
     size: Annotated[int, Field(ge=0, le=100000)]  # target number of sending IPs
+    """Target number of sending IPs (one per node)."""
     regions: Annotated[list[str], Field(min_length=1)]
+    """Regions the pool draws its IPs from."""
     warmup: str = "standard"  # a preset or a schedule under warmup.schedules
+    """Warmup schedule: a preset (standard, aggressive, conservative) or a name under
+    warmup.schedules."""
     status: PoolStatus = PoolStatus.ACTIVE
+    """active, or draining (being emptied)."""
     ip_monthly_price: Money | None = None  # overrides costs.ip_monthly_price
+    """USD per IP per month for this pool (overrides costs.ip_monthly_price)."""
     contract: str | None = None  # names a costs.contracts entry
+    """A contract name under costs.contracts."""
     kind: Literal["shared", "dedicated", "warmup"] = "shared"
+    """shared, dedicated or warmup."""
     description: str | None = None
+    """Free text."""
 
 
 # --- costs -------------------------------------------------------------------------------
 
 
 class ContractSpec(_Model):
+    """Special prices from a contract."""
+
     ip_monthly_price: Money | None = None
+    """USD per IP per month under this contract."""
     plan_prices: dict[str, Money] = Field(default_factory=dict)
+    """Plan name -> USD per month under this contract."""
     description: str | None = None
+    """Free text."""
 
 
 class CostsSpec(_Model):
+    """Cost constants (USD)."""
+
     currency: Literal["USD"] = "USD"
+    """Always USD."""
     ip_monthly_price: Money = Decimal("4.99")
+    """USD per dedicated IP per month."""
     ips_per_node: Annotated[int, Field(ge=1, le=64)] = 1
+    """Dedicated IPs carried by each node."""
     hours_per_month: Annotated[Decimal, Field(gt=0, le=744)] = Decimal(730)
+    """Hours in a billing month, for hourly prices."""
     monthly_budget: Money | None = None
+    """Optional monthly budget in USD; the declared minimum fleet must fit in it."""
     contracts: dict[str, ContractSpec] = Field(default_factory=dict)
+    """Named special prices."""
 
 
 # --- warmup ------------------------------------------------------------------------------
 
 
 class WarmupPhase(_Model):
-    #: inclusive day range, 1-based: "1-14"
+    """One phase of a warmup ramp."""
+
     days: Annotated[str, Field(pattern=r"^\s*\d+\s*-\s*\d+\s*$")]
+    """Inclusive 1-based day range, e.g. 1-14."""
     start: Annotated[int, Field(ge=0, le=10_000_000)]  # emails/day on the first day
+    """Emails per day on the first day of the phase."""
     end: Annotated[int, Field(ge=0, le=10_000_000)]  # emails/day on the last day
+    """Emails per day on the last day of the phase."""
 
     @property
     def first_day(self) -> int:
@@ -195,16 +260,27 @@ class WarmupPhase(_Model):
 
 
 class WarmupSafety(_Model):
+    """Safety rules applied while warming up."""
+
     max_bounce_rate: Rate = 0.05
+    """Bounce rate (0-1) above which the warmup pauses."""
     max_complaint_rate: Rate = 0.001
+    """Complaint rate (0-1) above which the warmup pauses."""
     max_daily_increase: Annotated[int, Field(ge=1)] | None = None
+    """Largest increase of the daily limit from one day to the next (emails/day)."""
     pause_on_blocklist: bool = True
+    """Pause the warmup when an IP is blocklisted."""
 
 
 class WarmupSchedule(_Model):
+    """A custom warmup schedule: phases contiguous from day 1."""
+
     phases: Annotated[list[WarmupPhase], Field(min_length=1)]
+    """Phases in order, contiguous from day 1."""
     safety: WarmupSafety = Field(default_factory=WarmupSafety)
+    """Safety rules."""
     description: str | None = None
+    """Free text."""
 
     @model_validator(mode="after")
     def _contiguous(self) -> WarmupSchedule:
@@ -251,7 +327,10 @@ WARMUP_PRESETS: dict[str, WarmupSchedule] = {
 
 
 class WarmupSpec(_Model):
+    """Custom warmup schedules (presets standard, aggressive, conservative are built in)."""
+
     schedules: dict[str, WarmupSchedule] = Field(default_factory=dict)
+    """Custom schedules by name."""
 
     def schedule(self, name: str) -> WarmupSchedule | None:
         return self.schedules.get(name) or WARMUP_PRESETS.get(name)
@@ -261,21 +340,37 @@ class WarmupSpec(_Model):
 
 
 class VerticalScaling(_Model):
+    """Resizing nodes to bigger plans."""
+
     enabled: bool = False
+    """Allow vertical scaling along regions.*.vertical_plans."""
     queue_threshold: Annotated[int, Field(ge=1)] = 500
+    """Queue depth that asks for a bigger plan."""
     window: Duration = timedelta(minutes=15)
+    """How long the queue must stay above the threshold."""
 
 
 class ScalingPolicy(_Model):
+    """Horizontal autoscaling, like a careful HPA."""
+
     enabled: bool = True
+    """Autoscale regions declared with {min, max}."""
     target_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = 0.80
+    """Scale out when throughput reaches this share of capacity (0-1)."""
     tolerance: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.10
+    """Dead band around the target (0-1)."""
     scale_up_stabilization: Duration = timedelta(0)
+    """Wait before scaling up."""
     scale_down_stabilization: Duration = timedelta(seconds=300)
+    """Wait before scaling down."""
     max_step: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Most nodes added or removed in one step."""
     per_core_rate: Annotated[int, Field(ge=1)] = 1000  # emails/minute per vCPU
+    """Emails per minute one vCPU can send."""
     evaluation_interval: Duration = timedelta(seconds=15)
+    """How often utilization is evaluated."""
     vertical: VerticalScaling = Field(default_factory=VerticalScaling)
+    """Vertical scaling."""
 
 
 class UnhealthyAction(StrEnum):
@@ -285,17 +380,30 @@ class UnhealthyAction(StrEnum):
 
 
 class HealthPolicy(_Model):
+    """Node health from heartbeats and metrics."""
+
     heartbeat_interval: Duration = timedelta(seconds=30)
+    """Expected interval between heartbeats."""
     missed_beats: Annotated[int, Field(ge=1, le=100)] = 3
+    """Missed heartbeats before a node is unhealthy."""
     on_unhealthy: UnhealthyAction = UnhealthyAction.REPLACE
+    """replace, pause or alert."""
     replace_after: Duration = timedelta(minutes=10)
+    """Grace period before an unhealthy node is replaced."""
     queue_warning: Annotated[int, Field(ge=0)] = 100
+    """Postfix queue length that is a warning."""
     queue_critical: Annotated[int, Field(ge=0)] = 500
+    """Postfix queue length that is critical."""
     rate_warning: Annotated[int, Field(ge=0)] = 100  # emails/min below this: warning
+    """Emails per minute below which a node is a warning."""
     rate_critical: Annotated[int, Field(ge=0)] = 50
+    """Emails per minute below which a node is critical."""
     bounce_warning: Rate = 0.01
+    """Bounce rate (0-1) that is a warning."""
     bounce_critical: Rate = 0.03
+    """Bounce rate (0-1) that is critical."""
     cpu_alert: Rate = 0.90
+    """CPU use (0-1) that raises an alert."""
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthPolicy:
@@ -331,17 +439,28 @@ BlocklistZone = Annotated[str, Field(min_length=1), AfterValidator(_live_zone)]
 
 
 class ReputationPolicy(_Model):
+    """Sender reputation: blocklists and thresholds."""
+
     blocklists: list[BlocklistZone] = Field(
         default_factory=lambda: ["zen.spamhaus.org", "b.barracudacentral.org"]
     )
+    """DNS blocklist zones to check (SORBS is refused: it shut down in 2024)."""
     bounce_alert: Rate = 0.03
+    """Bounce rate (0-1) that raises an alert."""
     bounce_pause: Rate = 0.05
+    """Bounce rate (0-1) that pauses sending."""
     complaint_alert: Rate = 0.001
+    """Complaint rate (0-1) that raises an alert."""
     complaint_pause: Rate = 0.005
+    """Complaint rate (0-1) that pauses sending."""
     check_interval: Duration = timedelta(hours=1)
+    """How often blocklists are checked."""
     high: SeverityAction = SeverityAction.PAUSE  # blocklisted (e.g. Spamhaus)
+    """Action on high severity (blocklisted)."""
     medium: SeverityAction = SeverityAction.ALERT  # bounce rate over threshold
+    """Action on medium severity (bounce rate over threshold)."""
     low: SeverityAction = SeverityAction.ALERT  # high CPU
+    """Action on low severity (high CPU)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ReputationPolicy:
@@ -353,47 +472,81 @@ class ReputationPolicy(_Model):
 
 
 class DisruptionPolicy(_Model):
+    """Limits on how much the reconciler may disrupt at once."""
+
     max_unavailable: Annotated[int, Field(ge=1)] = 1
+    """Most nodes out of service at once."""
     max_destroys_per_run: Annotated[int, Field(ge=0)] = 5
-    #: a plan destroying more than this share of the fleet (or all of a region) is refused
-    #: unless --allow-mass-destroy is given
+    """Most servers destroyed in one run."""
     mass_delete_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    """A plan destroying more than this share of the fleet (or all of a region) is refused
+    unless allowed on the command line."""
     protected: list[str] = Field(default_factory=list)  # node names never destroyed
+    """Node names never destroyed (they start with the fleet name)."""
     drain_timeout: Duration = timedelta(minutes=30)
+    """Longest wait for a node's queue to empty before it is destroyed."""
 
 
 class AlertsSpec(_Model):
+    """Where alerts go."""
+
     webhook: str | None = None
+    """http(s) URL receiving alerts."""
     dedupe_window: Duration = timedelta(hours=1)
+    """Identical alerts within this window are sent once."""
 
 
 class ReconcileSettings(_Model):
+    """The reconcile loop."""
+
     interval: Duration = timedelta(seconds=60)
+    """Time between reconciles in the daemon."""
     create_timeout: Duration = timedelta(minutes=30)
+    """Longest wait for a new server to become active."""
     resize_timeout: Duration = timedelta(minutes=30)
+    """Longest wait for a resize."""
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    """Actions applied in parallel."""
     adoption_grace: Duration = timedelta(minutes=5)
+    """How long a pending create waits before it may be retried."""
 
 
 # --- the fleet ---------------------------------------------------------------------------
 
 
 class FleetSpec(_Model):
+    """A fleet of email-sending servers, as declared in YAML."""
+
     apiVersion: Literal["fleet-reconciler/v1"] = API_VERSION  # noqa: N815 (YAML field name)
+    """Format version: fleet-reconciler/v1."""
     kind: Literal["Fleet"] = "Fleet"
+    """Always Fleet."""
     metadata: Metadata
+    """The fleet's name and labels."""
     provider: Provider = Field(default_factory=Provider)
+    """Hostwinds or the simulator."""
     plans: dict[Name, PlanSpec]
+    """VPS plans by our own name."""
     regions: dict[Name, RegionSpec] = Field(default_factory=dict)
+    """Nodes per Hostwinds location."""
     ip_pools: dict[Name, PoolSpec] = Field(default_factory=dict)
+    """Pools of sending IPs."""
     costs: CostsSpec = Field(default_factory=CostsSpec)
+    """Cost constants and budget."""
     warmup: WarmupSpec = Field(default_factory=WarmupSpec)
+    """Custom warmup schedules."""
     scaling: ScalingPolicy = Field(default_factory=ScalingPolicy)
+    """Autoscaling policy."""
     health: HealthPolicy = Field(default_factory=HealthPolicy)
+    """Health policy."""
     reputation: ReputationPolicy = Field(default_factory=ReputationPolicy)
+    """Reputation policy."""
     disruption: DisruptionPolicy = Field(default_factory=DisruptionPolicy)
+    """Disruption limits."""
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
+    """Alerting."""
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    """The reconcile loop."""
 
     @property
     def name(self) -> str:

@@ -23,22 +23,26 @@ class _SpecSchema(GenerateJsonSchema):
         return super().encode_default(dft)
 
 
-def _close_named_maps(node: Any) -> None:
-    """Maps keyed by names (``patternProperties``) refuse keys that are not valid names."""
+def _polish(node: Any) -> None:
+    """Maps keyed by names (``patternProperties``) refuse keys that are not valid names;
+    descriptions (from the models' docstrings) become single lines for editors' hovers."""
     if isinstance(node, dict):
         if "patternProperties" in node and "additionalProperties" not in node:
             node["additionalProperties"] = False
+        description = node.get("description")
+        if isinstance(description, str):
+            node["description"] = " ".join(description.split())
         for value in node.values():
-            _close_named_maps(value)
+            _polish(value)
     elif isinstance(node, list):
         for item in node:
-            _close_named_maps(item)
+            _polish(item)
 
 
 def json_schema() -> dict[str, Any]:
     """FleetSpec's JSON Schema (validation mode) with ``$schema``, ``$id`` and a title."""
     document = FleetSpec.model_json_schema(mode="validation", schema_generator=_SpecSchema)
-    _close_named_maps(document)
+    _polish(document)
     document["$schema"] = SCHEMA_DIALECT
     document["$id"] = SCHEMA_ID
     document["title"] = f"fleet-reconciler fleet spec ({API_VERSION})"
