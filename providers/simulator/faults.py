@@ -64,10 +64,6 @@ class Decision:
     malformed_json: bool = False
     lost_response: bool = False
 
-    @property
-    def any(self) -> bool:
-        return self != NO_FAULT
-
 
 NO_FAULT = Decision()
 
