@@ -717,9 +717,13 @@ class _Planner:
             if node.in_rotation:
                 drains.append(node)
             elif node.status is NodeStatus.DRAINING:
+                since = node.record.status_changed_at if node.record is not None else None
+                timed_out = since is not None and self.now - since >= disruption.drain_timeout
                 if not options.metrics_known or node.name in options.queue_empty:
                     drained = "drained" if options.metrics_known else "draining (no queue data)"
                     destroys.append((node, f"{reason}; {drained}"))
+                elif timed_out:
+                    destroys.append((node, f"{reason}; drain timeout reached"))
                 else:
                     out.notes.append(f"{node.name}: draining, waiting for its queue to empty")
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -397,6 +398,19 @@ def test_nodes_in_rotation_drain_first_then_are_destroyed() -> None:
         PlanOptions(metrics_known=True, queue_empty=frozenset({"acme-dallas-002"})),
     )
     assert actions(p) == [("destroy", "acme-dallas-002")]
+
+
+def test_draining_node_past_the_drain_timeout_is_destroyed() -> None:
+    a = pair("acme-dallas-001", 101)
+    b = pair("acme-dallas-002", 102)
+    stuck = replace(b[1], status=NodeStatus.DRAINING, status_changed_at=NOW - timedelta(minutes=31))
+    options = PlanOptions(metrics_known=True)
+    p = plan(spec_of({"dallas": 1}), *world([a[0], b[0]], [a[1], stuck]), NOW, options)
+    assert actions(p) == [("destroy", "acme-dallas-002")]
+    assert "drain timeout" in p.changes[0].reason
+    recent = replace(stuck, status_changed_at=NOW - timedelta(minutes=5))
+    p = plan(spec_of({"dallas": 1}), *world([a[0], b[0]], [a[1], recent]), NOW, options)
+    assert p.is_empty
 
 
 def test_draining_node_no_longer_surplus_is_resumed() -> None:
