@@ -44,8 +44,12 @@ def build_app(
     seed: int = 0,
     allow_ips: Sequence[str] | None = None,
     clock: SimClock | None = None,
+    persist_interval: float = 0.2,
 ) -> SimulatorApp:
-    """A ready app; loads ``state_path`` when it exists (raises ``SimulatorStateError``)."""
+    """A ready app; loads ``state_path`` when it exists (raises ``SimulatorStateError``).
+
+    ``persist_interval`` 0 writes the state file after every mutation (what the embedded
+    simulator uses, so a SIGKILL of the process hosting it loses nothing)."""
     if not 0.0 <= build_failure_rate <= 1.0:
         raise SimulatorServeError(
             f"build failure rate must be between 0 and 1, got {build_failure_rate}"
@@ -69,6 +73,7 @@ def build_app(
             allow_ips=allow_ips,
             state=state,
             faults=FaultInjector(),
+            persist_interval=persist_interval,
         )
     except ValueError as exc:
         raise SimulatorServeError(
@@ -146,6 +151,7 @@ class SimulatorServer:
         seed: int = 0,
         allow_ips: Sequence[str] | None = None,
         clock: SimClock | None = None,
+        persist_interval: float = 0.2,
     ) -> None:
         self._host = host
         self._port = port
@@ -158,6 +164,7 @@ class SimulatorServer:
             seed=seed,
             allow_ips=allow_ips,
             clock=clock,
+            persist_interval=persist_interval,
         )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
