@@ -1,4 +1,8 @@
-"""`reconcile daemon`, `reconcile status`, `reconcile agent`, `reconcile node-token`."""
+"""`reconcile daemon`, `reconcile status`, `reconcile agent`, `reconcile node-token`.
+
+The daemon's modules (uvicorn, APScheduler, the store, the engine) are imported inside each
+command, so that other commands do not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,9 @@ import signal
 from pathlib import Path
 
 import click
-import httpx
 
 from reconciler.core.errors import UserError
-from reconciler.daemon.agent import Agent, SystemFigures
-from reconciler.daemon.formatting import configure_logging
-from reconciler.daemon.heartbeats import MASTER_SECRET_ENV, MasterSecret
-from reconciler.daemon.http import parse_listen
-from reconciler.daemon.running import DaemonSettings, serve_daemon
-from reconciler.daemon.statusing import build_view, figures_horizon, render_text
-from reconciler.wiring import SystemClock, build_store
 from specs.durations import parse_duration
-from specs.loading import load_spec
 
 DEFAULT_SPEC = "fleet.yaml"
 NODE_SECRET_ENV = "RECONCILER_NODE_SECRET"  # noqa: S105 (a variable name)
@@ -102,6 +97,11 @@ def daemon(
     """Keep the fleet as declared: reconcile on schedule and on spec changes, watch heartbeats,
     autoscale, and serve the HTTP API. Several daemons may share one PostgreSQL store: one
     leads, the others stand by. Needs RECONCILER_NODE_MASTER_SECRET."""
+    from reconciler.daemon.formatting import configure_logging
+    from reconciler.daemon.heartbeats import MASTER_SECRET_ENV, MasterSecret
+    from reconciler.daemon.http import parse_listen
+    from reconciler.daemon.running import DaemonSettings, serve_daemon
+
     environ = dict(os.environ)
     master_value = environ.get(MASTER_SECRET_ENV, "")
     configure_logging(log_format, log_level.upper(), secrets=[master_value] if master_value else [])
@@ -135,9 +135,14 @@ def daemon(
 def status(files: tuple[str, ...], url: str | None, output: str) -> int:
     """Show the fleet: per node region, status, IP, plan, warmup day and today's limit,
     utilization, last heartbeat, monthly cost and health; per region and pool the totals."""
+    from reconciler.daemon.statusing import build_view, figures_horizon, render_text
+
     if url:
         document = _fetch_fleet(url)
     else:
+        from reconciler.wiring import SystemClock, build_store
+        from specs.loading import load_spec
+
         loaded = load_spec(list(_paths(files)))
         store = build_store(dict(os.environ))
         try:
@@ -155,6 +160,8 @@ def status(files: tuple[str, ...], url: str | None, output: str) -> int:
 
 
 def _fetch_fleet(url: str) -> dict[str, object]:
+    import httpx
+
     endpoint = url.rstrip("/") + "/v1/fleet"
     try:
         response = httpx.get(endpoint, timeout=10.0)
@@ -202,6 +209,9 @@ def agent(
 ) -> int:
     """Run on a node: post a signed heartbeat (queue, CPU, memory, disk, mail sent) to the
     daemon every interval; keeps going when the daemon is unreachable."""
+    from reconciler.daemon.agent import Agent, SystemFigures
+    from reconciler.daemon.formatting import configure_logging
+
     secret = os.environ.get(secret_env, "")
     configure_logging(log_format, "INFO", secrets=[secret] if secret else [])
     if not secret:
@@ -235,6 +245,9 @@ def agent(
 def node_token(name: str, files: tuple[str, ...]) -> int:
     """Print NAME's heartbeat token, derived from RECONCILER_NODE_MASTER_SECRET (nothing is
     stored). With -f, NAME must belong to the spec's fleet."""
+    from reconciler.daemon.heartbeats import MasterSecret
+    from specs.loading import load_spec
+
     master = MasterSecret.from_env(dict(os.environ))
     if files:
         loaded = load_spec(list(files))
