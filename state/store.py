@@ -610,7 +610,7 @@ class SqlStore:
                     "updated_at": now,
                 }
             )
-            if ip is not None and (node.ip_address is not None or total is not None):
+            if ip is not None:
                 releases.append({"b_node": row.id, "b_ip": ip, "b_at": now})
                 ip_rows.append(
                     {
@@ -669,7 +669,10 @@ class SqlStore:
                     (
                         sa.and_(
                             new.status == IpStatus.WARMED.value,
-                            ips.status.in_([IpStatus.ASSIGNED.value, IpStatus.WARMING.value]),
+                            sa.or_(
+                                ips.status == IpStatus.ASSIGNED.value,
+                                ips.status == IpStatus.WARMING.value,
+                            ),
                         ),
                         new.status,
                     ),

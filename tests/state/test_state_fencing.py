@@ -1,0 +1,102 @@
+"""The writer lock and fencing epochs: a stale writer's mutations are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from state_builders import T0, FakeClock, make_node
+
+from reconciler.core.errors import LeadershipLostError, LockHeldError
+from reconciler.core.fleet import IntentStatus
+from state import SqlStore
+from state.store import claim_leadership
+
+
+def test_lock_held_by_another_owner_names_holder_and_expiry(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    lease = store.acquire_lock("acme", "run-a@host1", 300, clock.now())
+    assert lease.epoch == 1
+    assert lease.expires_at == clock.now() + timedelta(seconds=300)
+    with pytest.raises(LockHeldError) as info:
+        store.acquire_lock("acme", "run-b@host2", 300, clock.advance(10))
+    assert "run-a@host1" in info.value.message
+    assert "12:05:00" in info.value.message  # when it expires
+    assert info.value.hint
+
+
+def test_expired_lock_is_taken_over_with_a_newer_epoch(store: SqlStore, clock: FakeClock) -> None:
+    first = store.acquire_lock("acme", "a", 60, clock.now())
+    clock.advance(61)
+    second = store.acquire_lock("acme", "b", 60, clock.now())
+    assert (second.owner, second.epoch) == ("b", first.epoch + 1)
+    # the old holder's release does not free the new holder's lock
+    store.release_lock(first)
+    with pytest.raises(LockHeldError):
+        store.acquire_lock("acme", "c", 60, clock.advance(1))
+
+
+def test_same_owner_renews_with_the_same_epoch(store: SqlStore, clock: FakeClock) -> None:
+    first = store.acquire_lock("acme", "a", 60, clock.now())
+    renewed = store.acquire_lock("acme", "a", 60, clock.advance(30))
+    assert renewed.epoch == first.epoch
+    assert renewed.expires_at == clock.now() + timedelta(seconds=60)
+
+
+def test_release_then_acquire_bumps_the_epoch(store: SqlStore, clock: FakeClock) -> None:
+    first = store.acquire_lock("acme", "a", 60, clock.now())
+    store.release_lock(first)
+    second = store.acquire_lock("acme", "b", 60, clock.now())
+    assert second.epoch == first.epoch + 1
+    assert store.current_epoch("acme") == second.epoch
+    other = store.acquire_lock("other-fleet", "b", 60, clock.now())  # locks are per name
+    assert other.epoch == 1
+
+
+def _fenced_writes(store: SqlStore, epoch: int) -> list[Callable[[], object]]:
+    pending = store.begin_intent("acme", "create", "n-pending", {})
+    return [
+        lambda: store.begin_intent("acme", "create", "n1", {}, epoch=epoch),
+        lambda: store.retry_intent(pending.id, epoch=epoch),
+        lambda: store.finish_intent(pending.id, IntentStatus.DONE, epoch=epoch),
+        lambda: store.upsert_node(make_node(), epoch=epoch),
+        lambda: store.upsert_nodes([make_node()], epoch=epoch),
+        lambda: store.close_node("acme", "acme-dallas-001", T0, epoch=epoch),
+    ]
+
+
+def test_stale_epoch_is_refused_on_every_fenced_write(store: SqlStore, clock: FakeClock) -> None:
+    old = store.acquire_lock("acme", "a", 60, clock.now())
+    clock.advance(120)
+    new = store.acquire_lock("acme", "b", 60, clock.now())
+    for write in _fenced_writes(store, old.epoch):
+        with pytest.raises(LeadershipLostError, match=f"epoch {old.epoch} is older"):
+            write()
+    assert [i.target for i in store.journal("acme")] == ["n-pending"]
+    assert store.load_fleet("acme").nodes == ()
+    # the current holder writes fine
+    for write in _fenced_writes(store, new.epoch):
+        write()
+
+
+def test_leadership_epoch_fences_the_writer_lock_holder(store: SqlStore, clock: FakeClock) -> None:
+    lease = store.acquire_lock("acme", "cli", 600, clock.now())
+    store.upsert_node(make_node(), epoch=lease.epoch)
+    with store.engine.begin() as connection:
+        leader_epoch = claim_leadership(connection, "acme", "daemon-2", clock.now())
+    assert leader_epoch == lease.epoch + 1
+    with pytest.raises(LeadershipLostError):
+        store.upsert_node(make_node(), epoch=lease.epoch)
+    store.upsert_node(make_node(), epoch=leader_epoch)
+    assert store.leader("acme") == ("daemon-2", leader_epoch)
+    # a lock taken after the leadership gets an epoch newer than the leader's
+    clock.advance(601)
+    assert store.acquire_lock("acme", "cli", 60, clock.now()).epoch == leader_epoch + 1
+
+
+def test_no_epoch_means_no_fencing(store: SqlStore, clock: FakeClock) -> None:
+    store.acquire_lock("acme", "a", 60, clock.now())
+    store.upsert_node(make_node())
+    assert len(store.load_fleet("acme").nodes) == 1

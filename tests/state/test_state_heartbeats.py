@@ -1,0 +1,97 @@
+"""Heartbeats: batched writes, a bounded window per node, pruning."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from state_builders import FakeClock, beat, count_statements, make_node
+
+from state import SqlStore, open_store
+
+
+def test_beats_update_last_heartbeat_and_skip_unknown_nodes(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    store.upsert_nodes([make_node("a"), make_node("b")])
+    store.close_node("acme", "b", clock.now())
+    t = clock.advance(30)
+    written = store.record_heartbeats("acme", [beat("a", t), beat("b", t), beat("ghost", t)])
+    assert written == 1
+    (node,) = store.load_fleet("acme").nodes
+    assert node.last_heartbeat == t
+    assert store.recent_metrics("acme", t)["a"][0].sent == 300
+    # an older beat arriving late never moves last_heartbeat back
+    store.record_heartbeats("acme", [beat("a", t - timedelta(seconds=90))])
+    assert store.load_fleet("acme").nodes[0].last_heartbeat == t
+    assert store.record_heartbeats("acme", []) == 0
+
+
+def test_window_is_bounded_and_keeps_the_latest(store: SqlStore, clock: FakeClock) -> None:
+    window = store.metrics_window
+    store.upsert_nodes([make_node(f"n{i}") for i in range(3)])
+    start = clock.now()
+    for k in range(window * 2 + 5):
+        at = start + timedelta(seconds=30 * k)
+        store.record_heartbeats("acme", [beat(f"n{i}", at, queue_length=k) for i in range(3)])
+    assert store.metrics_rows() == 3 * window
+    series = store.recent_metrics("acme", start)
+    assert sorted(series) == ["n0", "n1", "n2"]
+    kept = [m.queue_length for m in series["n0"]]
+    assert kept == list(range(window + 5, 2 * window + 5))  # oldest first, the latest N
+
+
+def test_a_batch_is_a_few_statements(store: SqlStore, clock: FakeClock) -> None:
+    names = [f"acme-n{i:04d}" for i in range(1200)]
+    store.upsert_nodes([make_node(n, id=None) for n in names])
+    beats = [beat(n, clock.now()) for n in names]
+    with count_statements(store.engine) as statements:
+        assert store.record_heartbeats("acme", beats) == 1200
+    # three chunks of 500 names: one SELECT, one upsert, one executemany UPDATE each
+    # (the driver may split a multi-row upsert into a few pages)
+    assert len(statements) <= 15
+
+
+def test_prune_removes_old_metrics_and_those_of_closed_nodes(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    store.upsert_nodes([make_node("a"), make_node("b")])
+    old = clock.now()
+    store.record_heartbeats("acme", [beat("a", old), beat("b", old)])
+    new = clock.advance(3600)
+    store.record_heartbeats("acme", [beat("a", new), beat("b", new)])
+    store.close_node("acme", "b", new)
+    assert store.prune_metrics(new - timedelta(minutes=30)) == 3
+    assert store.metrics_rows() == 1
+    assert list(store.recent_metrics("acme", old)) == ["a"]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    batches=st.lists(st.lists(st.sampled_from("abc"), max_size=12), min_size=1, max_size=8),
+    window=st.integers(min_value=1, max_value=5),
+)
+def test_window_property(tmp_path_factory: object, batches: list[list[str]], window: int) -> None:
+    """Whatever the batches, each node keeps min(beats, window) rows: its latest beats."""
+    path = tmp_path_factory.mktemp("hb")  # type: ignore[attr-defined]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    store = open_store(f"sqlite:///{path}/s.db", metrics_window=window, clock=lambda: start)
+    try:
+        store.upsert_nodes([make_node(n) for n in "abc"])
+        sent: dict[str, list[int]] = {n: [] for n in "abc"}
+        tick = 0
+        for batch in batches:
+            beats = []
+            for name in batch:
+                tick += 1
+                beats.append(beat(name, start + timedelta(seconds=tick), sent=tick))
+                sent[name].append(tick)
+            store.record_heartbeats("acme", beats)
+        series = store.recent_metrics("acme", start)
+        for name in "abc":
+            assert [m.sent for m in series.get(name, [])] == sent[name][-window:]
+    finally:
+        store.close()
