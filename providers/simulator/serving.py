@@ -265,6 +265,7 @@ class AsyncSimulatorServer:
         seed: int = 0,
         allow_ips: Sequence[str] | None = None,
         clock: SimClock | None = None,
+        persist_interval: float = 0.2,
     ) -> None:
         self._host, self._port = host, port
         self.app = build_app(
@@ -276,6 +277,7 @@ class AsyncSimulatorServer:
             seed=seed,
             allow_ips=allow_ips,
             clock=clock,
+            persist_interval=persist_interval,
         )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
