@@ -793,7 +793,9 @@ class _Planner:
             server = node.server
             # health (daemon): out of rotation at once; back when it recovers
             entering = node.brought_up and server.status is ServerStatus.ACTIVE
-            if node.name in options.unhealthy and (node.status.in_rotation or entering):
+            sick = node.name in options.unhealthy
+            leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
+            if sick and (node.status.in_rotation or entering or leaving):
                 out.add(
                     Change(
                         Action.PAUSE,
@@ -808,11 +810,9 @@ class _Planner:
                         location_id=server.location_id,
                     )
                 )
-            elif (
-                node.status is NodeStatus.UNHEALTHY
-                and options.metrics_known
-                and node.name not in options.unhealthy
-            ) or node.status is NodeStatus.DRAINING:
+            elif not sick and (
+                (node.status is NodeStatus.UNHEALTHY and options.metrics_known) or leaving
+            ):
                 why = (
                     "healthy again: back into the sending rotation"
                     if node.status is NodeStatus.UNHEALTHY
