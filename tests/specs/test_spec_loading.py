@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -213,3 +216,21 @@ def test_loaded_spec_is_frozen() -> None:
     with pytest.raises(AttributeError):
         loaded.spec_hash = "x"  # type: ignore[misc]
     assert isinstance(loaded.spec, FleetSpec)
+
+
+def test_hash_is_the_same_in_another_process() -> None:
+    script = (
+        "import sys; from specs.loading import load_spec; print(load_spec([sys.argv[1]]).spec_hash)"
+    )
+    path = str(EXAMPLES / "production")
+    results = {
+        subprocess.run(
+            [sys.executable, "-c", script, path],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert results == {load_spec([path]).spec_hash}
