@@ -278,6 +278,8 @@ class Applier:
         self, changes: list[Change], outcomes: dict[int, ChangeOutcome], index: Mapping[int, int]
     ) -> None:
         failed_before = False
+        async with self._slots:
+            self._close_interrupted(changes[0].address)
         for change in changes:
             if failed_before:
                 outcome = ChangeOutcome(
@@ -350,6 +352,12 @@ class Applier:
         self._mutating()
         self.store.close_node(self.fleet, name, self._now(), epoch=self.epoch)
         self._state.nodes.pop(name, None)
+
+    def _close_interrupted(self, target: str) -> None:
+        """Close pending set_rdns/resize intents of an earlier, interrupted run: those steps
+        are resolved by observing (this run's plan redoes what is still needed)."""
+        for kind in ("set_rdns", "resize"):
+            self._supersede(kind, target)
 
     def _supersede(self, kind: str, target: str) -> None:
         """Close older pending intents of ``kind`` on ``target`` (an interrupted attempt)."""
@@ -837,7 +845,6 @@ class Applier:
         server = self._owned(change, service_id)
         async with self._region_budget(change.region):
             async with self._slots:
-                self._supersede("resize", name)
                 intent = self._begin(
                     "resize",
                     name,

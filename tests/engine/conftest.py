@@ -136,6 +136,7 @@ class World:
         assert set(ours) == set(recorded), (sorted(ours), sorted(recorded))
         for name, node in recorded.items():
             assert node.service_id == ours[name].service_id
+        assert not self.store.load_fleet(spec.name).pending_intents
 
 
 def new_world(kind: str, directory: Path) -> World:
