@@ -9,6 +9,7 @@ an object. The models are lenient about types (the API sends numbers as strings,
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,17 +24,24 @@ from reconciler.core.fleet import Location, ObservedServer, PricePlan, ServerSta
 # --- lenient scalar types ---------------------------------------------------------------
 
 
+#: Integers outside a signed 64-bit range are nonsense from the wire: treated as absent.
+INT_LIMIT = 2**63
+
+
 def _to_int(value: object) -> int | None:
     if value is None or isinstance(value, bool):
         return int(value) if isinstance(value, bool) else None
+    number: int | None = None
     if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str):
-        match = re.match(r"\s*(-?\d+)", value)
-        return int(match.group(1)) if match else None
-    return None
+        number = value
+    elif isinstance(value, float):
+        number = int(value) if math.isfinite(value) else None
+    elif isinstance(value, str):
+        match = re.match(r"\s*(-?\d{1,20})(?!\d)", value)
+        number = int(match.group(1)) if match else None
+    if number is None or not -INT_LIMIT < number < INT_LIMIT:
+        return None
+    return number
 
 
 def _to_bool(value: object) -> bool:
@@ -104,9 +112,9 @@ def decimal_from(value: object) -> Decimal | None:
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
-        return Decimal(str(value))
+        return Decimal(str(value)) if math.isfinite(value) and abs(value) < 1e15 else None
     if isinstance(value, str):
-        match = re.match(r"\s*\$?\s*(-?\d+(?:\.\d+)?)", value.replace(",", ""))
+        match = re.match(r"\s*\$?\s*(-?\d{1,15}(?:\.\d{1,10})?)(?![\d.])", value.replace(",", ""))
         if not match:
             return None
         try:
