@@ -110,7 +110,13 @@ def make_engine(url: URL, *, pool: bool = True) -> Engine:
         return engine
     kwargs: dict[str, Any] = {
         "pool_pre_ping": True,
-        "connect_args": {"connect_timeout": 5, "application_name": "fleet-reconciler"},
+        "connect_args": {
+            "connect_timeout": 5,
+            "application_name": "fleet-reconciler",
+            # no server-side prepared statements: generic plans made while a table has no
+            # statistics yet can be very slow (and this keeps PgBouncer transaction mode safe)
+            "prepare_threshold": None,
+        },
     }
     if not pool:
         kwargs["poolclass"] = NullPool

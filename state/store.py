@@ -1102,80 +1102,115 @@ class SqlStore:
     # --- heartbeats ----------------------------------------------------------------------
 
     def record_heartbeats(self, fleet: str, beats: Sequence[NodeMetrics]) -> int:
-        """Batched: per chunk of nodes one SELECT, one multi-row upsert of the metrics ring and
-        one executemany UPDATE of the nodes. Unknown (or closed) nodes are skipped; returns the
-        number of beats recorded."""
+        """Batched: per chunk of 500 nodes, two statements. PostgreSQL: one
+        ``UPDATE ... FROM unnest(arrays) RETURNING`` of the nodes' last beat and counter, and one
+        ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT`` into the metrics ring (constant
+        statements: cached and prepared). SQLite: a SELECT, an executemany UPDATE and an
+        executemany upsert. Unknown (or closed) nodes are skipped; returns the beats recorded."""
         if not beats:
             return 0
         by_node: dict[str, list[NodeMetrics]] = defaultdict(list)
         for beat in beats:
             _aware(beat.at, f"heartbeat of {beat.node}: at")
             by_node[beat.node].append(beat)
+        for series in by_node.values():
+            series.sort(key=lambda b: b.at)
         names = sorted(by_node)
         recorded = 0
         window = self._window
-        metrics = m.NodeMetric
         with self._tx(f"recording {len(beats)} heartbeat(s)") as connection:
-            upsert = _upsert_stmt(connection, metrics)
-            new = upsert.excluded
-            upsert = upsert.on_conflict_do_update(
-                index_elements=[metrics.node_id, metrics.slot],
-                set_={
-                    column: getattr(new, column)
-                    for column in (
-                        "at",
-                        "sent",
-                        "queue_length",
-                        "cpu",
-                        "memory",
-                        "disk",
-                        "bounces",
-                        "complaints",
-                        "interval_seconds",
-                    )
-                },
-            )
-            touch = (
-                sa.update(m.SendingNode)
-                .where(m.SendingNode.id == sa.bindparam("b_id", type_=sa.Uuid()))
-                .values(
-                    heartbeat_seq=m.SendingNode.heartbeat_seq + sa.bindparam("b_count"),
-                    last_heartbeat=sa.case(
-                        (
-                            sa.or_(
-                                m.SendingNode.last_heartbeat.is_(None),
-                                m.SendingNode.last_heartbeat
-                                < sa.bindparam("b_at", type_=m.UtcDateTime()),
-                            ),
-                            sa.bindparam("b_at", type_=m.UtcDateTime()),
-                        ),
-                        else_=m.SendingNode.last_heartbeat,
-                    ),
-                )
-            )
+            postgres = connection.dialect.name == "postgresql"
             for chunk in _chunks(names):
-                known = connection.execute(
-                    sa.select(m.SendingNode.id, m.SendingNode.name, m.SendingNode.heartbeat_seq)
-                    .where(
-                        m.SendingNode.fleet == fleet,
-                        m.SendingNode.name.in_(chunk),
-                        m.SendingNode.closed_at.is_(None),
-                    )
-                    .order_by(m.SendingNode.id)  # a stable lock order between writers
-                ).all()
+                if postgres:
+                    known = self._touch_nodes_postgres(connection, fleet, chunk, by_node)
+                else:
+                    known = self._touch_nodes_portable(connection, fleet, chunk, by_node)
                 rows: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
-                touches: list[dict[str, Any]] = []
-                for node_id, name, seq in known:
-                    series = sorted(by_node[name], key=lambda b: b.at)
+                for node_id, name, first_seq in known:
+                    series = by_node[name]
                     for offset, beat in enumerate(series):
-                        slot = (int(seq) + offset) % window
+                        slot = (first_seq + offset) % window
                         rows[(node_id, slot)] = _metric_params(node_id, slot, beat)
                     recorded += len(series)
-                    touches.append({"b_id": node_id, "b_count": len(series), "b_at": series[-1].at})
-                if rows:
-                    connection.execute(upsert, list(rows.values()))
-                    connection.execute(touch, touches)
+                if not rows:
+                    continue
+                if postgres:
+                    columns = ("node_id", "slot", *_METRIC_COLUMNS)
+                    connection.execute(
+                        _PG_METRICS_UPSERT,
+                        {f"a_{c}": [row[c] for row in rows.values()] for c in columns},
+                    )
+                else:
+                    connection.execute(self._metrics_upsert(connection), list(rows.values()))
         return recorded
+
+    @staticmethod
+    def _metrics_upsert(connection: Connection) -> Any:
+        metrics = m.NodeMetric
+        upsert = _upsert_stmt(connection, metrics)
+        return upsert.on_conflict_do_update(
+            index_elements=[metrics.node_id, metrics.slot],
+            set_={column: getattr(upsert.excluded, column) for column in _METRIC_COLUMNS},
+        )
+
+    @staticmethod
+    def _touch_nodes_postgres(
+        connection: Connection,
+        fleet: str,
+        names: Sequence[str],
+        by_node: Mapping[str, Sequence[NodeMetrics]],
+    ) -> list[tuple[uuid.UUID, str, int]]:
+        """One UPDATE for the whole chunk; returns (id, name, first seq of this batch)."""
+        result = connection.execute(
+            _PG_TOUCH_NODES,
+            {
+                "fleet": fleet,
+                "names": list(names),
+                "counts": [len(by_node[name]) for name in names],
+                "ats": [by_node[name][-1].at.astimezone(UTC) for name in names],
+            },
+        )
+        return [
+            (row.id, row.name, int(row.heartbeat_seq) - len(by_node[row.name])) for row in result
+        ]
+
+    @staticmethod
+    def _touch_nodes_portable(
+        connection: Connection,
+        fleet: str,
+        names: Sequence[str],
+        by_node: Mapping[str, Sequence[NodeMetrics]],
+    ) -> list[tuple[uuid.UUID, str, int]]:
+        """SQLite (the database is locked for writing by BEGIN IMMEDIATE): read, then update."""
+        node = m.SendingNode
+        known = connection.execute(
+            sa.select(node.id, node.name, node.heartbeat_seq).where(
+                node.fleet == fleet, node.name.in_(names), node.closed_at.is_(None)
+            )
+        ).all()
+        if not known:
+            return []
+        at = sa.bindparam("b_at", type_=m.UtcDateTime())
+        connection.execute(
+            sa.update(node)
+            .where(node.id == sa.bindparam("b_id", type_=sa.Uuid()))
+            .values(
+                heartbeat_seq=node.heartbeat_seq + sa.bindparam("b_count"),
+                last_heartbeat=sa.case(
+                    (sa.or_(node.last_heartbeat.is_(None), node.last_heartbeat < at), at),
+                    else_=node.last_heartbeat,
+                ),
+            ),
+            [
+                {
+                    "b_id": row.id,
+                    "b_count": len(by_node[row.name]),
+                    "b_at": by_node[row.name][-1].at,
+                }
+                for row in known
+            ],
+        )
+        return [(row.id, row.name, int(row.heartbeat_seq)) for row in known]
 
     def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
         since = _aware(since, "since")
@@ -1281,6 +1316,50 @@ def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
         "status_changed_at": _maybe_aware(node.status_changed_at, "status_changed_at") or now,
         "closed_at": None,
     }
+
+
+_METRIC_COLUMNS = (
+    "at",
+    "sent",
+    "queue_length",
+    "cpu",
+    "memory",
+    "disk",
+    "bounces",
+    "complaints",
+    "interval_seconds",
+)
+
+
+_PG_TOUCH_NODES = sa.text(
+    """
+    UPDATE sending_nodes AS n
+    SET heartbeat_seq = n.heartbeat_seq + b.b_count,
+        last_heartbeat = GREATEST(n.last_heartbeat, b.b_at)
+    FROM unnest(CAST(:names AS text[]), CAST(:counts AS integer[]), CAST(:ats AS timestamptz[]))
+        AS b(b_name, b_count, b_at)
+    WHERE n.fleet = :fleet AND n.name = b.b_name AND n.closed_at IS NULL
+    RETURNING n.id, n.name, n.heartbeat_seq
+    """
+).columns(sa.column("id", sa.Uuid()), sa.column("name", sa.String()), sa.column("heartbeat_seq"))
+
+_PG_METRICS_UPSERT = sa.text(
+    """
+    INSERT INTO node_metrics (node_id, slot, at, sent, queue_length, cpu, memory, disk, bounces,
+                              complaints, interval_seconds)
+    SELECT * FROM unnest(
+        CAST(:a_node_id AS uuid[]), CAST(:a_slot AS smallint[]), CAST(:a_at AS timestamptz[]),
+        CAST(:a_sent AS integer[]), CAST(:a_queue_length AS integer[]),
+        CAST(:a_cpu AS float8[]), CAST(:a_memory AS float8[]), CAST(:a_disk AS float8[]),
+        CAST(:a_bounces AS integer[]), CAST(:a_complaints AS integer[]),
+        CAST(:a_interval_seconds AS float8[]))
+    ON CONFLICT (node_id, slot) DO UPDATE SET
+        at = excluded.at, sent = excluded.sent, queue_length = excluded.queue_length,
+        cpu = excluded.cpu, memory = excluded.memory, disk = excluded.disk,
+        bounces = excluded.bounces, complaints = excluded.complaints,
+        interval_seconds = excluded.interval_seconds
+    """
+)
 
 
 def _metric_params(node_id: uuid.UUID, slot: int, beat: NodeMetrics) -> dict[str, Any]:

@@ -11,8 +11,11 @@ The URL is ``--url``, else ``RECONCILER_DATABASE_URL``, else the embedded SQLite
 
 from __future__ import annotations
 
+import sys
+
 import click
 
+from reconciler.core.errors import UserError
 from state import sessions
 
 _URL_HELP = (
@@ -52,6 +55,11 @@ def downgrade(revision: str, url: str | None, yes: bool) -> int:
     """Revert the schema to REVISION (`base` drops every table and all recorded state)."""
     target = sessions.render_url(sessions.resolve_url(url))
     if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(
+                f"refusing to downgrade {target} to {revision} without confirmation",
+                hint="pass --yes to confirm (tables dropped by a downgrade lose their data)",
+            )
         click.confirm(
             f"downgrade {target} to {revision}? Data in dropped tables is lost", abort=True
         )
