@@ -183,7 +183,7 @@ class Daemon:
         self.node_plans: dict[str, str] = {}
         self.vertical_notes: tuple[str, ...] = ()
         self.view: FleetView | None = None
-        self._view_json: dict[str, Any] = {"fleet": loaded.spec.name, "nodes": [], "groups": []}
+        self._view_json: dict[str, Any] | None = None
         self._health_key: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
         self._rerun = False
@@ -216,6 +216,11 @@ class Daemon:
         return True
 
     def fleet_document(self) -> dict[str, Any]:
+        """The fleet view as JSON, built on demand from the last sweep's view."""
+        if self._view_json is None:
+            if self.view is None:
+                return {"fleet": self.fleet, "nodes": [], "groups": [], "leader": self.is_leader}
+            self._view_json = self.view.to_json()
         document = dict(self._view_json)
         document["leader"] = self.is_leader
         return document
@@ -517,7 +522,7 @@ class Daemon:
             decisions=self.decisions,
         )
         self.view = view
-        self._view_json = view.to_json()
+        self._view_json = None
         m = self.metrics
         m.fleet_nodes.clear()
         counts: dict[tuple[str, str], int] = {}
