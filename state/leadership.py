@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -27,14 +26,14 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.core.errors import StoreError
-from state.sessions import make_engine, render_url, resolve_url
+from state.sessions import (
+    advisory_key,
+    leader_lock_path,
+    make_engine,
+    render_url,
+    resolve_url,
+)
 from state.store import claim_leadership, convert_error, release_leadership, utc_now
-
-
-def advisory_key(fleet: str) -> int:
-    """The 64-bit advisory lock key of a fleet (stable across processes and versions)."""
-    digest = hashlib.blake2b(f"fleet-reconciler:leader:{fleet}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big", signed=True)
 
 
 class PostgresLeadership:
@@ -239,12 +238,7 @@ def leadership_for(
     text = resolved.render_as_string(hide_password=False)
     if resolved.get_backend_name() == "postgresql":
         return PostgresLeadership(text, fleet, holder, clock=clock)
-    database = resolved.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
-        base = Path(".reconciler") / "state.db"
-    else:
-        base = Path(database).expanduser()
-    path = base.with_name(f"{base.name}.{fleet}.leader.lock")
+    path = leader_lock_path(resolved, fleet)
     return FileLeadership(path, fleet, holder, url=text, environ=environ, clock=clock)
 
 

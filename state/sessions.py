@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -143,6 +145,42 @@ def describe_db_error(exc: BaseException, url: URL | None = None) -> str:
     if url is not None and url.password:
         reason = reason.replace(str(url.password), "***")
     return reason
+
+
+# --- leadership naming (shared by state.leadership and the writer lock) ----------------------
+
+
+def advisory_key(fleet: str) -> int:
+    """The 64-bit PostgreSQL advisory lock key of a fleet (stable across processes)."""
+    digest = hashlib.blake2b(f"fleet-reconciler:leader:{fleet}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def leader_lock_path(url: URL, fleet: str) -> Path:
+    """The lock file of a fleet's leadership beside an SQLite database file."""
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        base = Path(".reconciler") / "state.db"
+    else:
+        base = Path(database).expanduser()
+    return base.with_name(f"{base.name}.{fleet}.leader.lock")
+
+
+def file_lock_held(path: Path) -> bool:
+    """Whether some process holds an exclusive ``flock`` on ``path`` right now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 # --- Alembic -------------------------------------------------------------------------------

@@ -57,8 +57,11 @@ from reconciler.core.ports import Lease, RunRecord
 from state import models as m
 from state.sessions import (
     ENV_VAR,
+    advisory_key,
     describe_db_error,
     ensure_schema,
+    file_lock_held,
+    leader_lock_path,
     make_engine,
     render_url,
     resolve_url,
@@ -979,6 +982,7 @@ class SqlStore:
             _ensure_epoch_rows(connection, name)
             newest = current_epoch(connection, name, lock="update")
             row = connection.execute(sa.select(m.WriterLock).where(m.WriterLock.name == name)).one()
+            self._refuse_if_a_daemon_leads(connection, name, owner)
             held = row.owner is not None and row.expires_at is not None and row.expires_at > now
             if held and row.owner != owner:
                 raise LockHeldError(
@@ -999,6 +1003,32 @@ class SqlStore:
                 )
             )
         return Lease(name=name, owner=owner, epoch=int(epoch), expires_at=expires)
+
+    def _refuse_if_a_daemon_leads(self, connection: Connection, name: str, owner: str) -> None:
+        """A live daemon leader of the fleet ``name`` keeps the writer lock from others: its
+        epoch would otherwise be fenced by the lock's newer one while it keeps leading."""
+        row = connection.execute(
+            sa.select(m.Leadership.holder, m.Leadership.epoch).where(m.Leadership.name == name)
+        ).one_or_none()
+        if row is None or row.holder is None or row.holder == owner:
+            return
+        if connection.dialect.name == "postgresql":
+            key = advisory_key(name) & 0xFFFFFFFFFFFFFFFF
+            live = connection.execute(
+                sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND granted AND classid = :high AND objid = :low AND objsubid = 1)"
+                ),
+                {"high": key >> 32, "low": key & 0xFFFFFFFF},
+            ).scalar_one()
+        else:
+            live = file_lock_held(leader_lock_path(self._url, name))
+        if live:
+            raise LockHeldError(
+                f"the daemon {row.holder} leads fleet {name!r} (epoch {row.epoch}); it applies "
+                "the spec by itself",
+                hint="let the daemon reconcile (it watches the spec files), or stop it first",
+            )
 
     def release_lock(self, lease: Lease) -> None:
         """Release the lock if this lease still holds it (a taken-over lock is left alone)."""

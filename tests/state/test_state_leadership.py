@@ -12,7 +12,7 @@ from state_builders import make_node
 from reconciler.core.errors import LeadershipLostError
 from reconciler.core.ports import LeadershipPort
 from state import FileLeadership, PostgresLeadership, SqlStore, leadership_for, open_store
-from state.leadership import advisory_key
+from state.sessions import advisory_key
 
 
 @pytest.fixture
@@ -128,3 +128,46 @@ def test_leadership_for_picks_the_kind(tmp_path: Path) -> None:
     finally:
         sqlite_leadership.close()
         pg_leadership.close()
+
+
+@pytest.mark.postgres
+def test_a_live_daemon_leader_keeps_the_writer_lock_from_others(
+    pg_url: str, pg_store: SqlStore
+) -> None:
+    from state_builders import T0
+
+    from reconciler.core.errors import LockHeldError
+
+    daemon = PostgresLeadership(pg_url, "acme", "daemon-1")
+    try:
+        epoch = daemon.try_acquire()
+        with pytest.raises(LockHeldError, match="the daemon daemon-1 leads fleet 'acme'") as info:
+            pg_store.acquire_lock("acme", "cli", 60, T0)
+        assert info.value.hint
+        pg_store.upsert_node(make_node(), epoch=epoch)  # the daemon is not fenced
+        assert pg_store.acquire_lock("globex", "cli", 60, T0).epoch == 1  # other fleets are free
+        pid = _holder_pid(pg_url, "acme")
+        assert pid is not None
+        _terminate(pg_url, pid)  # the daemon dies: its leadership row stays, but not live
+        assert pg_store.acquire_lock("acme", "cli", 60, T0).epoch == (epoch or 0) + 1
+    finally:
+        daemon.close()
+
+
+def test_a_live_file_leader_keeps_the_writer_lock_from_others(tmp_path: Path) -> None:
+    from state_builders import T0
+
+    from reconciler.core.errors import LockHeldError
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_store(url)
+    daemon = leadership_for(url, "acme", "daemon-1")
+    try:
+        assert daemon.try_acquire() == 1
+        with pytest.raises(LockHeldError, match="leads fleet 'acme'"):
+            store.acquire_lock("acme", "cli", 60, T0)
+        daemon.release()
+        assert store.acquire_lock("acme", "cli", 60, T0).epoch == 2
+    finally:
+        daemon.close()
+        store.close()
