@@ -204,6 +204,13 @@ class _Planner:
             protected.update(region_spec.protected)
         self.protected = protected
         self._parsed: dict[str, tuple[str, int] | None] = {}
+        #: one entry per service id (a paginated listing may repeat one); deterministic choice
+        unique: dict[int, ObservedServer] = {}
+        for seen in observed.servers:
+            kept = unique.get(seen.service_id)
+            if kept is None or repr(seen) < repr(kept):
+                unique[seen.service_id] = seen
+        self.servers = [unique[sid] for sid in sorted(unique)]
 
     def parse(self, name: str) -> tuple[str, int] | None:
         """``parse_node_name`` for this fleet, memoized (names are parsed several times)."""
@@ -261,7 +268,7 @@ class _Planner:
         ours_by_sid: dict[int, ObservedServer] = {}
         ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
         max_seq: dict[str, int] = defaultdict(int)
-        for seen in self.observed.servers:
+        for seen in self.servers:
             parsed = self.parse(seen.name)
             if parsed is None:
                 if seen.status is not ServerStatus.DELETED:
@@ -993,14 +1000,14 @@ class _Planner:
             before += self.cost(node.plan, node.pool)
         # duplicates and other ours-but-unrecorded servers are billed too
         seen = {n.server.service_id for n in nodes}
-        for server in self.observed.servers:
+        for server in self.servers:
             if server.service_id in seen or server.status is ServerStatus.DELETED:
                 continue
             if self.parse(server.name) is not None:
                 before += self.cost(_match_plan(self.by_rid, server.plan_rid), None)
         count_before = len(nodes) + sum(
             1
-            for s in self.observed.servers
+            for s in self.servers
             if s.service_id not in seen
             and s.status is not ServerStatus.DELETED
             and self.parse(s.name) is not None
@@ -1040,7 +1047,9 @@ class _Planner:
             changes=tuple(changes),
             summary=summary,
             warnings=tuple(out.warnings),
-            unmanaged=tuple(sorted(unmanaged, key=lambda u: (u.name, u.service_id))),
+            unmanaged=tuple(
+                sorted(set(unmanaged), key=lambda u: (u.name, u.service_id, u.location_id))
+            ),
             spec_hash=self.options.spec_hash,
             generated_at=self.now,
             notes=tuple(self.options.notes) + tuple(out.notes),
