@@ -27,7 +27,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -152,6 +152,7 @@ class Daemon:
         clock: Clock | None = None,
         metrics: DaemonMetrics | None = None,
         loader: Any = load_spec,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.loaded = loaded
@@ -160,7 +161,9 @@ class Daemon:
         self.cloud = CountingCloud(cloud, self.metrics)
         self.clock: Clock = clock or SystemClock()
         self._loader = loader
-        self.guard = LeaderGuard(leadership, self.metrics, on_change=self._leadership_changed)
+        self.guard = LeaderGuard(
+            leadership, self.metrics, on_change=self._leadership_changed, monotonic=monotonic
+        )
         self.alerter = Alerter(
             loaded.spec.name,
             self.metrics,

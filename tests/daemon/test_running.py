@@ -1,0 +1,267 @@
+"""The Daemon in-process with fakes at the boundaries: FakeCloud, InMemoryStore, FakeClock and
+a fake leadership. Jobs are called directly (no scheduler, no sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from reconciler.core.fleet import NodeMetrics, NodeStatus
+from reconciler.core.plans import Action
+from reconciler.daemon.heartbeats import MasterSecret
+from reconciler.daemon.running import Daemon, DaemonSettings
+from specs.loading import load_spec
+from tests.fakes.clocks import FakeClock
+from tests.fakes.cloud import FakeCloud
+from tests.fakes.store import InMemoryStore
+
+SPEC = """\
+apiVersion: fleet-reconciler/v1
+kind: Fleet
+metadata: {{name: acme}}
+plans:
+  baseline: {{rid: 52, vcpu: 1, ram_gb: 2, disk_gb: 50, monthly_price: 9.99}}
+  large: {{rid: 53, vcpu: 2, ram_gb: 4, disk_gb: 75, monthly_price: 19.99}}
+regions:
+  dallas: {{location_id: 13, plan: baseline, nodes: {nodes}}}
+health: {{heartbeat_interval: 30s, missed_beats: 3, replace_after: 2m}}
+scaling: {{max_step: 1}}
+"""
+
+
+class FakeLeadership:
+    """LeadershipPort: leads when ``free``; ``check`` answers ``alive``."""
+
+    def __init__(self) -> None:
+        self.free = True
+        self.alive = True
+        self.epoch = 0
+        self.checks = 0
+        self.fail_check_after: int | None = None
+
+    def try_acquire(self) -> int | None:
+        if not self.free:
+            return None
+        self.epoch += 1
+        self.alive = True
+        return self.epoch
+
+    def check(self) -> bool:
+        self.checks += 1
+        if self.fail_check_after is not None and self.checks > self.fail_check_after:
+            self.alive = False
+        return self.alive
+
+    def release(self) -> None:
+        self.alive = False
+
+
+@dataclasses.dataclass
+class World:
+    daemon: Daemon
+    cloud: FakeCloud
+    store: InMemoryStore
+    clock: FakeClock
+    leadership: FakeLeadership
+    spec_path: Path
+
+
+def make_world(tmp_path: Path, nodes: str = "2") -> World:
+    spec_path = tmp_path / "fleet.yaml"
+    spec_path.write_text(SPEC.format(nodes=nodes))
+    clock = FakeClock()
+    cloud = FakeCloud(clock=clock, build_seconds=5)
+    store = InMemoryStore(now=clock.now)
+    leadership = FakeLeadership()
+    loaded = load_spec([spec_path])
+    daemon = Daemon(
+        DaemonSettings(paths=(str(spec_path),), listen=None, poll_interval=1.0),
+        loaded,
+        store,
+        cloud,
+        leadership,
+        MasterSecret("a-master-secret-for-tests"),
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
+    return World(daemon, cloud, store, clock, leadership, spec_path)
+
+
+def beat(name: str, world: World, sent: int, queue: int = 0) -> NodeMetrics:
+    return NodeMetrics(name, world.clock.now(), 0.2, 0.3, 0.4, queue, sent, 0, 0, 30.0)
+
+
+def test_only_the_leader_reconciles(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    world.leadership.free = False
+
+    async def scenario() -> None:
+        await world.daemon.guard.tick()
+        assert await world.daemon.reconcile_now() is None
+        assert world.cloud.mutations == 0
+        world.leadership.free = True
+        world.clock.advance(60)
+        assert await world.daemon.guard.tick()
+        plan = await world.daemon.reconcile_now()
+        assert plan is not None
+        assert [c.action for c in plan.changes] == [Action.CREATE, Action.CREATE]
+
+    asyncio.run(scenario())
+    assert {n.name for n in world.store.load_fleet("acme").nodes} == {
+        "acme-dallas-001",
+        "acme-dallas-002",
+    }
+
+
+def test_leadership_lost_mid_apply_stops_mutations(tmp_path: Path) -> None:
+    world = make_world(tmp_path, "3")
+
+    async def scenario() -> None:
+        assert await world.daemon.guard.tick()
+        world.leadership.fail_check_after = 1  # the second check fails
+        await world.daemon.reconcile_now()
+
+    asyncio.run(scenario())
+    assert not world.daemon.guard.is_leader
+    assert world.cloud.calls.get("add_instance", 0) <= 1
+    lost = world.daemon.metrics.registry.get_sample_value(
+        "reconciler_reconcile_errors_total", {"kind": "leadership_lost"}
+    )
+    assert lost == 1.0
+
+
+def test_silent_node_is_paused_then_replaced_and_a_returning_one_resumes(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    daemon = world.daemon
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        world.store.record_heartbeats("acme", [beat(n, world, 10) for n in names])
+        world.clock.advance(60)
+        world.store.record_heartbeats("acme", [beat(names[1], world, 10)])
+        await daemon._job_sweep()
+        assert daemon.assessment.unhealthy == frozenset()
+        # names[0] silent for 3 beats: unhealthy, paused at once
+        world.clock.advance(31)
+        world.store.record_heartbeats("acme", [beat(names[1], world, 10)])
+        await daemon._job_sweep()
+        assert daemon.assessment.unhealthy == {names[0]}
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address) for c in plan.changes] == [(Action.PAUSE, names[0])]
+        statuses = {n.name: n.status for n in world.store.load_fleet("acme").nodes}
+        assert statuses[names[0]] is NodeStatus.UNHEALTHY
+        # it comes back before replace_after: back into rotation
+        world.store.record_heartbeats("acme", [beat(n, world, 10) for n in names])
+        await daemon._job_sweep()
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address) for c in plan.changes] == [(Action.RESUME, names[0])]
+        # silent again, past replace_after: replaced
+        world.clock.advance(250)
+        world.store.record_heartbeats("acme", [beat(names[1], world, 10)])
+        await daemon._job_sweep()
+        assert daemon.assessment.replace == {names[0]}
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address) for c in plan.changes] == [
+            (Action.DESTROY, names[0]),
+            (Action.CREATE, "acme-dallas-003"),
+        ]
+
+    asyncio.run(scenario())
+
+
+def test_autoscaler_decision_reaches_the_plan(tmp_path: Path) -> None:
+    world = make_world(tmp_path, "{min: 2, max: 4}")
+    daemon = world.daemon
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        assert len(names) == 2
+        # standard warmup, day 1: 10 emails/day per node; 30 s beats with 1 email each
+        # = 2,880/day: far above 80 %
+        world.store.record_heartbeats("acme", [beat(n, world, 1) for n in names])
+        await daemon._job_autoscale()
+        assert daemon.desired_counts == {"dallas": 3}
+        reason = daemon.decisions[0].reason
+        assert reason.startswith("dallas: 2 -> 3 nodes, utilization ")
+        assert "capped at +1 per step" in reason
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        creates = [c for c in plan.changes if c.action is Action.CREATE]
+        assert len(creates) == 1
+        assert creates[0].reason == reason
+        assert reason in plan.notes
+
+    asyncio.run(scenario())
+    assert len(world.store.load_fleet("acme").nodes) == 3
+
+
+def test_spec_change_is_picked_up(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    daemon = world.daemon
+    old_hash = daemon.loaded.spec_hash
+
+    async def scenario() -> None:
+        await daemon._job_spec_watch()
+        assert daemon.loaded.spec_hash == old_hash
+        world.spec_path.write_text(SPEC.format(nodes="3") + "# changed\n")
+        await daemon._job_spec_watch()
+        assert daemon.loaded.spec_hash != old_hash
+        assert daemon.spec.regions["dallas"].nodes == 3
+        # a broken edit is refused and the previous spec kept
+        world.spec_path.write_text("metadata: [nonsense\n")
+        await daemon._job_spec_watch()
+        assert daemon.spec.regions["dallas"].nodes == 3
+
+    asyncio.run(scenario())
+
+
+def test_fleet_document_and_metrics(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    daemon = world.daemon
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        world.store.record_heartbeats("acme", [beat(n, world, 1, queue=600) for n in names])
+        await daemon._job_sweep()
+
+    asyncio.run(scenario())
+    document = daemon.fleet_document()
+    assert document["leader"] is True
+    assert [n["health"] for n in document["nodes"]] == ["critical", "critical"]
+    assert all(n["daily_limit"] == 10 for n in document["nodes"])
+    text = daemon.metrics.render().decode()
+    assert 'reconciler_fleet_nodes{region="dallas",status="warming"} 2.0' in text
+    assert 'reconciler_node_health_grade{grade="critical",region="dallas"} 2.0' in text
+    assert "reconciler_monthly_cost_usd 29.96" in text
+    assert "a-master-secret" not in text
+
+
+@pytest.mark.parametrize("grace", [0.05])
+def test_shutdown_abandons_a_stuck_reconcile(tmp_path: Path, grace: float) -> None:
+    world = make_world(tmp_path)
+    daemon = world.daemon
+    daemon.settings = dataclasses.replace(daemon.settings, shutdown_grace=grace)
+
+    async def scenario() -> None:
+        blocker = asyncio.Event()
+
+        async def stuck() -> None:
+            await blocker.wait()
+
+        daemon._reconcile_task = asyncio.get_running_loop().create_task(stuck())
+        await daemon._shutdown(None, None)
+        assert daemon._reconcile_task.cancelled()
+
+    asyncio.run(scenario())
