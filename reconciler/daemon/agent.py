@@ -30,8 +30,7 @@ from typing import Protocol
 
 import httpx
 
-from reconciler.daemon.heartbeats import signed_headers
-from reconciler.daemon.http import HEARTBEATS_PATH
+from reconciler.daemon.heartbeats import HEARTBEATS_PATH, signed_headers
 
 log = logging.getLogger("reconciler.agent")
 

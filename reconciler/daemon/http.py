@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from reconciler.core.errors import UserError
 from reconciler.daemon.heartbeats import (
+    HEARTBEATS_PATH,
     HeartbeatBatcher,
     HeartbeatRejected,
     Rejection,
@@ -34,8 +35,6 @@ from reconciler.daemon.heartbeats import (
 from reconciler.daemon.metrics import CONTENT_TYPE, DaemonMetrics
 
 log = logging.getLogger("reconciler.daemon.http")
-
-HEARTBEATS_PATH = "/v1/heartbeats"
 
 
 class DaemonState(Protocol):

@@ -13,6 +13,7 @@ import pytest
 from reconciler.core.errors import UserError
 from reconciler.core.fleet import NodeStatus, RecordedNode
 from reconciler.daemon.heartbeats import (
+    HEARTBEATS_PATH,
     HeartbeatBatcher,
     MasterSecret,
     ReplayCache,
@@ -20,7 +21,7 @@ from reconciler.daemon.heartbeats import (
     derive_node_secret,
     signed_headers,
 )
-from reconciler.daemon.http import HEARTBEATS_PATH, create_app
+from reconciler.daemon.http import create_app
 from reconciler.daemon.metrics import DaemonMetrics
 from tests.daemon.serving import serve_in_thread
 from tests.fakes.store import InMemoryStore
