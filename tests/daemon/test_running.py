@@ -265,3 +265,50 @@ def test_shutdown_abandons_a_stuck_reconcile(tmp_path: Path, grace: float) -> No
         assert daemon._reconcile_task.cancelled()
 
     asyncio.run(scenario())
+
+
+VERTICAL = """\
+apiVersion: fleet-reconciler/v1
+kind: Fleet
+metadata: {name: acme}
+plans:
+  baseline: {rid: 52, vcpu: 1, ram_gb: 2, disk_gb: 50, monthly_price: 9.99}
+  large: {rid: 53, vcpu: 2, ram_gb: 4, disk_gb: 75, monthly_price: 19.99}
+regions:
+  dallas: {location_id: 13, plan: baseline, nodes: 2, vertical_plans: [large]}
+scaling:
+  vertical: {enabled: true, queue_threshold: 500, window: 2m}
+"""
+
+
+def test_queue_that_stays_high_resizes_the_node_one_plan_up(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    world.spec_path.write_text(VERTICAL)
+    daemon = world.daemon
+
+    async def scenario() -> None:
+        await daemon._job_spec_watch()
+        assert daemon.spec.scaling.vertical.enabled
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        for _ in range(5):  # 2 minutes of beats: names[0]'s queue above 500 all along
+            world.store.record_heartbeats(
+                "acme", [beat(names[0], world, 10, queue=900), beat(names[1], world, 10, queue=5)]
+            )
+            world.clock.advance(30)
+        world.store.record_heartbeats(
+            "acme", [beat(names[0], world, 10, queue=900), beat(names[1], world, 10, queue=5)]
+        )
+        await daemon._job_autoscale()
+        assert daemon.node_plans == {names[0]: "large"}
+        assert daemon.vertical_notes == (f"{names[0]}: baseline -> large, queue above 500 for 2m",)
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address, c.plan) for c in plan.changes] == [
+            (Action.RESIZE, names[0], "large")
+        ]
+
+    asyncio.run(scenario())
+    plans = {n.name: n.plan for n in world.store.load_fleet("acme").nodes}
+    assert sorted(plans.values()) == ["baseline", "large"]
