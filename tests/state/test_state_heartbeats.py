@@ -68,7 +68,7 @@ def test_prune_removes_old_metrics_and_those_of_closed_nodes(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     batches=st.lists(st.lists(st.sampled_from("abc"), max_size=12), min_size=1, max_size=8),
