@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from reconciler.core.costs import CostResolver
 from reconciler.core.errors import (
+    ConflictError,
     GuardRefusedError,
     NotFoundError,
     ProviderError,
@@ -208,6 +210,7 @@ class _Waiting(Exception):  # noqa: N818 (a control-flow signal, not an error)
 class _RunState:
     nodes: dict[str, RecordedNode]
     created: set[str] = field(default_factory=set)
+    closed_intents: set[int] = field(default_factory=set)
 
 
 class Applier:
@@ -279,7 +282,7 @@ class Applier:
     ) -> None:
         failed_before = False
         async with self._slots:
-            self._close_interrupted(changes[0].address)
+            self._close_interrupted(changes)
         for change in changes:
             if failed_before:
                 outcome = ChangeOutcome(
@@ -353,19 +356,30 @@ class Applier:
         self.store.close_node(self.fleet, name, self._now(), epoch=self.epoch)
         self._state.nodes.pop(name, None)
 
-    def _close_interrupted(self, target: str) -> None:
-        """Close pending set_rdns/resize intents of an earlier, interrupted run: those steps
-        are resolved by observing (this run's plan redoes what is still needed)."""
-        for kind in ("set_rdns", "resize"):
+    def _close_interrupted(self, changes: list[Change]) -> None:
+        """Close the pending set_rdns/resize/destroy intents an interrupted run left on this
+        node: those steps are resolved by observing, and this run's plan redoes what is still
+        needed (a FORGET closes a destroy intent as done instead)."""
+        target = changes[0].address
+        kinds = ["set_rdns", "resize"]
+        if not any(c.action in (Action.FORGET, Action.DESTROY) for c in changes):
+            kinds.append("destroy")
+        for kind in kinds:
             self._supersede(kind, target)
 
     def _supersede(self, kind: str, target: str) -> None:
         """Close older pending intents of ``kind`` on ``target`` (an interrupted attempt)."""
         for intent in self.snapshot.recorded.pending_intents:
             if intent.kind == kind and intent.target == target:
-                self._finish(
-                    intent, IntentStatus.FAILED, error="interrupted; superseded by a new attempt"
+                self._finish_once(
+                    intent, IntentStatus.FAILED, "interrupted; superseded by a new attempt"
                 )
+
+    def _finish_once(self, intent: RecordedIntent, status: IntentStatus, error: str) -> None:
+        if intent.id in self._state.closed_intents:
+            return
+        self._state.closed_intents.add(intent.id)
+        self._finish(intent, status, error=error)
 
     def _node(self, change: Change) -> RecordedNode:
         node = self._state.nodes.get(change.address)
@@ -413,6 +427,8 @@ class Applier:
             return await self._resize(change)
         if action is Action.SET_RDNS:
             return await self._set_rdns_change(change)
+        if action in (Action.ACTIVATE, Action.RESUME):
+            return await self._into_rotation(change)
         async with self._slots:
             return self._record_only(change)
 
@@ -423,7 +439,7 @@ class Applier:
         if action is Action.FORGET:
             for intent in self.snapshot.recorded.pending_intents:
                 if intent.target == change.address and intent.kind != "create":
-                    self._finish(intent, IntentStatus.DONE, error="server gone")
+                    self._finish_once(intent, IntentStatus.DONE, "server gone")
             if change.address in self._state.nodes:
                 self._close(change.address)
             return "record closed (server gone)"
@@ -436,16 +452,31 @@ class Applier:
         if action is Action.PAUSE:
             self._upsert(self._status(node, self._target_status(change, NodeStatus.PAUSED)))
             return "paused"
-        if action is Action.ACTIVATE and node.status.in_rotation:
+        raise ChangeFailedError(f"unknown action {action.value}")
+
+    async def _into_rotation(self, change: Change) -> str:
+        """ACTIVATE / RESUME; a node that never got its reverse DNS gets it first (the
+        pipeline resumes at its first unfinished step)."""
+        node = self._node(change)
+        if change.action is Action.ACTIVATE and node.status.in_rotation:
             return f"already in rotation ({node.status.value})"
-        if action in (Action.ACTIVATE, Action.RESUME):
-            status = self._target_status(change, NodeStatus.WARMING)
+        status = self._target_status(change, NodeStatus.WARMING)
+        async with self._slots:
+            server = self.snapshot.server(node.service_id)
+            if (
+                status.in_rotation
+                and not node.rdns_done
+                and server is not None
+                and server.name == node.name
+                and server.status is ServerStatus.ACTIVE
+                and server.main_ip
+            ):
+                node = await self._set_rdns(node, server)
             updated = self._status(node, status)
             if status.in_rotation and updated.warmup_started_at is None:
                 updated = replace(updated, warmup_started_at=self._now())
             self._upsert(updated)
-            return f"in rotation ({status.value})"
-        raise ChangeFailedError(f"unknown action {action.value}")
+        return f"in rotation ({status.value})"
 
     def _repair(self, change: Change) -> str:
         node = self._node(change)
@@ -861,7 +892,10 @@ class Applier:
                 if status not in (ServerStatus.RESIZE, ServerStatus.RESIZED):
                     async with self._slots:
                         self._mutating()
-                        await self.cloud.upgrade_instance(service_id, rid)
+                        # ConflictError: an order is already pending (an interrupted earlier
+                        # attempt): apply it; the next plan re-checks the resulting plan
+                        with contextlib.suppress(ConflictError):
+                            await self.cloud.upgrade_instance(service_id, rid)
                         self._mutating()
                         await self.cloud.upgrade_server(service_id)
                 upgraded = True

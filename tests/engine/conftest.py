@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.addresses import owned_by_fleet
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Plan
 from reconciler.core.ports import StorePort
@@ -129,14 +130,18 @@ class World:
     def assert_sound(self, spec: FleetSpec) -> None:
         """No duplicate name, every server of ours recorded, every record has its server."""
         servers = self.cloud.snapshot()
-        names = Counter(s.name for s in servers)
+        names = Counter(s.name for s in servers if owned_by_fleet(spec.name, s.name))
         assert all(n == 1 for n in names.values()), names
         recorded = {n.name: n for n in self.store.load_fleet(spec.name).nodes}
-        ours = {s.name: s for s in servers if s.name.startswith(spec.name + "-")}
+        ours = {s.name: s for s in servers if owned_by_fleet(spec.name, s.name)}
         assert set(ours) == set(recorded), (sorted(ours), sorted(recorded))
         for name, node in recorded.items():
             assert node.service_id == ours[name].service_id
-        assert not self.store.load_fleet(spec.name).pending_intents
+        pending = self.store.load_fleet(spec.name).pending_intents
+        assert not [i for i in pending if i.kind == "create"], pending
+        for node in recorded.values():
+            if node.status.in_rotation:
+                assert node.rdns_done, node
 
 
 def new_world(kind: str, directory: Path) -> World:
