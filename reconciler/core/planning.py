@@ -313,7 +313,12 @@ class _Planner:
             server: ObservedServer | None = None
             if record.service_id is not None:
                 candidate = ours_by_sid.get(record.service_id)
-                if candidate is not None and candidate.service_id not in claimed:
+                # the id must still carry the node's name: never act on another node's server
+                if (
+                    candidate is not None
+                    and candidate.service_id not in claimed
+                    and candidate.name == record.name
+                ):
                     server = candidate
             else:
                 for candidate in ours_by_name.get(record.name, ()):

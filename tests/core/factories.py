@@ -186,7 +186,8 @@ def simulated_apply(
         n for n in recorded.nodes if n.status is NodeStatus.DECOMMISSIONED
     ]
     intents = list(recorded.pending_intents)
-    next_sid = max([*servers, 1000]) + 1
+    known = [n.service_id for n in recorded.nodes if n.service_id is not None]
+    next_sid = max([*servers, *known, 1000]) + 1  # service ids are never reused
     rid_to_plan = {p.rid: name for name, p in sorted(spec.plans.items())}
 
     def named(name: str) -> ObservedServer | None:

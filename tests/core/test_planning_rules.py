@@ -268,6 +268,13 @@ def test_server_deleted_behind_our_back_is_forgotten_and_replaced() -> None:
     assert "behind our back" in p.changes[0].reason
 
 
+def test_a_service_id_now_carrying_another_name_is_not_this_node() -> None:
+    rec = node("acme-dallas-001", 101)
+    other = server("acme-dallas-007", 101)  # same id, another name: not this node's server
+    p = plan(spec_of({"dallas": 1}), *world([other], [rec]), NOW)
+    assert actions(p) == [("forget", "acme-dallas-001"), ("adopt", "acme-dallas-007")]
+
+
 def test_record_of_our_own_destroy_is_forgotten_without_drift() -> None:
     rec = node("acme-dallas-002", 102, status=NodeStatus.DRAINING)
     a = pair("acme-dallas-001", 101)
