@@ -250,6 +250,16 @@ def release_leadership(connection: Connection, name: str, holder: str, epoch: in
     )
 
 
+#: SQLSTATEs after which a whole transaction may simply be run again
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+HEARTBEAT_ATTEMPTS = 3
+
+
+def _is_retryable(exc: BaseException | None) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
 def convert_error(exc: SQLAlchemyError, doing: str, url: URL | None = None) -> StoreError:
     """Translate a SQLAlchemy / driver error into the project's error tree."""
     reason = describe_db_error(exc, url)
@@ -1146,9 +1156,26 @@ class SqlStore:
         for series in by_node.values():
             series.sort(key=lambda b: b.at)
         names = sorted(by_node)
+        for attempt in range(1, HEARTBEAT_ATTEMPTS + 1):
+            try:
+                return self._record_heartbeats_once(fleet, names, by_node, len(beats))
+            except StoreError as exc:
+                # concurrent recorders (several daemons) may deadlock on the same node rows;
+                # the transaction was rolled back whole, so doing it again is safe
+                if attempt == HEARTBEAT_ATTEMPTS or not _is_retryable(exc.__cause__):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record_heartbeats_once(
+        self,
+        fleet: str,
+        names: Sequence[str],
+        by_node: Mapping[str, Sequence[NodeMetrics]],
+        count: int,
+    ) -> int:
         recorded = 0
         window = self._window
-        with self._tx(f"recording {len(beats)} heartbeat(s)") as connection:
+        with self._tx(f"recording {count} heartbeat(s)") as connection:
             postgres = connection.dialect.name == "postgresql"
             for chunk in _chunks(names):
                 if postgres:
@@ -1166,9 +1193,10 @@ class SqlStore:
                     continue
                 if postgres:
                     columns = ("node_id", "slot", *_METRIC_COLUMNS)
+                    ordered = [rows[key] for key in sorted(rows)]  # one lock order for all
                     connection.execute(
                         _PG_METRICS_UPSERT,
-                        {f"a_{c}": [row[c] for row in rows.values()] for c in columns},
+                        {f"a_{c}": [row[c] for row in ordered] for c in columns},
                     )
                 else:
                     connection.execute(self._metrics_upsert(connection), list(rows.values()))

@@ -78,3 +78,29 @@ def test_only_one_of_two_concurrent_lock_takers_wins(store_url: str, store: SqlS
         for opened in stores:
             opened.close()
     assert won == [1]
+
+
+def test_concurrent_heartbeat_recorders(store_url: str, store: SqlStore) -> None:
+    """Two daemons recording overlapping batches in opposite orders: no error, no lost beat."""
+    from datetime import timedelta
+
+    from state_builders import beat
+
+    names = [f"n{i:03d}" for i in range(300)]
+    store.upsert_nodes([make_node(n, id=str(uuid.uuid4())) for n in names])
+    stores = [open_store(store_url) for _ in range(2)]
+    try:
+
+        def work(index: int) -> None:
+            order = names if index == 0 else list(reversed(names))
+            for round_ in range(8):
+                at = T0 + timedelta(seconds=30 * round_ + index)
+                stores[index].record_heartbeats("acme", [beat(n, at) for n in order])
+
+        assert _in_threads(2, work) == []
+    finally:
+        for opened in stores:
+            opened.close()
+    last = T0 + timedelta(seconds=30 * 7 + 1)
+    assert {n.last_heartbeat for n in store.load_fleet("acme").nodes} == {last}
+    assert store.metrics_rows() == 300 * 16  # 16 beats per node, window 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from state_builders import FakeClock, beat, count_statements, make_node
@@ -93,5 +94,32 @@ def test_window_property(tmp_path_factory: object, batches: list[list[str]], win
         series = store.recent_metrics("acme", start)
         for name in "abc":
             assert [m.sent for m in series.get(name, [])] == sent[name][-window:]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_deadlocked_batch_is_run_again(shared_postgres_url: str, clock: FakeClock) -> None:
+    """PostgreSQL picks a victim when two recorders deadlock: the whole (rolled back) batch is
+    simply recorded again."""
+    import psycopg
+    from conftest import empty_postgres
+    from sqlalchemy import event
+
+    empty_postgres(shared_postgres_url)
+    store = open_store(shared_postgres_url, clock=clock.now)
+    failures = [psycopg.errors.DeadlockDetected("deadlock detected (simulated)")]
+
+    def victim(_conn: object, _cursor: object, statement: str, *args: object) -> None:
+        if failures and statement.lstrip().startswith("INSERT INTO node_metrics"):
+            raise failures.pop()
+
+    try:
+        store.upsert_nodes([make_node("a")])
+        event.listen(store.engine, "before_cursor_execute", victim)
+        assert store.record_heartbeats("acme", [beat("a", clock.now())]) == 1
+        assert failures == []
+        assert store.metrics_rows() == 1
+        assert store.load_fleet("acme").nodes[0].last_heartbeat == clock.now()
     finally:
         store.close()
