@@ -107,6 +107,7 @@ class _Node:
     victim: bool = False
     adopting: bool = False  # ADOPT: the engine records it and brings it up itself
     brought_up: bool = False  # ADOPT or RESOLVE: the engine brings it up (rDNS, warming)
+    intent_ids: str | None = None  # found by a pending create intent's name (RESOLVE)
 
     @property
     def in_rotation(self) -> bool:
@@ -376,21 +377,8 @@ class _Planner:
                 node.brought_up = True
                 if node.pool is None:
                     node.pool = newest.params.get("pool") or None
+                node.intent_ids = ids
                 nodes.append(node)
-                out.add(
-                    Change(
-                        Action.RESOLVE,
-                        target,
-                        region,
-                        f"pending create intent: server {found.service_id} with this name is "
-                        "observed; adopt it",
-                        after={"found": "yes", "recorded": "no", "intent_ids": ids},
-                        service_id=found.service_id,
-                        plan=node.plan,
-                        pool=node.pool,
-                        location_id=found.location_id,
-                    )
-                )
             else:
                 pending.append(_Pending(newest, target, region))
 
@@ -468,7 +456,7 @@ class _Planner:
         for item in pending:
             self.resolve_pending(item)
         for node in nodes:
-            if node.adopting:
+            if node.adopting or node.intent_ids is not None:
                 self.adopt(node)
 
         # 8. removals: guards decide what happens this run
@@ -514,9 +502,42 @@ class _Planner:
         )
 
     def adopt(self, node: _Node) -> None:
+        """ADOPT an unrecorded server, or RESOLVE the pending intent that named it.
+
+        A server that this plan also destroys is adopted with ``after.status = "draining"``
+        (recorded out of rotation, not brought up) even when an intent named it: the engine's
+        ADOPT closes that intent as well.
+        """
         server = node.server
+        leaving = node.victim or node.condemned is not None
+        if node.intent_ids is not None and not leaving:
+            self.out.add(
+                Change(
+                    Action.RESOLVE,
+                    node.name,
+                    node.region,
+                    f"pending create intent: server {server.service_id} with this name is "
+                    "observed; adopt it",
+                    after={"found": "yes", "recorded": "no", "intent_ids": node.intent_ids},
+                    service_id=server.service_id,
+                    plan=node.plan,
+                    pool=node.pool,
+                    location_id=server.location_id,
+                )
+            )
+            return
         after = {"service_id": str(server.service_id), "plan": node.plan or "?"}
-        if node.victim or node.condemned is not None:
+        reason = (
+            f"server {server.service_id} carries the fleet's name but is not recorded "
+            "(a crash between create and record?)"
+        )
+        if node.intent_ids is not None:
+            after["intent_ids"] = node.intent_ids
+            reason = (
+                f"pending create intent: server {server.service_id} with this name is observed; "
+                "adopt it out of rotation"
+            )
+        if leaving:
             # about to be destroyed: record it out of rotation, do not bring it up
             after["status"] = NodeStatus.DRAINING.value
         self.out.add(
@@ -524,11 +545,11 @@ class _Planner:
                 Action.ADOPT,
                 node.name,
                 node.region,
-                f"server {server.service_id} carries the fleet's name but is not recorded "
-                "(a crash between create and record?)",
+                reason,
                 after=after,
                 service_id=server.service_id,
                 plan=node.plan,
+                pool=node.pool,
                 location_id=server.location_id,
             )
         )

@@ -267,6 +267,7 @@ def simulated_apply(
                     create(name, change.region, change.plan or "baseline", change.pool)
         elif change.action is Action.ADOPT:
             srv = servers[change.service_id or -1]
+            intents = [i for i in intents if not (i.target == name and i.kind == "create")]
             adopt(name, change.region, srv, after.get("status"))
         elif change.action is Action.REPAIR:
             assert record is not None

@@ -156,6 +156,22 @@ def test_pending_intent_found_is_resolved_not_recreated_nor_adopted() -> None:
     assert "observed" in change.reason
 
 
+def test_pending_intent_found_but_failed_is_adopted_out_of_rotation_and_destroyed() -> None:
+    broken = server("acme-dallas-001", 101, status=ServerStatus.ERROR)
+    p = plan(spec_of({"dallas": 1}), *world([broken], [], [intent(7, "acme-dallas-001")]), NOW)
+    assert actions(p) == [
+        ("adopt", "acme-dallas-001"),
+        ("destroy", "acme-dallas-001"),
+        ("create", "acme-dallas-002"),
+    ]
+    assert p.changes[0].after == {
+        "service_id": "101",
+        "plan": "baseline",
+        "intent_ids": "7",
+        "status": "draining",
+    }
+
+
 def test_pending_intent_not_found_waits_for_the_grace_then_recreates() -> None:
     spec = spec_of({"dallas": 2})
     young = intent(7, "acme-dallas-001", age=timedelta(minutes=1))

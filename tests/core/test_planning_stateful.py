@@ -41,7 +41,7 @@ class Fleet(RuleBasedStateMachine):
         self.now: datetime = NOW
         self.observed = Observed(servers=UNMANAGED, observed_at=NOW)
         self.recorded = RecordedFleet(fleet="acme")
-        self.next_sid = 900_000  # behind our back: ids far from the simulated apply's
+        self.next_sid = 5000
         self.next_intent = 1
         self.options = PlanOptions(allow_mass_destroy=True)
 
@@ -113,7 +113,10 @@ class Fleet(RuleBasedStateMachine):
         self.tick()
 
     def add_server(self, name: str, plan_name: str) -> None:
-        self.next_sid += 1
+        known = [s.service_id for s in self.observed.servers] + [
+            n.service_id for n in self.recorded.nodes if n.service_id is not None
+        ]
+        self.next_sid = max([*known, self.next_sid]) + 1  # service ids are never reused
         parsed = parse_node_name("acme", name)
         assert parsed is not None
         spec = self.spec()
