@@ -41,9 +41,10 @@ def _warning_line(warning: GuardWarning) -> str:
 def _change_row(change: Change) -> str:
     delta = signed_money(change.monthly_cost_delta) if change.monthly_cost_delta else ""
     drift = " (drift)" if change.drift else ""
+    details = _cell(change_details(change).replace(" -> ", " → "), 200)
     return (
         f"| `{change.action.marker}` | `{_cell(change.address, 80)}` | {_cell(change.region, 40)}"
-        f" | {change.action.value}{drift} | {_cell(change_details(change), 200)} | {delta}"
+        f" | {change.action.value}{drift} | {details} | {delta}"
         f" | {_cell(change.reason)} |"
     )
 
