@@ -49,10 +49,14 @@ def make_spec(
     region_docs: dict[str, Any] = {}
     for name, value in (regions if regions is not None else {"dallas": 2}).items():
         if isinstance(value, Mapping) and "plan" in value:
-            doc = {"location_id": LOCATIONS.get(name, 20), **value}
+            region_doc = {"location_id": LOCATIONS.get(name, 20), **value}
         else:
-            doc = {"location_id": LOCATIONS.get(name, 20), "plan": "baseline", "nodes": value}
-        region_docs[name] = doc
+            region_doc = {
+                "location_id": LOCATIONS.get(name, 20),
+                "plan": "baseline",
+                "nodes": value,
+            }
+        region_docs[name] = region_doc
     doc: dict[str, Any] = {
         "metadata": {"name": FLEET},
         "plans": PLANS,

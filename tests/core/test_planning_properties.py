@@ -154,8 +154,8 @@ def cases(draw: st.DrawFn, *, allow_mass_destroy: bool | None = None) -> Case:
             servers.append(steady_server)
             nodes.append(replace(steady_node, status=NodeStatus(kind)))
         elif kind == "resizing":
-            status = draw(st.sampled_from([ServerStatus.RESIZE, ServerStatus.RESIZED]))
-            servers.append(replace(steady_server, status=status))
+            moving = draw(st.sampled_from([ServerStatus.RESIZE, ServerStatus.RESIZED]))
+            servers.append(replace(steady_server, status=moving))
             nodes.append(steady_node)
         elif kind == "pending_found":
             servers.append(steady_server)
@@ -209,7 +209,7 @@ def shuffled(case: Case, seed: int) -> Case:
     nodes = list(case.recorded.nodes)
     intents = list(case.recorded.pending_intents)
     for items in (servers, nodes, intents):
-        rng.shuffle(items)  # type: ignore[arg-type]
+        rng.shuffle(items)
     return replace(
         case,
         observed=replace(case.observed, servers=tuple(servers)),

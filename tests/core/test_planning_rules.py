@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -458,8 +459,8 @@ def test_draining_node_no_longer_surplus_is_resumed() -> None:
 )
 def test_protected_nodes_are_never_destroyed(how: str) -> None:
     name = "acme-dallas-002"
-    regions: dict[str, object] = {"dallas": 1}
-    extra: dict[str, object] = {}
+    regions: dict[str, Any] = {"dallas": 1}
+    extra: dict[str, Any] = {}
     protected_names: frozenset[str] = frozenset()
     if how == "spec":
         extra["disruption"] = {"protected": [name], "max_unavailable": 3}
