@@ -38,6 +38,7 @@ class LeaderGuard:
         backoff_max: float = 15.0,
         monotonic: Callable[[], float] = time.monotonic,
         on_change: Callable[[bool], None] | None = None,
+        check_wait: float = 2.0,
     ) -> None:
         self._port = port
         self._metrics = metrics
@@ -46,6 +47,7 @@ class LeaderGuard:
         self._backoff_max = backoff_max
         self._monotonic = monotonic
         self._on_change = on_change
+        self._check_wait = check_wait
         self._lock = threading.Lock()
         self._epoch: int | None = None
         self._next_attempt = 0.0
@@ -63,14 +65,21 @@ class LeaderGuard:
     # --- the mutation gate ---------------------------------------------------------------
 
     def before_mutation(self) -> None:
-        """Raise LeadershipLostError unless this process leads right now (checked live)."""
+        """Raise LeadershipLostError unless this process leads right now (checked live).
+
+        Bounded: if a check is already stuck (a network partition can hang a socket), the
+        mutation is refused after ``check_wait`` seconds instead of waiting for it."""
         if self._epoch is None:
             raise LeadershipLostError("not the leader: mutation refused")
-        with self._lock:
-            try:
-                ok = self._port.check()
-            except ReconcilerError:
-                ok = False
+        if not self._lock.acquire(timeout=self._check_wait):
+            self._lose("leadership check did not answer in time", release=False)
+            raise LeadershipLostError("leadership unconfirmed: mutation refused")
+        try:
+            ok = self._port.check()
+        except ReconcilerError:
+            ok = False
+        finally:
+            self._lock.release()
         if not ok:
             self._lose("leadership check failed before a mutation")
             raise LeadershipLostError("leadership lost: mutation refused")
@@ -124,7 +133,7 @@ class LeaderGuard:
         with self._lock:
             return self._port.try_acquire()
 
-    def _lose(self, why: str) -> None:
+    def _lose(self, why: str, *, release: bool = True) -> None:
         if self._epoch is None:
             return
         epoch = self._epoch
@@ -133,14 +142,16 @@ class LeaderGuard:
             f"{why}: mutations stopped (epoch {epoch}); will try to take over again",
             extra={"event": "leadership.lost", "epoch": epoch},
         )
-        try:
-            with self._lock:
+        if release and self._lock.acquire(timeout=self._check_wait):
+            try:
                 self._port.release()
-        except ReconcilerError as exc:
-            log.info(
-                f"release after loss failed: {type(exc).__name__}",
-                extra={"event": "leadership.release_failed"},
-            )
+            except ReconcilerError as exc:
+                log.info(
+                    f"release after loss failed: {type(exc).__name__}",
+                    extra={"event": "leadership.release_failed"},
+                )
+            finally:
+                self._lock.release()
         self._next_attempt = self._monotonic() + self._backoff_initial
         self._changed(False, "lost")
 
