@@ -336,6 +336,7 @@ class _Planner:
             nodes.append(self.make_node(record.name, record.region, server, record))
 
         # 3. pending create intents: look the name up first (design §3)
+        recorded_nodes = {n.name: n for n in nodes}
         pending: list[_Pending] = []
         for target in sorted(create_intents):
             intents = sorted(create_intents[target], key=lambda i: i.id)
@@ -354,9 +355,8 @@ class _Planner:
             found = next(
                 (s for s in ours_by_name.get(target, ()) if s.service_id not in claimed), None
             )
-            recorded_here = target in taken
-            if recorded_here:
-                record_node = next(n for n in nodes if n.name == target)
+            record_node = recorded_nodes.get(target)
+            if record_node is not None:
                 out.add(
                     Change(
                         Action.RESOLVE,
