@@ -205,6 +205,8 @@ class _Planner:
             protected.update(region_spec.protected)
         self.protected = protected
         self._parsed: dict[str, tuple[str, int] | None] = {}
+        #: new disruptions of in-rotation nodes this plan may still start (set by removals)
+        self.disruption_left = 0
         #: one entry per service id (a paginated listing may repeat one); deterministic choice
         unique: dict[int, ObservedServer] = {}
         for seen in observed.servers:
@@ -701,7 +703,10 @@ class _Planner:
                     "protected",
                     f"{node.name} is protected: not destroyed although {node.condemned}",
                 )
-        condemned = [n for n in nodes if n.condemned is not None and not n.protected]
+        condemned = sorted(
+            (n for n in nodes if n.condemned is not None and not n.protected),
+            key=lambda n: (n.server.status is not ServerStatus.ERROR, n.region, n.name),
+        )
         victims = sorted(
             (n for n in nodes if n.victim), key=lambda n: (n.region, self.victim_key(n))
         )
