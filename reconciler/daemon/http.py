@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime
@@ -146,6 +147,34 @@ def make_server(app: Starlette, host: str, port: int) -> QuietServer:
         timeout_graceful_shutdown=5,
     )
     return QuietServer(config)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves: a taken address becomes a clear error instead of
+    uvicorn's ``sys.exit`` inside the event loop."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="is another daemon running there? choose another --listen address",
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    """Run uvicorn on ``sock``; its start-up failures (``sys.exit``) become an error."""
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        raise UserError(f"the HTTP server failed to start (exit status {exc.code})") from None
+    finally:
+        sock.close()
 
 
 async def wait_started(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:

@@ -63,7 +63,7 @@ from reconciler.core.scaling import (
 from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.counting import CountingCloud
 from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifier
-from reconciler.daemon.http import create_app, make_server, wait_started
+from reconciler.daemon.http import bind_socket, create_app, make_server, serve, wait_started
 from reconciler.daemon.leadership import LeaderGuard
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
@@ -240,8 +240,9 @@ class Daemon:
     def fleet_document(self) -> dict[str, Any]:
         """The fleet view as JSON, built on demand from the last sweep's view."""
         if self._view_json is None:
-            if self.view is None:
-                return {"fleet": self.fleet, "nodes": [], "groups": [], "leader": self.is_leader}
+            if self.view is None:  # before the first sweep
+                empty = FleetView(self.fleet, self.clock.now(), (), (), Decimal(0))
+                return {**empty.to_json(), "leader": self.is_leader}
             self._view_json = self.view.to_json()
         document = dict(self._view_json)
         document["leader"] = self.is_leader
@@ -261,8 +262,9 @@ class Daemon:
             await self._refresh(initial=True)
             if self.settings.listen is not None:
                 app = create_app(self, self.metrics, self.verifier, self.batcher)
+                sock = bind_socket(*self.settings.listen)
                 server = make_server(app, *self.settings.listen)
-                serving = loop.create_task(server.serve(), name="http")
+                serving = loop.create_task(serve(server, sock), name="http")
                 await wait_started(server, serving)
                 host, port = self.settings.listen
                 log.info(

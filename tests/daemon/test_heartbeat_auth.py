@@ -21,7 +21,7 @@ from reconciler.daemon.heartbeats import (
     derive_node_secret,
     signed_headers,
 )
-from reconciler.daemon.http import create_app
+from reconciler.daemon.http import bind_socket, create_app, parse_listen
 from reconciler.daemon.metrics import DaemonMetrics
 from tests.daemon.serving import serve_in_thread
 from tests.fakes.store import InMemoryStore
@@ -267,3 +267,17 @@ def test_replay_cache_is_bounded_and_expires() -> None:
     assert len(cache) == 3
     cache.check_and_add("late", 2000, 2000)
     assert len(cache) == 1
+
+
+def test_listen_address_in_use_is_a_clear_error() -> None:
+    first = bind_socket("127.0.0.1", 0)
+    try:
+        port = first.getsockname()[1]
+        first.listen()
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+            bind_socket("127.0.0.1", port)
+    finally:
+        first.close()
+    assert parse_listen("0.0.0.0:8080") == ("0.0.0.0", 8080)
+    with pytest.raises(UserError, match="expected HOST:PORT"):
+        parse_listen("8080")

@@ -13,6 +13,7 @@ from reconciler.core.fleet import NodeMetrics, NodeStatus
 from reconciler.core.plans import Action
 from reconciler.daemon.heartbeats import MasterSecret
 from reconciler.daemon.running import Daemon, DaemonSettings
+from reconciler.daemon.statusing import render_text
 from specs.loading import load_spec
 from tests.fakes.clocks import FakeClock
 from tests.fakes.cloud import FakeCloud
@@ -312,3 +313,11 @@ def test_queue_that_stays_high_resizes_the_node_one_plan_up(tmp_path: Path) -> N
     asyncio.run(scenario())
     plans = {n.name: n.plan for n in world.store.load_fleet("acme").nodes}
     assert sorted(plans.values()) == ["baseline", "large"]
+
+
+def test_fleet_document_before_the_first_sweep_renders(tmp_path: Path) -> None:
+    world = make_world(tmp_path)
+    document = world.daemon.fleet_document()
+    assert document["format_version"] == 1
+    assert document["nodes"] == []
+    assert "no nodes recorded" in render_text(document)
