@@ -226,10 +226,10 @@ def stabilize(
     window = (*kept, Recommendation(now, recommendation))
     up = recommendation
     down = recommendation
-    for rec in window:
-        if rec.at > up_cutoff or rec.at == now:
+    for rec in kept:
+        if rec.at > up_cutoff:
             up = min(up, rec.replicas)
-        if rec.at > down_cutoff or rec.at == now:
+        if rec.at > down_cutoff:
             down = max(down, rec.replicas)
     result = current
     if result < up:

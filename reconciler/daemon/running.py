@@ -53,6 +53,7 @@ from reconciler.core.plans import Change, Plan
 from reconciler.core.ports import Clock, CloudPort, LeadershipPort, StorePort
 from reconciler.core.scaling import (
     QueueSample,
+    Recommendation,
     ScalerState,
     ScalingDecision,
     evaluate,
@@ -260,6 +261,9 @@ class Daemon:
         serving: asyncio.Task[None] | None = None
         try:
             await self._refresh(initial=True)
+            # health and the autoscaler's counts are known before the first reconcile
+            await self._job_sweep()
+            await self._job_autoscale()
             if self.settings.listen is not None:
                 app = create_app(self, self.metrics, self.verifier, self.batcher)
                 sock = bind_socket(*self.settings.listen)
@@ -600,12 +604,18 @@ class Daemon:
         monthly = sum(
             (costs.node(n.plan, n.pool)[0] for n in nodes if n.status in COUNTED), Decimal(0)
         )
+        # a region seen for the first time (start, failover, spec change) remembers its
+        # current count as a recommendation: no scale-down before a full window has passed
+        history = dict(self.scaler_state.recommendations)
+        for region, count in current.items():
+            if not history.get(region):
+                history[region] = (Recommendation(now, count),)
         result = evaluate(
             loads,
             current,
             bounds,
             spec.scaling,
-            self.scaler_state,
+            ScalerState(recommendations=history),
             now,
             monthly_budget=spec.costs.monthly_budget,
             monthly_cost=monthly,
@@ -673,6 +683,20 @@ class Daemon:
         if changed:
             self.request_reconcile("autoscaler changed a desired count")
 
+    def current_counts(self) -> dict[str, int]:
+        """The count of every autoscaled region: the autoscaler's, else (before its first
+        evaluation) the nodes counted now, within min/max, so that a restart or a failover
+        never shrinks a region to its minimum."""
+        counted: dict[str, int] = {}
+        for node in self.recorded.nodes:
+            if node.status in COUNTED:
+                counted[node.region] = counted.get(node.region, 0) + 1
+        result: dict[str, int] = {}
+        for region, bound in region_bounds(self.spec).items():
+            count = self.desired_counts.get(region, counted.get(region, 0))
+            result[region] = min(max(count, bound.minimum), bound.maximum)
+        return result
+
     def plan_options(self) -> PlanOptions:
         spec = self.spec
         latest_queue = {
@@ -685,7 +709,7 @@ class Daemon:
         return PlanOptions(
             spec_hash=self.loaded.spec_hash,
             allow_mass_destroy=self.settings.allow_mass_destroy,
-            desired_counts=dict(self.desired_counts) if spec.scaling.enabled else None,
+            desired_counts=self.current_counts() if spec.scaling.enabled else None,
             unhealthy=self.assessment.unhealthy,
             replace_unhealthy=self.assessment.replace,
             queue_empty=frozenset(n for n, q in latest_queue.items() if q == 0),

@@ -321,3 +321,39 @@ def test_fleet_document_before_the_first_sweep_renders(tmp_path: Path) -> None:
     assert document["format_version"] == 1
     assert document["nodes"] == []
     assert "no nodes recorded" in render_text(document)
+
+
+def test_restart_never_shrinks_an_autoscaled_region_at_once(tmp_path: Path) -> None:
+    """After a restart or failover the first plan keeps the region's current size, and the
+    autoscaler waits a full scale-down window before shrinking it."""
+    world = make_world(tmp_path, "{min: 1, max: 4}")
+    daemon = world.daemon
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        daemon.desired_counts = {"dallas": 3}  # an earlier scale-up
+        await daemon.reconcile_now()
+        assert len(world.store.load_fleet("acme").nodes) == 3
+        # a new daemon over the same store and cloud (a restart / failover)
+        fresh = Daemon(
+            daemon.settings,
+            daemon.loaded,
+            world.store,
+            world.cloud,
+            world.leadership,
+            MasterSecret("a-master-secret-for-tests"),
+            clock=world.clock,
+            monotonic=world.clock.monotonic,
+        )
+        await fresh._refresh()
+        assert fresh.plan_options().desired_counts == {"dallas": 3}
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        world.store.record_heartbeats("acme", [beat(n, world, 0) for n in names])  # idle
+        await fresh._job_autoscale()
+        assert fresh.desired_counts == {"dallas": 3}
+        world.clock.advance(301)
+        world.store.record_heartbeats("acme", [beat(n, world, 0) for n in names])
+        await fresh._job_autoscale()
+        assert fresh.desired_counts == {"dallas": 2}  # one step down, after the window
+
+    asyncio.run(scenario())
