@@ -561,8 +561,10 @@ class Applier:
                 await self.cloud.create_server(request)
             except ProviderError as exc:
                 call_error = exc
-            # find it by name, whatever the call said (it may have reached the server)
-            server = await self._find(name, patient=call_error is None)
+        # find it by name, whatever the call said (it may have reached the server); waiting
+        # for it to show up holds no slot, and concurrent creates share list rounds
+        server = await self._find(name, patient=call_error is None)
+        async with self._slots:
             if server is None:
                 if call_error is None or isinstance(call_error, TransientError):
                     raise _Waiting(
@@ -583,20 +585,15 @@ class Applier:
         return node.id if node is not None else str(uuid.uuid4())
 
     async def _find(self, name: str, *, patient: bool) -> ObservedServer | None:
-        """Look a name up; when ``patient``, poll with backoff up to ``find_timeout``."""
-        deadline = self._now() + (self.settings.find_timeout if patient else timedelta(0))
-        delay = max(0.05, self.settings.poll_interval / 4)
-        while True:
+        """Look a name up once, or (``patient``) until it shows up within ``find_timeout``,
+        through the watcher (alone: search by name; with others: shared list rounds)."""
+        if not patient:
             try:
                 found = await self.cloud.find_servers_by_name(name)
             except TransientError:
-                found = []
-            if found:
-                return min(found, key=lambda s: s.service_id)
-            if self._now() >= deadline:
                 return None
-            await self.clock.sleep(delay)
-            delay = min(delay * 2, max(self.settings.poll_interval, 1.0))
+            return min(found, key=lambda s: s.service_id) if found else None
+        return await self._watcher.wait_for_name(name, within=self.settings.find_timeout)
 
     async def _resolve(self, change: Change) -> str:
         """A pending create intent: look the name up first (design §3 step 4)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from reconciler.core.errors import NotFoundError, TransientError
 from reconciler.core.fleet import ObservedServer
@@ -31,6 +31,7 @@ class ServerWatcher:
         self._result: dict[int, ObservedServer] = {}
         self._result_generation = 0
         self._task: asyncio.Task[None] | None = None
+        self._last_started: datetime | None = None
 
     async def _list(self, generation: int) -> None:
         try:
@@ -41,12 +42,45 @@ class ServerWatcher:
             self._task = None
 
     async def _listed_after(self, seen: int) -> tuple[int, dict[int, ObservedServer]]:
+        """A list started after generation ``seen``; list rounds start at most once per
+        interval, so waiters arriving one after the other share them."""
         while self._result_generation <= seen:
             if self._task is None:
+                if self._last_started is not None:
+                    gap = self._interval - (self._clock.now() - self._last_started).total_seconds()
+                    if gap > 0:
+                        await self._clock.sleep(gap)
+                        continue  # another waiter may have started one meanwhile
                 self._generation += 1
+                self._last_started = self._clock.now()
                 self._task = asyncio.create_task(self._list(self._generation))
             await asyncio.shield(self._task)
         return self._result_generation, self._result
+
+    async def wait_for_name(self, name: str, *, within: timedelta) -> ObservedServer | None:
+        """The server named ``name`` (lowest id if several) once it shows up, or ``None`` after
+        ``within``. Transient errors count as "not yet"."""
+        deadline = self._clock.now() + within
+        seen = self._generation
+        self._waiters += 1
+        try:
+            while True:
+                found: list[ObservedServer] = []
+                try:
+                    if self._waiters <= 1:
+                        found = await self._cloud.find_servers_by_name(name)
+                    else:
+                        seen, servers = await self._listed_after(seen)
+                        found = [s for s in servers.values() if s.name == name]
+                except TransientError:
+                    found = []
+                if found:
+                    return min(found, key=lambda s: s.service_id)
+                if self._clock.now() >= deadline:
+                    return None
+                await self._clock.sleep(self._interval)
+        finally:
+            self._waiters -= 1
 
     async def _current(self, service_id: int, seen: int) -> tuple[int, ObservedServer | None]:
         if self._waiters <= 1:
