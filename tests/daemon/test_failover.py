@@ -16,6 +16,8 @@ from tests.daemon.processes import daemon_env, fleet, instances, simulator, star
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.timeout(150)]
 
+# adoption_grace: a create intent whose server never appeared (the leader died between the
+# intent and add_instance) is retried after this grace, never before (design §3)
 SPEC = """\
 apiVersion: fleet-reconciler/v1
 kind: Fleet
@@ -26,7 +28,7 @@ plans:
 regions:
   dallas: {{location_id: 13, plan: baseline, nodes: {nodes}}}
 health: {{heartbeat_interval: 1s}}
-reconcile: {{interval: 2s, concurrency: 1}}
+reconcile: {{interval: 2s, concurrency: 1, adoption_grace: 5s}}
 """
 
 
