@@ -228,3 +228,22 @@ def test_apply_on_postgresql(tmp_path: Path, sim: Sim, fresh_postgres_url: str) 
     check = cli.run("--dry-run", "--detailed-exitcode")
     assert check.returncode == 0, check.stdout + check.stderr
     assert_sound(cli, sim, "pg")
+
+
+def test_a_second_writer_is_refused_with_a_clear_message(cli: Cli, sim: Sim) -> None:
+    from datetime import UTC, datetime
+
+    cli.write_spec(spec_text("busy", {"dallas": 1}))
+    store = open_store(cli.env["RECONCILER_DATABASE_URL"], environ={})
+    try:
+        lease = store.acquire_lock("busy", "other-host:4242", 600, datetime.now(UTC))
+        refused = cli.run("--yes")
+        assert refused.returncode == 1
+        assert "other-host:4242" in refused.stderr
+        assert "hint:" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not sim.names("busy-")
+        store.release_lock(lease)
+    finally:
+        store.close()
+    assert cli.run("--yes").returncode == 0
