@@ -47,14 +47,14 @@ reconcile: {{concurrency: 64}}
 
 
 def stats(base_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(base_url + "/sim/stats", timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(base_url + "/sim/stats", timeout=10) as response:
         result: dict[str, Any] = json.load(response)
     return result
 
 
 def reset(base_url: str) -> None:
-    request = urllib.request.Request(base_url + "/sim/stats/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+    request = urllib.request.Request(base_url + "/sim/stats/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
         pass
 
 
