@@ -90,7 +90,8 @@ def create_app(
         return JSONResponse({"status": "accepted"}, status_code=202)
 
     async def fleet(request: Request) -> Response:
-        return JSONResponse(state.fleet_document())
+        # built off the event loop: a 10,000-node view must not stall heartbeat ingestion
+        return JSONResponse(await asyncio.to_thread(state.fleet_document))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -205,7 +205,7 @@ class Daemon:
         self.desired_counts: dict[str, int] = {}
         self.node_plans: dict[str, str] = {}
         self.vertical_notes: tuple[str, ...] = ()
-        self.view: FleetView | None = None
+        self._view_at: datetime | None = None
         self._view_json: dict[str, Any] | None = None
         self._health_key: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
@@ -238,13 +238,24 @@ class Daemon:
         self._store_ok = True
         return True
 
+    def current_view(self) -> FleetView:
+        """The fleet view as of the last sweep."""
+        return build_view(
+            self.spec,
+            self.recorded,
+            self.recent,
+            self._view_at or self.clock.now(),
+            assessment=self.assessment,
+            decisions=self.decisions,
+        )
+
     def fleet_document(self) -> dict[str, Any]:
         """The fleet view as JSON, built on demand from the last sweep's view."""
         if self._view_json is None:
-            if self.view is None:  # before the first sweep
+            if self._view_at is None:  # before the first sweep
                 empty = FleetView(self.fleet, self.clock.now(), (), (), Decimal(0))
                 return {**empty.to_json(), "leader": self.is_leader}
-            self._view_json = self.view.to_json()
+            self._view_json = self.current_view().to_json()
         document = dict(self._view_json)
         document["leader"] = self.is_leader
         return document
@@ -550,7 +561,8 @@ class Daemon:
             assessment=self.assessment,
             decisions=self.decisions,
         )
-        self.view = view
+        # the rows are not kept: /v1/fleet rebuilds them from the same inputs on request
+        self._view_at = now
         self._view_json = None
         m = self.metrics
         m.fleet_nodes.clear()
