@@ -101,6 +101,9 @@ async def build_cloud(
         state_path=directory / SIMULATOR_STATE_FILE,
         build_seconds=provider.build_time.total_seconds(),
         build_failure_rate=provider.build_failure_rate,
+        # write the simulated account after every mutation: the simulator lives in this
+        # process, so a SIGKILL of a run must not lose servers it already "paid" for
+        persist_interval=0.0,
     )
     await server.start()
     try:
