@@ -882,6 +882,28 @@ class _Planner:
                     server.status is ServerStatus.ACTIVE and differs
                 ):
                     resizes.append((node, target))
+            # the end of the pipeline: warmup complete -> full sending volume (active)
+            if (
+                node.status is NodeStatus.WARMING
+                and node.record is not None
+                and not sick
+                and server.status is ServerStatus.ACTIVE
+                and self.rotation_status(node) is NodeStatus.ACTIVE
+            ):
+                out.add(
+                    Change(
+                        Action.ACTIVATE,
+                        node.name,
+                        node.region,
+                        "warmup schedule complete: full sending volume",
+                        before={"status": NodeStatus.WARMING.value},
+                        after={"status": NodeStatus.ACTIVE.value},
+                        service_id=server.service_id,
+                        plan=node.plan,
+                        pool=node.pool,
+                        location_id=server.location_id,
+                    )
+                )
             # the pipeline: ACTIVE with an IP -> reverse DNS -> into rotation (warming)
             # (a server being adopted or resolved is brought up by the engine with its record)
             if node.status is NodeStatus.PROVISIONING and node.record is not None:

@@ -458,9 +458,10 @@ class Applier:
         """ACTIVATE / RESUME; a node that never got its reverse DNS gets it first (the
         pipeline resumes at its first unfinished step)."""
         node = self._node(change)
-        if change.action is Action.ACTIVATE and node.status.in_rotation:
-            return f"already in rotation ({node.status.value})"
         status = self._target_status(change, NodeStatus.WARMING)
+        graduating = node.status is NodeStatus.WARMING and status is NodeStatus.ACTIVE
+        if change.action is Action.ACTIVATE and node.status.in_rotation and not graduating:
+            return f"already in rotation ({node.status.value})"
         async with self._slots:
             server = self.snapshot.server(node.service_id)
             if (

@@ -265,6 +265,34 @@ def test_pipeline_resumes_at_the_first_unfinished_step() -> None:
     assert any("acme-dallas-003" in note and "BUILD" in note for note in p.notes)
 
 
+def test_warming_node_graduates_to_active_when_its_schedule_ends() -> None:
+    spec = spec_of({"dallas": 2})
+    # the standard preset lasts 42 days: day 43 is past it, day 10 is not
+    done = node(
+        "acme-dallas-001",
+        101,
+        status=NodeStatus.WARMING,
+        warmup_started_at=NOW - timedelta(days=43),
+    )
+    young = node(
+        "acme-dallas-002", 102, status=NodeStatus.WARMING, warmup_started_at=NOW - timedelta(days=9)
+    )
+    servers = [server("acme-dallas-001", 101), server("acme-dallas-002", 102)]
+    p = plan(spec, *world(servers, [done, young]), NOW)
+    assert actions(p) == [("activate", "acme-dallas-001")]
+    assert p.changes[0].before == {"status": "warming"}
+    assert p.changes[0].after == {"status": "active"}
+    assert "warmup" in p.changes[0].reason
+    # an unhealthy warming node does not graduate
+    sick = plan(
+        spec,
+        *world(servers, [done, young]),
+        NOW,
+        PlanOptions(unhealthy=frozenset({"acme-dallas-001"})),
+    )
+    assert ("activate", "acme-dallas-001") not in actions(sick)
+
+
 def test_failed_build_is_destroyed_and_replaced() -> None:
     bad = server("acme-dallas-001", 101, status=ServerStatus.ERROR)
     rec = node("acme-dallas-001", 101, status=NodeStatus.PROVISIONING, rdns_done=False)
