@@ -285,20 +285,33 @@ def evaluate_region(
             f"{region}: {current} -> {desired} nodes, utilization {util_text} < {target:.2f} "
             f"for {_window_text(policy.scale_down_stabilization)}{limit_note}"
         )
+    elif why == "no heartbeat figures":
+        reason = f"{region}: stays at {_nodes(current)}, no heartbeat figures"
+    elif unclamped > current and current >= bounds.maximum:
+        reason = (
+            f"{region}: stays at {_nodes(current)} (its maximum), utilization {util_text} "
+            f">= {target:.2f}"
+        )
+    elif unclamped < current and current <= bounds.minimum:
+        reason = (
+            f"{region}: stays at {_nodes(current)} (its minimum), utilization {util_text} "
+            f"< {target:.2f}"
+        )
     elif raw > current:
-        reason = f"{region}: stays at {current} nodes, utilization {util_text}{limit_note}"
+        reason = (
+            f"{region}: stays at {_nodes(current)}, utilization {util_text} >= {target:.2f}"
+            f"{limit_note}"
+        )
     elif raw < current:
         reason = (
-            f"{region}: stays at {current} nodes, utilization {util_text} < {target:.2f} but "
+            f"{region}: stays at {_nodes(current)}, utilization {util_text} < {target:.2f} but "
             f"the last {_window_text(policy.scale_down_stabilization)} recommended up to "
             f"{stabilized}{limit_note}"
         )
-    elif why == "no heartbeat figures":
-        reason = f"{region}: stays at {current} nodes, no heartbeat figures{limit_note}"
     else:
         reason = (
-            f"{region}: stays at {current} nodes, utilization {util_text} within "
-            f"{target:.2f} +/- {policy.tolerance:.0%}{limit_note}"
+            f"{region}: stays at {_nodes(current)}, utilization {util_text} within "
+            f"{target:.2f} +/- {policy.tolerance:.0%}"
         )
     decision = ScalingDecision(
         region=region,
@@ -313,6 +326,10 @@ def evaluate_region(
         maximum=bounds.maximum,
     )
     return decision, window
+
+
+def _nodes(count: int) -> str:
+    return f"{count} node" if count == 1 else f"{count} nodes"
 
 
 def _window_text(value: timedelta) -> str:

@@ -238,3 +238,14 @@ def test_vertical_decisions_from_spec() -> None:
     )
     assert [(d.node, d.to_plan) for d in decisions] == [("acme-dallas-1", "big")]
     assert decisions[0].reason == "acme-dallas-1: small -> big, queue above 500 for 5m"
+
+
+def test_reasons_at_the_bounds() -> None:
+    idle = step(loads("dallas", 1, 0.0), 1, ScalerState(), T0, RegionBounds(1, 3)).decisions[0]
+    assert idle.desired == 1
+    assert idle.reason == "dallas: stays at 1 node (its minimum), utilization 0.00 < 0.80"
+    busy = step(loads("dallas", 3, 2.0), 3, ScalerState(), T0, RegionBounds(1, 3)).decisions[0]
+    assert busy.desired == 3
+    assert busy.reason == "dallas: stays at 3 nodes (its maximum), utilization 2.00 >= 0.80"
+    calm = step(loads("dallas", 2, 0.8), 2, ScalerState(), T0).decisions[0]
+    assert calm.reason == "dallas: stays at 2 nodes, utilization 0.80 within 0.80 +/- 10%"
