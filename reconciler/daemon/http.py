@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
 from typing import Any, Protocol
 
 import uvicorn
@@ -23,10 +23,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from reconciler.core.errors import UserError
 from reconciler.daemon.heartbeats import (
     HEARTBEATS_PATH,
+    MAX_BODY_BYTES,
     HeartbeatBatcher,
     HeartbeatRejected,
     Rejection,
@@ -73,22 +75,6 @@ def create_app(
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
-    async def heartbeats(request: Request) -> Response:
-        body = await request.body()
-        try:
-            payload = verifier.verify(
-                request.headers, request.method, request.url.path, body, wall_clock()
-            )
-        except HeartbeatRejected as exc:
-            metrics.heartbeats_rejected.labels(exc.reason.value).inc()
-            return JSONResponse({"error": exc.reason.value}, status_code=exc.status)
-        beat = payload.metrics(_beat_time(request, wall_clock))
-        if not batcher.offer(beat):
-            metrics.heartbeats_rejected.labels(Rejection.OVERLOADED.value).inc()
-            return JSONResponse({"error": Rejection.OVERLOADED.value}, status_code=503)
-        metrics.heartbeats_received.inc()
-        return JSONResponse({"status": "accepted"}, status_code=202)
-
     async def fleet(request: Request) -> Response:
         # built off the event loop: a 10,000-node view must not stall heartbeat ingestion
         return JSONResponse(await asyncio.to_thread(state.fleet_document))
@@ -108,16 +94,84 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route(HEARTBEATS_PATH, heartbeats, methods=["POST"]),
+            Route(HEARTBEATS_PATH, HeartbeatEndpoint(metrics, verifier, batcher, wall_clock)),
             Route("/v1/fleet", fleet, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
 
 
-def _beat_time(request: Request, wall_clock: Callable[[], float]) -> datetime:
-    # the server's receive time: node clocks may drift within the signing window
-    return utc_from_timestamp(wall_clock())
+def _json_bytes(document: dict[str, str]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+_ACCEPTED = _json_bytes({"status": "accepted"})
+_REFUSALS = {reason: _json_bytes({"error": reason.value}) for reason in Rejection}
+
+
+class HeartbeatEndpoint:
+    """``POST /v1/heartbeats`` as a bare ASGI app: the hot path of the daemon (thousands of
+    beats a second), so no Request/Response objects, no URL parsing, pre-rendered answers."""
+
+    def __init__(
+        self,
+        metrics: DaemonMetrics,
+        verifier: Verifier,
+        batcher: HeartbeatBatcher,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._metrics = metrics
+        self._verifier = verifier
+        self._batcher = batcher
+        self._wall = wall_clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _answer(send, 405, _json_bytes({"error": "method not allowed"}), allow=True)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > MAX_BODY_BYTES:
+                self._refused(Rejection.TOO_LARGE)
+                await _answer(send, 413, _REFUSALS[Rejection.TOO_LARGE])
+                return
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        now = self._wall()
+        try:
+            payload = self._verifier.verify(headers, "POST", scope["path"], body, now)
+        except HeartbeatRejected as exc:
+            self._refused(exc.reason)
+            await _answer(send, exc.status, _REFUSALS[exc.reason])
+            return
+        # the beat's time is the server's receive time: node clocks may drift in the window
+        if not self._batcher.offer(payload.metrics(utc_from_timestamp(now))):
+            self._refused(Rejection.OVERLOADED)
+            await _answer(send, 503, _REFUSALS[Rejection.OVERLOADED])
+            return
+        self._metrics.heartbeats_received.inc()
+        await _answer(send, 202, _ACCEPTED)
+
+    def _refused(self, reason: Rejection) -> None:
+        self._metrics.heartbeats_rejected.labels(reason.value).inc()
+
+
+async def _answer(send: Send, status: int, body: bytes, *, allow: bool = False) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if allow:
+        headers.append((b"allow", b"POST"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class QuietServer(uvicorn.Server):

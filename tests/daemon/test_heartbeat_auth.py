@@ -281,3 +281,17 @@ def test_listen_address_in_use_is_a_clear_error() -> None:
     assert parse_listen("0.0.0.0:8080") == ("0.0.0.0", 8080)
     with pytest.raises(UserError, match="expected HOST:PORT"):
         parse_listen("8080")
+
+
+def test_wrong_method_and_oversized_body(
+    setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher],
+) -> None:
+    client, metrics, _ = setup
+    answer = client.get(HEARTBEATS_PATH)
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "POST"
+    node = NODES[0]
+    content = b" " * 20_000
+    headers = signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, int(time.time()))
+    assert post(client, content, headers) == 413
+    assert rejected(metrics, "too_large") == 1
