@@ -825,6 +825,7 @@ class _Planner:
     def keepers(self, nodes: list[_Node]) -> None:
         options, out = self.options, self.out
         resizes: list[tuple[_Node, str]] = []
+        shrinking: list[str] = []
         for node in nodes:
             if node.condemned is not None or node.victim:
                 continue
@@ -878,9 +879,17 @@ class _Planner:
                     differs = node.plan != target
                 else:
                     differs = server.plan_rid != target_rid
-                if server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED) or (
-                    server.status is ServerStatus.ACTIVE and differs
-                ):
+                current = self.spec.plans.get(node.plan) if node.plan is not None else None
+                shrinks = (
+                    differs
+                    and current is not None
+                    and self.spec.plans[target].disk_gb < current.disk_gb
+                )
+                if server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED):
+                    resizes.append((node, target))
+                elif server.status is ServerStatus.ACTIVE and differs and shrinks:
+                    shrinking.append(f"{node.name} ({node.plan} -> {target})")
+                elif server.status is ServerStatus.ACTIVE and differs:
                     resizes.append((node, target))
             # the end of the pipeline: warmup complete -> full sending volume (active)
             if (
@@ -948,6 +957,17 @@ class _Planner:
                         location_id=server.location_id,
                     )
                 )
+        if shrinking:
+            shown = ", ".join(shrinking[:5]) + (
+                f" and {len(shrinking) - 5} more" if len(shrinking) > 5 else ""
+            )
+            out.warn(
+                "disk_downgrade",
+                f"{len(shrinking)} node(s) cannot be resized to a plan with a smaller disk: "
+                f"{shown}",
+                hint="Hostwinds refuses disk downgrades: keep the larger plan, or replace the "
+                "nodes (scale the region down and up again)",
+            )
         self.resize(resizes)
 
     def resize(self, resizes: list[tuple[_Node, str]]) -> None:

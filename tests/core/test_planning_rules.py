@@ -205,11 +205,11 @@ def test_pending_intent_beyond_the_desired_count_is_not_recreated() -> None:
 
 
 def test_unrecorded_server_with_our_name_is_adopted_with_its_plan() -> None:
-    stray = server("acme-dallas-004", 104, plan="large")
-    p = plan(spec_of({"dallas": 1}), *world([stray]), NOW)
+    stray = server("acme-dallas-004", 104, plan="baseline")
+    p = plan(spec_of({"dallas": {"plan": "large", "nodes": 1}}), *world([stray]), NOW)
     adopt = only(p, Action.ADOPT)
     assert [c.address for c in adopt] == ["acme-dallas-004"]
-    assert adopt[0].plan == "large"
+    assert adopt[0].plan == "baseline"
     assert adopt[0].service_id == 104
     assert adopt[0].region == "dallas"
     # the spec's plan wins afterwards: resize it
@@ -293,6 +293,17 @@ def test_warming_node_graduates_to_active_when_its_schedule_ends() -> None:
     assert ("activate", "acme-dallas-001") not in actions(sick)
 
 
+def test_a_plan_with_a_smaller_disk_is_never_resized_to_and_says_why() -> None:
+    spec = spec_of({"dallas": {"plan": "small", "nodes": 1}})
+    srv, rec = pair("acme-dallas-001", 101, plan="baseline")
+    p = plan(spec, *world([srv], [rec]), NOW)
+    assert actions(p) == []
+    (warning,) = [w for w in p.warnings if w.guard == "disk_downgrade"]
+    assert "acme-dallas-001 (baseline -> small)" in warning.message
+    assert not warning.blocking
+    assert warning.hint is not None
+
+
 def test_failed_build_is_destroyed_and_replaced() -> None:
     bad = server("acme-dallas-001", 101, status=ServerStatus.ERROR)
     rec = node("acme-dallas-001", 101, status=NodeStatus.PROVISIONING, rdns_done=False)
@@ -344,16 +355,26 @@ def test_ip_changed_behind_our_back_is_repaired_as_drift() -> None:
 
 
 def test_resized_behind_our_back_is_repaired_then_resized_back() -> None:
+    srv = server("acme-dallas-001", 101, plan="baseline")
+    rec = node("acme-dallas-001", 101, plan="large")
+    spec = spec_of({"dallas": {"plan": "large", "nodes": 1}})
+    p = plan(spec, *world([srv], [rec]), NOW)
+    assert actions(p) == [("repair", "acme-dallas-001"), ("resize", "acme-dallas-001")]
+    repair, resize = p.changes
+    assert repair.before == {"plan": "large"}
+    assert repair.after == {"plan": "baseline"}
+    assert resize.before == {"plan": "baseline"}
+    assert resize.after == {"plan": "large"}
+    assert resize.monthly_cost_delta == Decimal("10.00")
+    assert p.summary.monthly_cost_before == Decimal("14.98")
+
+
+def test_upsized_behind_our_back_is_repaired_but_not_shrunk_back() -> None:
     srv = server("acme-dallas-001", 101, plan="large")
     rec = node("acme-dallas-001", 101, plan="baseline")
     p = plan(spec_of({"dallas": 1}), *world([srv], [rec]), NOW)
-    assert actions(p) == [("repair", "acme-dallas-001"), ("resize", "acme-dallas-001")]
-    repair, resize = p.changes
-    assert repair.before == {"plan": "baseline"}
-    assert repair.after == {"plan": "large"}
-    assert resize.before == {"plan": "large"}
-    assert resize.after == {"plan": "baseline"}
-    assert resize.monthly_cost_delta == Decimal("-10.00")
+    assert actions(p) == [("repair", "acme-dallas-001")]
+    assert [w.guard for w in p.warnings] == ["disk_downgrade"]
     assert p.summary.monthly_cost_before == Decimal("24.98")
 
 

@@ -60,7 +60,7 @@ def mixed_plan() -> Plan:
     small = [pair(f"acme-seattle-00{i}", 300 + i, plan="small", pool="shared") for i in (1, 2)]
     servers = [
         server("acme-dallas-001", 101, ip="203.0.113.9"),  # IP changed behind our back
-        server("acme-dallas-004", 104, plan="large"),  # unrecorded: adopt
+        server("acme-dallas-004", 104, plan="small"),  # unrecorded: adopt
         server("acme-dallas-003", 103, status=ServerStatus.ERROR),
         server("web-1", 7),
         server("db", 8),
