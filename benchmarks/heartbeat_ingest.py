@@ -135,9 +135,11 @@ def main() -> int:
             written_before = metric(base, "reconciler_heartbeats_written_total")
             cpu_before = cpu_seconds(daemon.popen.pid)
             started = time.perf_counter()
+            client_cpu = time.process_time()
             elapsed, latencies, statuses = asyncio.run(
                 blast(host, port, requests, args.connections)
             )
+            client_cpu = time.process_time() - client_cpu
             accepted = statuses.get(202, 0)
             while metric(base, "reconciler_heartbeats_written_total") - written_before < accepted:
                 if time.perf_counter() - started > elapsed + 60:
@@ -163,6 +165,7 @@ def main() -> int:
         )
         share = 100 * daemon_cpu / through_db
         print(f"daemon CPU during run:   {daemon_cpu:.1f} s ({share:.0f} % of one core)")
+        print(f"load generator CPU:      {client_cpu:.1f} s")
         print(f"machine load average:    {os.getloadavg()[0]:.2f} (2 cores; other work skews it)")
         print(f"daemon RSS after run:    {rss:.1f} MB")
         print(f"(requests signed beforehand in {signing:.2f} s, not counted)")
