@@ -260,13 +260,16 @@ def test_master_secret_never_shows() -> None:
 
 def test_replay_cache_is_bounded_and_expires() -> None:
     cache = ReplayCache(window_seconds=300, max_entries=3)
-    assert cache.check_and_add("k1", 1000, 1000)
-    assert not cache.check_and_add("k1", 1000, 1000)
+    assert cache.check_and_add(b"k1", 1000, 1000)
+    assert not cache.check_and_add(b"k1", 1000, 1000)
     for i in range(5):
-        cache.check_and_add(f"x{i}", 1000, 1000)
+        cache.check_and_add(b"x%d" % i, 1000, 1000)
     assert len(cache) == 3
-    cache.check_and_add("late", 2000, 2000)
-    assert len(cache) == 1
+    assert cache.check_and_add(b"late", 1300, 1300)  # 1000 is still inside the window
+    assert len(cache) == 3
+    cache.check_and_add(b"later", 1301, 1301)
+    assert len(cache) == 2  # the beats of t=1000 expired: a replay of them would be stale
+    assert ReplayCache.key("v1=" + "ab" * 32) == bytes.fromhex("ab" * 16)
 
 
 def test_listen_address_in_use_is_a_clear_error() -> None:
