@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from providers.hostwinds.redacting import MASK, Secret, redact
@@ -188,6 +188,8 @@ json_values = st.recursive(
     key=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=16),
 )
 def test_redact_removes_secret_fields_and_the_key_everywhere(value: object, key: str) -> None:
+    # a key spelled like a field name would (rightly) mask that field's name too
+    assume(key not in ("password", "configkey"))
     wrapped = {"API": key, "password": key, "nested": [value, {"configkey": "x", "v": key}]}
     cleaned = redact(wrapped, (key,))
     assert key not in repr(cleaned)
