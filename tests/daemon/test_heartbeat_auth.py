@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -298,3 +300,32 @@ def test_wrong_method_and_oversized_body(
     headers = signed_headers(node, secret(node), "POST", HEARTBEATS_PATH, content, int(time.time()))
     assert post(client, content, headers) == 413
     assert rejected(metrics, "too_large") == 1
+
+
+def test_accepted_connections_get_tcp_nodelay() -> None:
+    """Regression: a listening socket made without IPPROTO_TCP made asyncio skip TCP_NODELAY,
+    and every answer waited 40 ms for a delayed ACK."""
+
+    async def scenario() -> int:
+        seen: list[int] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+            await writer.wait_closed()
+
+        listener = bind_socket("127.0.0.1", 0)
+        server = await asyncio.start_server(handle, sock=listener)
+        port = listener.getsockname()[1]
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+            await writer.wait_closed()
+        return seen[0]
+
+    assert asyncio.run(scenario()) != 0
