@@ -236,7 +236,12 @@ class _Planner:
             wanted = overrides.get(node.name)
             if wanted is not None and wanted in self.spec.plans:
                 return wanted
-        return self.spec.regions[node.region].plan
+        region = self.spec.regions[node.region]
+        if node.plan is not None and node.plan in region.vertical_plans:
+            # a vertical scale-up the spec allows (made by the daemon): kept, so a plain
+            # `reconcile` run never undoes it
+            return node.plan
+        return region.plan
 
     def region_reason(self, region: str, present: int, desired: int) -> str:
         reasons = self.options.scaling_reasons

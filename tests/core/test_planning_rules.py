@@ -293,6 +293,16 @@ def test_warming_node_graduates_to_active_when_its_schedule_ends() -> None:
     assert ("activate", "acme-dallas-001") not in actions(sick)
 
 
+def test_a_vertical_scale_up_the_spec_allows_is_kept_by_a_plain_run() -> None:
+    region = {"plan": "baseline", "nodes": 2, "vertical_plans": ["large"]}
+    spec = spec_of({"dallas": region})
+    up = pair("acme-dallas-001", 101, plan="large")
+    other = pair("acme-dallas-002", 102, plan="small")  # not an allowed vertical plan
+    p = plan(spec, *world([up[0], other[0]], [up[1], other[1]]), NOW)
+    assert actions(p) == [("resize", "acme-dallas-002")]
+    assert p.changes[0].after == {"plan": "baseline"}
+
+
 def test_a_plan_with_a_smaller_disk_is_never_resized_to_and_says_why() -> None:
     spec = spec_of({"dallas": {"plan": "small", "nodes": 1}})
     srv, rec = pair("acme-dallas-001", 101, plan="baseline")
