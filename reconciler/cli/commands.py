@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from reconciler.cli import daemonizing, database, reconciling, simulating, validating
+from reconciler.cli import costing, daemonizing, database, reconciling, simulating, validating
 
 
 @click.group(
@@ -28,5 +28,6 @@ cli.add_command(validating.validate)
 cli.add_command(validating.schema)
 cli.add_command(simulating.simulator)
 cli.add_command(database.db)
+cli.add_command(costing.costs)
 for command in daemonizing.COMMANDS:
     cli.add_command(command)

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from reconciler.core.fleet import (
+    CostConstant,
     CreateRequest,
     IntentStatus,
     Location,
@@ -182,6 +183,10 @@ class StorePort(Protocol):
         ...
 
     def cost_history(self, key: str | None = None) -> list[dict[str, str]]: ...
+
+    def cost_constants(self) -> list[CostConstant]:
+        """Every value finance has set (key, scope), sorted by key then scope."""
+        ...
 
     # --- heartbeats ----------------------------------------------------------------------
     def record_heartbeats(self, fleet: str, beats: Sequence[NodeMetrics]) -> int:

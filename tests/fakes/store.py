@@ -269,6 +269,9 @@ class InMemoryStore:
         self.costs[(key, scope)] = constant
         self.cost_log.append(constant)
 
+    def cost_constants(self) -> list[CostConstant]:
+        return [self.costs[k] for k in sorted(self.costs)]
+
     def cost_history(self, key: str | None = None) -> list[dict[str, str]]:
         return [
             {
