@@ -252,12 +252,30 @@ def release_leadership(connection: Connection, name: str, holder: str, epoch: in
 
 #: SQLSTATEs after which a whole transaction may simply be run again
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_UNIQUE_VIOLATION = "23505"
 HEARTBEAT_ATTEMPTS = 3
+UPSERT_ATTEMPTS = 3
 
 
-def _is_retryable(exc: BaseException | None) -> bool:
+def _is_retryable(exc: BaseException | None, *, unique_too: bool = False) -> bool:
     orig = getattr(exc, "orig", None)
-    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+    state = getattr(orig, "sqlstate", None)
+    return state in _RETRYABLE_SQLSTATES or (unique_too and state == _UNIQUE_VIOLATION)
+
+
+def _retrying(attempts: int, work: Callable[[], _T], *, unique_too: bool = False) -> _T:
+    """Run ``work`` (one whole transaction) again after a deadlock or serialization failure
+    (and, with ``unique_too``, a unique violation: PostgreSQL's ``INSERT ... ON CONFLICT``
+    arbitrates only one index, so a concurrent insert of the same node can trip another
+    unique index; run again, the statement sees the committed row and updates it)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except StoreError as exc:
+            # the transaction was rolled back whole, so doing it again is safe
+            if attempt == attempts or not _is_retryable(exc.__cause__, unique_too=unique_too):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def convert_error(exc: SQLAlchemyError, doing: str, url: URL | None = None) -> StoreError:
@@ -500,10 +518,14 @@ class SqlStore:
         if not nodes:
             return
         now = self._now()
-        with self._tx(f"recording {len(nodes)} node(s)") as connection:
-            for fleet in sorted({n.fleet for n in nodes}):
-                self._fence(connection, fleet, epoch)
-            self._upsert(connection, nodes, now)
+
+        def once() -> None:
+            with self._tx(f"recording {len(nodes)} node(s)") as connection:
+                for fleet in sorted({n.fleet for n in nodes}):
+                    self._fence(connection, fleet, epoch)
+                self._upsert(connection, nodes, now)
+
+        _retrying(UPSERT_ATTEMPTS, once, unique_too=True)
 
     def _upsert(self, connection: Connection, nodes: Sequence[RecordedNode], now: datetime) -> None:
         """Insert or update nodes by (fleet, name) among open records, and keep their VPS and
@@ -1156,15 +1178,11 @@ class SqlStore:
         for series in by_node.values():
             series.sort(key=lambda b: b.at)
         names = sorted(by_node)
-        for attempt in range(1, HEARTBEAT_ATTEMPTS + 1):
-            try:
-                return self._record_heartbeats_once(fleet, names, by_node, len(beats))
-            except StoreError as exc:
-                # concurrent recorders (several daemons) may deadlock on the same node rows;
-                # the transaction was rolled back whole, so doing it again is safe
-                if attempt == HEARTBEAT_ATTEMPTS or not _is_retryable(exc.__cause__):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        # concurrent recorders (several daemons) may deadlock on the same node rows
+        return _retrying(
+            HEARTBEAT_ATTEMPTS,
+            lambda: self._record_heartbeats_once(fleet, names, by_node, len(beats)),
+        )
 
     def _record_heartbeats_once(
         self,
