@@ -776,6 +776,7 @@ class _Planner:
         for node, reason in destroys[:budget]:
             self.destroy(node, reason)
         deferred = len(destroys) - budget
+        destroys_left = max(0, -deferred)
         if deferred > 0:
             out.warn(
                 "destroy_budget",
@@ -803,6 +804,11 @@ class _Planner:
                     location_id=node.server.location_id,
                 )
             )
+            # no queue figures (no heartbeats): a draining node counts as drained at once (as
+            # above), so it goes in the same apply, right after its drain, within the budget
+            if not options.metrics_known and destroys_left > 0:
+                destroys_left -= 1
+                self.destroy(node, f"{reason}; drained (no queue data)")
         self.disruption_left -= started
         if len(drains) > started:
             out.warn(

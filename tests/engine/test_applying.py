@@ -260,21 +260,39 @@ def test_resize_failure_reverts_and_fails_the_change(world: World) -> None:
 
 
 def test_scale_down_drains_then_destroys(world: World) -> None:
+    """A CLI run has no queue figures: the node drains and goes in the same apply."""
     spec = make_spec({"dallas": 4})
     world.converge(spec)
     smaller = make_spec({"dallas": 3})
-    plan, _ = world.run(smaller)
-    assert [c.action for c in plan.changes] == [Action.DRAIN]
-    drained = plan.changes[0].address
-    node = next(n for n in world.store.load_fleet("acme").nodes if n.name == drained)
-    assert node.status is NodeStatus.DRAINING
     plan, report = world.run(smaller)
-    assert [c.action for c in plan.changes] == [Action.DESTROY]
+    assert [c.action for c in plan.changes] == [Action.DRAIN, Action.DESTROY]
+    drained = plan.changes[0].address
+    assert plan.changes[1].address == drained
     assert report is not None
     assert report.ok
     assert drained not in world.names()
     assert drained not in {n.name for n in world.store.load_fleet("acme").nodes}
     assert world.plan(smaller).is_empty
+    world.assert_sound(smaller)
+
+
+def test_scale_down_with_queue_figures_waits_for_the_queue(world: World) -> None:
+    """The daemon knows the queues: drain now, destroy once the queue is empty."""
+    spec = make_spec({"dallas": 4})
+    world.converge(spec)
+    smaller = make_spec({"dallas": 3})
+    plan, _ = world.run(smaller, options=PlanOptions(metrics_known=True))
+    assert [c.action for c in plan.changes] == [Action.DRAIN]
+    drained = plan.changes[0].address
+    node = next(n for n in world.store.load_fleet("acme").nodes if n.name == drained)
+    assert node.status is NodeStatus.DRAINING
+    assert world.plan(smaller, options=PlanOptions(metrics_known=True)).is_empty
+    empty = PlanOptions(metrics_known=True, queue_empty=frozenset({drained}))
+    plan, report = world.run(smaller, options=empty)
+    assert [c.action for c in plan.changes] == [Action.DESTROY]
+    assert report is not None
+    assert report.ok
+    assert drained not in world.names()
     world.assert_sound(smaller)
 
 
