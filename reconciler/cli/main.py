@@ -22,6 +22,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
 EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
 
 
 def report_error(exc: ReconcilerError | SpecError) -> None:
@@ -35,6 +36,14 @@ def report_error(exc: ReconcilerError | SpecError) -> None:
         click.echo(f"hint: {exc.hint}", err=True)
 
 
+def _interrupted() -> None:
+    click.echo(
+        "interrupted: nothing is lost; every change in flight is in the journal. Run the same "
+        "command again to resume (a create is resolved by looking its server up, never repeated).",
+        err=True,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point."""
     from reconciler.cli.commands import cli
@@ -43,7 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _interrupted()
+            return EXIT_INTERRUPTED
         click.echo("aborted", err=True)
         return EXIT_ERROR
     except click.ClickException as exc:
@@ -56,8 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_error(exc)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+        _interrupted()
+        return EXIT_INTERRUPTED
     except Exception:
         traceback.print_exc()
         click.echo(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from state.store import open_store
 from tests.e2e.conftest import (
     QUICKSTART,
+    RECONCILE,
     Cli,
     Sim,
     base_env,
@@ -245,3 +248,37 @@ def test_a_second_writer_is_refused_with_a_clear_message(cli: Cli, sim: Sim) -> 
     finally:
         store.close()
     assert cli.run("--yes").returncode == 0
+
+
+def test_ctrl_c_mid_apply_says_how_to_resume_and_a_rerun_converges(cli: Cli, sim: Sim) -> None:
+    sim._call("POST", "/sim/faults", {"build_seconds": 5})
+    cli.write_spec(spec_text("intr", {"dallas": 2, "seattle": 1}))
+    # a default SIGINT disposition whatever this runner inherited (a background job's shell
+    # ignores SIGINT, and an ignored signal stays ignored across exec)
+    wrapper = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", wrapper, RECONCILE, "--yes"],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not sim.names("intr-") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sim.names("intr-"), "no server was created before the deadline"
+    process.send_signal(signal.SIGINT)
+    code, output = finish(process)
+    assert code == 130, output
+    assert "interrupted: nothing is lost" in output
+    assert "Traceback" not in output
+    sim._call("DELETE", "/sim/faults")
+    cli.converge()
+    names = sim.names("intr-")
+    assert sorted(names) == ["intr-dallas-001", "intr-dallas-002", "intr-seattle-001"]
+    assert set(names.values()) == {1}  # no duplicate server
