@@ -791,17 +791,12 @@ class _Planner:
             started += 1
             reason = self.region_reason(node.region, present[node.region], desired[node.region])
             out.add(
-                Change(
+                self.node_change(
                     Action.DRAIN,
-                    node.name,
-                    node.region,
+                    node,
                     f"{reason}; out of rotation before destroy",
                     before={"status": node.status.value},
                     after={"status": NodeStatus.DRAINING.value},
-                    service_id=node.server.service_id,
-                    plan=node.plan,
-                    pool=node.pool,
-                    location_id=node.server.location_id,
                 )
             )
             # no queue figures (no heartbeats): a draining node counts as drained at once (as
@@ -833,6 +828,29 @@ class _Planner:
             )
         )
 
+    def node_change(
+        self,
+        action: Action,
+        node: _Node,
+        reason: str,
+        *,
+        before: dict[str, str],
+        after: dict[str, str],
+    ) -> Change:
+        """A change to one existing node, carrying its server's id, plan, pool and location."""
+        return Change(
+            action,
+            node.name,
+            node.region,
+            reason,
+            before=before,
+            after=after,
+            service_id=node.server.service_id,
+            plan=node.plan,
+            pool=node.pool,
+            location_id=node.server.location_id,
+        )
+
     def keepers(self, nodes: list[_Node]) -> None:
         options, out = self.options, self.out
         resizes: list[tuple[_Node, str]] = []
@@ -847,17 +865,12 @@ class _Planner:
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
             if sick and (node.status.in_rotation or entering or leaving):
                 out.add(
-                    Change(
+                    self.node_change(
                         Action.PAUSE,
-                        node.name,
-                        node.region,
+                        node,
                         "unhealthy (missed heartbeats): out of the sending rotation",
                         before={"status": node.status.value},
                         after={"status": NodeStatus.UNHEALTHY.value},
-                        service_id=server.service_id,
-                        plan=node.plan,
-                        pool=node.pool,
-                        location_id=server.location_id,
                     )
                 )
             elif not sick and (
@@ -869,17 +882,12 @@ class _Planner:
                     else "no longer surplus: stop draining, back into rotation"
                 )
                 out.add(
-                    Change(
+                    self.node_change(
                         Action.RESUME,
-                        node.name,
-                        node.region,
+                        node,
                         why,
                         before={"status": node.status.value},
                         after={"status": self.rotation_status(node).value},
-                        service_id=server.service_id,
-                        plan=node.plan,
-                        pool=node.pool,
-                        location_id=server.location_id,
                     )
                 )
             # resize towards the spec's plan (the spec wins over drift)
@@ -911,17 +919,12 @@ class _Planner:
                 and self.rotation_status(node) is NodeStatus.ACTIVE
             ):
                 out.add(
-                    Change(
+                    self.node_change(
                         Action.ACTIVATE,
-                        node.name,
-                        node.region,
+                        node,
                         "warmup schedule complete: full sending volume",
                         before={"status": NodeStatus.WARMING.value},
                         after={"status": NodeStatus.ACTIVE.value},
-                        service_id=server.service_id,
-                        plan=node.plan,
-                        pool=node.pool,
-                        location_id=server.location_id,
                     )
                 )
             # the pipeline: ACTIVE with an IP -> reverse DNS -> into rotation (warming)
@@ -938,34 +941,24 @@ class _Planner:
                     continue
                 if not rdns_done:
                     out.add(
-                        Change(
+                        self.node_change(
                             Action.SET_RDNS,
-                            node.name,
-                            node.region,
+                            node,
                             "new node: set reverse DNS and record its IP",
                             before={"rdns": "-"},
                             after={"rdns": node.name, "ip": server.main_ip},
-                            service_id=server.service_id,
-                            plan=node.plan,
-                            pool=node.pool,
-                            location_id=server.location_id,
                         )
                     )
                 if node.name in options.unhealthy:
                     out.notes.append(f"{node.name}: not put into rotation while unhealthy")
                     continue
                 out.add(
-                    Change(
+                    self.node_change(
                         Action.ACTIVATE,
-                        node.name,
-                        node.region,
+                        node,
                         "ACTIVE with reverse DNS: into the sending rotation (warmup starts)",
                         before={"status": NodeStatus.PROVISIONING.value},
                         after={"status": NodeStatus.WARMING.value},
-                        service_id=server.service_id,
-                        plan=node.plan,
-                        pool=node.pool,
-                        location_id=server.location_id,
                     )
                 )
         if shrinking:
