@@ -520,26 +520,27 @@ class World:
         if inst.status not in ("ACTIVE", "SHUTOFF"):
             raise SimError(f"Server is currently {inst.status} and cannot be changed.")
 
-    def boot(self, serviceid: int | None) -> Instance:
+    def _changeable(self, serviceid: int | None) -> Instance:
+        """The instance, if it exists, is not locked and is idle (ACTIVE or SHUTOFF)."""
         inst = self.get(serviceid)
         self._check_unlocked(inst)
         self._check_idle(inst)
+        return inst
+
+    def boot(self, serviceid: int | None) -> Instance:
+        inst = self._changeable(serviceid)
         inst.set_state("ACTIVE", "active", None, 1)
         inst.updated_at = self.clock.now()
         return inst
 
     def shutdown(self, serviceid: int | None) -> Instance:
-        inst = self.get(serviceid)
-        self._check_unlocked(inst)
-        self._check_idle(inst)
+        inst = self._changeable(serviceid)
         inst.set_state("SHUTOFF", "stopped", None, 4)
         inst.updated_at = self.clock.now()
         return inst
 
     def reboot(self, serviceid: int | None) -> Instance:
-        inst = self.get(serviceid)
-        self._check_unlocked(inst)
-        self._check_idle(inst)
+        inst = self._changeable(serviceid)
         inst.set_state("REBOOT", "active", "rebooting", 1)
         inst.updated_at = self.clock.now()
         self._schedule(inst, self.settings.reboot_seconds)
