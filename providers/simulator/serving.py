@@ -129,14 +129,8 @@ def _base_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-class SimulatorServer:
-    """The simulator on a loopback port, served from a background thread.
-
-    ::
-
-        with SimulatorServer(state_path=tmp / "sim.json", build_seconds=0) as sim:
-            client = HostwindsClient(api_url=sim.api_url, api_key="simulator")
-    """
+class _SimulatorHost:
+    """What both ways of serving share: the app, the address to bind, the URL once up."""
 
     def __init__(
         self,
@@ -168,12 +162,10 @@ class SimulatorServer:
         )
         self._socket: socket.socket | None = None
         self._server: _EmbeddedServer | None = None
-        self._thread: threading.Thread | None = None
         self._url: str | None = None
-        self._failure: BaseException | None = None
 
     def __repr__(self) -> str:
-        return f"SimulatorServer(url={self._url!r})"
+        return f"{type(self).__name__}(url={self._url!r})"
 
     @property
     def world(self) -> World:
@@ -193,6 +185,21 @@ class SimulatorServer:
     @property
     def api_url(self) -> str:
         return self.url + API_PATH
+
+
+class SimulatorServer(_SimulatorHost):
+    """The simulator on a loopback port, served from a background thread.
+
+    Keyword arguments: see :func:`build_app`, plus ``host`` and ``port`` (0: a free one).
+
+    ::
+
+        with SimulatorServer(state_path=tmp / "sim.json", build_seconds=0) as sim:
+            client = HostwindsClient(api_url=sim.api_url, api_key="simulator")
+    """
+
+    _thread: threading.Thread | None = None
+    _failure: BaseException | None = None
 
     def start(self, timeout: float = 10.0) -> str:
         """Serve in a thread; returns the base URL once the port accepts connections."""
@@ -249,50 +256,10 @@ class SimulatorServer:
         self.stop()
 
 
-class AsyncSimulatorServer:
+class AsyncSimulatorServer(_SimulatorHost):
     """The same, served as a task in the running event loop (``async with``)."""
 
-    def __init__(
-        self,
-        *,
-        state_path: Path | None = None,
-        api_key: str = DEFAULT_API_KEY,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        build_seconds: float = 2.0,
-        build_failure_rate: float = 0.0,
-        resize_seconds: float = 2.0,
-        seed: int = 0,
-        allow_ips: Sequence[str] | None = None,
-        clock: SimClock | None = None,
-        persist_interval: float = 0.2,
-    ) -> None:
-        self._host, self._port = host, port
-        self.app = build_app(
-            state_path=state_path,
-            api_key=api_key,
-            build_seconds=build_seconds,
-            build_failure_rate=build_failure_rate,
-            resize_seconds=resize_seconds,
-            seed=seed,
-            allow_ips=allow_ips,
-            clock=clock,
-            persist_interval=persist_interval,
-        )
-        self._socket: socket.socket | None = None
-        self._server: _EmbeddedServer | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._url: str | None = None
-
-    @property
-    def url(self) -> str:
-        if self._url is None:
-            raise RuntimeError("the simulator is not running; call start() first")
-        return self._url
-
-    @property
-    def api_url(self) -> str:
-        return self.url + API_PATH
+    _task: asyncio.Task[None] | None = None
 
     async def start(self, startup_seconds: float = 10.0) -> str:
         if self._task is not None:
