@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from specs.model import FleetSpec
+
 #: region names follow specs.model.NAME_PATTERN; the sequence is the last hyphenated part
 _TAIL = re.compile(r"^(?P<region>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)-(?P<seq>[0-9]{3,})$")
 
@@ -36,3 +38,10 @@ def parse_node_name(fleet: str, name: str) -> tuple[str, int] | None:
 def owned_by_fleet(fleet: str, name: str) -> bool:
     """True when ``name`` is shaped like one of ``fleet``'s node names."""
     return parse_node_name(fleet, name) is not None
+
+
+def node_hostname(spec: FleetSpec, name: str) -> str:
+    """The reverse-DNS name of a node: ``<name>.<domain>``; the domain is the spec's
+    ``provider.rdns_domain`` when the spec has one, else ``<fleet>.example``."""
+    domain = getattr(spec.provider, "rdns_domain", None) or f"{spec.name}.example"
+    return f"{name}.{str(domain).strip('.')}"

@@ -133,6 +133,24 @@ class IntentStatus(StrEnum):
     FAILED = "failed"
 
 
+class StepStatus(StrEnum):
+    """The recorded state of one step of a node's pipeline (``reconciler.core.pipeline``)."""
+
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class StepState:
+    """One pipeline step of one node as the store records it."""
+
+    name: str  # the step's name, e.g. "rdns"
+    status: StepStatus
+    attempts: int = 1
+    at: datetime | None = None  # when the step last finished (or failed)
+    error: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedNode:
     """A sending node as the store knows it. ``name`` is unique per fleet."""
@@ -160,6 +178,19 @@ class RecordedNode:
     #: monthly USD of the node's dedicated IP, included in ``approximate_cost`` (the store
     #: splits the total into its VPS and IP rows; None: the store's cost constant applies)
     ip_cost: Decimal | None = None
+    #: recorded state of the node's pipeline steps (design §3b), sorted by step name
+    steps: tuple[StepState, ...] = ()
+
+    def step(self, name: str) -> StepState | None:
+        """The recorded state of pipeline step ``name``, if any."""
+        for state in self.steps:
+            if state.name == name:
+                return state
+        return None
+
+    def step_done(self, name: str) -> bool:
+        state = self.step(name)
+        return state is not None and state.status is StepStatus.DONE
 
 
 @dataclass(frozen=True, slots=True)

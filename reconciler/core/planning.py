@@ -2,6 +2,10 @@
 
 No I/O, no clock, no logging, no randomness: the same inputs give the same plan, byte for byte.
 The rules are described in docs/planning.md; the comments here point at them by name.
+
+Planning is three named units: ``core.matching`` (observed x recorded x intents -> the
+inventory), this module's fleet rules (counts, victims, guards, budgets, creates, the
+summary) and ``core.pipeline`` (each node's next step into service).
 """
 
 from __future__ import annotations
@@ -12,18 +16,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from reconciler.core.addresses import node_name, parse_node_name
+from reconciler.core.addresses import node_hostname, node_name
 from reconciler.core.costs import CostResolver, cents, sort_constants
 from reconciler.core.fleet import (
-    IntentStatus,
     NodeStatus,
     Observed,
-    ObservedServer,
     RecordedFleet,
-    RecordedIntent,
     RecordedNode,
     ServerStatus,
 )
+from reconciler.core.matching import (
+    LiveNode,
+    Matcher,
+    PendingCreate,
+    SettledCreate,
+    match_plan,
+)
+from reconciler.core.pipeline import StepContext, next_changes, node_change, rotation_status
 from reconciler.core.plans import (
     Action,
     AppliedConstant,
@@ -31,10 +40,10 @@ from reconciler.core.plans import (
     GuardWarning,
     Plan,
     PlanSummary,
+    Resolution,
     UnmanagedServer,
 )
-from reconciler.core.warmup import warmup_complete
-from specs.model import WARMUP_PRESETS, FleetSpec, PoolStatus
+from specs.model import FleetSpec, PoolStatus
 
 #: order of the changes of one address: the order the engine must apply them in
 ACTION_ORDER: dict[Action, int] = {
@@ -90,39 +99,6 @@ class PlanOptions:
 
 
 @dataclass(slots=True)
-class _Node:
-    """A server we own that exists now (observed), with its record if any."""
-
-    name: str
-    region: str
-    seq: int
-    server: ObservedServer
-    record: RecordedNode | None
-    status: NodeStatus  # recorded status; PROVISIONING for a server about to be recorded
-    plan: str | None  # the plan it runs now (matched by rid), else the recorded plan
-    pool: str | None
-    protected: bool
-    unhealthy: bool
-    condemned: str | None = None  # reason it must go whatever the count (ERROR, unhealthy)
-    victim: bool = False
-    adopting: bool = False  # ADOPT: the engine records it and brings it up itself
-    brought_up: bool = False  # ADOPT or RESOLVE: the engine brings it up (rDNS, warming)
-    intent_ids: str | None = None  # found by a pending create intent's name (RESOLVE)
-
-    @property
-    def in_rotation(self) -> bool:
-        return self.status.in_rotation and not self.unhealthy
-
-
-@dataclass(slots=True)
-class _Pending:
-    intent: RecordedIntent
-    name: str
-    region: str
-    recreate: bool = False
-
-
-@dataclass(slots=True)
 class _Builder:
     changes: list[Change] = field(default_factory=list)
     warnings: list[GuardWarning] = field(default_factory=list)
@@ -148,28 +124,6 @@ def desired_count(spec: FleetSpec, region: str, options: PlanOptions) -> int:
     return max(region_spec.min_nodes, min(region_spec.max_nodes, wanted))
 
 
-def _plan_by_rid(spec: FleetSpec) -> dict[int, list[str]]:
-    by_rid: dict[int, list[str]] = defaultdict(list)
-    for name in sorted(spec.plans):
-        by_rid[spec.plans[name].rid].append(name)
-    return by_rid
-
-
-def _match_plan(
-    by_rid: Mapping[int, list[str]], rid: int | None, *preferred: str | None
-) -> str | None:
-    """Our plan name for a Hostwinds rid: a preferred name if it has that rid, else the first."""
-    if rid is None:
-        return None
-    names = by_rid.get(rid)
-    if not names:
-        return None
-    for name in preferred:
-        if name is not None and name in names:
-            return name
-    return names[0]
-
-
 def plan(
     spec: FleetSpec,
     observed: Observed,
@@ -182,6 +136,9 @@ def plan(
 
 
 class _Planner:
+    """The fleet rules of one plan, on the inventory built by ``core.matching``: removals and
+    guards, the nodes that stay (health, resize, the per-node pipeline), creates, summary."""
+
     def __init__(
         self,
         spec: FleetSpec,
@@ -197,31 +154,15 @@ class _Planner:
         self.options = options
         self.fleet = spec.name
         self.costs = CostResolver(spec, recorded.cost_overrides)
-        self.by_rid = _plan_by_rid(spec)
         self.out = _Builder()
         self.used_constants: set[AppliedConstant] = set()
-        protected: set[str] = set(spec.disruption.protected) | set(recorded.protected_names)
-        for region_spec in spec.regions.values():
-            protected.update(region_spec.protected)
-        self.protected = protected
-        self._parsed: dict[str, tuple[str, int] | None] = {}
+        self.matcher = Matcher(spec, observed, recorded, unhealthy=options.unhealthy)
+        self.by_rid = self.matcher.by_rid
+        self.parse = self.matcher.parse
+        self.servers = self.matcher.servers
+        self.steps = StepContext(spec, now, options.unhealthy)
         #: new disruptions of in-rotation nodes this plan may still start (set by removals)
         self.disruption_left = 0
-        #: one entry per service id (a paginated listing may repeat one); deterministic choice
-        unique: dict[int, ObservedServer] = {}
-        for seen in observed.servers:
-            kept = unique.get(seen.service_id)
-            if kept is None or repr(seen) < repr(kept):
-                unique[seen.service_id] = seen
-        self.servers = [unique[sid] for sid in sorted(unique)]
-
-    def parse(self, name: str) -> tuple[str, int] | None:
-        """``parse_node_name`` for this fleet, memoized (names are parsed several times)."""
-        try:
-            return self._parsed[name]
-        except KeyError:
-            parsed = self._parsed[name] = parse_node_name(self.fleet, name)
-            return parsed
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -230,7 +171,11 @@ class _Planner:
         self.used_constants.update(constants)
         return value
 
-    def target_plan(self, node: _Node) -> str:
+    def rid(self, plan_name: str | None) -> int | None:
+        plan_spec = self.spec.plans.get(plan_name) if plan_name is not None else None
+        return plan_spec.rid if plan_spec is not None else None
+
+    def target_plan(self, node: LiveNode) -> str:
         overrides = self.options.node_plans
         if overrides is not None:
             wanted = overrides.get(node.name)
@@ -252,163 +197,19 @@ class _Planner:
         noun = "node" if present == 1 else "nodes"
         return f"{region}: {present} {noun}, spec wants {desired}"
 
-    def rotation_status(self, node: _Node) -> NodeStatus:
-        """Warming or active: where a node goes back to when it re-enters rotation."""
-        record = node.record
-        started = record.warmup_started_at if record is not None else None
-        schedule = None
-        if node.pool is not None and node.pool in self.spec.ip_pools:
-            schedule = self.spec.warmup.schedule(self.spec.ip_pools[node.pool].warmup)
-        if schedule is None:
-            schedule = WARMUP_PRESETS["standard"]
-        if started is not None and warmup_complete(schedule, started, self.now):
-            return NodeStatus.ACTIVE
-        return NodeStatus.WARMING
-
     # --- the plan ------------------------------------------------------------------------
 
     def run(self) -> Plan:
         spec, options, out = self.spec, self.options, self.out
-        fleet = self.fleet
 
-        # 1. split the observation: ours (name shaped like ours) vs unmanaged (never touched)
-        unmanaged: list[UnmanagedServer] = []
-        ours_by_sid: dict[int, ObservedServer] = {}
-        ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
-        max_seq: dict[str, int] = defaultdict(int)
-        for seen in self.servers:
-            parsed = self.parse(seen.name)
-            if parsed is None:
-                if seen.status is not ServerStatus.DELETED:
-                    unmanaged.append(UnmanagedServer(seen.service_id, seen.name, seen.location_id))
-                continue
-            max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
-            if seen.status is ServerStatus.DELETED:
-                continue
-            ours_by_sid[seen.service_id] = seen
-            ours_by_name[seen.name].append(seen)
-        for servers in ours_by_name.values():
-            servers.sort(key=lambda s: s.service_id)
-
-        # names are never reused: every recorded name and every intent counts for the sequence
-        for record in self.recorded.nodes:
-            parsed = self.parse(record.name)
-            if parsed is not None:
-                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
-        create_intents: dict[str, list[RecordedIntent]] = defaultdict(list)
-        destroy_targets: set[str] = set()
-        for intent in self.recorded.pending_intents:
-            if intent.status is not IntentStatus.PENDING:
-                continue
-            parsed = self.parse(intent.target)
-            if parsed is not None:
-                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
-            if intent.kind == "create":
-                create_intents[intent.target].append(intent)
-            elif intent.kind == "destroy":
-                destroy_targets.add(intent.target)
-
-        claimed: set[int] = set()
-        nodes: list[_Node] = []
-        taken: set[str] = set()  # names held by a live record or a server about to be recorded
-
-        # 2. records: match to servers by service id (or by name while the id is unknown)
-        live_records = sorted(
-            (r for r in self.recorded.nodes if r.status is not NodeStatus.DECOMMISSIONED),
-            key=lambda r: (r.name, r.id),
-        )
-        for record in live_records:
-            server: ObservedServer | None = None
-            if record.service_id is not None:
-                candidate = ours_by_sid.get(record.service_id)
-                # the id must still carry the node's name: never act on another node's server
-                if (
-                    candidate is not None
-                    and candidate.service_id not in claimed
-                    and candidate.name == record.name
-                ):
-                    server = candidate
-            else:
-                for candidate in ours_by_name.get(record.name, ()):
-                    if candidate.service_id not in claimed:
-                        server = candidate
-                        break
-            if server is None:
-                if record.service_id is None and record.name in create_intents:
-                    continue  # the pending create intent speaks for it (RESOLVE)
-                self.forget(record, destroy_targets)
-                continue
-            claimed.add(server.service_id)
-            taken.add(record.name)
-            nodes.append(self.make_node(record.name, record.region, server, record))
-
-        # 3. pending create intents: look the name up first (design §3)
-        recorded_nodes = {n.name: n for n in nodes}
-        pending: list[_Pending] = []
-        for target in sorted(create_intents):
-            intents = sorted(create_intents[target], key=lambda i: i.id)
-            newest = intents[-1]
-            parsed = self.parse(target)
-            region_or_none = parsed[0] if parsed is not None else newest.params.get("region")
-            if region_or_none is None:
-                out.warn(
-                    "intent",
-                    f"pending create intent {newest.id} targets {target!r}, which is not a "
-                    f"node name of fleet {fleet}: resolve it by hand",
-                )
-                continue
-            region = region_or_none
-            ids = ",".join(str(i.id) for i in intents)
-            found = next(
-                (s for s in ours_by_name.get(target, ()) if s.service_id not in claimed), None
-            )
-            record_node = recorded_nodes.get(target)
-            if record_node is not None:
-                out.add(
-                    Change(
-                        Action.RESOLVE,
-                        target,
-                        region,
-                        f"pending create intent: server {record_node.server.service_id} is "
-                        "already recorded; close the intent",
-                        after={"found": "yes", "recorded": "yes", "intent_ids": ids},
-                        service_id=record_node.server.service_id,
-                        plan=record_node.plan,
-                        location_id=record_node.server.location_id,
-                    )
-                )
-            elif found is not None:
-                claimed.add(found.service_id)
-                taken.add(target)
-                node = self.make_node(target, region, found, None)
-                node.brought_up = True
-                if node.pool is None:
-                    node.pool = newest.params.get("pool") or None
-                node.intent_ids = ids
-                nodes.append(node)
-            else:
-                pending.append(_Pending(newest, target, region))
-
-        # 4. servers of ours the store does not know: adopt (or report a duplicate name)
-        for name in sorted(ours_by_name):
-            for server in ours_by_name[name]:
-                if server.service_id in claimed:
-                    continue
-                parsed = self.parse(name)
-                assert parsed is not None
-                if name in taken:
-                    out.warn(
-                        "duplicate_name",
-                        f"server {server.service_id} is named {name} like another node of the "
-                        "fleet: not adopted, never touched; remove or rename it by hand",
-                    )
-                    continue
-                claimed.add(server.service_id)
-                taken.add(name)
-                node = self.make_node(name, parsed[0], server, None)
-                node.adopting = True
-                node.brought_up = True
-                nodes.append(node)
+        # 1-4. the inventory: ours vs unmanaged, records x servers, intents (core.matching)
+        inventory = self.matcher.run()
+        out.warnings.extend(inventory.warnings)
+        nodes = inventory.nodes
+        for gone in inventory.gone:
+            self.forget(gone.record, gone.destroyed_by_us)
+        for settled in inventory.settled:
+            self.settle(settled)
 
         # 5. records that differ from the cloud (drift): repair the record
         for node in nodes:
@@ -427,11 +228,11 @@ class _Planner:
                 node.condemned = "unhealthy past the grace period: replace it"
 
         # 7. per region: victims of a scale-down, and missing nodes
-        by_region: dict[str, list[_Node]] = defaultdict(list)
+        by_region: dict[str, list[LiveNode]] = defaultdict(list)
         for node in nodes:
             by_region[node.region].append(node)
-        pending_by_region: dict[str, list[_Pending]] = defaultdict(list)
-        for item in pending:
+        pending_by_region: dict[str, list[PendingCreate]] = defaultdict(list)
+        for item in inventory.pending:
             pending_by_region[item.region].append(item)
         regions = sorted(set(spec.regions) | set(by_region) | set(pending_by_region))
         missing: dict[str, int] = {}
@@ -460,55 +261,48 @@ class _Planner:
                 item.recreate = index < slots and region in spec.regions
             missing[region] = max(0, wanted - len(live) - len(waiting))
 
-        for item in pending:
+        for item in inventory.pending:
             self.resolve_pending(item)
         for node in nodes:
-            if node.adopting or node.intent_ids is not None:
+            if node.adopting or node.intent_ids:
                 self.adopt(node)
 
         # 8. removals: guards decide what happens this run
         self.removals(nodes, desired, present_count)
 
-        # 9. nodes that stay: health, pipeline, resize
+        # 9. nodes that stay: health, resize, the per-node pipeline (core.pipeline)
         self.keepers(nodes)
 
         # 10. creates
-        self.creates(regions, missing, desired, present_count, nodes, max_seq)
+        self.creates(regions, missing, desired, present_count, nodes, inventory.max_seq)
 
-        return self.finish(nodes, unmanaged, pending)
+        return self.finish(nodes, inventory.unmanaged)
 
     # --- steps ---------------------------------------------------------------------------
 
-    def make_node(
-        self, name: str, region: str, server: ObservedServer, record: RecordedNode | None
-    ) -> _Node:
-        parsed = self.parse(name)
-        seq = parsed[1] if parsed is not None else 0
-        region_spec = self.spec.regions.get(region)
-        region_plan = region_spec.plan if region_spec is not None else None
-        recorded_plan = record.plan if record is not None else None
-        matched = _match_plan(self.by_rid, server.plan_rid, recorded_plan, region_plan)
-        current = matched if matched is not None else recorded_plan
-        if server.plan_rid is not None and matched is None:
-            current = None
-        protected = name in self.protected or (record is not None and record.protected)
-        unhealthy = name in self.options.unhealthy or (
-            record is not None and record.status is NodeStatus.UNHEALTHY
-        )
-        return _Node(
-            name=name,
-            region=region,
-            seq=seq,
-            server=server,
-            record=record,
-            status=record.status if record is not None else NodeStatus.PROVISIONING,
-            plan=current,
-            pool=record.pool if record is not None else None,
-            protected=protected,
-            unhealthy=unhealthy,
+    def settle(self, settled: SettledCreate) -> None:
+        node = settled.node
+        self.out.add(
+            Change(
+                Action.RESOLVE,
+                settled.name,
+                settled.region,
+                f"pending create intent: server {node.server.service_id} is "
+                "already recorded; close the intent",
+                after={
+                    "found": "yes",
+                    "recorded": "yes",
+                    "intent_ids": ",".join(str(i) for i in settled.intent_ids),
+                },
+                service_id=node.server.service_id,
+                plan=node.plan,
+                location_id=node.server.location_id,
+                intent_ids=settled.intent_ids,
+                resolution=Resolution.RECORDED,
+            )
         )
 
-    def adopt(self, node: _Node) -> None:
+    def adopt(self, node: LiveNode) -> None:
         """ADOPT an unrecorded server, or RESOLVE the pending intent that named it.
 
         A server that this plan also destroys is adopted with ``after.status = "draining"``
@@ -517,7 +311,8 @@ class _Planner:
         """
         server = node.server
         leaving = node.victim or node.condemned is not None
-        if node.intent_ids is not None and not leaving:
+        ids = ",".join(str(i) for i in node.intent_ids)
+        if node.intent_ids and not leaving:
             self.out.add(
                 Change(
                     Action.RESOLVE,
@@ -525,11 +320,14 @@ class _Planner:
                     node.region,
                     f"pending create intent: server {server.service_id} with this name is "
                     "observed; adopt it",
-                    after={"found": "yes", "recorded": "no", "intent_ids": node.intent_ids},
+                    after={"found": "yes", "recorded": "no", "intent_ids": ids},
                     service_id=server.service_id,
                     plan=node.plan,
                     pool=node.pool,
                     location_id=server.location_id,
+                    intent_ids=node.intent_ids,
+                    resolution=Resolution.FOUND,
+                    hostname=node_hostname(self.spec, node.name),
                 )
             )
             return
@@ -538,15 +336,17 @@ class _Planner:
             f"server {server.service_id} carries the fleet's name but is not recorded "
             "(a crash between create and record?)"
         )
-        if node.intent_ids is not None:
-            after["intent_ids"] = node.intent_ids
+        if node.intent_ids:
+            after["intent_ids"] = ids
             reason = (
                 f"pending create intent: server {server.service_id} with this name is observed; "
                 "adopt it out of rotation"
             )
+        status: NodeStatus | None = None
         if leaving:
             # about to be destroyed: record it out of rotation, do not bring it up
-            after["status"] = NodeStatus.DRAINING.value
+            status = NodeStatus.DRAINING
+            after["status"] = status.value
         self.out.add(
             Change(
                 Action.ADOPT,
@@ -558,11 +358,14 @@ class _Planner:
                 plan=node.plan,
                 pool=node.pool,
                 location_id=server.location_id,
+                status=status,
+                intent_ids=node.intent_ids,
+                hostname=node_hostname(self.spec, node.name),
+                ip=server.main_ip,
             )
         )
 
-    def forget(self, record: RecordedNode, destroy_targets: set[str]) -> None:
-        ours = record.name in destroy_targets
+    def forget(self, record: RecordedNode, ours: bool) -> None:
         if record.service_id is None:
             reason = "record never got a server and no create is pending: close it"
             drift = False
@@ -584,10 +387,11 @@ class _Planner:
                 plan=record.plan,
                 pool=record.pool,
                 drift=drift,
+                status=NodeStatus.DECOMMISSIONED,
             )
         )
 
-    def repair(self, node: _Node) -> None:
+    def repair(self, node: LiveNode) -> None:
         record = node.record
         assert record is not None
         server = node.server
@@ -629,10 +433,11 @@ class _Planner:
                 pool=node.pool,
                 location_id=server.location_id,
                 drift=drift,
+                ip=server.main_ip,
             )
         )
 
-    def victim_key(self, node: _Node) -> tuple[int, int, int, int, timedelta, int, str]:
+    def victim_key(self, node: LiveNode) -> tuple[int, int, int, int, timedelta, int, str]:
         """Scale-down order: draining, unhealthy, paused, least warmed, highest sequence."""
         record = node.record
         started = record.warmup_started_at if record is not None else None
@@ -648,18 +453,21 @@ class _Planner:
             node.name,
         )
 
-    def resolve_pending(self, item: _Pending) -> None:
+    def resolve_pending(self, item: PendingCreate) -> None:
         intent = item.intent
         grace = self.spec.reconcile.adoption_grace
         created = intent.created_at
         expired = created is None or self.now >= created + grace
         ids = str(intent.id)
+        resolution = Resolution.RECREATE if item.recreate else Resolution.ABANDON
+        grace_until = created + grace if created is not None else None
         after = {
             "found": "no",
             "intent_ids": ids,
             "recreate": "yes" if item.recreate else "no",
         }
         if not expired and created is not None:
+            resolution = Resolution.WAIT
             after["grace_until"] = (created + grace).isoformat()
             reason = (
                 "pending create intent: no server with this name yet; wait for it until "
@@ -693,11 +501,16 @@ class _Planner:
                 plan=plan_name,
                 pool=pool,
                 location_id=location,
+                intent_ids=(intent.id,),
+                resolution=resolution,
+                grace_until=grace_until,
+                rid=self.rid(plan_name),
+                hostname=node_hostname(self.spec, item.name),
             )
         )
 
     def removals(
-        self, nodes: list[_Node], desired: Mapping[str, int], present: Mapping[str, int]
+        self, nodes: list[LiveNode], desired: Mapping[str, int], present: Mapping[str, int]
     ) -> None:
         options, spec, out = self.options, self.spec, self.out
         disruption = spec.disruption
@@ -751,8 +564,8 @@ class _Planner:
         self.disruption_left = max(0, disruption.max_unavailable - unavailable)
 
         # --- what each removal needs this run
-        destroys: list[tuple[_Node, str]] = []
-        drains: list[_Node] = []
+        destroys: list[tuple[LiveNode, str]] = []
+        drains: list[LiveNode] = []
         for node in condemned:
             destroys.append((node, node.condemned or ""))
         for node in victims:
@@ -791,12 +604,13 @@ class _Planner:
             started += 1
             reason = self.region_reason(node.region, present[node.region], desired[node.region])
             out.add(
-                self.node_change(
+                node_change(
                     Action.DRAIN,
                     node,
                     f"{reason}; out of rotation before destroy",
                     before={"status": node.status.value},
                     after={"status": NodeStatus.DRAINING.value},
+                    status=NodeStatus.DRAINING,
                 )
             )
             # no queue figures (no heartbeats): a draining node counts as drained at once (as
@@ -812,7 +626,7 @@ class _Planner:
                 f"(disruption.max_unavailable = {disruption.max_unavailable})",
             )
 
-    def destroy(self, node: _Node, reason: str) -> None:
+    def destroy(self, node: LiveNode, reason: str) -> None:
         self.out.add(
             Change(
                 Action.DESTROY,
@@ -828,32 +642,9 @@ class _Planner:
             )
         )
 
-    def node_change(
-        self,
-        action: Action,
-        node: _Node,
-        reason: str,
-        *,
-        before: dict[str, str],
-        after: dict[str, str],
-    ) -> Change:
-        """A change to one existing node, carrying its server's id, plan, pool and location."""
-        return Change(
-            action,
-            node.name,
-            node.region,
-            reason,
-            before=before,
-            after=after,
-            service_id=node.server.service_id,
-            plan=node.plan,
-            pool=node.pool,
-            location_id=node.server.location_id,
-        )
-
-    def keepers(self, nodes: list[_Node]) -> None:
+    def keepers(self, nodes: list[LiveNode]) -> None:
         options, out = self.options, self.out
-        resizes: list[tuple[_Node, str]] = []
+        resizes: list[tuple[LiveNode, str]] = []
         shrinking: list[str] = []
         for node in nodes:
             if node.condemned is not None or node.victim:
@@ -865,12 +656,13 @@ class _Planner:
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
             if sick and (node.status.in_rotation or entering or leaving):
                 out.add(
-                    self.node_change(
+                    node_change(
                         Action.PAUSE,
                         node,
                         "unhealthy (missed heartbeats): out of the sending rotation",
                         before={"status": node.status.value},
                         after={"status": NodeStatus.UNHEALTHY.value},
+                        status=NodeStatus.UNHEALTHY,
                     )
                 )
             elif not sick and (
@@ -881,13 +673,16 @@ class _Planner:
                     if node.status is NodeStatus.UNHEALTHY
                     else "no longer surplus: stop draining, back into rotation"
                 )
+                back = rotation_status(node, self.steps)
                 out.add(
-                    self.node_change(
+                    node_change(
                         Action.RESUME,
                         node,
                         why,
                         before={"status": node.status.value},
-                        after={"status": self.rotation_status(node).value},
+                        after={"status": back.value},
+                        status=back,
+                        hostname=node_hostname(self.spec, node.name),
                     )
                 )
             # resize towards the spec's plan (the spec wins over drift)
@@ -910,57 +705,11 @@ class _Planner:
                     shrinking.append(f"{node.name} ({node.plan} -> {target})")
                 elif server.status is ServerStatus.ACTIVE and differs:
                     resizes.append((node, target))
-            # the end of the pipeline: warmup complete -> full sending volume (active)
-            if (
-                node.status is NodeStatus.WARMING
-                and node.record is not None
-                and not sick
-                and server.status is ServerStatus.ACTIVE
-                and self.rotation_status(node) is NodeStatus.ACTIVE
-            ):
-                out.add(
-                    self.node_change(
-                        Action.ACTIVATE,
-                        node,
-                        "warmup schedule complete: full sending volume",
-                        before={"status": NodeStatus.WARMING.value},
-                        after={"status": NodeStatus.ACTIVE.value},
-                    )
-                )
-            # the pipeline: ACTIVE with an IP -> reverse DNS -> into rotation (warming)
-            # (a server being adopted or resolved is brought up by the engine with its record)
-            if node.status is NodeStatus.PROVISIONING and node.record is not None:
-                record = node.record
-                rdns_done = record is not None and record.rdns_done
-                if server.status is not ServerStatus.ACTIVE or server.main_ip is None:
-                    if server.status not in (ServerStatus.RESIZE, ServerStatus.RESIZED):
-                        out.notes.append(
-                            f"{node.name}: waiting for the server to be ACTIVE with an IP "
-                            f"(now {server.status.value})"
-                        )
-                    continue
-                if not rdns_done:
-                    out.add(
-                        self.node_change(
-                            Action.SET_RDNS,
-                            node,
-                            "new node: set reverse DNS and record its IP",
-                            before={"rdns": "-"},
-                            after={"rdns": node.name, "ip": server.main_ip},
-                        )
-                    )
-                if node.name in options.unhealthy:
-                    out.notes.append(f"{node.name}: not put into rotation while unhealthy")
-                    continue
-                out.add(
-                    self.node_change(
-                        Action.ACTIVATE,
-                        node,
-                        "ACTIVE with reverse DNS: into the sending rotation (warmup starts)",
-                        before={"status": NodeStatus.PROVISIONING.value},
-                        after={"status": NodeStatus.WARMING.value},
-                    )
-                )
+            # the per-node pipeline: each node's next steps into service (core.pipeline)
+            steps = next_changes(node, self.steps)
+            for change in steps.changes:
+                out.add(change)
+            out.notes.extend(steps.notes)
         if shrinking:
             shown = ", ".join(shrinking[:5]) + (
                 f" and {len(shrinking) - 5} more" if len(shrinking) > 5 else ""
@@ -974,7 +723,7 @@ class _Planner:
             )
         self.resize(resizes)
 
-    def resize(self, resizes: list[tuple[_Node, str]]) -> None:
+    def resize(self, resizes: list[tuple[LiveNode, str]]) -> None:
         out = self.out
         deferred = 0
         for node, target in sorted(resizes, key=lambda item: (item[0].region, item[0].name)):
@@ -1005,6 +754,7 @@ class _Planner:
                     plan=target,
                     pool=node.pool,
                     location_id=server.location_id,
+                    rid=self.rid(target),
                 )
             )
         if deferred:
@@ -1020,7 +770,7 @@ class _Planner:
         missing: Mapping[str, int],
         desired: Mapping[str, int],
         present: Mapping[str, int],
-        nodes: list[_Node],
+        nodes: list[LiveNode],
         max_seq: Mapping[str, int],
     ) -> None:
         spec = self.spec
@@ -1064,12 +814,12 @@ class _Planner:
                         plan=region_spec.plan,
                         pool=pool,
                         location_id=region_spec.location_id,
+                        rid=self.rid(region_spec.plan),
+                        hostname=node_hostname(spec, name),
                     )
                 )
 
-    def finish(
-        self, nodes: list[_Node], unmanaged: list[UnmanagedServer], pending: list[_Pending]
-    ) -> Plan:
+    def finish(self, nodes: list[LiveNode], unmanaged: list[UnmanagedServer]) -> Plan:
         out, spec = self.out, self.spec
         changes = sorted(out.changes, key=lambda c: (c.region, c.address, ACTION_ORDER[c.action]))
         before = Decimal(0)
@@ -1081,7 +831,7 @@ class _Planner:
             if server.service_id in seen or server.status is ServerStatus.DELETED:
                 continue
             if self.parse(server.name) is not None:
-                before += self.cost(_match_plan(self.by_rid, server.plan_rid), None)
+                before += self.cost(match_plan(self.by_rid, server.plan_rid), None)
         count_before = len(nodes) + sum(
             1
             for s in self.servers
@@ -1092,9 +842,7 @@ class _Planner:
         delta = sum((c.monthly_cost_delta for c in changes), Decimal(0))
         creates = sum(1 for c in changes if c.action is Action.CREATE)
         recreates = sum(
-            1
-            for c in changes
-            if c.action is Action.RESOLVE and (c.after or {}).get("recreate") == "yes"
+            1 for c in changes if c.action is Action.RESOLVE and c.resolution is Resolution.RECREATE
         )
         destroys = sum(1 for c in changes if c.action is Action.DESTROY)
         counts = {action.value: 0 for action in Action}

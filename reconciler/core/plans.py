@@ -10,6 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from reconciler.core.fleet import NodeStatus
+
 
 class Action(StrEnum):
     CREATE = "create"  # +  a new server (create protocol, design §3)
@@ -50,9 +52,24 @@ _MARKERS: dict[Action, str] = {
 }
 
 
+class Resolution(StrEnum):
+    """What a ``RESOLVE`` does with a node's pending create intents (decided by the planner)."""
+
+    FOUND = "found"  # a server with the name is observed: record it, bring it up
+    RECORDED = "recorded"  # the server is recorded already: close the intents
+    WAIT = "wait"  # no server yet, inside the adoption grace: wait
+    RECREATE = "recreate"  # no server after the grace, still needed: fail them, create anew
+    ABANDON = "abandon"  # no server after the grace, no longer needed: fail them, close
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One change to one node. ``before``/``after`` are small str->str maps for display."""
+    """One change to one node.
+
+    ``before``/``after`` are small str->str maps **for display only**. What the engine
+    executes is in the typed fields below them: the engine never parses a display map and
+    never re-decides what the planner decided.
+    """
 
     action: Action
     address: str  # node name, e.g. "acme-dallas-003"
@@ -66,6 +83,23 @@ class Change:
     pool: str | None = None
     location_id: int | None = None
     drift: bool = False  # the cloud changed behind our back
+    # --- typed control data (what the engine executes) -----------------------------------
+    #: the node's recorded status after this change (adopt, activate, resume, pause, drain)
+    status: NodeStatus | None = None
+    #: the pending create intents this change settles (resolve; adopt of an intent's server)
+    intent_ids: tuple[int, ...] = ()
+    #: what a RESOLVE does
+    resolution: Resolution | None = None
+    #: RESOLVE/WAIT: when the adoption grace of the intent ends
+    grace_until: datetime | None = None
+    #: the Hostwinds plan id (rid) of ``plan`` (create, resize, re-create)
+    rid: int | None = None
+    #: the node pipeline step this change runs (``reconciler.core.pipeline``), if any
+    step: str | None = None
+    #: reverse-DNS name the node gets (set_rdns, and the steps that bring a node up)
+    hostname: str | None = None
+    #: the observed main IP the record takes (repair, set_rdns)
+    ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

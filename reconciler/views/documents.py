@@ -1,8 +1,10 @@
-"""The plan as a versioned JSON document (``format_version`` 1), and back.
+"""The plan as a versioned JSON document (``format_version`` 2), and back.
 
 The format is documented in docs/planning.md. Money is a string holding a decimal
 (``"14.98"``), never a float; times are ISO 8601. ``plan_from_document`` is the exact inverse
-of ``plan_to_document`` (``reconcile --plan FILE`` applies a saved plan).
+of ``plan_to_document`` (``reconcile --plan FILE`` applies a saved plan). Version 2 carries
+each change's typed control data (what the engine executes); version 1 documents (display
+maps only) are refused.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reconciler.core.errors import UserError
+from reconciler.core.fleet import NodeStatus
 from reconciler.core.plans import (
     Action,
     AppliedConstant,
@@ -23,10 +26,11 @@ from reconciler.core.plans import (
     GuardWarning,
     Plan,
     PlanSummary,
+    Resolution,
     UnmanagedServer,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DECIMAL = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -65,11 +69,26 @@ class _ChangeDoc(_Doc):
     pool: str | None = None
     location_id: int | None = None
     drift: bool = False
+    status: NodeStatus | None = None
+    intent_ids: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
+    resolution: Resolution | None = None
+    grace_until: str | None = None
+    rid: int | None = None
+    step: str | None = None
+    hostname: str | None = None
+    ip: str | None = None
 
     @field_validator("monthly_cost_delta")
     @classmethod
     def _money(cls, value: str) -> str:
         _decimal(value)
+        return value
+
+    @field_validator("grace_until")
+    @classmethod
+    def _iso_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            datetime.fromisoformat(value)  # ValueError names the problem
         return value
 
 
@@ -133,7 +152,7 @@ class _SummaryDoc(_Doc):
 
 
 class _PlanDoc(_Doc):
-    format_version: Literal[1]
+    format_version: Literal[2]
     fleet: Annotated[str, Field(min_length=1)]
     generated_at: str | None = None
     spec_hash: str = ""
@@ -173,6 +192,14 @@ def change_to_document(change: Change) -> dict[str, Any]:
         "pool": change.pool,
         "location_id": change.location_id,
         "drift": change.drift,
+        "status": change.status.value if change.status is not None else None,
+        "intent_ids": list(change.intent_ids),
+        "resolution": change.resolution.value if change.resolution is not None else None,
+        "grace_until": change.grace_until.isoformat() if change.grace_until else None,
+        "rid": change.rid,
+        "step": change.step,
+        "hostname": change.hostname,
+        "ip": change.ip,
     }
 
 
@@ -267,6 +294,14 @@ def plan_from_document(doc: Mapping[str, Any]) -> tuple[Plan, str | None]:
             pool=c.pool,
             location_id=c.location_id,
             drift=c.drift,
+            status=c.status,
+            intent_ids=tuple(c.intent_ids),
+            resolution=c.resolution,
+            grace_until=datetime.fromisoformat(c.grace_until) if c.grace_until else None,
+            rid=c.rid,
+            step=c.step,
+            hostname=c.hostname,
+            ip=c.ip,
         )
         for c in parsed.changes
     )

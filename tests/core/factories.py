@@ -23,7 +23,7 @@ from reconciler.core.fleet import (
     RecordedNode,
     ServerStatus,
 )
-from reconciler.core.plans import Action, Plan
+from reconciler.core.plans import Action, Plan, Resolution
 from specs.model import FleetSpec
 
 NOW = datetime(2026, 11, 23, 18, 0, tzinfo=UTC)
@@ -250,15 +250,14 @@ def simulated_apply(
 
     for change in plan.changes:
         name = change.address
-        after = change.after or {}
         record = records.get(name)
         if change.action is Action.FORGET:
             close(name)
         elif change.action is Action.RESOLVE:
             mine = [i for i in intents if i.target == name and i.kind == "create"]
-            if after.get("found") == "yes":
+            if change.resolution in (Resolution.FOUND, Resolution.RECORDED):
                 intents = [i for i in intents if i not in mine]
-                if after.get("recorded") != "yes":
+                if change.resolution is Resolution.FOUND:
                     srv = named(name)
                     assert srv is not None
                     adopt(name, change.region, srv, None)
@@ -267,12 +266,12 @@ def simulated_apply(
                 if created is not None and now < created + spec.reconcile.adoption_grace:
                     continue  # the engine waits
                 intents = [i for i in intents if i not in mine]
-                if after.get("recreate") == "yes":
+                if change.resolution is Resolution.RECREATE:
                     create(name, change.region, change.plan or "baseline", change.pool)
         elif change.action is Action.ADOPT:
             srv = servers[change.service_id or -1]
             intents = [i for i in intents if not (i.target == name and i.kind == "create")]
-            adopt(name, change.region, srv, after.get("status"))
+            adopt(name, change.region, srv, change.status)
         elif change.action is Action.REPAIR:
             assert record is not None
             srv = servers[change.service_id or -1]
@@ -284,7 +283,8 @@ def simulated_apply(
             )
         elif change.action in (Action.PAUSE, Action.RESUME, Action.DRAIN, Action.ACTIVATE):
             assert record is not None
-            status = NodeStatus(after["status"])
+            assert change.status is not None
+            status = change.status
             updated = replace(record, status=status)
             if status.in_rotation and updated.warmup_started_at is None:
                 updated = replace(updated, warmup_started_at=now)

@@ -84,7 +84,7 @@ def test_json_output_is_a_versioned_document(cli: Cli) -> None:
     result = cli.run("--dry-run", "--output", "json")
     assert result.returncode == 0, result.stderr
     document = plan_document(result)
-    assert document["format_version"] == 1
+    assert document["format_version"] == 2
     assert str(document["fingerprint"]).startswith("sha256:")
     assert [c["action"] for c in document["changes"]] == ["create"]
     markdown = cli.run("--dry-run", "--output", "markdown")

@@ -233,7 +233,7 @@ def test_any_plan_round_trips_through_json(p: Plan, fingerprint: str | None) -> 
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(format_version=2), "unsupported plan format_version 2"),
+        (lambda d: d.update(format_version=1), "unsupported plan format_version 1"),
         (lambda d: d.pop("format_version"), "unsupported plan format_version None"),
         (lambda d: d.pop("fleet"), "fleet: Field required"),
         (lambda d: d["changes"][0].update(action="explode"), "changes.0.action"),

@@ -1,0 +1,344 @@
+"""Matching: observed servers x recorded nodes x pending intents -> the fleet's inventory.
+
+The first step of planning (pure, like the rest of the core). It decides which servers are the
+fleet's, joins each to its record, and sorts out what the records and the journal say about
+servers that are not (or not yet) there:
+
+- ``nodes``: servers of ours that exist now, each with its record (or none: to be adopted, or
+  found by a pending create intent);
+- ``pending``: pending create intents whose server is not observed (yet);
+- ``settled``: pending create intents whose server is already recorded (close them);
+- ``gone``: records whose server is gone (forget them);
+- ``unmanaged``: servers that are not ours, listed and never touched;
+- ``max_seq``: the highest sequence number used per region (names are never reused).
+
+The fleet rules (``reconciler.core.planning``) and the per-node pipeline
+(``reconciler.core.pipeline``) work on this inventory.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from reconciler.core.addresses import parse_node_name
+from reconciler.core.fleet import (
+    IntentStatus,
+    NodeStatus,
+    Observed,
+    ObservedServer,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+    ServerStatus,
+)
+from reconciler.core.plans import GuardWarning, UnmanagedServer
+from specs.model import FleetSpec
+
+
+@dataclass(slots=True)
+class LiveNode:
+    """A server we own that exists now (observed), with its record if any."""
+
+    name: str
+    region: str
+    seq: int
+    server: ObservedServer
+    record: RecordedNode | None
+    status: NodeStatus  # recorded status; PROVISIONING for a server about to be recorded
+    plan: str | None  # the plan it runs now (matched by rid), else the recorded plan
+    pool: str | None
+    protected: bool
+    unhealthy: bool
+    condemned: str | None = None  # reason it must go whatever the count (ERROR, unhealthy)
+    victim: bool = False
+    adopting: bool = False  # ADOPT: the engine records it and brings it up itself
+    brought_up: bool = False  # ADOPT or RESOLVE: the engine brings it up (rDNS, warming)
+    #: pending create intents that named this server (RESOLVE found)
+    intent_ids: tuple[int, ...] = ()
+
+    @property
+    def in_rotation(self) -> bool:
+        return self.status.in_rotation and not self.unhealthy
+
+
+@dataclass(slots=True)
+class PendingCreate:
+    """A pending create intent whose server is not observed."""
+
+    intent: RecordedIntent  # the newest one for the name
+    name: str
+    region: str
+    recreate: bool = False  # set by the fleet rules: the region still needs this node
+
+
+@dataclass(frozen=True, slots=True)
+class SettledCreate:
+    """A pending create intent whose server is observed and already recorded."""
+
+    name: str
+    region: str
+    intent_ids: tuple[int, ...]
+    node: LiveNode
+
+
+@dataclass(frozen=True, slots=True)
+class GoneRecord:
+    """A record whose server is not observed (and no pending create speaks for it)."""
+
+    record: RecordedNode
+    #: a pending destroy intent shows that we removed it ourselves
+    destroyed_by_us: bool
+
+
+@dataclass(slots=True)
+class Inventory:
+    servers: list[ObservedServer]  # one per service id, sorted by id
+    nodes: list[LiveNode] = field(default_factory=list)
+    pending: list[PendingCreate] = field(default_factory=list)
+    settled: list[SettledCreate] = field(default_factory=list)
+    gone: list[GoneRecord] = field(default_factory=list)
+    unmanaged: list[UnmanagedServer] = field(default_factory=list)
+    max_seq: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    warnings: list[GuardWarning] = field(default_factory=list)
+
+
+def plan_by_rid(spec: FleetSpec) -> dict[int, list[str]]:
+    by_rid: dict[int, list[str]] = defaultdict(list)
+    for name in sorted(spec.plans):
+        by_rid[spec.plans[name].rid].append(name)
+    return by_rid
+
+
+def match_plan(
+    by_rid: Mapping[int, list[str]], rid: int | None, *preferred: str | None
+) -> str | None:
+    """Our plan name for a Hostwinds rid: a preferred name if it has that rid, else the first."""
+    if rid is None:
+        return None
+    names = by_rid.get(rid)
+    if not names:
+        return None
+    for name in preferred:
+        if name is not None and name in names:
+            return name
+    return names[0]
+
+
+def protected_names(spec: FleetSpec, recorded: RecordedFleet) -> frozenset[str]:
+    """Names protected by the spec (fleet-wide or per region) or by the store."""
+    protected: set[str] = set(spec.disruption.protected) | set(recorded.protected_names)
+    for region_spec in spec.regions.values():
+        protected.update(region_spec.protected)
+    return frozenset(protected)
+
+
+class Matcher:
+    """Builds the inventory of one plan. Used for one call (holds memoized look-ups)."""
+
+    def __init__(
+        self,
+        spec: FleetSpec,
+        observed: Observed,
+        recorded: RecordedFleet,
+        *,
+        unhealthy: frozenset[str] = frozenset(),
+    ) -> None:
+        self.spec = spec
+        self.recorded = recorded
+        self.fleet = spec.name
+        self.unhealthy = unhealthy
+        self.by_rid = plan_by_rid(spec)
+        self.protected = protected_names(spec, recorded)
+        self._parsed: dict[str, tuple[str, int] | None] = {}
+        #: one entry per service id (a paginated listing may repeat one); deterministic choice
+        unique: dict[int, ObservedServer] = {}
+        for seen in observed.servers:
+            kept = unique.get(seen.service_id)
+            if kept is None or repr(seen) < repr(kept):
+                unique[seen.service_id] = seen
+        self.servers = [unique[sid] for sid in sorted(unique)]
+
+    def parse(self, name: str) -> tuple[str, int] | None:
+        """``parse_node_name`` for this fleet, memoized (names are parsed several times)."""
+        try:
+            return self._parsed[name]
+        except KeyError:
+            parsed = self._parsed[name] = parse_node_name(self.fleet, name)
+            return parsed
+
+    def make_node(
+        self, name: str, region: str, server: ObservedServer, record: RecordedNode | None
+    ) -> LiveNode:
+        parsed = self.parse(name)
+        seq = parsed[1] if parsed is not None else 0
+        region_spec = self.spec.regions.get(region)
+        region_plan = region_spec.plan if region_spec is not None else None
+        recorded_plan = record.plan if record is not None else None
+        matched = match_plan(self.by_rid, server.plan_rid, recorded_plan, region_plan)
+        current = matched if matched is not None else recorded_plan
+        if server.plan_rid is not None and matched is None:
+            current = None
+        protected = name in self.protected or (record is not None and record.protected)
+        unhealthy = name in self.unhealthy or (
+            record is not None and record.status is NodeStatus.UNHEALTHY
+        )
+        return LiveNode(
+            name=name,
+            region=region,
+            seq=seq,
+            server=server,
+            record=record,
+            status=record.status if record is not None else NodeStatus.PROVISIONING,
+            plan=current,
+            pool=record.pool if record is not None else None,
+            protected=protected,
+            unhealthy=unhealthy,
+        )
+
+    def run(self) -> Inventory:
+        fleet = self.fleet
+        inventory = Inventory(servers=self.servers)
+        max_seq = inventory.max_seq
+
+        # 1. split the observation: ours (name shaped like ours) vs unmanaged (never touched)
+        ours_by_sid: dict[int, ObservedServer] = {}
+        ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
+        for seen in self.servers:
+            parsed = self.parse(seen.name)
+            if parsed is None:
+                if seen.status is not ServerStatus.DELETED:
+                    inventory.unmanaged.append(
+                        UnmanagedServer(seen.service_id, seen.name, seen.location_id)
+                    )
+                continue
+            max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+            if seen.status is ServerStatus.DELETED:
+                continue
+            ours_by_sid[seen.service_id] = seen
+            ours_by_name[seen.name].append(seen)
+        for servers in ours_by_name.values():
+            servers.sort(key=lambda s: s.service_id)
+
+        # names are never reused: every recorded name and every intent counts for the sequence
+        for record in self.recorded.nodes:
+            parsed = self.parse(record.name)
+            if parsed is not None:
+                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+        create_intents: dict[str, list[RecordedIntent]] = defaultdict(list)
+        destroy_targets: set[str] = set()
+        for intent in self.recorded.pending_intents:
+            if intent.status is not IntentStatus.PENDING:
+                continue
+            parsed = self.parse(intent.target)
+            if parsed is not None:
+                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+            if intent.kind == "create":
+                create_intents[intent.target].append(intent)
+            elif intent.kind == "destroy":
+                destroy_targets.add(intent.target)
+
+        claimed: set[int] = set()
+        nodes = inventory.nodes
+        taken: set[str] = set()  # names held by a live record or a server about to be recorded
+
+        # 2. records: match to servers by service id (or by name while the id is unknown)
+        live_records = sorted(
+            (r for r in self.recorded.nodes if r.status is not NodeStatus.DECOMMISSIONED),
+            key=lambda r: (r.name, r.id),
+        )
+        for record in live_records:
+            server: ObservedServer | None = None
+            if record.service_id is not None:
+                candidate = ours_by_sid.get(record.service_id)
+                # the id must still carry the node's name: never act on another node's server
+                if (
+                    candidate is not None
+                    and candidate.service_id not in claimed
+                    and candidate.name == record.name
+                ):
+                    server = candidate
+            else:
+                for candidate in ours_by_name.get(record.name, ()):
+                    if candidate.service_id not in claimed:
+                        server = candidate
+                        break
+            if server is None:
+                if record.service_id is None and record.name in create_intents:
+                    continue  # the pending create intent speaks for it (RESOLVE)
+                inventory.gone.append(GoneRecord(record, record.name in destroy_targets))
+                continue
+            claimed.add(server.service_id)
+            taken.add(record.name)
+            nodes.append(self.make_node(record.name, record.region, server, record))
+
+        # 3. pending create intents: look the name up first (design §3)
+        recorded_nodes = {n.name: n for n in nodes}
+        for target in sorted(create_intents):
+            intents = sorted(create_intents[target], key=lambda i: i.id)
+            newest = intents[-1]
+            parsed = self.parse(target)
+            region = parsed[0] if parsed is not None else newest.params.get("region")
+            if region is None:
+                inventory.warnings.append(
+                    GuardWarning(
+                        "intent",
+                        f"pending create intent {newest.id} targets {target!r}, which is not a "
+                        f"node name of fleet {fleet}: resolve it by hand",
+                    )
+                )
+                continue
+            ids = tuple(i.id for i in intents)
+            found = next(
+                (s for s in ours_by_name.get(target, ()) if s.service_id not in claimed), None
+            )
+            record_node = recorded_nodes.get(target)
+            if record_node is not None:
+                inventory.settled.append(SettledCreate(target, region, ids, record_node))
+            elif found is not None:
+                claimed.add(found.service_id)
+                taken.add(target)
+                node = self.make_node(target, region, found, None)
+                node.brought_up = True
+                if node.pool is None:
+                    node.pool = newest.params.get("pool") or None
+                node.intent_ids = ids
+                nodes.append(node)
+            else:
+                inventory.pending.append(PendingCreate(newest, target, region))
+
+        # 4. servers of ours the store does not know: adopt (or report a duplicate name)
+        for name in sorted(ours_by_name):
+            for server in ours_by_name[name]:
+                if server.service_id in claimed:
+                    continue
+                parsed = self.parse(name)
+                assert parsed is not None
+                if name in taken:
+                    inventory.warnings.append(
+                        GuardWarning(
+                            "duplicate_name",
+                            f"server {server.service_id} is named {name} like another node of "
+                            "the fleet: not adopted, never touched; remove or rename it by hand",
+                        )
+                    )
+                    continue
+                claimed.add(server.service_id)
+                taken.add(name)
+                node = self.make_node(name, parsed[0], server, None)
+                node.adopting = True
+                node.brought_up = True
+                nodes.append(node)
+        return inventory
+
+
+def match(
+    spec: FleetSpec,
+    observed: Observed,
+    recorded: RecordedFleet,
+    *,
+    unhealthy: frozenset[str] = frozenset(),
+) -> Inventory:
+    """The inventory of ``spec``'s fleet in ``observed`` x ``recorded`` (see the module doc)."""
+    return Matcher(spec, observed, recorded, unhealthy=unhealthy).run()
