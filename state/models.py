@@ -122,6 +122,10 @@ class SendingNode(Base):
     heartbeat_seq: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     status_changed_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
+    #: recorded state of the node's pipeline steps (design §3b): step name ->
+    #: {"status": "done"|"failed", "attempts": n, "at": ISO time, "error": text or null};
+    #: NULL when no step was recorded yet
+    steps: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),

@@ -52,6 +52,8 @@ from reconciler.core.fleet import (
     RecordedFleet,
     RecordedIntent,
     RecordedNode,
+    StepState,
+    StepStatus,
 )
 from reconciler.core.ports import Lease, RunRecord
 from state import models as m
@@ -571,6 +573,8 @@ class SqlStore:
                     (table.status != excluded.status, excluded.status_changed_at),
                     else_=table.status_changed_at,
                 ),
+                # a record written without step state keeps the recorded one
+                "steps": sa.func.coalesce(excluded.steps, table.steps),
             },
         ).returning(table.id, table.fleet, table.name, table.ip_address, table.pool)
         returned = {}
@@ -1391,7 +1395,50 @@ def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
         "heartbeat_seq": 0,
         "status_changed_at": _maybe_aware(node.status_changed_at, "status_changed_at") or now,
         "closed_at": None,
+        "steps": _steps_in(node),
     }
+
+
+def _steps_in(node: RecordedNode) -> dict[str, Any] | None:
+    if not node.steps:
+        return None
+    result: dict[str, Any] = {}
+    for state in node.steps:
+        at = _maybe_aware(state.at, f"{node.name}: steps.{state.name}.at")
+        result[state.name] = {
+            "status": StepStatus(state.status).value,
+            "attempts": int(state.attempts),
+            "at": at.isoformat() if at is not None else None,
+            "error": state.error[:MAX_ERROR_TEXT] if state.error else None,
+        }
+    return result
+
+
+def _steps_out(raw: object) -> tuple[StepState, ...]:
+    if not isinstance(raw, dict):
+        return ()
+    states: list[StepState] = []
+    for name, entry in sorted(raw.items()):
+        if not isinstance(entry, dict):
+            continue
+        try:
+            status = StepStatus(str(entry.get("status")))
+        except ValueError:
+            continue
+        at_text = entry.get("at")
+        at = datetime.fromisoformat(at_text) if isinstance(at_text, str) else None
+        attempts = entry.get("attempts")
+        error = entry.get("error")
+        states.append(
+            StepState(
+                name=str(name),
+                status=status,
+                attempts=attempts if isinstance(attempts, int) else 1,
+                at=at,
+                error=str(error) if error is not None else None,
+            )
+        )
+    return tuple(states)
 
 
 _METRIC_COLUMNS = (
@@ -1477,6 +1524,7 @@ def _node_out(node: Any) -> RecordedNode:
         approximate_cost=_money_out(node.approximate_cost),
         observed_generation=node.observed_generation,
         status_changed_at=node.status_changed_at,
+        steps=_steps_out(node.steps),
     )
 
 

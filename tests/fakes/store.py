@@ -71,6 +71,9 @@ class InMemoryStore:
                     raise StoreError(
                         f"service id {node.service_id} already belongs to node {other.name}"
                     )
+        old = self.nodes.get((node.fleet, node.name))
+        if not node.steps and old is not None and old.status is not NodeStatus.DECOMMISSIONED:
+            node = replace(node, steps=old.steps)  # as SqlStore: no step state keeps the old
         self.nodes[(node.fleet, node.name)] = node
 
     # --- reading -------------------------------------------------------------------------

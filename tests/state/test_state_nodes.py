@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from state_builders import FakeClock, count_statements, make_node
 
 from reconciler.core.errors import StoreError
-from reconciler.core.fleet import IpStatus, NodeStatus
+from reconciler.core.fleet import IpStatus, NodeStatus, StepState, StepStatus
 from state import SqlStore
 from state import models as m
 from state.store import InvalidRecordError, UnknownNodeError
@@ -48,6 +48,26 @@ def test_upsert_then_load_round_trips_every_field(store: SqlStore, clock: FakeCl
     assert loaded.status_changed_at == clock.now()
     assert loaded.created_at is not None
     assert loaded.created_at.tzinfo is not None
+
+
+def test_pipeline_step_state_round_trips_and_survives_a_write_without_it(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    steps = (
+        StepState("bootstrap", StepStatus.FAILED, 2, clock.now(), "ssh: connection refused"),
+        StepState("rdns", StepStatus.DONE, 1, clock.now() - timedelta(minutes=3)),
+    )
+    store.upsert_node(make_node(steps=steps))
+    (loaded,) = store.load_fleet("acme").nodes
+    assert loaded.steps == steps
+    assert loaded.step_done("rdns")
+    assert not loaded.step_done("bootstrap")
+    assert loaded.step("bootstrap") == steps[0]
+    # a writer that knows nothing of steps (a cost refresh, say) keeps them
+    store.upsert_node(make_node(plan="large"))
+    (again,) = store.load_fleet("acme").nodes
+    assert again.plan == "large"
+    assert again.steps == steps
 
 
 def test_update_keeps_identity_and_created_at(store: SqlStore, clock: FakeClock) -> None:
