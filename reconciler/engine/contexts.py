@@ -1,0 +1,150 @@
+"""What every action family of the applier works with: the ports, the journal, the snapshot,
+the settings, the concurrency limits; and the signals a change ends with."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from reconciler.core.addresses import node_hostname
+from reconciler.core.costs import CostResolver
+from reconciler.core.fleet import ObservedServer, RecordedNode, ServerStatus
+from reconciler.core.plans import Change
+from reconciler.core.ports import Clock, CloudPort
+from reconciler.engine.journaling import Journal
+from reconciler.engine.observing import Snapshot
+from reconciler.engine.watching import ServerWatcher
+from specs.model import FleetSpec
+
+__all__ = [
+    "ApplyContext",
+    "ApplySettings",
+    "ChangeFailedError",
+    "Waiting",
+    "can_come_up",
+    "error_text",
+    "node_hostname",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplySettings:
+    concurrency: int = 8
+    max_unavailable: int = 1
+    create_timeout: timedelta = timedelta(minutes=30)
+    resize_timeout: timedelta = timedelta(minutes=30)
+    adoption_grace: timedelta = timedelta(minutes=5)
+    #: seconds between two polls of a server's status
+    poll_interval: float = 5.0
+    #: how long to look a just-created name up before leaving it to the next run's RESOLVE
+    find_timeout: timedelta = timedelta(seconds=60)
+
+    @classmethod
+    def from_spec(cls, spec: FleetSpec, *, poll_interval: float = 5.0) -> ApplySettings:
+        r = spec.reconcile
+        return cls(
+            concurrency=r.concurrency,
+            max_unavailable=spec.disruption.max_unavailable,
+            create_timeout=r.create_timeout,
+            resize_timeout=r.resize_timeout,
+            adoption_grace=r.adoption_grace,
+            poll_interval=poll_interval,
+            find_timeout=min(r.adoption_grace, timedelta(seconds=60)),
+        )
+
+
+class ChangeFailedError(Exception):
+    """One change failed; recorded on its outcome, the others go on."""
+
+
+class Waiting(Exception):  # noqa: N818 (a control-flow signal, not an error)
+    """The change is not finished and must not be counted as failed."""
+
+
+def can_come_up(server: ObservedServer) -> bool:
+    """ACTIVE, or transitional towards ACTIVE (BUILD, UNKNOWN...): not failed, not resizing."""
+    return server.status not in (
+        ServerStatus.ERROR,
+        ServerStatus.RESIZE,
+        ServerStatus.RESIZED,
+        ServerStatus.SHUTOFF,
+        ServerStatus.DELETED,
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:500]
+
+
+class ApplyContext:
+    """Shared by the action families of one apply (``creating``, ``steps``, ``destroying``,
+    ``resizing``, ``recording``). Built per apply."""
+
+    def __init__(
+        self,
+        spec: FleetSpec,
+        cloud: CloudPort,
+        clock: Clock,
+        snapshot: Snapshot,
+        journal: Journal,
+        *,
+        settings: ApplySettings,
+        spec_hash: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.spec_hash = spec_hash
+        self.fleet = spec.name
+        self.cloud = cloud
+        self.clock = clock
+        self.snapshot = snapshot
+        self.journal = journal
+        self.settings = settings
+        #: at most ``concurrency`` nodes making calls at once (waiting for a build holds none)
+        self.slots = asyncio.Semaphore(settings.concurrency)
+        self.watcher = ServerWatcher(cloud, clock, settings.poll_interval)
+        #: names created in this run: never twice
+        self.created: set[str] = set()
+        self._region_budgets: dict[str, asyncio.Semaphore] = {}
+        self._costs = CostResolver(spec, snapshot.recorded.cost_overrides)
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def cost(self, plan: str | None, pool: str | None) -> Decimal:
+        """Approximate monthly cost of a node: plan price plus its IPs (core.costs)."""
+        return self._costs.node(plan, pool)[0].quantize(Decimal("0.01"))
+
+    def region_budget(self, region: str) -> asyncio.Semaphore:
+        """Resizes roll through a region at most ``max_unavailable`` at a time."""
+        budget = self._region_budgets.get(region)
+        if budget is None:
+            budget = asyncio.Semaphore(max(1, self.settings.max_unavailable))
+            self._region_budgets[region] = budget
+        return budget
+
+    def node(self, change: Change) -> RecordedNode:
+        """The record of the change's node (as this run last wrote it)."""
+        node = self.journal.node(change.address)
+        if node is None:
+            raise ChangeFailedError(f"{change.address}: no record of this node")
+        return node
+
+    def owned(self, change: Change, service_id: int) -> ObservedServer | None:
+        """The observed server ``service_id``, refusing to touch one that is not this node."""
+        server = self.snapshot.server(service_id)
+        if server is not None and server.name != change.address:
+            raise ChangeFailedError(
+                f"{change.address}: server {service_id} is named {server.name!r}, not "
+                f"{change.address!r}; refusing to change it"
+            )
+        return server
+
+    def hostname(self, change: Change) -> str:
+        """The reverse-DNS name the plan gave the node (the spec's rule when it gave none)."""
+        return change.hostname or node_hostname(self.spec, change.address)
+
+    async def aclose(self) -> None:
+        await self.watcher.aclose()

@@ -1,0 +1,119 @@
+"""The apply's journal: every store write of an apply, fenced and hooked (design §3, §5).
+
+- Every write carries the writer's ``epoch`` (the store refuses a stale one with
+  ``LeadershipLostError``) and is preceded by the ``before_mutation`` hook (the test kill hook,
+  the fence check).
+- ``begin``/``finish`` write an intent row before and after each mutating cloud call; a node
+  record written with it goes in the same transaction.
+- The journal keeps the run's view of the node records (``nodes``), so that the later changes
+  of a node see what the earlier ones wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from datetime import datetime
+
+from reconciler.core.fleet import (
+    IntentStatus,
+    NodeStatus,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+)
+from reconciler.core.ports import Clock, StorePort
+
+
+class Journal:
+    def __init__(
+        self,
+        store: StorePort,
+        fleet: str,
+        clock: Clock,
+        recorded: RecordedFleet,
+        *,
+        epoch: int | None = None,
+        before_mutation: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.clock = clock
+        self.recorded = recorded
+        self.epoch = epoch
+        self._before = before_mutation
+        self.nodes: dict[str, RecordedNode] = {n.name: n for n in recorded.nodes}
+        self._closed_intents: set[int] = set()
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def mutating(self) -> None:
+        """Called right before every mutating step (store write or cloud mutation)."""
+        if self._before is not None:
+            self._before()
+
+    def node(self, name: str) -> RecordedNode | None:
+        return self.nodes.get(name)
+
+    # --- intents -------------------------------------------------------------------------
+
+    def begin(
+        self, kind: str, target: str, params: Mapping[str, str], node: RecordedNode | None = None
+    ) -> RecordedIntent:
+        self.mutating()
+        intent = self.store.begin_intent(
+            self.fleet, kind, target, dict(params), epoch=self.epoch, node=node
+        )
+        if node is not None:
+            self.nodes[node.name] = node
+        return intent
+
+    def finish(
+        self,
+        intent: RecordedIntent,
+        status: IntentStatus,
+        *,
+        error: str | None = None,
+        node: RecordedNode | None = None,
+    ) -> None:
+        self.mutating()
+        self.store.finish_intent(intent.id, status, error=error, node=node, epoch=self.epoch)
+        self._closed_intents.add(intent.id)
+        if node is not None:
+            self.nodes[node.name] = node
+
+    def finish_once(self, intent: RecordedIntent, status: IntentStatus, error: str) -> None:
+        """Close ``intent`` unless this run closed it already."""
+        if intent.id in self._closed_intents:
+            return
+        self.finish(intent, status, error=error)
+
+    def pending(self, kind: str, target: str) -> list[RecordedIntent]:
+        """The pending intents of ``kind`` on ``target`` the run started with."""
+        return [i for i in self.recorded.pending_intents if i.kind == kind and i.target == target]
+
+    def supersede(self, kind: str, target: str) -> None:
+        """Close older pending intents of ``kind`` on ``target`` (an interrupted attempt)."""
+        for intent in self.pending(kind, target):
+            self.finish_once(
+                intent, IntentStatus.FAILED, "interrupted; superseded by a new attempt"
+            )
+
+    # --- node records --------------------------------------------------------------------
+
+    def upsert(self, node: RecordedNode) -> None:
+        self.mutating()
+        self.store.upsert_node(node, epoch=self.epoch)
+        self.nodes[node.name] = node
+
+    def close(self, name: str) -> None:
+        self.mutating()
+        self.store.close_node(self.fleet, name, self.now(), epoch=self.epoch)
+        self.nodes.pop(name, None)
+
+    def with_status(self, node: RecordedNode, status: NodeStatus) -> RecordedNode:
+        """``node`` with ``status`` (and the time it changed), unchanged if it has it."""
+        if node.status is status:
+            return node
+        return replace(node, status=status, status_changed_at=self.now())

@@ -1,0 +1,242 @@
+"""Executors of the per-node pipeline steps (design §3b; the steps are ``core.pipeline``).
+
+Each step of ``reconciler.core.pipeline.PIPELINE`` that makes changes has an executor here,
+registered in :data:`EXECUTORS` under the step's name. An executor runs one step for one node
+and returns the node's record with the step recorded done (``RecordedNode.steps``); it writes
+the record itself (through the journal, with an intent around any mutating call).
+
+- :func:`run_step` runs the step a plan change names (``SET_RDNS`` = ``rdns``, ``ACTIVATE``
+  of a provisioning node = ``rotation``).
+- :func:`bring_up` runs a node's whole way into service from its first unfinished step (a
+  create, an adopt or a resolve): wait for the ``address`` (ACTIVE with an IP), then every
+  other step in pipeline order.
+
+Adding a step: a ``Step`` in ``core.pipeline.PIPELINE`` and a ``StepExecutor`` here with the
+same name (docs/engine.md, "Adding a pipeline step").
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Protocol
+
+from reconciler.core.errors import ProviderError
+from reconciler.core.fleet import (
+    IntentStatus,
+    NodeStatus,
+    ObservedServer,
+    RecordedNode,
+    ServerStatus,
+    StepState,
+    StepStatus,
+)
+from reconciler.core.pipeline import PIPELINE
+from reconciler.core.plans import Action, Change
+from reconciler.engine.contexts import ApplyContext, ChangeFailedError, error_text
+
+ADDRESS = "address"
+
+
+def with_step(
+    node: RecordedNode,
+    name: str,
+    status: StepStatus,
+    ctx: ApplyContext,
+    *,
+    error: str | None = None,
+) -> RecordedNode:
+    """``node`` with step ``name`` recorded as ``status`` (attempts counted)."""
+    previous = node.step(name)
+    attempts = 1 if previous is None else previous.attempts + 1
+    state = StepState(name, status, attempts, ctx.now(), error[:200] if error else None)
+    steps = tuple(sorted((*(s for s in node.steps if s.name != name), state), key=_by_name))
+    return replace(node, steps=steps)
+
+
+def _by_name(state: StepState) -> str:
+    return state.name
+
+
+class StepExecutor(Protocol):
+    """Runs one pipeline step for one node whose server is ACTIVE with an IP."""
+
+    @property
+    def name(self) -> str: ...
+
+    def done(self, node: RecordedNode) -> bool:
+        """Whether the record says the step is done (so a resumed pipeline skips it)."""
+        ...
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        """Run the step (holding a call slot), record it done, return the new record."""
+        ...
+
+
+class ReverseDnsStep:
+    """``set_rdns`` on the node's IP, journaled; the record takes the IP and hostname."""
+
+    name = "rdns"
+
+    def done(self, node: RecordedNode) -> bool:
+        return node.rdns_done or node.step_done(self.name)
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        assert server.main_ip is not None
+        hostname = ctx.hostname(change)
+        journal = ctx.journal
+        intent = journal.begin(
+            "set_rdns",
+            node.name,
+            {"service_id": str(server.service_id), "ip": server.main_ip, "hostname": hostname},
+        )
+        journal.mutating()
+        try:
+            await ctx.cloud.set_rdns(server.service_id, server.main_ip, hostname)
+        except ProviderError as exc:
+            journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            raise
+        updated = replace(
+            node,
+            service_id=server.service_id,
+            ip_address=server.main_ip,
+            hostname=hostname,
+            rdns_done=True,
+            approximate_cost=node.approximate_cost or ctx.cost(node.plan, node.pool),
+        )
+        updated = with_step(updated, self.name, StepStatus.DONE, ctx)
+        journal.finish(intent, IntentStatus.DONE, node=updated)
+        return updated
+
+
+class EnterRotationStep:
+    """The node enters the sending rotation (``warming``; its warmup starts now)."""
+
+    name = "rotation"
+
+    def done(self, node: RecordedNode) -> bool:
+        return node.status is not NodeStatus.PROVISIONING
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        updated = replace(
+            ctx.journal.with_status(node, NodeStatus.WARMING), ip_address=server.main_ip
+        )
+        if updated.warmup_started_at is None:
+            updated = replace(updated, warmup_started_at=ctx.now())
+        updated = with_step(updated, self.name, StepStatus.DONE, ctx)
+        ctx.journal.upsert(updated)
+        return updated
+
+
+#: step name -> its executor (every step of core.pipeline.PIPELINE but ``address``)
+EXECUTORS: dict[str, StepExecutor] = {
+    step.name: step for step in (ReverseDnsStep(), EnterRotationStep())
+}
+
+
+def _check_registry() -> None:
+    names = [step.name for step in PIPELINE if step.name != ADDRESS]
+    missing = [name for name in names if name not in EXECUTORS]
+    if missing:  # pragma: no cover - a programming error caught at import
+        raise RuntimeError(f"pipeline steps without an executor: {', '.join(missing)}")
+
+
+_check_registry()
+
+
+async def wait_for_address(ctx: ApplyContext, service_id: int) -> ObservedServer:
+    """The ``address`` step: the server ACTIVE with a main IP (polled, shared list rounds)."""
+    return await ctx.watcher.wait_for(
+        service_id,
+        lambda s: s.status is ServerStatus.ACTIVE and bool(s.main_ip),
+        within=ctx.settings.create_timeout,
+        what="ACTIVE with an IP",
+    )
+
+
+async def run_step(ctx: ApplyContext, change: Change) -> str:
+    """Run the pipeline step ``change.step`` for the change's node."""
+    assert change.step is not None
+    executor = EXECUTORS.get(change.step)
+    if executor is None:
+        raise ChangeFailedError(f"{change.address}: unknown pipeline step {change.step!r}")
+    node = ctx.node(change)
+    if executor.done(node):  # done earlier in this run (adopt/resolve brought it up)
+        return f"{executor.name} already done"
+    service_id = change.service_id or node.service_id
+    if service_id is None:
+        raise ChangeFailedError(f"{change.address}: no server id recorded")
+    server = ctx.owned(change, service_id)
+    if server is None or server.status is not ServerStatus.ACTIVE or not server.main_ip:
+        server = await wait_for_address(ctx, service_id)
+    async with ctx.slots:
+        node = ctx.journal.nodes.get(node.name, node)
+        updated = await executor.run(ctx, change, node, server)
+    return _describe(executor.name, updated, server)
+
+
+def _describe(step: str, node: RecordedNode, server: ObservedServer) -> str:
+    if step == "rdns":
+        return f"rDNS {node.hostname} -> {server.main_ip}"
+    if step == "rotation":
+        return f"in rotation ({node.status.value})"
+    return f"{step} done"
+
+
+async def bring_up(ctx: ApplyContext, change: Change, node: RecordedNode, verb: str) -> str:
+    """A node's way into service, resumed at its first unfinished step: wait for the address,
+    then every step of the pipeline in order."""
+    if node.service_id is None:
+        raise ChangeFailedError(f"{node.name}: no server id recorded")
+    server = await wait_for_address(ctx, node.service_id)
+    async with ctx.slots:
+        node = ctx.journal.nodes.get(node.name, node)
+        for step in PIPELINE:
+            if step.name == ADDRESS:
+                continue
+            executor = EXECUTORS[step.name]
+            if executor.done(node):
+                continue
+            node = await executor.run(ctx, change, node, server)
+        if node.ip_address != server.main_ip or (
+            node.warmup_started_at is None and node.status.in_rotation
+        ):
+            updated = replace(node, ip_address=server.main_ip)
+            if updated.warmup_started_at is None and updated.status.in_rotation:
+                updated = replace(updated, warmup_started_at=ctx.now())
+            ctx.journal.upsert(updated)
+            node = updated
+    return f"{verb}; ACTIVE at {server.main_ip}, rDNS {node.hostname}"
+
+
+async def into_rotation(ctx: ApplyContext, change: Change) -> str:
+    """``ACTIVATE`` (warming -> active) and ``RESUME``: the status the plan gives; a node that
+    never got its reverse DNS gets it first (the pipeline resumes at its first unfinished
+    step)."""
+    node = ctx.node(change)
+    status = change.status or NodeStatus.WARMING
+    graduating = node.status is NodeStatus.WARMING and status is NodeStatus.ACTIVE
+    if change.action is Action.ACTIVATE and node.status.in_rotation and not graduating:
+        return f"already in rotation ({node.status.value})"
+    async with ctx.slots:
+        server = ctx.snapshot.server(node.service_id)
+        rdns = EXECUTORS["rdns"]
+        if (
+            status.in_rotation
+            and not rdns.done(node)
+            and server is not None
+            and server.name == node.name
+            and server.status is ServerStatus.ACTIVE
+            and server.main_ip
+        ):
+            node = await rdns.run(ctx, change, node, server)
+        updated = ctx.journal.with_status(node, status)
+        if status.in_rotation and updated.warmup_started_at is None:
+            updated = replace(updated, warmup_started_at=ctx.now())
+        ctx.journal.upsert(updated)
+    return f"in rotation ({status.value})"
