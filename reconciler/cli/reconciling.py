@@ -25,13 +25,19 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.core.errors import GuardRefusedError, LockHeldError, StalePlanError, UserError
+from reconciler.core.errors import LockHeldError, UserError
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Action, Plan
 from reconciler.core.ports import Lease, StorePort
 from reconciler.engine.applying import ApplyReport, ProgressHooks
 from reconciler.engine.observing import Snapshot
-from reconciler.engine.reconciling import Reconciler, lock_name
+from reconciler.engine.reconciling import (
+    Reconciler,
+    RunHooks,
+    RunRequest,
+    SavedPlan,
+    lock_name,
+)
 from reconciler.views.documents import plan_from_document, plan_to_document
 from reconciler.views.human import render_plan
 from reconciler.views.markdown import render_markdown
@@ -186,74 +192,71 @@ async def _reconcile(loaded: LoadedSpec, settings: _Settings, environ: Mapping[s
         async with build_cloud(loaded, environ=environ) as cloud:
             reconciler = build_reconciler(loaded, cloud, store)
             if settings.dry_run:
-                return await _dry_run(reconciler, settings)
+                return await _run(reconciler, settings, None, environ)
             async with _writer_lock(store, reconciler, environ) as lease:
-                return await _apply(reconciler, settings, lease, environ)
+                return await _run(reconciler, settings, lease, environ)
     finally:
         store.close()
 
 
-async def _observe_and_plan(reconciler: Reconciler, settings: _Settings) -> tuple[Plan, Snapshot]:
-    snapshot = await reconciler.observe()
-    if settings.plan_file is not None:
-        plan = _read_plan(settings.plan_file, reconciler, snapshot)
-    else:
-        plan = reconciler.plan(
-            snapshot,
-            PlanOptions(
-                spec_hash=reconciler.spec_hash, allow_mass_destroy=settings.allow_mass_destroy
-            ),
-        )
-    if settings.out_file is not None:
-        _write_plan(settings.out_file, plan, snapshot.fingerprint)
-    _print_plan(plan, snapshot, settings)
-    return plan, snapshot
+class _CliHooks(RunHooks):
+    """The CLI's part of a run: save and print the plan, ask before destroying."""
+
+    def __init__(
+        self,
+        settings: _Settings,
+        *,
+        before_mutation: Callable[[], None] | None,
+        progress: ProgressHooks | None,
+    ) -> None:
+        super().__init__(before_mutation=before_mutation, progress=progress)
+        self.settings = settings
+
+    def planned(self, plan: Plan, snapshot: Snapshot) -> None:
+        if self.settings.out_file is not None:
+            _write_plan(self.settings.out_file, plan, snapshot.fingerprint)
+        _print_plan(plan, snapshot, self.settings)
+
+    def confirm(self, plan: Plan) -> None:
+        _confirm_destroys(plan, self.settings)
 
 
-async def _dry_run(reconciler: Reconciler, settings: _Settings) -> int:
-    plan, _ = await _observe_and_plan(reconciler, settings)
-    run_id = reconciler.start_run("dry-run", plan)
-    reconciler.finish_run(run_id, "ok")
-    if settings.detailed and not plan.is_empty:
-        return EXIT_CHANGES
-    return EXIT_OK
-
-
-async def _apply(
-    reconciler: Reconciler, settings: _Settings, lease: Lease, environ: Mapping[str, str]
+async def _run(
+    reconciler: Reconciler, settings: _Settings, lease: Lease | None, environ: Mapping[str, str]
 ) -> int:
-    plan, snapshot = await _observe_and_plan(reconciler, settings)
-    if plan.is_empty:
-        run_id = reconciler.start_run("apply", plan)
-        reconciler.finish_run(run_id, "ok")
-        return EXIT_OK
-    allow_blocked = False
-    if plan.blocked:
-        blocking = [w for w in plan.warnings if w.blocking]
-        overridable = all(w.guard == "mass_delete" for w in blocking)
-        if settings.allow_mass_destroy and overridable:
-            allow_blocked = True  # a saved plan made without the flag, applied with it
-        else:
-            run_id = reconciler.start_run("apply", plan)
-            reconciler.finish_run(run_id, "refused", "; ".join(w.message for w in blocking))
-            hint = next((w.hint for w in blocking if w.hint), None)
-            raise GuardRefusedError(
-                "refused by a guard: " + "; ".join(w.message for w in blocking),
-                hint=hint or "change the spec, or see the Warnings above",
-            )
-    _confirm_destroys(plan, settings)
-    echo = _echo_info(settings)
+    """One run through the engine's lifecycle; the result becomes output and an exit code."""
+    saved = _read_plan(settings.plan_file) if settings.plan_file is not None else None
+    request = RunRequest(
+        mode="dry-run" if settings.dry_run else "apply",
+        dry_run=settings.dry_run,
+        options=PlanOptions(
+            spec_hash=reconciler.spec_hash, allow_mass_destroy=settings.allow_mass_destroy
+        ),
+        saved=saved,
+        # a saved plan made without --allow-mass-destroy may be applied with it
+        overridable=frozenset({"mass_delete"}) if settings.allow_mass_destroy else frozenset(),
+        epoch=lease.epoch if lease is not None else None,
+    )
     with _progress(settings) as progress:
-        report = await reconciler.apply_recorded(
-            plan,
-            snapshot,
-            mode="apply",
-            epoch=lease.epoch,
-            before_mutation=_kill_hook(environ),
+        hooks = _CliHooks(
+            settings,
+            before_mutation=None if settings.dry_run else _kill_hook(environ),
             progress=progress,
-            allow_blocked=allow_blocked,
         )
-    echo(render_report(report))
+        result = await reconciler.reconcile(request, hooks)
+    if result.error is not None:
+        raise result.error
+    plan = result.plan
+    assert plan is not None
+    if settings.dry_run:
+        if settings.detailed and not plan.is_empty:
+            return EXIT_CHANGES
+        return EXIT_OK
+    report = result.report
+    assert report is not None
+    if plan.is_empty:
+        return EXIT_OK
+    _echo_info(settings)(render_report(report))
     return _exit_code(plan, report, settings)
 
 
@@ -355,7 +358,8 @@ def _write_plan(path: Path, plan: Plan, fingerprint: str) -> None:
         ) from exc
 
 
-def _read_plan(path: Path, reconciler: Reconciler, snapshot: Snapshot) -> Plan:
+def _read_plan(path: Path) -> SavedPlan:
+    """Read a saved plan; whether it still applies is the engine's check (StalePlanError)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -371,26 +375,7 @@ def _read_plan(path: Path, reconciler: Reconciler, snapshot: Snapshot) -> Plan:
             hint="make one with `reconcile --dry-run --out PLANFILE`",
         ) from exc
     plan, fingerprint = plan_from_document(document)
-    fresh = "make a fresh plan with `reconcile --dry-run --out PLANFILE` and review it"
-    if plan.fleet != reconciler.fleet:
-        raise StalePlanError(
-            f"{path} is a plan for fleet {plan.fleet!r}, not {reconciler.fleet!r}", hint=fresh
-        )
-    if not fingerprint:
-        raise StalePlanError(f"{path} carries no fingerprint; it cannot be checked", hint=fresh)
-    if plan.spec_hash and plan.spec_hash != reconciler.spec_hash:
-        raise StalePlanError(
-            f"{path} is stale: the spec changed since the plan was made "
-            f"(spec {plan.spec_hash[:12]}, now {reconciler.spec_hash[:12]})",
-            hint=fresh,
-        )
-    if fingerprint != snapshot.fingerprint:
-        raise StalePlanError(
-            f"{path} is stale: the recorded or observed state changed since the plan was made "
-            f"(fingerprint {fingerprint[:19]}, now {snapshot.fingerprint[:19]})",
-            hint=fresh,
-        )
-    return plan
+    return SavedPlan(plan, fingerprint, source=str(path))
 
 
 def _print_plan(plan: Plan, snapshot: Snapshot, settings: _Settings) -> None:

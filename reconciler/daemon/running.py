@@ -70,7 +70,8 @@ from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
-from reconciler.engine.reconciling import Reconciler
+from reconciler.engine.observing import Snapshot
+from reconciler.engine.reconciling import Reconciler, RunHooks, RunRequest, RunResult
 from reconciler.wiring import build_cloud, build_store, default_state_dir, poll_interval_for
 from specs.loading import LoadedSpec, load_spec
 from specs.model import FleetSpec
@@ -155,6 +156,45 @@ class _ApplyProgress:
 
     def on_finish(self, report: ApplyReport) -> None:
         return None
+
+
+class _DaemonHooks(RunHooks):
+    """The daemon's part of a run: log the plan, check leadership before applying and before
+    every mutation, count and log each change."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(
+            before_mutation=daemon.guard.before_mutation,
+            progress=_ApplyProgress(daemon.metrics),
+        )
+        self.daemon = daemon
+
+    def planned(self, plan: Plan, snapshot: Snapshot) -> None:
+        self.daemon.last_plan = plan
+        if plan.is_empty:
+            return
+        for change in plan.changes:
+            log.info(
+                f"{change.action.marker} {change.action.value} {change.address}: {change.reason}",
+                extra={
+                    "event": "plan.change",
+                    "action": change.action.value,
+                    "node": change.address,
+                    "region": change.region,
+                },
+            )
+        for warning in plan.warnings:
+            log.warning(
+                f"guard {warning.guard}: {warning.message}",
+                extra={
+                    "event": "plan.warning",
+                    "guard": warning.guard,
+                    "blocking": warning.blocking,
+                },
+            )
+
+    def confirm(self, plan: Plan) -> None:
+        self.daemon.guard.before_mutation()
 
 
 class Daemon:
@@ -753,7 +793,8 @@ class Daemon:
                 return
 
     async def reconcile_now(self) -> Plan | None:
-        """One observe -> plan -> apply as the leader. Returns the plan (None: not leader)."""
+        """One run as the leader (the engine's lifecycle, with the epoch on every write and a
+        live leadership check before every mutation). Returns the plan (None: not leader)."""
         epoch = self.guard.epoch
         if epoch is None:
             return None
@@ -765,78 +806,18 @@ class Daemon:
             self.clock,
             poll_interval=self.settings.poll_interval,
         )
+        dry_run = self.settings.dry_run
+        request = RunRequest(
+            mode="dry-run" if dry_run else "daemon",
+            dry_run=dry_run,
+            options=self.plan_options(),
+            epoch=epoch,
+        )
         outcome = "ok"
-        plan: Plan | None = None
+        result: RunResult | None = None
         try:
-            snapshot = await reconciler.observe()
-            plan = reconciler.plan(snapshot, self.plan_options())
-            self.last_plan = plan
-            if plan.is_empty:
-                log.debug("no changes", extra={"event": "reconcile.noop"})
-                return plan
-            for change in plan.changes:
-                log.info(
-                    f"{change.action.marker} {change.action.value} {change.address}: "
-                    f"{change.reason}",
-                    extra={
-                        "event": "plan.change",
-                        "action": change.action.value,
-                        "node": change.address,
-                        "region": change.region,
-                    },
-                )
-            for warning in plan.warnings:
-                log.warning(
-                    f"guard {warning.guard}: {warning.message}",
-                    extra={
-                        "event": "plan.warning",
-                        "guard": warning.guard,
-                        "blocking": warning.blocking,
-                    },
-                )
-            if plan.blocked:
-                outcome = "refused"
-                log.error(
-                    "plan refused by a guard: nothing applied (see the warnings above)",
-                    extra={"event": "reconcile.refused"},
-                )
-                return plan
-            if self.settings.dry_run:
-                outcome = "dry-run"
-                return plan
-            self.guard.before_mutation()
-            report = await reconciler.apply_recorded(
-                plan,
-                snapshot,
-                mode="daemon",
-                epoch=epoch,
-                before_mutation=self.guard.before_mutation,
-                progress=_ApplyProgress(self.metrics),
-            )
-            outcome = report.outcome
-            log.info(
-                f"reconcile {report.outcome}: {len(report.done)} done, {len(report.failed)} "
-                f"failed, {len(report.waiting)} waiting",
-                extra={"event": "reconcile.done", "outcome": report.outcome},
-            )
-        except LeadershipLostError as exc:
-            outcome = "leadership_lost"
-            self.metrics.reconcile_errors.labels("leadership_lost").inc()
-            log.error(f"reconcile stopped: {exc.message}", extra={"event": "reconcile.stopped"})
-        except GuardRefusedError as exc:
-            outcome = "refused"
-            log.error(f"reconcile refused: {exc.message}", extra={"event": "reconcile.refused"})
-        except (ProviderError, StoreError) as exc:
-            outcome = "failed"
-            self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
-            log.warning(
-                f"reconcile failed ({type(exc).__name__}): {exc.message}; retried next interval",
-                extra={"event": "reconcile.failed"},
-            )
-        except ReconcilerError as exc:
-            outcome = "failed"
-            self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
-            log.error(f"reconcile failed: {exc.message}", extra={"event": "reconcile.failed"})
+            result = await reconciler.reconcile(request, _DaemonHooks(self))
+            outcome = self._translate(result)
         except asyncio.CancelledError:
             outcome = "abandoned"
             raise
@@ -849,7 +830,47 @@ class Daemon:
             release_memory()
             self.metrics.reconciles.labels(outcome).inc()
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
-        return plan
+        return result.plan if result is not None else self.last_plan
+
+    def _translate(self, result: RunResult) -> str:
+        """A run's result as log lines and metrics; returns the outcome label."""
+        error = result.error
+        if isinstance(error, LeadershipLostError):
+            self.metrics.reconcile_errors.labels("leadership_lost").inc()
+            log.error(f"reconcile stopped: {error.message}", extra={"event": "reconcile.stopped"})
+            return "leadership_lost"
+        if isinstance(error, GuardRefusedError) or result.refused_by:
+            log.error(
+                "plan refused by a guard: nothing applied (see the warnings above)",
+                extra={"event": "reconcile.refused"},
+            )
+            return "refused"
+        if isinstance(error, ProviderError | StoreError):
+            self.metrics.reconcile_errors.labels(type(error).__name__).inc()
+            log.warning(
+                f"reconcile failed ({type(error).__name__}): {error.message}; retried next "
+                "interval",
+                extra={"event": "reconcile.failed"},
+            )
+            return "failed"
+        if isinstance(error, ReconcilerError | SpecError):
+            self.metrics.reconcile_errors.labels(type(error).__name__).inc()
+            log.error(f"reconcile failed: {error.message}", extra={"event": "reconcile.failed"})
+            return "failed"
+        plan = result.plan
+        if plan is None or plan.is_empty:
+            log.debug("no changes", extra={"event": "reconcile.noop"})
+            return "ok"
+        if self.settings.dry_run:
+            return "dry-run"
+        report = result.report
+        assert report is not None
+        log.info(
+            f"reconcile {report.outcome}: {len(report.done)} done, {len(report.failed)} "
+            f"failed, {len(report.waiting)} waiting",
+            extra={"event": "reconcile.done", "outcome": report.outcome},
+        )
+        return report.outcome
 
     async def _job_costs(self) -> None:
         """Daily: prune heartbeat figures older than a day, and (as the leader, right after

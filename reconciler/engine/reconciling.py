@@ -1,23 +1,102 @@
-"""The reconcile loop: observe -> plan -> apply -> record (design §1).
+"""The run lifecycle: observe -> plan -> guards -> apply -> record (design §1).
 
-``Reconciler`` is what the CLI and the daemon drive. It works through the ports only; the
-composition root (``reconciler.wiring``) builds the real cloud and store.
+``Reconciler.reconcile(request, hooks) -> RunResult`` is the one entry point: the CLI and the
+daemon only turn a ``RunResult`` into exit codes, log lines and metrics. Every run is recorded
+in the store's run history. It works through the ports only; the composition root
+(``reconciler.wiring``) builds the real cloud and store.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.core.errors import GuardRefusedError
+from reconciler.core.errors import (
+    GuardRefusedError,
+    ReconcilerError,
+    SpecError,
+    StalePlanError,
+    StoreError,
+    UserError,
+)
 from reconciler.core.planning import PlanOptions
 from reconciler.core.planning import plan as compute_plan
-from reconciler.core.plans import Plan
+from reconciler.core.plans import GuardWarning, Plan
 from reconciler.core.ports import Clock, CloudPort, RunRecord, StorePort
 from reconciler.engine.applying import Applier, ApplyReport, ApplySettings, ProgressHooks
 from reconciler.engine.observing import Snapshot, observe
 from specs.model import FleetSpec
+
+#: ``RunRequest.overridable`` that overrides every blocking guard (``allow_blocked=True``)
+ALL_GUARDS = frozenset({"*"})
+
+
+@dataclass(frozen=True, slots=True)
+class SavedPlan:
+    """A plan read from a file (``reconcile --plan FILE``), with its fingerprint."""
+
+    plan: Plan
+    fingerprint: str | None
+    source: str = "the saved plan"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What one run is asked to do."""
+
+    #: the run history's label: "apply", "dry-run", "daemon"
+    mode: str = "apply"
+    #: plan only (no lock needed, nothing mutated)
+    dry_run: bool = False
+    options: PlanOptions | None = None
+    #: apply exactly this plan, if it still matches the world (else StalePlanError)
+    saved: SavedPlan | None = None
+    #: blocking guards the caller overrides (``--allow-mass-destroy``: {"mass_delete"})
+    overridable: frozenset[str] = frozenset()
+    #: the writer's fencing epoch (writer lock or leadership), carried by every write
+    epoch: int | None = None
+
+
+class RunHooks:
+    """What the caller (CLI, daemon) hooks into a run. Subclass and override; the defaults do
+    nothing."""
+
+    def __init__(
+        self,
+        *,
+        before_mutation: Callable[[], None] | None = None,
+        progress: ProgressHooks | None = None,
+    ) -> None:
+        #: called right before every mutating step (store write or cloud mutation)
+        self.before_mutation = before_mutation
+        #: progress of the apply
+        self.progress = progress
+
+    def planned(self, plan: Plan, snapshot: Snapshot) -> None:
+        """The plan is known (print it, save it, log it). May raise a ``UserError``."""
+        return None
+
+    def confirm(self, plan: Plan) -> None:
+        """Last word before applying: raise a ``UserError`` to refuse (nothing applied)."""
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """What a run did. The CLI and the daemon turn it into exit codes, log lines, metrics."""
+
+    #: as recorded: "ok", "partial", "failed", "refused"
+    outcome: str
+    plan: Plan | None = None
+    report: ApplyReport | None = None
+    snapshot: Snapshot | None = None
+    #: the blocking guard verdicts that refused the plan
+    refused_by: tuple[GuardWarning, ...] = ()
+    #: the error that ended the run (None when it ran to the end)
+    error: ReconcilerError | SpecError | None = None
+    run_id: int | None = None
 
 
 class SpecSource(Protocol):
@@ -124,36 +203,105 @@ class Reconciler:
     def finish_run(self, run_id: int, outcome: str, error: str | None = None) -> None:
         self.store.finish_run(run_id, outcome, self.clock.now(), error)
 
-    async def apply_recorded(
+    # --- the run lifecycle ------------------------------------------------------------------
+
+    def _record(
         self,
-        plan: Plan,
-        snapshot: Snapshot,
-        *,
-        mode: str = "apply",
-        epoch: int | None = None,
-        before_mutation: Callable[[], None] | None = None,
-        progress: ProgressHooks | None = None,
-        allow_blocked: bool = False,
-    ) -> ApplyReport:
-        """``apply`` inside a run record (start_run / finish_run with the outcome)."""
+        mode: str,
+        plan: Plan | None,
+        outcome: str,
+        error: str | None = None,
+        run_id: int | None = None,
+    ) -> int | None:
+        """Record (or finish recording) a run. A store that cannot record it does not hide
+        the run's own outcome: the failure to record is reported by the caller's error."""
+        try:
+            if run_id is None:
+                run_id = self.start_run(mode, plan)
+            self.finish_run(run_id, outcome, error)
+        except StoreError:
+            return run_id
+        return run_id
+
+    async def reconcile(self, request: RunRequest, hooks: RunHooks | None = None) -> RunResult:
+        """One run: observe -> plan (or check a saved plan) -> guards -> apply -> record.
+
+        Every run is recorded in the store's run history, whatever happens (a failed
+        observation, a refusal by a guard, an error while applying). Expected errors (the
+        ``ReconcilerError`` tree and spec errors) come back in ``RunResult.error``; anything
+        else is a bug: recorded as failed and raised.
+        """
+        hooks = hooks if hooks is not None else RunHooks()
+        mode = request.mode
+        snapshot: Snapshot | None = None
+        plan: Plan | None = None
+        try:
+            snapshot = await self.observe()
+            if request.saved is not None:
+                plan = check_saved_plan(request.saved, self.fleet, self.spec_hash, snapshot)
+            else:
+                plan = self.plan(snapshot, request.options)
+            hooks.planned(plan, snapshot)
+        except (ReconcilerError, SpecError) as exc:
+            self._record(mode, plan, "failed", _error_text(exc))
+            return RunResult("failed", plan=plan, snapshot=snapshot, error=exc)
+        except BaseException as exc:
+            self._record(mode, plan, "failed", _error_text(exc))
+            raise
+        if request.dry_run:
+            run_id = self._record(mode, plan, "ok")
+            return RunResult("ok", plan=plan, snapshot=snapshot, run_id=run_id)
+        if plan.is_empty:
+            run_id = self._record(mode, plan, "ok")
+            return RunResult(
+                "ok", plan=plan, snapshot=snapshot, report=ApplyReport(), run_id=run_id
+            )
+        refused_by = tuple(
+            w
+            for w in plan.warnings
+            if w.blocking and w.guard not in request.overridable and "*" not in request.overridable
+        )
+        if refused_by:
+            message = "; ".join(w.message for w in refused_by)
+            hint = next((w.hint for w in refused_by if w.hint), None)
+            run_id = self._record(mode, plan, "refused", message)
+            return RunResult(
+                "refused",
+                plan=plan,
+                snapshot=snapshot,
+                refused_by=refused_by,
+                error=GuardRefusedError(
+                    "refused by a guard: " + message,
+                    hint=hint or "change the spec, or see the Warnings above",
+                ),
+                run_id=run_id,
+            )
+        try:
+            hooks.confirm(plan)
+        except UserError as exc:
+            run_id = self._record(mode, plan, "refused", _error_text(exc))
+            return RunResult("refused", plan=plan, snapshot=snapshot, error=exc, run_id=run_id)
+        except ReconcilerError as exc:  # e.g. the daemon's leadership check
+            run_id = self._record(mode, plan, "failed", _error_text(exc))
+            return RunResult("failed", plan=plan, snapshot=snapshot, error=exc, run_id=run_id)
         run_id = self.start_run(mode, plan)
         try:
             report = await self.apply(
                 plan,
                 snapshot,
-                epoch=epoch,
-                before_mutation=before_mutation,
-                progress=progress,
-                allow_blocked=allow_blocked,
+                epoch=request.epoch,
+                before_mutation=hooks.before_mutation,
+                progress=hooks.progress,
+                allow_blocked=True,  # the guards were judged above
             )
-        except GuardRefusedError as exc:
-            self.finish_run(run_id, "refused", exc.message)
+        except ReconcilerError as exc:
+            self._record(mode, plan, "failed", _error_text(exc), run_id=run_id)
+            return RunResult("failed", plan=plan, snapshot=snapshot, error=exc, run_id=run_id)
+        except BaseException as exc:
+            self._record(mode, plan, "failed", _error_text(exc), run_id=run_id)
             raise
-        except Exception as exc:
-            self.finish_run(run_id, "failed", (str(exc) or type(exc).__name__)[:500])
-            raise
-        self.finish_run(run_id, report.outcome, _failures(report))
-        return report
+        self._record(mode, plan, report.outcome, _failures(report), run_id=run_id)
+        return RunResult(report.outcome, plan=plan, snapshot=snapshot, report=report, run_id=run_id)
 
     async def reconcile_once(
         self,
@@ -166,27 +314,50 @@ class Reconciler:
         progress: ProgressHooks | None = None,
         allow_blocked: bool = False,
     ) -> tuple[Plan, ApplyReport | None]:
-        """Observe, plan and (unless ``dry_run``) apply; recorded as one run."""
-        snapshot = await self.observe()
-        plan = self.plan(snapshot, options)
-        if dry_run:
-            run_id = self.start_run(mode or "dry-run", plan)
-            self.finish_run(run_id, "ok")
-            return plan, None
-        if plan.is_empty:
-            run_id = self.start_run(mode or "apply", plan)
-            self.finish_run(run_id, "ok")
-            return plan, ApplyReport()
-        report = await self.apply_recorded(
-            plan,
-            snapshot,
-            mode=mode or "apply",
+        """``reconcile`` for scripts and tests: errors are raised, not returned."""
+        request = RunRequest(
+            mode=mode or ("dry-run" if dry_run else "apply"),
+            dry_run=dry_run,
+            options=options,
             epoch=epoch,
-            before_mutation=before_mutation,
-            progress=progress,
-            allow_blocked=allow_blocked,
+            overridable=ALL_GUARDS if allow_blocked else frozenset(),
         )
-        return plan, report
+        result = await self.reconcile(
+            request, RunHooks(before_mutation=before_mutation, progress=progress)
+        )
+        if result.error is not None:
+            raise result.error
+        assert result.plan is not None
+        return result.plan, result.report
+
+
+def check_saved_plan(saved: SavedPlan, fleet: str, spec_hash: str, snapshot: Snapshot) -> Plan:
+    """The saved plan, if it still applies to what is observed now; else ``StalePlanError``."""
+    plan, source = saved.plan, saved.source
+    fresh = "make a fresh plan with `reconcile --dry-run --out PLANFILE` and review it"
+    if plan.fleet != fleet:
+        raise StalePlanError(
+            f"{source} is a plan for fleet {plan.fleet!r}, not {fleet!r}", hint=fresh
+        )
+    if not saved.fingerprint:
+        raise StalePlanError(f"{source} carries no fingerprint; it cannot be checked", hint=fresh)
+    if plan.spec_hash and plan.spec_hash != spec_hash:
+        raise StalePlanError(
+            f"{source} is stale: the spec changed since the plan was made "
+            f"(spec {plan.spec_hash[:12]}, now {spec_hash[:12]})",
+            hint=fresh,
+        )
+    if saved.fingerprint != snapshot.fingerprint:
+        raise StalePlanError(
+            f"{source} is stale: the recorded or observed state changed since the plan was made "
+            f"(fingerprint {saved.fingerprint[:19]}, now {snapshot.fingerprint[:19]})",
+            hint=fresh,
+        )
+    return plan
+
+
+def _error_text(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__)[:500]
 
 
 def _failures(report: ApplyReport) -> str | None:

@@ -82,7 +82,8 @@ class PlainProgress:
 
 
 class BarProgress:
-    """A rich progress bar (terminals). Use as a context manager around the apply."""
+    """A rich progress bar (terminals). Use as a context manager around the run: the bar
+    shows from the start of the apply (``on_start``) and stops at its end or on leaving."""
 
     def __init__(self, console: Console | None = None) -> None:
         self._console = console or Console(stderr=True)
@@ -97,9 +98,9 @@ class BarProgress:
         )
         self._task: TaskID | None = None
         self._running: set[str] = set()
+        self._started = False
 
     def __enter__(self) -> Self:
-        self._progress.start()
         return self
 
     def __exit__(
@@ -108,7 +109,12 @@ class BarProgress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._progress.stop()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._started:
+            self._started = False
+            self._progress.stop()
 
     def _current(self) -> str:
         if not self._running:
@@ -118,6 +124,9 @@ class BarProgress:
         return ", ".join(names[:2]) + more
 
     def on_start(self, total: int) -> None:
+        if not self._started:
+            self._started = True
+            self._progress.start()
         self._task = self._progress.add_task("applying", total=total, current="")
 
     def on_change_started(self, change: Change) -> None:
@@ -133,6 +142,7 @@ class BarProgress:
     def on_finish(self, report: ReportLike) -> None:
         self._running.clear()
         self._update()
+        self._stop()
 
     def _update(self, advance: int = 0) -> None:
         if self._task is None:
