@@ -1027,14 +1027,18 @@ class SqlStore:
                     hint="wait for that run to finish; a crashed holder's lock expires by "
                     f"itself at {row.expires_at:%H:%M:%S} UTC",
                 )
-            epoch = row.epoch if held and row.epoch == newest else newest + 1
+            # the same owner renewing keeps its epoch, even past the expiry, as long as no
+            # other writer was granted a newer one meanwhile (a late renewal under load must
+            # not fence the renewing process itself)
+            mine = row.owner == owner and row.epoch == newest
+            epoch = row.epoch if (held or mine) and row.epoch == newest else newest + 1
             connection.execute(
                 sa.update(m.WriterLock)
                 .where(m.WriterLock.name == name)
                 .values(
                     owner=owner,
                     epoch=epoch,
-                    acquired_at=row.acquired_at if held else now,
+                    acquired_at=row.acquired_at if held or mine else now,
                     expires_at=expires,
                 )
             )

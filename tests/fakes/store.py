@@ -240,10 +240,11 @@ class InMemoryStore:
                 f"{name} is held by {held.owner}",
                 hint="wait for the other run to finish, or check that it is still alive",
             )
+        # as SqlStore: the same owner keeps its epoch (even renewing late) while no other
+        # writer was granted a newer one
         still_mine = (
             held is not None
             and held.owner == owner
-            and (held.expires_at is None or held.expires_at > now)
             and held.epoch == self.epochs.get(name, 0)
         )
         if not still_mine:

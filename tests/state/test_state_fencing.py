@@ -45,6 +45,24 @@ def test_same_owner_renews_with_the_same_epoch(store: SqlStore, clock: FakeClock
     assert renewed.expires_at == clock.now() + timedelta(seconds=60)
 
 
+def test_a_late_renewal_by_the_same_owner_keeps_its_epoch(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    """A holder starved past its expiry (a loaded machine) must not fence itself by renewing:
+    nobody else took the lock meanwhile, so its epoch stays the newest."""
+    first = store.acquire_lock("acme", "a", 3, clock.now())
+    clock.advance(10)
+    late = store.acquire_lock("acme", "a", 3, clock.now())
+    assert late.epoch == first.epoch
+    # once another writer took it, the old holder comes back with a newer epoch only
+    clock.advance(10)
+    other = store.acquire_lock("acme", "b", 3, clock.now())
+    assert other.epoch == first.epoch + 1
+    clock.advance(10)
+    again = store.acquire_lock("acme", "a", 3, clock.now())
+    assert again.epoch == other.epoch + 1
+
+
 def test_release_then_acquire_bumps_the_epoch(store: SqlStore, clock: FakeClock) -> None:
     first = store.acquire_lock("acme", "a", 60, clock.now())
     store.release_lock(first)
