@@ -13,6 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# Real counterparts (BIND, sshd, postconf, Chromium, promtool) from .ci/services.
+pytest_plugins = ["tests.services.plugin"]
+
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
