@@ -243,9 +243,7 @@ class InMemoryStore:
         # as SqlStore: the same owner keeps its epoch (even renewing late) while no other
         # writer was granted a newer one
         still_mine = (
-            held is not None
-            and held.owner == owner
-            and held.epoch == self.epochs.get(name, 0)
+            held is not None and held.owner == owner and held.epoch == self.epochs.get(name, 0)
         )
         if not still_mine:
             self.epochs[name] = self.epochs.get(name, 0) + 1
