@@ -7,18 +7,23 @@ tests/conftest.py). Each skips locally when its binaries are missing and fails u
   answers.
 * ``sshd_server``: a fresh sshd per test, as an unprivileged uid with stub tools first on PATH;
   ``sshd_factory(user=..., extra_config=...)`` for several.
+* ``postconf_bin``, ``promtool_bin``, ``chromium_bin``, ``systemd_analyze_bin``: ready-to-run
+  commands; ``chromium``: headless DOM dumps and screenshots (tools.py, which also has
+  ``dkim_dnsfunc`` for dkimpy against the BIND fixture).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.services.bind import BindServer, Blackhole, start_bind
 from tests.services.environment import ServiceEnv
 from tests.services.sshd import SshdServer, start_sshd
+from tests.services.tools import Chromium
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +72,33 @@ def sshd_factory(services_env: ServiceEnv) -> Iterator[Callable[..., SshdServer]
 def sshd_server(sshd_factory: Callable[..., SshdServer]) -> SshdServer:
     """sshd on 127.0.0.1:<free port>: key-only, unprivileged uid, stub tools first on PATH."""
     return sshd_factory()
+
+
+@pytest.fixture(scope="session")
+def postconf_bin(services_env: ServiceEnv) -> Path:
+    """Postfix's ``postconf`` (run it as ``postconf -c RENDERED_DIR -n``)."""
+    return services_env.require_command("postconf")
+
+
+@pytest.fixture(scope="session")
+def promtool_bin(services_env: ServiceEnv) -> Path:
+    """Prometheus' ``promtool`` (``check rules FILE``, ``test rules FILE``)."""
+    return services_env.require_command("promtool")
+
+
+@pytest.fixture(scope="session")
+def chromium_bin(services_env: ServiceEnv) -> Path:
+    """Headless-capable Chromium (use the ``chromium`` fixture for the right flags)."""
+    return services_env.require_command("chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium(chromium_bin: Path) -> Chromium:
+    """``chromium.dump_dom(url)`` and ``chromium.screenshot(url, path)``, headless."""
+    return Chromium(chromium_bin)
+
+
+@pytest.fixture(scope="session")
+def systemd_analyze_bin(services_env: ServiceEnv) -> Path:
+    """The host's ``systemd-analyze`` (``verify UNIT``)."""
+    return services_env.require_command("systemd-analyze")

@@ -279,6 +279,7 @@ class ServiceProcess:
         cwd: Path,
         log_path: Path,
         marker: str | None = None,
+        stdout_path: Path | None = None,
     ) -> None:
         self.name = name
         self.marker = marker or secrets.token_hex(8)
@@ -286,12 +287,15 @@ class ServiceProcess:
         self.argv = list(argv)
         full_env = dict(env)
         full_env[MARKER_VAR] = self.marker
-        with log_path.open("ab") as log:
+        with (
+            log_path.open("ab") as log,
+            (stdout_path or log_path).open("ab") as out,
+        ):
             self.popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=log,
                 env=full_env,
                 cwd=str(cwd),
                 start_new_session=True,
@@ -359,6 +363,28 @@ class ServiceProcess:
     def remaining(self) -> set[int]:
         """Processes of this service still alive (for tests of `stop`)."""
         return self._victims() - {os.getpid()}
+
+
+def run_to_completion(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str],
+    folder: Path,
+    timeout: float,
+) -> tuple[int, str, str]:
+    """Run a one-shot program (e.g. headless Chromium) in a session of its own; on exit or
+    timeout, kill whatever it left behind. Returns (exit code, stdout, stderr)."""
+    out, err = folder / f"{name}.stdout", folder / f"{name}.stderr"
+    process = ServiceProcess(name, argv, env=env, cwd=folder, log_path=err, stdout_path=out)
+    try:
+        code = process.popen.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.stop(grace=1.0)
+        log = err.read_text(errors="replace")[-3000:]
+        raise TimeoutError(f"{name} did not finish within {timeout:.0f} s: {log}") from None
+    process.stop(grace=1.0)  # helpers (zygotes, crash handlers) may outlive the main process
+    return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
 
 def wait_until(
