@@ -12,7 +12,7 @@ import math
 from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,20 @@ from pydantic import (
     model_validator,
 )
 
-from specs.durations import Duration
+from specs.blocklists import (
+    DEFAULT_ERRORS,
+    DEFAULT_LISTINGS,
+    KNOWN_ZONES,
+    MAX_PATTERN_LENGTH,
+    KnownZone,
+    ListingAction,
+    Severity,
+    check_zone_name,
+    dead_zone,
+    parse_code_pattern,
+    parse_resolver,
+)
+from specs.durations import Duration, format_duration
 
 API_VERSION: Literal["fleet-reconciler/v1"] = "fleet-reconciler/v1"
 
@@ -416,51 +429,176 @@ class HealthPolicy(_Model):
         return self
 
 
-class SeverityAction(StrEnum):
-    PAUSE = "pause"
-    ALERT = "alert"
-    IGNORE = "ignore"
+#: kept for readers of the old name: the action of a severity
+SeverityAction = ListingAction
 
 
-#: SORBS shut down in 2024: its zones are refused by validation
-DEAD_BLOCKLISTS: frozenset[str] = frozenset(
-    {"dnsbl.sorbs.net", "spam.dnsbl.sorbs.net", "sorbs.net"}
-)
+def _code_pattern(text: str) -> str:
+    return parse_code_pattern(text).text
+
+
+#: a DNSBL answer-code pattern in postscreen's syntax: ``127.0.0.[2..11]``
+CodePatternText = Annotated[
+    str, Field(min_length=1, max_length=MAX_PATTERN_LENGTH), AfterValidator(_code_pattern)
+]
 
 
 def _live_zone(zone: str) -> str:
-    if zone.lower().rstrip(".").endswith("sorbs.net"):
-        raise ValueError(f"{zone!r}: SORBS shut down in 2024; remove it")
-    return zone
+    name = check_zone_name(zone)
+    dead = dead_zone(name)
+    if dead is not None:
+        raise ValueError(f"{zone!r}: {dead.why}; remove it")
+    return name
 
 
 #: a DNS blocklist zone (one that still answers)
-BlocklistZone = Annotated[str, Field(min_length=1), AfterValidator(_live_zone)]
+BlocklistZone = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_live_zone)]
+
+
+class ListingRule(_Model):
+    """Answer codes of a zone that mean "listed", with a severity and an action."""
+
+    codes: CodePatternText
+    """Answer codes in postscreen's syntax: 127.0.0.2, 127.0.0.[2..3;9], 127.0.0.[10..11]."""
+    name: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+    """What a listing with these codes is (SBL, XBL, PBL...), shown in events and alerts."""
+    severity: Severity = Severity.HIGH
+    """high, medium or low."""
+    action: ListingAction | None = None
+    """pause, alert, report or ignore; unset: the action of its severity (reputation.high,
+    medium, low)."""
+
+
+def _string_or_object(schema: dict[str, Any]) -> None:
+    """JSON Schema of a model that also accepts a plain string (``zone`` or ``zone=codes``)."""
+    as_object = dict(schema)
+    schema.clear()
+    schema["anyOf"] = [
+        {"type": "string", "description": "zone, or zone=codes (postscreen style)"},
+        as_object,
+    ]
+
+
+class BlocklistSpec(_Model):
+    """One DNSBL zone and how to read its answers. A plain string is the zone alone (a known
+    zone keeps its documented codes), or ``zone=codes`` in postscreen's style."""
+
+    model_config = ConfigDict(json_schema_extra=_string_or_object)
+
+    zone: BlocklistZone
+    """The zone queried, e.g. zen.spamhaus.org (zones that shut down are refused)."""
+    listings: Annotated[list[ListingRule], Field(min_length=1, max_length=32)] | None = None
+    """Answer codes that are listings, first match wins; unset: the zone's documented codes
+    (known zones) or 127.0.0.[2..255]."""
+    errors: Annotated[list[CodePatternText], Field(max_length=32)] | None = None
+    """Answer codes that are errors, never listings (Spamhaus: 127.255.255.252/.254/.255);
+    unset: the zone's documented error codes, or 127.255.255.[0..255]."""
+    unmapped: Severity = Severity.MEDIUM
+    """Severity of a 127.0.0.0/8 answer that no listing rule matches."""
+    daily_budget: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+    """Queries per day this zone may receive from us (Spamhaus' free tier: 300,000); unset:
+    the zone's documented allowance, if any. The check interval stretches to stay under it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: object) -> object:
+        if isinstance(value, str):
+            zone, sep, codes = value.partition("=")
+            if not sep:
+                return {"zone": zone}
+            return {"zone": zone, "listings": [{"codes": codes}]}
+        return value
+
+    @model_validator(mode="after")
+    def _errors_never_listings(self) -> BlocklistSpec:
+        rules = self.listing_rules()
+        for error in self.error_codes():
+            pattern = parse_code_pattern(error)
+            for rule in rules:
+                if parse_code_pattern(rule.codes).overlaps(pattern):
+                    raise ValueError(
+                        f"listing codes {rule.codes!r} overlap the error codes {error!r}: an "
+                        "error answer is never a listing"
+                    )
+        return self
+
+    @property
+    def known(self) -> KnownZone | None:
+        return KNOWN_ZONES.get(self.zone)
+
+    def listing_rules(self) -> tuple[ListingRule, ...]:
+        if self.listings is not None:
+            return tuple(self.listings)
+        source = self.known.listings if self.known is not None else DEFAULT_LISTINGS
+        return tuple(
+            ListingRule(codes=k.codes, name=k.name, severity=k.severity, action=k.action)
+            for k in source
+        )
+
+    def error_codes(self) -> tuple[str, ...]:
+        if self.errors is not None:
+            return tuple(self.errors)
+        return self.known.errors if self.known is not None else DEFAULT_ERRORS
+
+    def budget(self) -> int | None:
+        if self.daily_budget is not None:
+            return self.daily_budget
+        return self.known.daily_budget if self.known is not None else None
+
+
+def _resolver(text: str) -> str:
+    return str(parse_resolver(text))
+
+
+#: ``HOST:PORT`` of a recursive resolver (an IP address; never a public resolver)
+ResolverText = Annotated[str, Field(min_length=1, max_length=60), AfterValidator(_resolver)]
 
 
 class ReputationPolicy(_Model):
-    """Sender reputation: blocklists and thresholds."""
+    """Sender reputation: blocklists, bounce and complaint thresholds, and what they do."""
 
-    blocklists: list[BlocklistZone] = Field(
-        default_factory=lambda: ["zen.spamhaus.org", "b.barracudacentral.org"]
+    blocklists: Annotated[list[BlocklistSpec], Field(max_length=50)] = Field(
+        default_factory=lambda: [
+            BlocklistSpec(zone="zen.spamhaus.org"),
+            BlocklistSpec(zone="b.barracudacentral.org"),
+        ]
     )
-    """DNS blocklist zones to check (SORBS is refused: it shut down in 2024)."""
+    """DNS blocklist zones to check: a zone name, ``zone=codes``, or {zone, listings, errors,
+    unmapped, daily_budget}. Zones that shut down (SORBS, NiX Spam...) are refused."""
+    resolver: ResolverText | None = None
+    """The recursive resolver the checks go through (HOST:PORT, an IP address); unset: the
+    system's. Public resolvers are refused (Spamhaus answers them with errors)."""
+    timeout: Duration = timedelta(seconds=2)
+    """How long one DNSBL query may take."""
+    concurrency: Annotated[int, Field(ge=1, le=512)] = 64
+    """DNSBL queries in flight at once, per zone."""
+    delist_after: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive clean checks after a listing before the IP counts as delisted (and a
+    node paused for it returns to the rotation)."""
     bounce_alert: Rate = 0.03
-    """Bounce rate (0-1) that raises an alert."""
+    """Hard-bounce rate (0-1) that raises an alert."""
     bounce_pause: Rate = 0.05
-    """Bounce rate (0-1) that pauses sending."""
+    """Hard-bounce rate (0-1) that pauses sending (quarantine until resumed)."""
     complaint_alert: Rate = 0.001
     """Complaint rate (0-1) that raises an alert."""
     complaint_pause: Rate = 0.005
-    """Complaint rate (0-1) that pauses sending."""
+    """Complaint rate (0-1) that pauses sending (quarantine until resumed)."""
+    window: Duration = timedelta(hours=24)
+    """Rates are computed over this window of recent sending..."""
+    max_window: Duration = timedelta(days=7)
+    """...stretched up to this when the window holds fewer than min_volume messages."""
+    min_volume: Annotated[int, Field(ge=1, le=100_000_000)] = 500
+    """Fewest messages a rate is judged on (no verdict on 20 mails)."""
+    rewarm_after: Duration = timedelta(days=30)
+    """A node paused longer than this starts its warmup again when it returns."""
     check_interval: Duration = timedelta(hours=1)
-    """How often blocklists are checked."""
+    """How often blocklists are checked (stretched when a zone's daily budget needs it)."""
     high: SeverityAction = SeverityAction.PAUSE  # blocklisted (e.g. Spamhaus)
-    """Action on high severity (blocklisted)."""
+    """Action on high severity (e.g. listed on Spamhaus SBL/XBL/CSS)."""
     medium: SeverityAction = SeverityAction.ALERT  # bounce rate over threshold
-    """Action on medium severity (bounce rate over threshold)."""
+    """Action on medium severity (e.g. bounce rate over bounce_alert)."""
     low: SeverityAction = SeverityAction.ALERT  # high CPU
-    """Action on low severity (high CPU)."""
+    """Action on low severity (e.g. high CPU, PBL listing)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ReputationPolicy:
@@ -468,7 +606,30 @@ class ReputationPolicy(_Model):
             raise ValueError("bounce_alert must not exceed bounce_pause")
         if self.complaint_alert > self.complaint_pause:
             raise ValueError("complaint_alert must not exceed complaint_pause")
+        if self.window > self.max_window:
+            raise ValueError("window must not exceed max_window")
+        for name, low, high in (
+            ("timeout", timedelta(milliseconds=100), timedelta(seconds=30)),
+            ("check_interval", timedelta(minutes=1), timedelta(days=7)),
+            ("window", timedelta(hours=1), timedelta(days=30)),
+            ("max_window", timedelta(hours=1), timedelta(days=30)),
+            ("rewarm_after", timedelta(days=1), timedelta(days=365)),
+        ):
+            value: timedelta = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(
+                    f"{name} must be within {format_duration(low)}..{format_duration(high)}"
+                )
+        zones = [b.zone for b in self.blocklists]
+        twice = sorted({z for z in zones if zones.count(z) > 1})
+        if twice:
+            raise ValueError(f"zone {twice[0]!r} is listed twice")
         return self
+
+    def action_for(self, severity: Severity) -> ListingAction:
+        return {Severity.HIGH: self.high, Severity.MEDIUM: self.medium, Severity.LOW: self.low}[
+            severity
+        ]
 
 
 class DisruptionPolicy(_Model):
