@@ -18,18 +18,29 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from providers.dnsbl.checking import (
+    DQS_KEY_ENV,
+    RESOLVER_ENV,
+    DnsblChecker,
+    DqsKey,
+    system_resolver,
+)
 from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_from_settings
 from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
+from reconciler.core.errors import UserError
 from reconciler.core.ports import CloudPort, StorePort
+from reconciler.core.reputation import compile_rules
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.reconciling import Reconciler, SpecSource
-from specs.model import FleetSpec, ProviderType
+from specs.blocklists import ResolverAddress, parse_resolver
+from specs.model import FleetSpec, ProviderType, ReputationPolicy
 from state.store import open_store
 
 __all__ = [
     "SIMULATOR_STATE_FILE",
     "STATE_DIR_ENV",
     "SystemClock",
+    "build_blocklist_checker",
     "build_cloud",
     "build_reconciler",
     "build_store",
@@ -130,4 +141,44 @@ def build_store(environ: Mapping[str, str] = os.environ, *, url: str | None = No
 def build_reconciler(loaded: SpecSource, cloud: CloudPort, store: StorePort) -> Reconciler:
     return Reconciler(
         loaded, cloud, store, SystemClock(), poll_interval=poll_interval_for(loaded.spec)
+    )
+
+
+def build_blocklist_checker(
+    policy: ReputationPolicy,
+    environ: Mapping[str, str] = os.environ,
+    *,
+    resolver: str | None = None,
+) -> DnsblChecker:
+    """The DNSBL checker for ``policy``. The resolver is, in order: ``resolver`` (the CLI's
+    ``--resolver``), ``$RECONCILER_DNSBL_RESOLVER`` (both the operator's choice), the spec's
+    ``reputation.resolver``, the system's (/etc/resolv.conf). A Spamhaus DQS key
+    (``$RECONCILER_DQS_KEY``) is used only through a resolver the operator chose: a spec edit
+    alone can never send it anywhere new (design §3e)."""
+    operator_text = resolver or environ.get(RESOLVER_ENV) or None
+    address: ResolverAddress | None
+    if operator_text is not None:
+        try:
+            address = parse_resolver(operator_text)
+        except ValueError as exc:
+            where = "--resolver" if resolver else RESOLVER_ENV
+            raise UserError(f"{where}: {exc}", hint="e.g. 127.0.0.1:53") from None
+    elif policy.resolver is not None:
+        address = parse_resolver(policy.resolver)
+    else:
+        address = system_resolver()
+    key: DqsKey | None = None
+    key_text = environ.get(DQS_KEY_ENV, "")
+    if key_text:
+        try:
+            key = DqsKey(key_text)
+        except ValueError as exc:
+            raise UserError(str(exc), hint="copy the key from the Spamhaus DQS portal") from None
+    return DnsblChecker(
+        compile_rules(policy),
+        address,
+        timeout=policy.timeout.total_seconds(),
+        concurrency=policy.concurrency,
+        dqs_key=key,
+        dqs_allowed=operator_text is not None,
     )

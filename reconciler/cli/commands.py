@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from reconciler.cli import costing, daemonizing, database, reconciling, simulating, validating
+from reconciler.cli import (
+    blocklisting,
+    costing,
+    daemonizing,
+    database,
+    reconciling,
+    simulating,
+    validating,
+)
 
 
 @click.group(
@@ -29,5 +37,6 @@ cli.add_command(validating.schema)
 cli.add_command(simulating.simulator)
 cli.add_command(database.db)
 cli.add_command(costing.costs)
+cli.add_command(blocklisting.blocklists)
 for command in daemonizing.COMMANDS:
     cli.add_command(command)

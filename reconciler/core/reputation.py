@@ -538,7 +538,7 @@ def check_interval(
         checks_per_day = allowed / per_check
         if checks_per_day <= 0:
             continue
-        needed = timedelta(seconds=math.ceil(86400 / checks_per_day))
+        needed = timedelta(minutes=math.ceil(86400 / checks_per_day / 60))
         if needed > interval:
             interval, stretched = needed, zone
             reason = (
@@ -551,11 +551,10 @@ def check_interval(
 
 def _fmt(value: timedelta) -> str:
     seconds = int(value.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600}h"
-    if seconds % 60 == 0:
-        return f"{seconds // 60}m"
-    return f"{seconds}s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{seconds}s" if seconds or not text else "")
 
 
 # --- a node's reputation: warmup safety, IP life cycle, pause and alerts -----------------

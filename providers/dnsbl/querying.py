@@ -1,0 +1,347 @@
+"""A DNS stub client for DNSBL look-ups: many A queries in flight over one UDP socket.
+
+Why not dnspython's ``asyncresolver`` alone: it opens a socket per query, waits for each one
+alone (``wait_for`` per query) and builds and parses full ``dns.message`` objects, about
+0.5 ms of CPU per query. A DNSBL check is thousands of tiny, identical questions (``A`` of
+``<reversed ip>.<zone>``) whose answers are a few ``127.0.0.x`` records, so here:
+
+- one connected UDP socket per resolver carries up to ``max_in_flight`` queries; answers are
+  matched by id **and** question (name, type, class: what ``dns.message.Message.is_response``
+  checks), so a late, forged or stray datagram is ignored;
+- queries are encoded directly (a 12-byte header and the name's labels) and the common answers
+  (A records, NXDOMAIN or NODATA with an SOA for the negative TTL) are read by a small parser;
+  anything it does not understand is handed to dnspython (``dns.message.from_wire``), and a
+  truncated answer is asked again over TCP with dnspython (``dns.asyncquery.tcp``);
+- one timer per query (``loop.call_later``) re-sends a lost datagram once, then gives up.
+
+Failures are reported as ``QueryFailedError`` with a kind (timeout, servfail, refused, failed);
+nothing here ever puts the query name in a message (a DQS key may be inside it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import socket
+import struct
+from dataclasses import dataclass, field
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+_HEADER = struct.Struct("!HHHHHH")
+_RR = struct.Struct("!HHIH")
+_QUESTION_TAIL = b"\x00\x01\x00\x01"  # type A, class IN
+_RD = 0x0100
+_QR = 0x8000
+_TC = 0x0200
+_NOERROR, _SERVFAIL, _NXDOMAIN, _REFUSED = 0, 2, 3, 5
+
+
+class QueryFailedError(Exception):
+    """A query that got no usable answer. ``kind``: timeout, servfail, refused, failed."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    rcode: int
+    addresses: tuple[str, ...]
+    ttl: int  # of the A records, or the negative TTL (SOA) for NXDOMAIN / no data
+
+
+def encode_name(name: str) -> bytes:
+    """``a.b.example`` -> its uncompressed wire form, lower-cased (ASCII names only)."""
+    text = name.rstrip(".").lower()
+    if not text or len(text) > 253 or not text.isascii():
+        raise ValueError("not a DNS name of 1-253 ASCII characters")
+    parts = []
+    for label in text.split("."):
+        if not 1 <= len(label) <= 63:
+            raise ValueError("a DNS label has 1-63 characters")
+        parts.append(bytes((len(label),)) + label.encode())
+    return b"".join(parts) + b"\x00"
+
+
+def _skip_name(data: bytes, offset: int) -> int:
+    for _ in range(128):
+        length = data[offset]
+        if length == 0:
+            return offset + 1
+        if length & 0xC0 == 0xC0:
+            return offset + 2
+        if length & 0xC0:
+            raise ValueError("bad label type")
+        offset += 1 + length
+    raise ValueError("name too long")
+
+
+def parse_answer(data: bytes, question: bytes) -> tuple[int, bool, Answer]:
+    """(id, truncated, answer) of an answer to ``question`` (name wire + type + class).
+    ``LookupError`` when it answers another question; ``ValueError`` when this parser cannot
+    read it (the caller then asks dnspython)."""
+    if len(data) < 12:
+        raise ValueError("short")
+    qid, flags, qdcount, ancount, nscount, _ = _HEADER.unpack_from(data)
+    if not flags & _QR or (flags >> 11) & 0xF:
+        raise LookupError("not an answer to a query")
+    end = 12 + len(question)
+    if qdcount != 1 or data[12:end].lower() != question:
+        raise LookupError("another question")
+    rcode = flags & 0xF
+    offset = end
+    addresses: list[str] = []
+    ttl: int | None = None
+    negative: int | None = None
+    for index in range(ancount + nscount):
+        offset = _skip_name(data, offset)
+        rtype, rclass, rttl, rdlength = _RR.unpack_from(data, offset)
+        offset += _RR.size
+        stop = offset + rdlength
+        if stop > len(data):
+            raise ValueError("truncated record")
+        if index < ancount:
+            if rtype == 1 and rclass == 1 and rdlength == 4:
+                addresses.append(socket.inet_ntoa(data[offset:stop]))
+                ttl = rttl if ttl is None else min(ttl, rttl)
+        elif rtype == 6 and rdlength >= 22:
+            (minimum,) = struct.unpack_from("!I", data, stop - 4)
+            negative = min(rttl, minimum)
+        offset = stop
+    answer_ttl = (
+        ttl if addresses and ttl is not None else (negative if negative is not None else 300)
+    )
+    return qid, bool(flags & _TC), Answer(rcode, tuple(addresses), int(answer_ttl))
+
+
+def _with_dnspython(data: bytes, question: bytes) -> tuple[int, bool, Answer]:
+    """The slow path: dnspython reads what the small parser could not."""
+    message = dns.message.from_wire(data, ignore_trailing=True)
+    if len(message.question) != 1:
+        raise LookupError("another question")
+    asked = message.question[0]
+    if (
+        (asked.name.to_wire() or b"").lower() + _QUESTION_TAIL != question
+        or asked.rdtype != dns.rdatatype.A
+        or asked.rdclass != dns.rdataclass.IN
+    ):
+        raise LookupError("another question")
+    addresses: list[str] = []
+    ttl: int | None = None
+    for rrset in message.answer:
+        if rrset.rdtype == dns.rdatatype.A and rrset.rdclass == dns.rdataclass.IN:
+            addresses.extend(rdata.address for rdata in rrset)
+            ttl = rrset.ttl if ttl is None else min(ttl, rrset.ttl)
+    negative = 300
+    for rrset in message.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset) > 0:
+            negative = int(min(rrset.ttl, getattr(rrset[0], "minimum", rrset.ttl)))
+    return (
+        message.id,
+        bool(message.flags & _TC),
+        Answer(message.rcode(), tuple(addresses), ttl if addresses and ttl else negative),
+    )
+
+
+@dataclass(eq=False)
+class _Pending:
+    future: asyncio.Future[tuple[bool, Answer]]
+    question: bytes
+    wire: bytes
+    tries_left: int
+    timer: asyncio.TimerHandle | None = None
+    extra: list[object] = field(default_factory=list)
+
+
+class _Channel(asyncio.DatagramProtocol):
+    def __init__(self, per_attempt: float) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.pending: dict[int, _Pending] = {}
+        self.closed = False
+        self.per_attempt = per_attempt
+        self.sent = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram transport
+
+    def send(self, qid: int, entry: _Pending) -> None:
+        if self.transport is None or self.closed:
+            self._fail(qid, QueryFailedError("failed", "socket closed"))
+            return
+        entry.tries_left -= 1
+        self.transport.sendto(entry.wire)
+        self.sent += 1
+        loop = asyncio.get_running_loop()
+        entry.timer = loop.call_later(self.per_attempt, self._expired, qid, entry)
+
+    def _expired(self, qid: int, entry: _Pending) -> None:
+        if self.pending.get(qid) is not entry or entry.future.done():
+            return
+        if entry.tries_left > 0:
+            self.send(qid, entry)
+            return
+        self._fail(qid, QueryFailedError("timeout", "no answer in time"))
+
+    def _fail(self, qid: int, error: QueryFailedError) -> None:
+        entry = self.pending.pop(qid, None)
+        if entry is not None and not entry.future.done():
+            entry.future.set_exception(error)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if len(data) < 12:
+            return
+        qid = int.from_bytes(data[:2], "big")
+        entry = self.pending.get(qid)
+        if entry is None or entry.future.done():
+            return  # late, duplicate or forged: ignored
+        try:
+            try:
+                _, truncated, answer = parse_answer(data, entry.question)
+            except (ValueError, IndexError, struct.error):
+                _, truncated, answer = _with_dnspython(data, entry.question)
+        except (LookupError, dns.exception.DNSException, ValueError):
+            return  # not an answer to this question: keep waiting for the real one
+        del self.pending[qid]
+        if entry.timer is not None:
+            entry.timer.cancel()
+        entry.future.set_result((truncated, answer))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: fail what is waiting, at once
+        for qid in list(self.pending):
+            self._fail(qid, QueryFailedError("failed", type(exc).__name__))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        for qid in list(self.pending):
+            self._fail(qid, QueryFailedError("failed", "socket closed"))
+
+
+class StubResolver:
+    """Sends recursive A queries to one resolver (``host:port``) over UDP (TCP when
+    truncated). Bounded: at most ``max_in_flight`` queries wait for an answer at once (a
+    resolver flooded with more drops datagrams, and a drop costs a whole timeout)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 53,
+        *,
+        timeout: float = 2.0,
+        attempts: int = 2,
+        max_in_flight: int = 256,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._channel: _Channel | None = None
+        self._opening = asyncio.Lock()
+        self._sent = 0
+
+    @property
+    def sent(self) -> int:
+        """Datagrams sent (first tries and re-sends)."""
+        return self._sent + (self._channel.sent if self._channel is not None else 0)
+
+    async def _open(self) -> _Channel:
+        if self._channel is not None and not self._channel.closed:
+            return self._channel
+        async with self._opening:
+            if self._channel is None or self._channel.closed:
+                loop = asyncio.get_running_loop()
+                per_attempt = self.timeout / self.attempts
+                try:
+                    transport, protocol = await loop.create_datagram_endpoint(
+                        lambda: _Channel(per_attempt), remote_addr=(self.host, self.port)
+                    )
+                except OSError as exc:
+                    raise QueryFailedError(
+                        "failed", f"cannot reach the resolver: {exc.strerror}"
+                    ) from exc
+                sock = transport.get_extra_info("socket")
+                if sock is not None:  # room for a burst of answers
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+                self._channel = protocol
+            return self._channel
+
+    async def query_a(self, name: str) -> Answer:
+        """The A records of ``name`` (ASCII, without the trailing dot)."""
+        question = encode_name(name) + _QUESTION_TAIL
+        async with self._slots:
+            channel = await self._open()
+            qid = secrets.randbelow(65536)
+            while qid in channel.pending:
+                qid = secrets.randbelow(65536)
+            loop = asyncio.get_running_loop()
+            entry = _Pending(
+                loop.create_future(),
+                question,
+                _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question,
+                self.attempts,
+            )
+            channel.pending[qid] = entry
+            channel.send(qid, entry)
+            try:
+                truncated, answer = await entry.future
+            except QueryFailedError as exc:
+                if exc.kind == "timeout":
+                    raise QueryFailedError(
+                        "timeout", f"no answer within {self.timeout:g}s"
+                    ) from None
+                raise
+            finally:
+                if channel.pending.get(qid) is entry:
+                    del channel.pending[qid]
+                if entry.timer is not None:
+                    entry.timer.cancel()
+        if truncated:
+            answer = await self._tcp(name)
+        return _checked(answer)
+
+    async def _tcp(self, name: str) -> Answer:
+        query = dns.message.make_query(name + ".", dns.rdatatype.A)
+        try:
+            response = await dns.asyncquery.tcp(
+                query, self.host, port=self.port, timeout=self.timeout
+            )
+        except dns.exception.Timeout as exc:
+            raise QueryFailedError("timeout", f"no TCP answer within {self.timeout:g}s") from exc
+        except (OSError, dns.exception.DNSException) as exc:
+            raise QueryFailedError("failed", f"TCP: {type(exc).__name__}") from exc
+        _, _, answer = _with_dnspython(response.to_wire(), encode_name(name) + _QUESTION_TAIL)
+        return answer
+
+    async def aclose(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            self._sent += channel.sent
+        if channel is not None and channel.transport is not None:
+            channel.transport.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0)  # let the transport finish closing its socket
+
+
+def _checked(answer: Answer) -> Answer:
+    if answer.rcode == _SERVFAIL:
+        raise QueryFailedError("servfail", "the resolver answered SERVFAIL")
+    if answer.rcode == _REFUSED:
+        raise QueryFailedError("refused", "the resolver answered REFUSED")
+    if answer.rcode == _NXDOMAIN:
+        return Answer(answer.rcode, (), answer.ttl)
+    if answer.rcode != _NOERROR:
+        raise QueryFailedError(
+            "failed", f"the resolver answered {dns.rcode.to_text(dns.rcode.Rcode(answer.rcode))}"
+        )
+    return answer

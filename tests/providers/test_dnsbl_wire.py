@@ -1,0 +1,125 @@
+"""The stub resolver's wire handling, against a hostile loopback "resolver" (a UDP socket this
+test drives): forged and garbage datagrams are ignored, a lost datagram is sent again, the
+small parser agrees with dnspython."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from typing import Any
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from providers.dnsbl.querying import QueryFailedError, StubResolver, encode_name, parse_answer
+
+NAME = "10.2.0.192.zen.spamhaus.org"
+QUESTION = encode_name(NAME) + b"\x00\x01\x00\x01"
+
+
+def response(name: str, *codes: str, rcode: int = 0, qid: int = 1, ttl: int = 60) -> bytes:
+    query = dns.message.make_query(name + ".", "A")
+    query.id = qid
+    answer = dns.message.make_response(query)
+    answer.set_rcode(dns.rcode.Rcode(rcode))
+    if codes:
+        answer.answer.append(dns.rrset.from_text(name + ".", ttl, "IN", "A", *codes))
+    else:
+        answer.authority.append(
+            dns.rrset.from_text(
+                "zen.spamhaus.org.", 900, "IN", "SOA", "ns. host. 1 3600 600 86400 120"
+            )
+        )
+    return answer.to_wire()
+
+
+def test_parser_reads_answers_like_dnspython() -> None:
+    _, truncated, answer = parse_answer(response(NAME, "127.0.0.2", "127.0.0.10"), QUESTION)
+    assert not truncated
+    assert sorted(answer.addresses) == ["127.0.0.10", "127.0.0.2"]
+    assert answer.ttl == 60
+    _, _, negative = parse_answer(response(NAME, rcode=3), QUESTION)
+    assert negative.rcode == 3
+    assert negative.addresses == ()
+    assert negative.ttl == 120
+    with pytest.raises(LookupError):
+        parse_answer(response("11.2.0.192.zen.spamhaus.org", "127.0.0.2"), QUESTION)
+
+
+@given(st.binary(max_size=300))
+def test_parser_never_crashes_on_garbage(data: bytes) -> None:
+    with contextlib.suppress(ValueError, LookupError, IndexError, struct.error):
+        parse_answer(data, QUESTION)
+
+
+def test_pointer_loops_are_refused() -> None:
+    header = bytes.fromhex("00018180000100010000 0000".replace(" ", ""))
+    looped = header + QUESTION + b"\xc0\x0c"[:0] + b"\x3f" * 200
+    with pytest.raises((ValueError, IndexError)):
+        parse_answer(looped, QUESTION)
+
+
+class HostileResolver(asyncio.DatagramProtocol):
+    """Answers each query with a forged answer (another name), then garbage with the right
+    id, then (unless ``drop_first``) the real answer."""
+
+    def __init__(self, drop_first: bool) -> None:
+        self.drop_first = drop_first
+        self.seen = 0
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.seen += 1
+        qid = int.from_bytes(data[:2], "big")
+        if self.drop_first and self.seen == 1:
+            return
+        self.transport.sendto(response("99.2.0.192.zen.spamhaus.org", "127.0.0.2", qid=qid), addr)
+        self.transport.sendto(data[:2] + b"\x81\x80garbage", addr)
+        self.transport.sendto(response(NAME, qid=qid, rcode=3), addr)
+
+
+@pytest.mark.parametrize("drop_first", [False, True])
+def test_forged_and_garbage_answers_are_ignored(drop_first: bool) -> None:
+    async def scenario() -> tuple[Any, int]:
+        loop = asyncio.get_running_loop()
+        transport, hostile = await loop.create_datagram_endpoint(
+            lambda: HostileResolver(drop_first), local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        port = transport.get_extra_info("sockname")[1]
+        stub = StubResolver("127.0.0.1", port, timeout=1.0)
+        try:
+            return await stub.query_a(NAME), hostile.seen
+        finally:
+            await stub.aclose()
+            transport.close()
+
+    answer, seen = asyncio.run(scenario())
+    assert answer.rcode == 3
+    assert answer.addresses == ()
+    assert seen == (2 if drop_first else 1)  # a lost datagram is sent once more
+
+
+def test_silence_is_a_timeout() -> None:
+    async def scenario() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        stub = StubResolver("127.0.0.1", sock.getsockname()[1], timeout=0.3)
+        try:
+            with pytest.raises(QueryFailedError) as caught:
+                await stub.query_a(NAME)
+            assert caught.value.kind == "timeout"
+            assert NAME not in str(caught.value)
+        finally:
+            await stub.aclose()
+            sock.close()
+
+    asyncio.run(scenario())
