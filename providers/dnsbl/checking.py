@@ -22,12 +22,13 @@ import asyncio
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
-from providers.dnsbl.querying import QueryFailedError, StubResolver
+from providers.dnsbl.querying import QueryFailedError, StubResolver, encode_name
 from reconciler.core.reputation import (
     TEST_LISTED,
     TEST_NOT_LISTED,
@@ -172,6 +173,7 @@ class _Zone:
     stats: ZoneStats = field(default_factory=ZoneStats)
     probe: ZoneProbe | None = None
     probed_at: float | None = None
+    dqs: bool = False
 
 
 class DnsblChecker:
@@ -210,9 +212,14 @@ class DnsblChecker:
                 asyncio.Semaphore(concurrency),
                 CircuitBreaker(breaker_threshold, breaker_cooldown, monotonic),
                 DailyBudget(zone_rules.daily_budget),
+                dqs=is_dqs_zone(zone),
             )
             for zone, zone_rules in rules.items()
         }
+        self._zone_wires: dict[str, bytes] = {}
+        self._label_wires: dict[str, bytes] = {}
+        self._max_in_flight = max_in_flight
+        self._concurrency = concurrency
         self._blocked: str | None = None
         if resolver is None:
             self._blocked = (
@@ -258,9 +265,10 @@ class DnsblChecker:
     # --- one query ---------------------------------------------------------------------
 
     def _qname(self, ip: str, zone: str, labels: str | None = None) -> tuple[str | None, str]:
+        # (ASCII, at most 253 characters: an IPv6 name under a long zone may not fit)
         """(the query name, "") or (None, why it cannot be asked)."""
         labels = labels or reversed_name(ip)
-        if is_dqs_zone(zone):
+        if self._zones[zone].dqs:
             if self._dqs_key is None:
                 return None, f"no DQS key: set {DQS_KEY_ENV} to query {zone}"
             if not self._dqs_allowed:
@@ -290,36 +298,48 @@ class DnsblChecker:
         qname, why = self._qname(ip, zone, labels)
         if qname is None:
             return ZoneAnswer(zone, ip, AnswerKind.FAILED, detail=why)
-        if not state.breaker.allow():
+        try:
+            wire = self._wire(qname, labels, zone, state)
+        except ValueError:
+            return ZoneAnswer(zone, ip, AnswerKind.FAILED, detail="the query name is too long")
+        breaker = state.breaker
+        if not breaker.allow():
             state.stats.refused_by_breaker += 1
             return ZoneAnswer(
                 zone,
                 ip,
                 AnswerKind.CIRCUIT_OPEN,
-                detail=f"{state.breaker.failures} consecutive failures: not asked for "
-                f"{state.breaker.cooldown:g}s",
+                detail=f"{breaker.failures} consecutive failures: not asked for "
+                f"{breaker.cooldown:g}s",
             )
-        if not state.budget.take(self._wall().date()):
-            state.stats.refused_by_budget += 1
-            return ZoneAnswer(
-                zone,
-                ip,
-                AnswerKind.BUDGET,
-                detail=f"daily budget of {state.budget.limit:,} queries spent",
-            )
+        trial = breaker.is_open  # the one query that tries an open zone again
         assert self._stub is not None
         async with state.semaphore:
-            if not state.breaker.allow() and state.breaker.is_open:
+            if breaker.is_open and not trial:
                 # it opened while this query waited for a slot
                 state.stats.refused_by_breaker += 1
                 return ZoneAnswer(zone, ip, AnswerKind.CIRCUIT_OPEN, detail="circuit open")
+            if not state.budget.take(self._wall().date()):
+                state.stats.refused_by_budget += 1
+                if trial:
+                    breaker.failure()  # not tried: stays open, another query tries later
+                return ZoneAnswer(
+                    zone,
+                    ip,
+                    AnswerKind.BUDGET,
+                    detail=f"daily budget of {state.budget.limit:,} queries spent",
+                )
             state.stats.queries += 1
             try:
-                raw = await self._stub.query_a(qname)
+                raw = await self._stub.query_a(qname, wire)
             except QueryFailedError as exc:
                 state.stats.failures += 1
-                state.breaker.failure()
+                breaker.failure()
                 return ZoneAnswer(zone, ip, AnswerKind(exc.kind), detail=self.redact(exc.detail))
+            except asyncio.CancelledError:
+                if trial:
+                    breaker.failure()  # never leave the breaker waiting for a lost trial
+                raise
         state.breaker.success()
         if raw.addresses:
             answer = ZoneAnswer(zone, ip, AnswerKind.ADDRESSES, raw.addresses, raw.ttl)
@@ -332,6 +352,23 @@ class DnsblChecker:
             if len(self._cache) > self._max_cache:
                 self._cache.popitem(last=False)
         return answer
+
+    def _wire(self, qname: str, labels: str | None, zone: str, state: _Zone) -> bytes:
+        """The query name's wire form, from cached pieces (labels of the IP, the zone)."""
+        if labels is None or state.dqs:
+            return encode_name(qname)
+        zone_wire = self._zone_wires.get(zone)
+        if zone_wire is None:
+            zone_wire = self._zone_wires[zone] = encode_name(zone)
+        label_wire = self._label_wires.get(labels)
+        if label_wire is None:
+            label_wire = encode_name(labels)[:-1]
+            if len(self._label_wires) > 100_000:
+                self._label_wires.clear()
+            self._label_wires[labels] = label_wire
+        if len(label_wire) + len(zone_wire) > 255:
+            raise ValueError("name too long")
+        return label_wire + zone_wire
 
     # --- probes and look-ups -----------------------------------------------------------
 
@@ -389,11 +426,21 @@ class DnsblChecker:
             else:
                 usable.append(zone)
         names = {ip: reversed_name(ip) for ip in ips}
-        answers.extend(
-            await asyncio.gather(
-                *(self._ask(ip, zone, labels=names[ip]) for zone in usable for ip in ips)
-            )
-        )
+        # a pool of workers per zone (no coroutine per pair): the zone's concurrency, shared
+        # fairly within the resolver's in-flight limit
+        workers = max(1, min(self._concurrency, self._max_in_flight // max(1, len(usable))))
+        results: dict[tuple[str, str], ZoneAnswer] = {}
+
+        async def work(zone: str, queue: Iterator[str]) -> None:
+            for ip in queue:
+                results[(zone, ip)] = await self._ask(ip, zone, labels=names[ip])
+
+        tasks: list[Coroutine[Any, Any, None]] = []
+        for zone in usable:
+            queue = iter(ips)
+            tasks.extend(work(zone, queue) for _ in range(min(workers, len(ips))))
+        await asyncio.gather(*tasks)
+        answers.extend(results[(zone, ip)] for zone in usable for ip in ips)
         return answers
 
     async def check(

@@ -12,7 +12,8 @@ alone (``wait_for`` per query) and builds and parses full ``dns.message`` object
   (A records, NXDOMAIN or NODATA with an SOA for the negative TTL) are read by a small parser;
   anything it does not understand is handed to dnspython (``dns.message.from_wire``), and a
   truncated answer is asked again over TCP with dnspython (``dns.asyncquery.tcp``);
-- one timer per query (``loop.call_later``) re-sends a lost datagram once, then gives up.
+- one sweeper task walks the deadlines (in send order): a lost datagram is sent once more,
+  then the query gives up.
 
 Failures are reported as ``QueryFailedError`` with a kind (timeout, servfail, refused, failed);
 nothing here ever puts the query name in a message (a DQS key may be inside it).
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
+import os
 import socket
 import struct
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 import dns.asyncquery
 import dns.exception
@@ -152,23 +154,37 @@ def _with_dnspython(data: bytes, question: bytes) -> tuple[int, bool, Answer]:
     )
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     future: asyncio.Future[tuple[bool, Answer]]
     question: bytes
     wire: bytes
     tries_left: int
-    timer: asyncio.TimerHandle | None = None
-    extra: list[object] = field(default_factory=list)
 
 
 class _Channel(asyncio.DatagramProtocol):
+    """One connected UDP socket. Every query waits the same ``per_attempt``, so deadlines are
+    kept in send order in a deque that one sweeper task walks (cheaper than a timer per
+    query)."""
+
     def __init__(self, per_attempt: float) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: dict[int, _Pending] = {}
         self.closed = False
         self.per_attempt = per_attempt
         self.sent = 0
+        self._deadlines: deque[tuple[float, int, _Pending]] = deque()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._ids = b""
+
+    def new_id(self) -> int:
+        while True:
+            if len(self._ids) < 2:
+                self._ids = os.urandom(1024)  # unpredictable ids, one syscall per 512
+            qid = int.from_bytes(self._ids[:2], "big")
+            self._ids = self._ids[2:]
+            if qid not in self.pending:
+                return qid
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # a datagram transport
@@ -181,15 +197,25 @@ class _Channel(asyncio.DatagramProtocol):
         self.transport.sendto(entry.wire)
         self.sent += 1
         loop = asyncio.get_running_loop()
-        entry.timer = loop.call_later(self.per_attempt, self._expired, qid, entry)
+        self._deadlines.append((loop.time() + self.per_attempt, qid, entry))
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = loop.create_task(self._sweep())
 
-    def _expired(self, qid: int, entry: _Pending) -> None:
-        if self.pending.get(qid) is not entry or entry.future.done():
-            return
-        if entry.tries_left > 0:
-            self.send(qid, entry)
-            return
-        self._fail(qid, QueryFailedError("timeout", "no answer in time"))
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = max(0.005, min(0.05, self.per_attempt / 4))
+        while self._deadlines and not self.closed:
+            now = loop.time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, qid, entry = self._deadlines.popleft()
+                if self.pending.get(qid) is not entry or entry.future.done():
+                    continue  # answered
+                if entry.tries_left > 0:
+                    self.send(qid, entry)
+                else:
+                    self._fail(qid, QueryFailedError("timeout", "no answer in time"))
+            if self._deadlines:
+                await asyncio.sleep(min(tick, max(0.0, self._deadlines[0][0] - now)))
 
     def _fail(self, qid: int, error: QueryFailedError) -> None:
         entry = self.pending.pop(qid, None)
@@ -211,8 +237,6 @@ class _Channel(asyncio.DatagramProtocol):
         except (LookupError, dns.exception.DNSException, ValueError):
             return  # not an answer to this question: keep waiting for the real one
         del self.pending[qid]
-        if entry.timer is not None:
-            entry.timer.cancel()
         entry.future.set_result((truncated, answer))
 
     def error_received(self, exc: Exception) -> None:
@@ -224,6 +248,9 @@ class _Channel(asyncio.DatagramProtocol):
         self.closed = True
         for qid in list(self.pending):
             self._fail(qid, QueryFailedError("failed", "socket closed"))
+        self._deadlines.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
 
 
 class StubResolver:
@@ -276,14 +303,13 @@ class StubResolver:
                 self._channel = protocol
             return self._channel
 
-    async def query_a(self, name: str) -> Answer:
-        """The A records of ``name`` (ASCII, without the trailing dot)."""
-        question = encode_name(name) + _QUESTION_TAIL
+    async def query_a(self, name: str, wire_name: bytes | None = None) -> Answer:
+        """The A records of ``name`` (ASCII, without the trailing dot); ``wire_name`` is its
+        ``encode_name`` when the caller has it already."""
+        question = (wire_name or encode_name(name)) + _QUESTION_TAIL
         async with self._slots:
             channel = await self._open()
-            qid = secrets.randbelow(65536)
-            while qid in channel.pending:
-                qid = secrets.randbelow(65536)
+            qid = channel.new_id()
             loop = asyncio.get_running_loop()
             entry = _Pending(
                 loop.create_future(),
@@ -304,8 +330,6 @@ class StubResolver:
             finally:
                 if channel.pending.get(qid) is entry:
                     del channel.pending[qid]
-                if entry.timer is not None:
-                    entry.timer.cancel()
         if truncated:
             answer = await self._tcp(name)
         return _checked(answer)

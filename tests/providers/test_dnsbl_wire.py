@@ -123,3 +123,43 @@ def test_silence_is_a_timeout() -> None:
             sock.close()
 
     asyncio.run(scenario())
+
+
+def test_circuit_breaker_life_cycle() -> None:
+    from providers.dnsbl import CircuitBreaker
+
+    now = [0.0]
+    breaker = CircuitBreaker(threshold=3, cooldown=10.0, monotonic=lambda: now[0])
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    assert not breaker.is_open
+    breaker.failure()
+    assert breaker.is_open
+    assert not breaker.allow()
+    now[0] = 10.0
+    assert breaker.allow()  # the trial
+    assert not breaker.allow()  # only one
+    breaker.failure()  # the trial failed: open again for a full cooldown
+    assert not breaker.allow()
+    now[0] = 20.0
+    assert breaker.allow()
+    breaker.success()
+    assert not breaker.is_open
+    assert breaker.allow()
+    assert breaker.allow()
+    assert breaker.opened == 2
+
+
+def test_daily_budget_resets_each_day() -> None:
+    from datetime import date
+
+    from providers.dnsbl import DailyBudget
+
+    budget = DailyBudget(2)
+    day = date(2026, 11, 23)
+    assert budget.take(day)
+    assert budget.take(day)
+    assert not budget.take(day)
+    assert budget.take(date(2026, 11, 24))
+    assert DailyBudget(None).take(day)
