@@ -28,13 +28,14 @@ from providers.dnsbl.checking import (
 from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_from_settings
 from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
 from reconciler.core.errors import UserError
-from reconciler.core.ports import CloudPort, StorePort
+from reconciler.core.ports import CloudPort, ReputationStorePort, StorePort
 from reconciler.core.reputation import compile_rules
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.reconciling import Reconciler, SpecSource
 from specs.blocklists import ResolverAddress, parse_resolver
 from specs.model import FleetSpec, ProviderType, ReputationPolicy
-from state.store import open_store
+from state.reputation import SqlReputationStore
+from state.store import SqlStore, open_store
 
 __all__ = [
     "SIMULATOR_STATE_FILE",
@@ -46,6 +47,7 @@ __all__ = [
     "build_store",
     "default_state_dir",
     "poll_interval_for",
+    "reputation_store_for",
 ]
 
 #: where the embedded defaults live (SQLite database, simulator account)
@@ -182,3 +184,8 @@ def build_blocklist_checker(
         dqs_key=key,
         dqs_allowed=operator_text is not None,
     )
+
+
+def reputation_store_for(store: StorePort) -> ReputationStorePort | None:
+    """The reputation store on the same database (None for a store that is not SQL)."""
+    return SqlReputationStore(store) if isinstance(store, SqlStore) else None

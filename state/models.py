@@ -34,6 +34,8 @@ NODE_STATUSES = (
 IP_STATUSES = ("available", "assigned", "warming", "warmed", "degraded", "burned", "quarantined")
 REPUTATION_STATES = ("good", "fair", "poor", "critical")
 INTENT_STATUSES = ("pending", "done", "failed")
+#: the IP life cycle of ``reconciler.core.reputation.IpState``
+IP_STATES = ("warming", "warmed", "degraded", "listed", "quarantined")
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -238,8 +240,74 @@ class IpBlocklistEvent(Base):
     listed_at: Mapped[datetime]
     delisted_at: Mapped[datetime | None]
     details: Mapped[str | None] = mapped_column(sa.Text())
+    #: the answer codes, comma-separated (127.0.0.2,127.0.0.10)
+    codes: Mapped[str | None] = mapped_column(sa.String(200))
+    #: what the listing is (SBL, XBL, PBL...), its severity and action from the spec's map
+    listing: Mapped[str | None] = mapped_column(sa.String(60))
+    severity: Mapped[str | None] = mapped_column(sa.String(10))
+    action: Mapped[str | None] = mapped_column(sa.String(10))
+    #: hysteresis: consecutive clean checks so far, and when the first of them was
+    clean_checks: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    first_clean_at: Mapped[datetime | None]
 
     __table_args__ = (sa.Index("ix_ip_blocklist_events_ip_address_zone", "ip_address", "zone"),)
+
+
+class NodeReputation(Base):
+    """A node's reputation state: its IP's life-cycle state, a quarantine (bounces or
+    complaints over the pause level, until resumed), a reputation pause, a held warmup."""
+
+    __tablename__ = "node_reputation"
+
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("sending_nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    ip_state: Mapped[str] = mapped_column(sa.String(16))
+    quarantine: Mapped[str | None] = mapped_column(sa.Text())
+    quarantined_at: Mapped[datetime | None]
+    #: out of the sending rotation for reputation since
+    paused_at: Mapped[datetime | None]
+    #: rates count only what was sent from here (an operator's resume)
+    rates_since: Mapped[datetime | None]
+    #: the warmup day stopped advancing here
+    warmup_held_since: Mapped[datetime | None]
+    reasons: Mapped[str | None] = mapped_column(sa.Text())
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (sa.CheckConstraint(_in("ip_state", IP_STATES), name="ip_state"),)
+
+
+class NodeSendCount(Base):
+    """Per node and hour: delivered, hard and soft bounces, complaints (the rate windows and
+    today's warmup allowance)."""
+
+    __tablename__ = "node_send_counts"
+
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("sending_nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    sent: Mapped[int] = mapped_column(sa.BigInteger(), default=0, server_default=sa.text("0"))
+    hard_bounces: Mapped[int] = mapped_column(
+        sa.BigInteger(), default=0, server_default=sa.text("0")
+    )
+    soft_bounces: Mapped[int] = mapped_column(
+        sa.BigInteger(), default=0, server_default=sa.text("0")
+    )
+    complaints: Mapped[int] = mapped_column(sa.BigInteger(), default=0, server_default=sa.text("0"))
+
+    __table_args__ = (sa.Index("ix_node_send_counts_hour", "hour"),)
+
+
+class DnsblQueryCount(Base):
+    """DNSBL queries sent per zone and UTC day (``YYYY-MM-DD``): the daily budget survives
+    restarts and is shared by the daemons of one store."""
+
+    __tablename__ = "dnsbl_query_counts"
+
+    zone: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    day: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
+    queries: Mapped[int] = mapped_column(sa.BigInteger(), default=0, server_default=sa.text("0"))
 
 
 class Intent(Base):

@@ -9,6 +9,7 @@ from reconciler.cli import (
     costing,
     daemonizing,
     database,
+    nodes,
     reconciling,
     simulating,
     validating,
@@ -38,5 +39,7 @@ cli.add_command(simulating.simulator)
 cli.add_command(database.db)
 cli.add_command(costing.costs)
 cli.add_command(blocklisting.blocklists)
+cli.add_command(nodes.node)
+cli.add_command(nodes.platform_token_command)
 for command in daemonizing.COMMANDS:
     cli.add_command(command)

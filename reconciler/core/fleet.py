@@ -253,6 +253,8 @@ class NodeMetrics:
     disk: float
     queue_length: int
     sent: int  # emails sent since the previous beat
-    bounces: int
+    bounces: int  # hard bounces (permanent failures, Postfix status=bounced)
     complaints: int
     interval_seconds: float = 30.0
+    #: soft bounces (temporary failures, Postfix status=deferred); not kept in the metrics ring
+    soft_bounces: int = 0

@@ -24,6 +24,12 @@ from reconciler.core.fleet import (
     RecordedIntent,
     RecordedNode,
 )
+from reconciler.core.reputation import (
+    ListingEvent,
+    ReputationRecord,
+    ReputationSnapshot,
+    SendCounts,
+)
 
 
 class Clock(Protocol):
@@ -201,6 +207,43 @@ class StorePort(Protocol):
     def prune_metrics(self, older_than: datetime) -> int: ...
 
     def close(self) -> None: ...
+
+
+class ReputationStorePort(Protocol):
+    """What the reputation check reads and writes (``state.reputation``). Writes carry the
+    leader's epoch (fencing) like every other daemon write."""
+
+    def reputation_snapshot(
+        self, fleet: str, since: datetime, today: datetime
+    ) -> ReputationSnapshot:
+        """Records, open listings, hourly counts since ``since``, what each node sent since
+        ``today`` (the start of the UTC day) and today's DNSBL queries per zone."""
+        ...
+
+    def save_reputation(
+        self,
+        fleet: str,
+        records: Sequence[ReputationRecord],
+        events: Sequence[ListingEvent],
+        queries: Mapping[str, int],
+        at: datetime,
+        *,
+        epoch: int | None = None,
+    ) -> None:
+        """In one transaction: node states, listing events (opened / changed / delisted) and
+        the DNSBL queries spent (added to today's counts)."""
+        ...
+
+    def add_send_counts(
+        self, fleet: str, counts: Sequence[tuple[str, datetime, SendCounts]]
+    ) -> int:
+        """Add (node, hour, counts) to the hourly counts; unknown nodes are skipped."""
+        ...
+
+    def resume_reputation(self, fleet: str, node: str, at: datetime) -> bool:
+        """An operator's resume: clear the quarantine and the pause, count rates from ``at``.
+        False when the node has no reputation record to clear."""
+        ...
 
 
 class LeadershipPort(Protocol):

@@ -436,7 +436,8 @@ def window_counts(
     until they hold ``min_volume`` messages. Buckets before ``since`` (an operator's resume)
     never count."""
     ordered = sorted(
-        (b for b in buckets if b.start <= now and (since is None or b.start >= hour_of(since))),
+        # an hour that began before ``since`` holds messages sent before it: left out whole
+        (b for b in buckets if b.start <= now and (since is None or b.start >= since)),
         key=lambda b: b.start,
         reverse=True,
     )
@@ -652,12 +653,13 @@ def assess_node(
     IP state, today's allowance and the alert conditions that hold now."""
     name = node.name
     rates = judge_rates(window_counts(node.buckets, now, policy, node.rates_since), policy)
-    warming = node.status is NodeStatus.WARMING or (
-        node.status is NodeStatus.PAUSED
-        and node.schedule is not None
+    day = effective_warmup_day(node.warmup_started_at, node.warmup_held_since, now)
+    # warming: inside its schedule (a re-warmed ACTIVE node too), and not leaving the fleet
+    warming = (
+        node.schedule is not None
         and node.warmup_started_at is not None
-        and effective_warmup_day(node.warmup_started_at, node.warmup_held_since, now)
-        <= node.schedule.days
+        and 1 <= day <= node.schedule.days
+        and node.status in (NodeStatus.WARMING, NodeStatus.ACTIVE, NodeStatus.PAUSED)
     )
     alerts: list[AlertCondition] = []
     pause_reasons: list[str] = []
@@ -757,23 +759,12 @@ def assess_node(
             f"warmup-held:{name}",
             Severity.MEDIUM,
             name,
-            f"{name}: warmup held on day "
-            f"{effective_warmup_day(node.warmup_started_at, node.warmup_held_since, now)} ("
-            + "; ".join(hold_reasons)
-            + ")",
+            f"{name}: warmup held on day {day} (" + "; ".join(hold_reasons) + ")",
             policy,
         )
         if condition is not None:
             alerts.append(condition)
-    day = effective_warmup_day(node.warmup_started_at, node.warmup_held_since, now)
-    limit: int | None = None
-    if (
-        node.schedule is not None
-        and node.warmup_started_at is not None
-        and day <= node.schedule.days
-        and (warming or node.status is NodeStatus.WARMING)
-    ):
-        limit = daily_limit(node.schedule, day)
+    limit = daily_limit(node.schedule, day) if warming and node.schedule is not None else None
     if limit is not None and node.sent_today > limit:
         condition = _condition(
             f"over-warmup:{name}",
@@ -866,3 +857,31 @@ def rotation(candidates: Iterable[RotationCandidate]) -> tuple[RotationEntry, ..
             )
         )
     return tuple(result)
+
+
+# --- what the store keeps ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationRecord:
+    """A node's recorded reputation state (``state``'s node_reputation row)."""
+
+    node: str
+    ip_state: IpState
+    quarantine: str | None = None
+    quarantined_at: datetime | None = None
+    paused_at: datetime | None = None  # out of rotation for reputation since
+    rates_since: datetime | None = None
+    warmup_held_since: datetime | None = None
+    reasons: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReputationSnapshot:
+    """What one reputation check reads from the store, in a few queries."""
+
+    records: Mapping[str, ReputationRecord]
+    listings: tuple[ListingState, ...]
+    buckets: Mapping[str, tuple[CountBucket, ...]]
+    sent_today: Mapping[str, int]
+    queries_today: Mapping[str, int]

@@ -3,8 +3,10 @@
 ``reconcile agent --node NAME --url URL`` runs ``Agent.run``: every interval it reads
 
 - the Postfix queue length from ``postqueue -j`` (one JSON object per queued message),
-- emails sent / bounced since the last beat from the mail log (``status=sent`` /
-  ``status=bounced`` lines appended since the last read; default ``/var/log/mail.log``),
+- recipients delivered, hard-bounced and soft-bounced since the last beat from the mail log
+  (Postfix delivery lines ``status=sent`` / ``status=bounced`` or ``expired`` / ``status=deferred``
+  appended since the last read, hand-offs to a loopback content filter excluded; default
+  ``/var/log/mail.log``),
 - CPU (``/proc/stat`` between two reads), memory (``/proc/meminfo``: 1 - available/total) and
   disk (``statvfs('/')``),
 
@@ -20,6 +22,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -44,8 +47,9 @@ class Figures:
     disk: float
     queue_length: int
     sent: int  # since the previous read
-    bounces: int
+    bounces: int  # hard bounces
     complaints: int
+    soft_bounces: int = 0
 
 
 class FigureSource(Protocol):
@@ -95,10 +99,43 @@ def parse_meminfo(text: str) -> float:
     return min(1.0, max(0.0, 1.0 - available / total))
 
 
+#: a Postfix delivery line: ``postfix/smtp[123]: QUEUEID: to=<...>, relay=..., dsn=5.1.1,
+#: status=bounced (...)``. Hand-offs to a content filter on loopback are not deliveries.
+_DELIVERY = re.compile(
+    r"postfix(?:/[\w.-]+)*/(?:smtp|lmtp|local|virtual|pipe)\[\d+\]: [0-9A-Za-z]+: to=<[^>]*>,"
+    r"(?P<rest>.*?)\bstatus=(?P<status>sent|bounced|deferred|expired)\b"
+)
+_LOOPBACK_RELAY = re.compile(r"relay=[^,]*\[(?:127\.\d+\.\d+\.\d+|::1)\]")
+
+
+@dataclass(frozen=True, slots=True)
+class MailCounts:
+    sent: int = 0
+    hard_bounces: int = 0  # status=bounced or expired (a permanent failure)
+    soft_bounces: int = 0  # status=deferred (a temporary failure, retried)
+
+
+def count_deliveries(lines: list[str]) -> MailCounts:
+    """Delivered, hard-bounced and deferred recipients in Postfix log lines."""
+    sent = hard = soft = 0
+    for line in lines:
+        match = _DELIVERY.search(line)
+        if match is None or _LOOPBACK_RELAY.search(match.group("rest")):
+            continue
+        status = match.group("status")
+        if status == "sent":
+            sent += 1
+        elif status == "deferred":
+            soft += 1
+        else:
+            hard += 1
+    return MailCounts(sent, hard, soft)
+
+
 def count_mail_log(lines: list[str]) -> tuple[int, int]:
-    sent = sum(1 for line in lines if "status=sent" in line)
-    bounced = sum(1 for line in lines if "status=bounced" in line)
-    return sent, bounced
+    """(delivered, hard-bounced): see ``count_deliveries``."""
+    counts = count_deliveries(lines)
+    return counts.sent, counts.hard_bounces
 
 
 class LogTail:
@@ -196,15 +233,16 @@ class SystemFigures:
         return min(1.0, max(0.0, 1.0 - stat.f_bavail / stat.f_blocks))
 
     def read(self) -> Figures:
-        sent, bounced = count_mail_log(self._tail.read_new())
+        counts = count_deliveries(self._tail.read_new())
         return Figures(
             cpu=self.cpu(),
             memory=self.memory(),
             disk=self.disk(),
             queue_length=self.queue_length(),
-            sent=sent,
-            bounces=bounced,
-            complaints=0,
+            sent=counts.sent,
+            bounces=counts.hard_bounces,
+            complaints=0,  # complaints arrive at the daemon (POST /v1/complaints)
+            soft_bounces=counts.soft_bounces,
         )
 
 
@@ -243,6 +281,7 @@ class Agent:
         self._carry_sent = 0
         self._carry_bounces = 0
         self._carry_complaints = 0
+        self._carry_soft = 0
         self._since = monotonic()
         self.stats = AgentStats()
 
@@ -255,6 +294,7 @@ class Agent:
         sent = self._carry_sent + figures.sent
         bounces = self._carry_bounces + figures.bounces
         complaints = self._carry_complaints + figures.complaints
+        soft = self._carry_soft + figures.soft_bounces
         now = self._monotonic()
         span = max(0.001, now - self._since)
         body = json.dumps(
@@ -266,6 +306,7 @@ class Agent:
                 "queue_length": figures.queue_length,
                 "sent": sent,
                 "bounces": bounces,
+                "soft_bounces": soft,
                 "complaints": complaints,
                 "interval_seconds": round(min(span, 3600.0), 3),
                 "agent": AGENT_VERSION,
@@ -289,6 +330,7 @@ class Agent:
         self.stats.last_status = status
         if status is not None and 200 <= status < 300:
             self._carry_sent = self._carry_bounces = self._carry_complaints = 0
+            self._carry_soft = 0
             self._since = now
             self.stats.sent_ok += 1
             return True
@@ -304,8 +346,10 @@ class Agent:
                 bounces,
                 complaints,
             )
+            self._carry_soft = soft
         else:  # a beat may cover an hour at most: start again rather than send a bad figure
             self._carry_sent = self._carry_bounces = self._carry_complaints = 0
+            self._carry_soft = 0
             self._since = now
         return False
 

@@ -76,6 +76,11 @@ class MasterSecret:
     def node_secret(self, node: str) -> str:
         return derive_node_secret(self._value, node)
 
+    @property
+    def raw(self) -> bytes:
+        """The secret itself, for other derivations (the platform token)."""
+        return self._value
+
     def __repr__(self) -> str:
         return "MasterSecret(<redacted>)"
 
@@ -128,7 +133,8 @@ class HeartbeatPayload(BaseModel):
     disk: Fraction  # share of disk used
     queue_length: Count  # Postfix queue (postqueue -j entries)
     sent: Count  # emails delivered since the previous beat
-    bounces: Count = 0
+    bounces: Count = 0  # hard bounces
+    soft_bounces: Count = 0  # deferrals (temporary failures)
     complaints: Count = 0
     interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     agent: Annotated[str, Field(max_length=64)] | None = None
@@ -145,6 +151,7 @@ class HeartbeatPayload(BaseModel):
             bounces=self.bounces,
             complaints=self.complaints,
             interval_seconds=self.interval_seconds,
+            soft_bounces=self.soft_bounces,
         )
 
 

@@ -5,6 +5,7 @@
 - ``GET /metrics``: Prometheus text format from the daemon's own registry.
 - ``POST /v1/heartbeats``: a signed heartbeat (see ``heartbeats``); 202 when accepted.
 - ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``).
+- ``GET /v1/rotation``, ``POST /v1/complaints``: the sending platform's (``rotation``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import uvicorn
@@ -59,6 +60,7 @@ def create_app(
     *,
     wall_clock: Callable[[], float] = time.time,
     lifespan_batcher: bool = True,
+    extra_routes: Sequence[Route] = (),
 ) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -96,6 +98,7 @@ def create_app(
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route(HEARTBEATS_PATH, HeartbeatEndpoint(metrics, verifier, batcher, wall_clock)),
             Route("/v1/fleet", fleet, methods=["GET"]),
+            *extra_routes,
         ],
         lifespan=lifespan,
     )

@@ -111,6 +111,24 @@ class DaemonMetrics:
         self.alerts = Counter(
             "reconciler_alerts", "Alerts raised, by severity", ["severity"], registry=r
         )
+        self.ip_states = Gauge(
+            "reconciler_ip_state_nodes",
+            "Nodes by the reputation state of their IP (warming, warmed, degraded, listed, "
+            "quarantined)",
+            ["state"],
+            registry=r,
+        )
+        self.out_of_rotation = Gauge(
+            "reconciler_reputation_paused_nodes",
+            "Nodes out of the sending rotation for reputation (listed or quarantined)",
+            registry=r,
+        )
+        self.dnsbl_queries = Counter(
+            "reconciler_dnsbl_queries",
+            "DNSBL queries sent, by zone",
+            ["zone"],
+            registry=r,
+        )
         self.alerts_active = Gauge(
             "reconciler_alerts_active",
             "Alert conditions currently holding, by severity",

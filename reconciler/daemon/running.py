@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from starlette.routing import Route
 
 from reconciler.core.costs import CostResolver, cents
 from reconciler.core.errors import (
@@ -47,10 +48,17 @@ from reconciler.core.errors import (
     StoreError,
 )
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet
-from reconciler.core.health import HealthAssessment, alert_conditions, assess
+from reconciler.core.health import AlertCondition, HealthAssessment, alert_conditions, assess
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Change, Plan
-from reconciler.core.ports import Clock, CloudPort, LeadershipPort, StorePort
+from reconciler.core.ports import (
+    Clock,
+    CloudPort,
+    LeadershipPort,
+    ReputationStorePort,
+    StorePort,
+)
+from reconciler.core.reputation import IpState, RotationCandidate, SendCounts, rotation
 from reconciler.core.scaling import (
     QueueSample,
     Recommendation,
@@ -67,12 +75,21 @@ from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifie
 from reconciler.daemon.http import bind_socket, create_app, make_server, serve, wait_started
 from reconciler.daemon.leadership import LeaderGuard
 from reconciler.daemon.metrics import DaemonMetrics
+from reconciler.daemon.reputation import BlocklistChecker, ReputationJob, rotation_document
+from reconciler.daemon.rotation import Complaint, create_handlers, platform_token
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.observing import Snapshot
 from reconciler.engine.reconciling import Reconciler, RunHooks, RunRequest, RunResult
-from reconciler.wiring import build_cloud, build_store, default_state_dir, poll_interval_for
+from reconciler.wiring import (
+    build_blocklist_checker,
+    build_cloud,
+    build_store,
+    default_state_dir,
+    poll_interval_for,
+    reputation_store_for,
+)
 from specs.loading import LoadedSpec, load_spec
 from specs.model import FleetSpec
 from state.leadership import leadership_for
@@ -96,6 +113,8 @@ class DaemonSettings:
     dry_run: bool = False
     #: seconds between polls of a changing server (engine); 0: suited to the provider
     poll_interval: float = 0.0
+    #: seconds between reputation assessments (rates every time; blocklists when due)
+    reputation_poll: float = 30.0
 
 
 def _load_libc() -> Any:
@@ -213,6 +232,8 @@ class Daemon:
         metrics: DaemonMetrics | None = None,
         loader: Any = load_spec,
         monotonic: Callable[[], float] = time.monotonic,
+        reputation: ReputationStorePort | None = None,
+        checker_factory: Callable[[FleetSpec], BlocklistChecker] | None = None,
     ) -> None:
         self.settings = settings
         self.loaded = loaded
@@ -254,6 +275,16 @@ class Daemon:
         self._store_ok = True
         self.reconcile_count = 0
         self.last_plan: Plan | None = None
+        # reputation: blocklists, rates, warmup safety, the rotation (reconciler.daemon.reputation)
+        self._reputation_store = reputation
+        self.reputation_job = (
+            ReputationJob(loaded.spec.name, store, reputation, checker_factory)
+            if reputation is not None
+            else None
+        )
+        self._health_conditions: tuple[AlertCondition, ...] = ()
+        self._platform_token = platform_token(master.raw, loaded.spec.name)
+        self._count_tasks: set[asyncio.Task[Any]] = set()
 
     # --- what HTTP reads -----------------------------------------------------------------
 
@@ -294,11 +325,52 @@ class Daemon:
         if self._view_json is None:
             if self._view_at is None:  # before the first sweep
                 empty = FleetView(self.fleet, self.clock.now(), (), (), Decimal(0))
-                return {**empty.to_json(), "leader": self.is_leader}
+                return {
+                    **empty.to_json(),
+                    "leader": self.is_leader,
+                    "reputation": self.reputation_document(),
+                }
             self._view_json = self.current_view().to_json()
         document = dict(self._view_json)
         document["leader"] = self.is_leader
+        document["reputation"] = self.reputation_document()
         return document
+
+    def reputation_document(self) -> dict[str, Any]:
+        """Each node's IP state, why it is out of rotation, its warmup hold and allowance, and
+        the zones' last probes (in /v1/fleet)."""
+        job = self.reputation_job
+        if job is None:
+            return {"enabled": False}
+        view = job.view
+        return {
+            "enabled": True,
+            "assessed_at": view.at.isoformat() if view.at else None,
+            "last_blocklist_check": (
+                view.last_blocklist_check.isoformat() if view.last_blocklist_check else None
+            ),
+            "check_interval": view.interval_reason,
+            "zones": {
+                zone: {"health": probe.health.value, "reason": probe.reason}
+                for zone, probe in sorted(view.probes.items())
+            },
+            "nodes": {
+                name: {
+                    "ip_state": a.ip_state.value,
+                    "out_of_rotation": a.pause,
+                    "reasons": list(a.pause_reasons),
+                    "warmup_held": a.hold_warmup,
+                    "hold_reasons": list(a.hold_reasons),
+                    "warmup_day": a.warmup_day,
+                    "daily_limit": a.daily_limit,
+                    "sent_today": a.sent_today,
+                    "bounce_rate": a.rates.bounce_rate,
+                    "complaint_rate": a.rates.complaint_rate,
+                    "rate_volume": a.rates.counts.attempts,
+                }
+                for name, a in sorted(view.nodes.items())
+            },
+        }
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -316,7 +388,17 @@ class Daemon:
             await self._job_sweep()
             await self._job_autoscale()
             if self.settings.listen is not None:
-                app = create_app(self, self.metrics, self.verifier, self.batcher)
+                rotation, complaints = create_handlers(self, self._platform_token)
+                app = create_app(
+                    self,
+                    self.metrics,
+                    self.verifier,
+                    self.batcher,
+                    extra_routes=[
+                        Route("/v1/rotation", rotation, methods=["GET"]),
+                        Route("/v1/complaints", complaints, methods=["POST"]),
+                    ],
+                )
                 sock = bind_socket(*self.settings.listen)
                 server = make_server(app, *self.settings.listen)
                 serving = loop.create_task(serve(server, sock), name="http")
@@ -419,6 +501,15 @@ class Daemon:
             next_run_time=now + timedelta(seconds=1),
             **defaults,
         )
+        if self.reputation_job is not None:
+            scheduler.add_job(
+                self._job_reputation,
+                "interval",
+                seconds=max(1.0, self.settings.reputation_poll),
+                id="reputation",
+                next_run_time=now + timedelta(seconds=2),
+                **defaults,
+            )
         scheduler.add_job(
             self._job_costs,
             "interval",
@@ -474,6 +565,100 @@ class Daemon:
 
     def _beats_written(self, beats: Sequence[NodeMetrics]) -> None:
         self.metrics.heartbeats_written.inc(len(beats))
+        rep = self._reputation_store
+        if rep is None:
+            return
+        counts = [
+            (b.node, b.at, SendCounts(b.sent, b.bounces, b.soft_bounces, b.complaints))
+            for b in beats
+            if b.sent or b.bounces or b.soft_bounces or b.complaints
+        ]
+        if not counts:
+            return
+        task = asyncio.get_running_loop().create_task(self._add_counts(rep, counts))
+        self._count_tasks.add(task)
+        task.add_done_callback(self._count_tasks.discard)
+
+    async def _add_counts(
+        self, rep: ReputationStorePort, counts: list[tuple[str, datetime, SendCounts]]
+    ) -> int:
+        try:
+            return await asyncio.to_thread(rep.add_send_counts, self.fleet, counts)
+        except StoreError as exc:
+            log.warning(
+                f"sending counts not recorded ({len(counts)} beats): {exc.message}",
+                extra={"event": "reputation.counts_failed"},
+            )
+            return 0
+
+    # --- the sending platform (reconciler.daemon.rotation) --------------------------------
+
+    @property
+    def complaint_window(self) -> timedelta:
+        return self.spec.reputation.max_window
+
+    def node_for(self, name: str | None, ip: str | None) -> str | None:
+        for node in self.recorded.nodes:
+            if node.status is NodeStatus.DECOMMISSIONED:
+                continue
+            if (name is not None and node.name == name) or (
+                ip is not None and node.ip_address == ip
+            ):
+                return node.name
+        return None
+
+    async def record_complaints(self, complaints: list[Complaint]) -> int:
+        if self._reputation_store is None:
+            return 0
+        return await self._add_counts(
+            self._reputation_store,
+            [(c.node, c.at, SendCounts(complaints=c.count)) for c in complaints],
+        )
+
+    def rotation_document(self) -> dict[str, Any]:
+        now = self.clock.now()
+        job = self.reputation_job
+        if job is None:
+            entries = rotation(
+                RotationCandidate(
+                    n.name,
+                    n.ip_address,
+                    n.region,
+                    n.pool,
+                    n.status,
+                    n.name in self.assessment.unhealthy,
+                    None,
+                )
+                for n in self.recorded.nodes
+            )
+            return rotation_document(self.fleet, entries, now, None)
+        entries = job.rotation(self.recorded, self.assessment.unhealthy)
+        return rotation_document(self.fleet, entries, now, job.view.at)
+
+    async def _update_alerts(self, now: datetime) -> None:
+        reputation = self.reputation_job.view.conditions if self.reputation_job else ()
+        await self.alerter.update(self._health_conditions + reputation, now)
+
+    async def _job_reputation(self) -> None:
+        job = self.reputation_job
+        if job is None or self.stopping.is_set():
+            return
+        try:
+            view = await job.run(self.spec, self.recorded, self.clock.now(), epoch=self.guard.epoch)
+        except (StoreError, LeadershipLostError) as exc:
+            log.warning(
+                f"reputation check failed: {exc.message}", extra={"event": "reputation.failed"}
+            )
+            return
+        states: dict[str, int] = {state.value: 0 for state in IpState}
+        for assessment in view.nodes.values():
+            states[assessment.ip_state.value] += 1
+        for state, count in states.items():
+            self.metrics.ip_states.labels(state).set(count)
+        self.metrics.out_of_rotation.set(sum(1 for a in view.nodes.values() if a.pause))
+        for zone, count in view.queries.items():
+            self.metrics.dnsbl_queries.labels(zone).inc(count)
+        await self._update_alerts(self.clock.now())
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -562,7 +747,11 @@ class Daemon:
             if live.unhealthy:
                 log.debug(live.reason, extra={"event": "health.unhealthy", "node": live.node})
         conditions = alert_conditions(nodes, assessment, self.recent, spec.health, spec.reputation)
-        await self.alerter.update(conditions, now)
+        if self.reputation_job is not None:
+            # bounces are judged by the reputation job (windows, minimum volume)
+            conditions = tuple(c for c in conditions if not c.key.startswith("bounce:"))
+        self._health_conditions = tuple(conditions)
+        await self._update_alerts(now)
         self._update_view(now)
         release_memory()
         recorded_unhealthy = frozenset(n.name for n in nodes if n.status is NodeStatus.UNHEALTHY)
@@ -932,7 +1121,16 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
                     settings = dataclasses.replace(
                         settings, poll_interval=poll_interval_for(loaded.spec)
                     )
-                daemon = Daemon(settings, loaded, store, cloud, leadership, master)
+                daemon = Daemon(
+                    settings,
+                    loaded,
+                    store,
+                    cloud,
+                    leadership,
+                    master,
+                    reputation=reputation_store_for(store),
+                    checker_factory=lambda spec: build_blocklist_checker(spec.reputation, environ),
+                )
                 return await daemon.run()
         finally:
             await asyncio.to_thread(leadership.close)

@@ -269,3 +269,27 @@ def test_status_command_reads_the_store(
     assert os.environ["RECONCILER_DATABASE_URL"].startswith("sqlite")
     assert main(["status", "--url", "http://127.0.0.1:9"]) == 1
     assert "cannot reach the daemon" in capsys.readouterr().err
+
+
+def test_postfix_log_hard_and_soft_bounces() -> None:
+    from reconciler.daemon.agent import MailCounts, count_deliveries
+
+    lines = [
+        "Nov 23 10:00:01 n1 postfix/smtp[11]: 4F1: to=<a@example.com>, relay=mx.example.com"
+        "[192.0.2.1]:25, delay=1, dsn=2.0.0, status=sent (250 2.0.0 OK)",
+        "Nov 23 10:00:02 n1 postfix/smtp[11]: 4F2: to=<b@example.com>, relay=mx.example.com"
+        "[192.0.2.1]:25, dsn=5.1.1, status=bounced (550 5.1.1 no such user)",
+        "Nov 23 10:00:03 n1 postfix/smtp[12]: 4F3: to=<c@example.net>, relay=none, delay=30, "
+        "dsn=4.4.1, status=deferred (connect to mx.example.net: Connection timed out)",
+        "Nov 23 10:00:04 n1 postfix/qmgr[9]: 4F4: from=<x@y>, status=expired, returned to sender",
+        "Nov 23 10:00:04 n1 postfix/smtp[13]: 4F5: to=<d@example.org>, relay=none, dsn=4.4.7, "
+        "status=expired, returned to sender",
+        # a hand-off to a content filter on loopback is not a delivery
+        "Nov 23 10:00:05 n1 postfix/smtp[14]: 4F6: to=<e@example.com>, relay=127.0.0.1"
+        "[127.0.0.1]:10024, dsn=2.0.0, status=sent (250 queued as 4F7)",
+        # text from a message is not a log status
+        "Nov 23 10:00:06 n1 postfix/cleanup[15]: 4F8: warning: header Subject: status=sent",
+        "Nov 23 10:00:07 n1 postfix/submission/smtp[16]: 4F9: to=<f@example.com>, "
+        "relay=mx[198.51.100.2]:25, dsn=2.0.0, status=sent (250 ok)",
+    ]
+    assert count_deliveries(lines) == MailCounts(sent=2, hard_bounces=2, soft_bounces=1)

@@ -1,0 +1,344 @@
+"""The reputation store (``reconciler.core.ports.ReputationStorePort``) on a ``SqlStore``'s
+engine: node reputation states, blocklist listings with their hysteresis (the seeds'
+ip_blocklist_events), hourly sending counts and DNSBL queries per zone and day.
+
+A snapshot is four queries whatever the fleet size; a save is one transaction (fenced by the
+leader's epoch like every daemon write).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from reconciler.core.reputation import (
+    CountBucket,
+    IpState,
+    ListingEvent,
+    ListingState,
+    ReputationRecord,
+    ReputationSnapshot,
+    SendCounts,
+    hour_of,
+)
+from specs.blocklists import ListingAction, Severity
+from state import models as m
+from state.store import SqlStore, _aware, _chunks, _upsert_stmt, normalise_ip
+
+_COUNT_COLUMNS = ("sent", "hard_bounces", "soft_bounces", "complaints")
+
+
+class SqlReputationStore:
+    def __init__(self, store: SqlStore) -> None:
+        self._store = store
+
+    def __repr__(self) -> str:
+        return f"SqlReputationStore({self._store.url})"
+
+    def _nodes(self, connection: Connection, fleet: str) -> dict[str, uuid.UUID]:
+        rows = connection.execute(
+            sa.select(m.SendingNode.name, m.SendingNode.id).where(
+                m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None)
+            )
+        ).all()
+        return {row.name: row.id for row in rows}
+
+    # --- reading -------------------------------------------------------------------------
+
+    def reputation_snapshot(
+        self, fleet: str, since: datetime, today: datetime
+    ) -> ReputationSnapshot:
+        since, today = _aware(since, "since"), _aware(today, "today")
+        node = m.SendingNode
+        with self._store._tx(f"reading the reputation of {fleet!r}") as connection:
+            records = connection.execute(
+                sa.select(node.name, m.NodeReputation)
+                .join(m.NodeReputation, m.NodeReputation.node_id == node.id)
+                .where(node.fleet == fleet, node.closed_at.is_(None))
+            ).all()
+            listings = connection.execute(
+                sa.select(m.IpBlocklistEvent)
+                .join(node, node.id == m.IpBlocklistEvent.node_id)
+                .where(
+                    node.fleet == fleet,
+                    node.closed_at.is_(None),
+                    m.IpBlocklistEvent.delisted_at.is_(None),
+                )
+                .order_by(m.IpBlocklistEvent.id)
+            ).all()
+            counts = connection.execute(
+                sa.select(node.name, m.NodeSendCount)
+                .join(m.NodeSendCount, m.NodeSendCount.node_id == node.id)
+                .where(
+                    node.fleet == fleet,
+                    node.closed_at.is_(None),
+                    m.NodeSendCount.hour >= hour_of(since),
+                )
+            ).all()
+            queries = connection.execute(
+                sa.select(m.DnsblQueryCount.zone, m.DnsblQueryCount.queries).where(
+                    m.DnsblQueryCount.day == today.date().isoformat()
+                )
+            ).all()
+        buckets: dict[str, list[CountBucket]] = defaultdict(list)
+        sent_today: dict[str, int] = defaultdict(int)
+        for row in counts:
+            bucket = CountBucket(
+                row.hour,
+                SendCounts(
+                    int(row.sent),
+                    int(row.hard_bounces),
+                    int(row.soft_bounces),
+                    int(row.complaints),
+                ),
+            )
+            buckets[row.name].append(bucket)
+            if row.hour >= today:
+                sent_today[row.name] += bucket.counts.attempts
+        return ReputationSnapshot(
+            records={row.name: _record_out(row.name, row) for row in records},
+            listings=tuple(_listing_out(row) for row in listings),
+            buckets={name: tuple(sorted(b, key=lambda x: x.start)) for name, b in buckets.items()},
+            sent_today=dict(sent_today),
+            queries_today={row.zone: int(row.queries) for row in queries},
+        )
+
+    def listing_history(self, fleet: str, limit: int = 100) -> list[dict[str, str]]:
+        """Listings of the fleet's nodes, newest first (open and closed)."""
+        node = m.SendingNode
+        with self._store._tx("reading blocklist history") as connection:
+            rows = connection.execute(
+                sa.select(m.IpBlocklistEvent, node.name.label("node"))
+                .join(node, node.id == m.IpBlocklistEvent.node_id)
+                .where(node.fleet == fleet)
+                .order_by(m.IpBlocklistEvent.listed_at.desc(), m.IpBlocklistEvent.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "node": row.node,
+                "ip_address": row.ip_address,
+                "zone": row.zone,
+                "codes": row.codes or "",
+                "listing": row.listing or "",
+                "listed_at": row.listed_at.isoformat(),
+                "delisted_at": (row.delisted_at.isoformat() if row.delisted_at else ""),
+                "details": row.details or "",
+            }
+            for row in rows
+        ]
+
+    # --- writing -------------------------------------------------------------------------
+
+    def save_reputation(
+        self,
+        fleet: str,
+        records: Sequence[ReputationRecord],
+        events: Sequence[ListingEvent],
+        queries: Mapping[str, int],
+        at: datetime,
+        *,
+        epoch: int | None = None,
+    ) -> None:
+        at = _aware(at, "at")
+        with self._store._tx(f"saving the reputation of {fleet!r}") as connection:
+            self._store._fence(connection, fleet, epoch)
+            ids = self._nodes(connection, fleet)
+            by_ip = self._node_ips(connection, fleet)
+            for record in records:
+                node_id = ids.get(record.node)
+                if node_id is None:
+                    continue
+                values = _record_params(record, at)
+                connection.execute(
+                    _upsert_stmt(connection, m.NodeReputation)
+                    .values(node_id=node_id, **values)
+                    .on_conflict_do_update(index_elements=["node_id"], set_=values)
+                )
+            for event in events:
+                self._event(connection, event, by_ip)
+            day = at.date().isoformat()
+            for zone, count in sorted(queries.items()):
+                if count <= 0:
+                    continue
+                upsert = _upsert_stmt(connection, m.DnsblQueryCount).values(
+                    zone=zone, day=day, queries=count
+                )
+                connection.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["zone", "day"],
+                        set_={"queries": m.DnsblQueryCount.queries + upsert.excluded.queries},
+                    )
+                )
+
+    def _node_ips(self, connection: Connection, fleet: str) -> dict[str, uuid.UUID]:
+        rows = connection.execute(
+            sa.select(m.SendingNode.ip_address, m.SendingNode.id).where(
+                m.SendingNode.fleet == fleet,
+                m.SendingNode.closed_at.is_(None),
+                m.SendingNode.ip_address.is_not(None),
+            )
+        ).all()
+        return {row.ip_address: row.id for row in rows}
+
+    @staticmethod
+    def _event(connection: Connection, event: ListingEvent, by_ip: Mapping[str, uuid.UUID]) -> None:
+        state = event.state
+        ip = normalise_ip(state.ip)
+        events = m.IpBlocklistEvent
+        open_row = sa.and_(
+            events.ip_address == ip, events.zone == state.zone, events.delisted_at.is_(None)
+        )
+        details = {
+            "codes": ",".join(state.codes)[:200],
+            "listing": state.listing[:60],
+            "severity": state.severity.value,
+            "action": state.action.value,
+            "clean_checks": state.clean_checks,
+            "first_clean_at": state.first_clean_at,
+        }
+        if event.kind == "listed":
+            existing = connection.execute(sa.select(events.id).where(open_row)).first()
+            if existing is not None:
+                connection.execute(
+                    sa.update(events).where(events.id == existing.id).values(**details)
+                )
+                return
+            connection.execute(
+                sa.insert(events).values(
+                    node_id=by_ip.get(ip),
+                    ip_address=ip,
+                    zone=state.zone,
+                    listed_at=_aware(state.listed_at, "listed_at"),
+                    details=(
+                        f"{state.listing} ({', '.join(state.codes)}), severity "
+                        f"{state.severity.value}, action {state.action.value}"
+                    ),
+                    **details,
+                )
+            )
+        elif event.kind == "changed":
+            connection.execute(sa.update(events).where(open_row).values(**details))
+        elif event.kind == "delisted":
+            connection.execute(
+                sa.update(events)
+                .where(open_row)
+                .values(delisted_at=_aware(event.at, "delisted_at"), **details)
+            )
+
+    def add_send_counts(
+        self, fleet: str, counts: Sequence[tuple[str, datetime, SendCounts]]
+    ) -> int:
+        merged: dict[tuple[str, datetime], SendCounts] = {}
+        for name, at, value in counts:
+            key = (name, hour_of(_aware(at, "hour")))
+            merged[key] = merged.get(key, SendCounts()) + value
+        if not merged:
+            return 0
+        written = 0
+        with self._store._tx(f"adding sending counts of {fleet!r}") as connection:
+            ids = self._nodes(connection, fleet)
+            rows: list[dict[str, Any]] = []
+            for (name, hour), value in sorted(merged.items()):
+                node_id = ids.get(name)
+                if node_id is None:
+                    continue
+                rows.append(
+                    {
+                        "node_id": node_id,
+                        "hour": hour,
+                        "sent": value.sent,
+                        "hard_bounces": value.hard_bounces,
+                        "soft_bounces": value.soft_bounces,
+                        "complaints": value.complaints,
+                    }
+                )
+            for chunk in _chunks(rows):
+                upsert = _upsert_stmt(connection, m.NodeSendCount).values(list(chunk))
+                connection.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["node_id", "hour"],
+                        set_={
+                            column: getattr(m.NodeSendCount, column)
+                            + getattr(upsert.excluded, column)
+                            for column in _COUNT_COLUMNS
+                        },
+                    )
+                )
+                written += len(chunk)
+        return written
+
+    def resume_reputation(self, fleet: str, node: str, at: datetime) -> bool:
+        at = _aware(at, "at")
+        with self._store._tx(f"resuming {node}") as connection:
+            node_id = self._nodes(connection, fleet).get(node)
+            if node_id is None:
+                return False
+            result = connection.execute(
+                sa.update(m.NodeReputation)
+                .where(m.NodeReputation.node_id == node_id)
+                .values(
+                    quarantine=None,
+                    quarantined_at=None,
+                    paused_at=None,
+                    rates_since=at,
+                    updated_at=at,
+                )
+            )
+        return bool(result.rowcount)
+
+    def prune_send_counts(self, older_than: datetime) -> int:
+        with self._store._tx("pruning sending counts") as connection:
+            result = connection.execute(
+                sa.delete(m.NodeSendCount).where(
+                    m.NodeSendCount.hour < _aware(older_than, "older_than")
+                )
+            )
+        return int(result.rowcount)
+
+
+def _record_params(record: ReputationRecord, at: datetime) -> dict[str, Any]:
+    return {
+        "ip_state": record.ip_state.value,
+        "quarantine": record.quarantine,
+        "quarantined_at": record.quarantined_at,
+        "paused_at": record.paused_at,
+        "rates_since": record.rates_since,
+        "warmup_held_since": record.warmup_held_since,
+        "reasons": (record.reasons or "")[:2000] or None,
+        "updated_at": at,
+    }
+
+
+def _record_out(name: str, row: Any) -> ReputationRecord:
+    return ReputationRecord(
+        node=name,
+        ip_state=IpState(row.ip_state),
+        quarantine=row.quarantine,
+        quarantined_at=row.quarantined_at,
+        paused_at=row.paused_at,
+        rates_since=row.rates_since,
+        warmup_held_since=row.warmup_held_since,
+        reasons=row.reasons,
+    )
+
+
+def _listing_out(row: Any) -> ListingState:
+    codes = tuple(c for c in (row.codes or "").split(",") if c)
+    return ListingState(
+        ip=row.ip_address,
+        zone=row.zone,
+        listed_at=row.listed_at,
+        codes=codes,
+        listing=row.listing or "listed",
+        severity=Severity(row.severity) if row.severity else Severity.HIGH,
+        action=ListingAction(row.action) if row.action else ListingAction.PAUSE,
+        clean_checks=int(row.clean_checks),
+        first_clean_at=row.first_clean_at,
+    )
