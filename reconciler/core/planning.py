@@ -96,6 +96,11 @@ class PlanOptions:
     node_plans: Mapping[str, str] | None = None
     #: decisions recorded with their inputs, copied to Plan.notes first
     notes: tuple[str, ...] = ()
+    #: reputation (daemon): node name -> why it must be out of the sending rotation now
+    #: (listed with a pause action, quarantined). A node in rotation is paused (status
+    #: ``paused``); a ``paused`` node not in the map returns to rotation. None (CLI runs, no
+    #: assessment yet): reputation decides nothing.
+    reputation_paused: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -685,6 +690,34 @@ class _Planner:
                         hostname=node_hostname(self.spec, node.name),
                     )
                 )
+            held = options.reputation_paused
+            if held is not None and not sick and not leaving:
+                why_paused = held.get(node.name)
+                if why_paused is not None and (node.status.in_rotation or entering):
+                    out.add(
+                        node_change(
+                            Action.PAUSE,
+                            node,
+                            f"reputation: {why_paused}: out of the sending rotation",
+                            before={"status": node.status.value},
+                            after={"status": NodeStatus.PAUSED.value},
+                            status=NodeStatus.PAUSED,
+                        )
+                    )
+                elif why_paused is None and node.status is NodeStatus.PAUSED:
+                    back = rotation_status(node, self.steps)
+                    out.add(
+                        node_change(
+                            Action.RESUME,
+                            node,
+                            "reputation clear (delisted, or resumed by an operator): back into "
+                            "the sending rotation",
+                            before={"status": node.status.value},
+                            after={"status": back.value},
+                            status=back,
+                            hostname=node_hostname(self.spec, node.name),
+                        )
+                    )
             # resize towards the spec's plan (the spec wins over drift)
             if node.region in self.spec.regions:
                 target = self.target_plan(node)

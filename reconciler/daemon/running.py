@@ -643,6 +643,7 @@ class Daemon:
         job = self.reputation_job
         if job is None or self.stopping.is_set():
             return
+        before = self.reputation_paused()
         try:
             view = await job.run(self.spec, self.recorded, self.clock.now(), epoch=self.guard.epoch)
         except (StoreError, LeadershipLostError) as exc:
@@ -659,6 +660,9 @@ class Daemon:
         for zone, count in view.queries.items():
             self.metrics.dnsbl_queries.labels(zone).inc(count)
         await self._update_alerts(self.clock.now())
+        after = self.reputation_paused() or {}
+        if set(after) != set(before or {}):
+            self.request_reconcile("reputation changed who may send")
 
     # --- jobs ----------------------------------------------------------------------------
 
@@ -958,7 +962,20 @@ class Daemon:
             scaling_reasons=scaling_reasons or None,
             node_plans=dict(self.node_plans) or None,
             notes=notes,
+            reputation_paused=self.reputation_paused(),
         )
+
+    def reputation_paused(self) -> dict[str, str] | None:
+        """Nodes the last reputation assessment takes out of rotation, with why (None before
+        the first assessment: the planner then decides nothing about reputation)."""
+        job = self.reputation_job
+        if job is None or job.view.at is None:
+            return None
+        return {
+            name: "; ".join(a.pause_reasons)
+            for name, a in sorted(job.view.nodes.items())
+            if a.pause
+        }
 
     async def _job_reconcile(self) -> None:
         if self.stopping.is_set():

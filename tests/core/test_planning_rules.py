@@ -641,6 +641,36 @@ def test_node_that_comes_back_returns_to_rotation() -> None:
     assert actions(p) == [("resume", "acme-dallas-001")]
 
 
+def test_reputation_pauses_a_listed_node_and_resumes_it_when_clear() -> None:
+    a, b = pair("acme-dallas-001", 101), pair("acme-dallas-002", 102)
+    state = world([a[0], b[0]], [a[1], b[1]])
+    spec = spec_of({"dallas": 2})
+    assert plan(spec, *state, NOW, PlanOptions(reputation_paused={})).is_empty
+    held = {"acme-dallas-001": "listed on zen.spamhaus.org (SBL, 127.0.0.2)"}
+    p = plan(spec, *state, NOW, PlanOptions(reputation_paused=held))
+    assert actions(p) == [("pause", "acme-dallas-001")]
+    (change,) = p.changes
+    assert change.status is NodeStatus.PAUSED
+    assert "zen.spamhaus.org" in change.reason
+    # a paused node stays paused while the reputation says so, resumes when it is clear,
+    # and a CLI run (no assessment) leaves it alone
+    paused = pair("acme-dallas-001", 101, status=NodeStatus.PAUSED)
+    state = world([paused[0], b[0]], [paused[1], b[1]])
+    assert plan(spec, *state, NOW, PlanOptions(reputation_paused=held)).is_empty
+    assert plan(spec, *state, NOW).is_empty
+    p = plan(spec, *state, NOW, PlanOptions(reputation_paused={}))
+    assert actions(p) == [("resume", "acme-dallas-001")]
+    assert p.changes[0].status in (NodeStatus.ACTIVE, NodeStatus.WARMING)
+    # missed heartbeats win: an unhealthy node is paused as unhealthy, not twice
+    p = plan(
+        spec,
+        *world([a[0], b[0]], [a[1], b[1]]),
+        NOW,
+        PlanOptions(unhealthy=frozenset({"acme-dallas-001"}), reputation_paused=held),
+    )
+    assert [c.status for c in p.changes] == [NodeStatus.UNHEALTHY]
+
+
 # --- determinism and order ---------------------------------------------------------------
 
 

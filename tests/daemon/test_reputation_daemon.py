@@ -263,6 +263,11 @@ def test_agent_bounces_over_the_pause_level_quarantine_the_node(
     assert assessment is not None
     assert assessment.ip_state is IpState.QUARANTINED
     assert any(a.key == "quarantined:acme-dallas-001" for a in daemon.alerter.active)
+    # the planner is told: the node gets a typed PAUSE (status paused) at the next reconcile
+    paused = daemon.plan_options().reputation_paused
+    assert paused is not None
+    assert list(paused) == ["acme-dallas-001"]
+    assert "quarantined: hard-bounce rate 10.00%" in paused["acme-dallas-001"]
     snapshot = SqlReputationStore(store).reputation_snapshot(
         "acme", clock.now() - timedelta(days=1), day_of(clock.now())
     )
@@ -281,6 +286,7 @@ def test_agent_bounces_over_the_pause_level_quarantine_the_node(
     clock.advance(3600)
     asyncio.run(daemon._job_reputation())
     assert "acme-dallas-001" in [n["node"] for n in daemon.rotation_document()["nodes"]]
+    assert daemon.plan_options().reputation_paused == {}
     shown = daemon.reputation_document()["nodes"]
     assert shown["acme-dallas-001"]["ip_state"] == "warmed"
     assert shown["acme-dallas-002"]["ip_state"] == "warming"
