@@ -151,10 +151,13 @@ def build_blocklist_checker(
     environ: Mapping[str, str] = os.environ,
     *,
     resolver: str | None = None,
-) -> DnsblChecker:
+    system_fallback: bool = True,
+) -> DnsblChecker | None:
     """The DNSBL checker for ``policy``. The resolver is, in order: ``resolver`` (the CLI's
     ``--resolver``), ``$RECONCILER_DNSBL_RESOLVER`` (both the operator's choice), the spec's
-    ``reputation.resolver``, the system's (/etc/resolv.conf). A Spamhaus DQS key
+    ``reputation.resolver``, the system's (/etc/resolv.conf) only with ``system_fallback``
+    (the one-off CLI look-up; the daemon never queries a resolver nobody named, and gets None).
+    A Spamhaus DQS key
     (``$RECONCILER_DQS_KEY``) is used only through a resolver the operator chose: a spec edit
     alone can never send it anywhere new (design §3e)."""
     operator_text = resolver or environ.get(RESOLVER_ENV) or None
@@ -167,8 +170,10 @@ def build_blocklist_checker(
             raise UserError(f"{where}: {exc}", hint="e.g. 127.0.0.1:53") from None
     elif policy.resolver is not None:
         address = parse_resolver(policy.resolver)
-    else:
+    elif system_fallback:
         address = system_resolver()
+    else:
+        return None
     key: DqsKey | None = None
     key_text = environ.get(DQS_KEY_ENV, "")
     if key_text:

@@ -170,6 +170,7 @@ def check(
     addresses = _ips(ips)
     policy = _policy(paths, zones)
     checker = build_blocklist_checker(policy, os.environ, resolver=resolver)
+    assert checker is not None  # with the system fallback there is always a checker
 
     async def run() -> tuple[dict[str, ZoneProbe], list[IpVerdict]]:
         try:

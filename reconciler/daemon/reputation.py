@@ -101,6 +101,8 @@ class ReputationView:
     interval_reason: str = ""
     #: DNSBL queries the last run sent, per zone
     queries: dict[str, int] = field(default_factory=dict)
+    #: a check was due but no resolver is named
+    unchecked: bool = False
 
 
 class ReputationJob:
@@ -109,7 +111,7 @@ class ReputationJob:
         fleet: str,
         store: StorePort,
         reputation: ReputationStorePort,
-        checker_factory: Callable[[FleetSpec], BlocklistChecker] | None,
+        checker_factory: Callable[[FleetSpec], BlocklistChecker | None] | None,
     ) -> None:
         self.fleet = fleet
         self._store = store
@@ -153,9 +155,11 @@ class ReputationJob:
             and epoch is not None
             and (force_blocklists or self.due(spec, len(nodes), now))
         )
-        if blocklists_due:
+        checker = self._factory(spec) if blocklists_due and self._factory is not None else None
+        unchecked = blocklists_due and checker is None
+        if checker is not None:
             ips = [n.ip_address for n in nodes if n.ip_address]
-            verdicts, probes, queries = await self._check(spec, ips, snapshot.queries_today, now)
+            verdicts, probes, queries = await self._check(checker, ips, snapshot.queries_today, now)
             checked_blocklists = True
             self.view.probes = probes
             self.view.last_blocklist_check = now
@@ -205,6 +209,21 @@ class ReputationJob:
                         "unknown, nothing is paused for it",
                     )
                 )
+        if unchecked:
+            self.view.unchecked = True
+        elif checked_blocklists:
+            self.view.unchecked = False
+        if self.view.unchecked:
+            conditions.append(
+                AlertCondition(
+                    "blocklists:unchecked",
+                    AlertSeverity.LOW,
+                    None,
+                    "blocklists are not checked: no resolver is named (set "
+                    "reputation.resolver or RECONCILER_DNSBL_RESOLVER to your own recursive "
+                    "resolver; the daemon never uses one nobody named)",
+                )
+            )
         self.view.nodes = assessments
         self.view.queries = queries
         self.view.conditions = tuple(conditions)
@@ -240,11 +259,10 @@ class ReputationJob:
             )
         return self.view
 
+    @staticmethod
     async def _check(
-        self, spec: FleetSpec, ips: list[str], spent: Mapping[str, int], now: datetime
+        checker: BlocklistChecker, ips: list[str], spent: Mapping[str, int], now: datetime
     ) -> tuple[list[IpVerdict], dict[str, ZoneProbe], dict[str, int]]:
-        assert self._factory is not None
-        checker = self._factory(spec)
         try:
             for zone, used in spent.items():
                 checker.seed_budget(zone, now.date(), used)

@@ -233,7 +233,7 @@ class Daemon:
         loader: Any = load_spec,
         monotonic: Callable[[], float] = time.monotonic,
         reputation: ReputationStorePort | None = None,
-        checker_factory: Callable[[FleetSpec], BlocklistChecker] | None = None,
+        checker_factory: Callable[[FleetSpec], BlocklistChecker | None] | None = None,
     ) -> None:
         self.settings = settings
         self.loaded = loaded

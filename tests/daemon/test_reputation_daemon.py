@@ -318,3 +318,26 @@ def test_node_resume_command(
     monkeypatch.setenv("RECONCILER_NODE_MASTER_SECRET", MASTER)
     assert main(["platform-token", "-f", str(path)]) == 0
     assert capsys.readouterr().out.strip() == platform_token(MASTER.encode(), "acme")
+
+
+def test_the_daemon_never_uses_a_resolver_nobody_named(
+    store: SqlStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    path = spec_file(tmp_path, 53)
+    path.write_text(path.read_text().replace("  resolver: 127.0.0.1:53\n", ""))
+    spec = load_spec([path]).spec
+    assert spec.reputation.resolver is None
+    assert build_blocklist_checker(spec.reputation, {}, system_fallback=False) is None
+    job = ReputationJob(
+        "acme",
+        store,
+        SqlReputationStore(store),
+        lambda s: build_blocklist_checker(s.reputation, {}, system_fallback=False),
+    )
+    asyncio.run(
+        job.run(spec, store.load_fleet("acme"), clock.now(), epoch=0, force_blocklists=True)
+    )
+    assert job.view.queries == {}
+    assert job.view.probes == {}
+    assert [c.key for c in job.view.conditions] == ["blocklists:unchecked"]
+    assert len(job.rotation(store.load_fleet("acme"), frozenset())) == 2
