@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,15 +80,24 @@ def _spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Pr
 
 @contextmanager
 def simulator(log_dir: Path, build_time: str = "300ms") -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # --port 0: the simulator binds a free port itself and announces it (no race with another
+    # test process for a port picked in advance); unbuffered so the announcement reaches the log.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
     proc = _spawn(
-        "simulator", ["simulator", "--port", str(port), "--build-time", build_time], env, log_dir
+        "simulator", ["simulator", "--port", "0", "--build-time", build_time], env, log_dir
     )
-    url = f"http://127.0.0.1:{port}"
+
+    def announced() -> str | None:
+        if proc.popen.poll() is not None:
+            raise AssertionError(f"simulator exited: {proc.log()[-3000:]}")
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", proc.log())
+        return found.group(1) if found else None
+
     try:
+        # Generous deadlines: liveness only (a loaded 2-core machine starts Python slowly).
+        url: str = wait_for(announced, 60, "the simulator to announce its address")
         wait_for(
-            lambda: httpx.get(f"{url}/sim/health", timeout=2).status_code == 200, 20, "simulator"
+            lambda: httpx.get(f"{url}/sim/health", timeout=2).status_code == 200, 30, "simulator"
         )
         yield url
     finally:

@@ -52,7 +52,9 @@ def test_billion_laughs_is_refused_quickly() -> None:
     started = time.perf_counter()
     parsed = parse_text(text, "bomb.yaml")
     elapsed = time.perf_counter() - started
-    assert elapsed < 2.0
+    # Liveness, not speed: expanding the 10**10 values would never finish (nor fit in memory);
+    # refusing takes milliseconds. A tight bound here failed on a loaded 2-core machine.
+    assert elapsed < 30.0
     assert parsed.data is None
     assert len(parsed.problems) == 1
     assert "aliases expand to more than 10,000 values" in parsed.problems[0].message
