@@ -12,11 +12,13 @@ __all__ = [
     "AuthError",
     "ConflictError",
     "GuardRefusedError",
+    "HostKeyMismatchError",
     "LeadershipLostError",
     "LockHeldError",
     "NotFoundError",
     "ProviderError",
     "ReconcilerError",
+    "RemoteCommandError",
     "SpecError",
     "SpecProblem",
     "StalePlanError",
@@ -98,3 +100,19 @@ class StalePlanError(UserError):
 
 class GuardRefusedError(UserError):
     """A safety guard refused the plan (mass delete, budget...)."""
+
+
+class HostKeyMismatchError(TerminalError):
+    """A node presented an SSH host key other than the one pinned on first contact.
+
+    Never retried until it works: the node is quarantined and a high alert raised
+    (a changed key means a rebuilt server or someone in the middle)."""
+
+
+class RemoteCommandError(TerminalError):
+    """A command on a node ran and failed (non-zero exit); ``exit_status`` and a bounded
+    excerpt of its error output are kept (never the command's secrets)."""
+
+    def __init__(self, message: str, *, exit_status: int | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.exit_status = exit_status

@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+from reconciler.core.dnsrecords import RecordSet
 from reconciler.core.fleet import (
     CostConstant,
     CreateRequest,
@@ -259,3 +260,121 @@ class LeadershipPort(Protocol):
         ...
 
     def release(self) -> None: ...
+
+
+# --- provisioning: DNS, remote execution, mail (design §3b) -------------------------------
+
+
+class DnsPort(Protocol):
+    """Publishing records in the fleet's zone (first adapter: RFC 2136 dynamic update with
+    TSIG). Raises TransientError (timeout, SERVFAIL), AuthError (TSIG refused, NOTAUTH,
+    REFUSED), TerminalError (anything else the server refused)."""
+
+    async def replace(self, record: RecordSet) -> None:
+        """Make ``record`` the whole RRset of its name and type (idempotent)."""
+        ...
+
+    async def delete(self, name: str, rtype: str) -> None:
+        """Remove the RRset (idempotent: absent is fine)."""
+        ...
+
+    async def published(self, name: str, rtype: str) -> tuple[str, ...]:
+        """What the zone's primary serves for the RRset now (TXT values joined)."""
+        ...
+
+
+class ResolverPort(Protocol):
+    """Real DNS queries (FCrDNS, DKIM keys). An absent name or type is ``()``; a resolver
+    that cannot answer raises TransientError."""
+
+    async def lookup(self, name: str, rtype: str) -> tuple[str, ...]: ...
+
+    async def reverse(self, ip: str) -> tuple[str, ...]:
+        """PTR names of ``ip`` (without the trailing dot)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostKey:
+    """An SSH host key as pinned in the store: its OpenSSH public form and SHA-256
+    fingerprint (``SHA256:...``). Public data, not a secret."""
+
+    algorithm: str
+    public: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteTarget:
+    """Where a node's commands run. ``host_key`` None only on first contact (pinning)."""
+
+    host: str
+    port: int
+    username: str
+    host_key: HostKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class RemoteExecPort(Protocol):
+    """Commands on a node over SSH, key authentication only.
+
+    A host key other than ``target.host_key`` raises HostKeyMismatchError (never accepted);
+    an unreachable node or a timeout raises TransientError; a refused login AuthError."""
+
+    async def scan_host_key(self, host: str, port: int) -> HostKey:
+        """The key the node presents now (first contact, before pinning)."""
+        ...
+
+    async def run(
+        self,
+        target: RemoteTarget,
+        command: str,
+        *,
+        time_limit: float,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        """Run ``command`` (a POSIX shell command line on the node); the exit status is
+        returned, not raised."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMail:
+    """A message as the sink received it (raw bytes, as delivered)."""
+
+    probe: str
+    raw: bytes
+    peer: str
+
+
+class MailSinkPort(Protocol):
+    """The internal sink test mails are sent to: which probes have arrived."""
+
+    @property
+    def address(self) -> str:
+        """The mailbox nodes send test mail to (``probe@sink.example``)."""
+        ...
+
+    async def received(self, probe: str) -> ReceivedMail | None:
+        """The message carrying header ``X-Reconciler-Probe: <probe>``, if it arrived."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DkimVerdict:
+    ok: bool
+    domain: str | None
+    selector: str | None
+    reason: str
+
+
+class DkimVerifierPort(Protocol):
+    """Verifies a message's DKIM signature against the key published in DNS."""
+
+    async def verify(self, raw: bytes) -> DkimVerdict: ...
