@@ -1,0 +1,1 @@
+"""SSH adapter: remote execution with pinned host keys (asyncssh)."""

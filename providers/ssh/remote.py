@@ -1,0 +1,175 @@
+"""``RemoteExecPort`` over SSH with asyncssh: key authentication only, host keys pinned.
+
+- **Authentication**: the operator's private key file (named outside the spec; the matching
+  public key is the one registered with Hostwinds and given at ``add_instance`` as ``keys[]``).
+  No password, no agent, no keyboard-interactive.
+- **Host keys**: on first contact (right after the server becomes ACTIVE) the caller reads the
+  key the node presents (``scan_host_key``) and records it in the store. Every later connection
+  trusts exactly that key, and only its algorithm is offered, so a node cannot switch to
+  another key type. A different key raises ``HostKeyMismatchError`` (never retried until it
+  works; the caller quarantines the node). There is no ``known_hosts=None`` anywhere.
+- **Errors**: unreachable, reset, or a timeout -> ``TransientError``; login refused ->
+  ``AuthError``; a command's own exit status is returned, not raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncssh
+
+from reconciler.core.errors import AuthError, HostKeyMismatchError, TransientError, UserError
+from reconciler.core.ports import CommandResult, HostKey, RemoteTarget
+
+__all__ = ["MAX_OUTPUT", "SshRemote", "host_key_of", "load_client_key"]
+
+#: at most this many bytes of a command's stdout / stderr are kept
+MAX_OUTPUT = 256 * 1024
+AUTH_HINT = (
+    "the node refused the SSH key: check that the operator's SSH private key matches the "
+    "public key registered at Hostwinds and named in provider.ssh_keys"
+)
+
+
+def host_key_of(key: asyncssh.SSHKey) -> HostKey:
+    public = key.export_public_key("openssh").decode("ascii").strip()
+    return HostKey(
+        algorithm=key.get_algorithm(),
+        public=" ".join(public.split()[:2]),
+        fingerprint=key.get_fingerprint("sha256"),
+    )
+
+
+def load_client_key(path: Path, passphrase: str | None = None) -> asyncssh.SSHKey:
+    """The operator's private key (a file named outside the spec)."""
+    try:
+        return asyncssh.read_private_key(str(path), passphrase)
+    except (OSError, asyncssh.KeyImportError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise UserError(
+            f"cannot read the SSH private key {path}: {reason}",
+            hint="name an OpenSSH private key file (ssh-keygen -t ed25519) in the operator "
+            "settings; its public key must be registered at Hostwinds",
+        ) from exc
+
+
+def _clip(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_OUTPUT:
+        raw = raw[-MAX_OUTPUT:]
+    return raw.decode("utf-8", "replace")
+
+
+class SshRemote:
+    """Runs commands on nodes as ``username`` with ``client_key``."""
+
+    def __init__(
+        self,
+        client_key: asyncssh.SSHKey,
+        *,
+        connect_timeout: float = 20.0,
+    ) -> None:
+        self._client_key = client_key
+        self.connect_timeout = connect_timeout
+
+    def __repr__(self) -> str:
+        return f"SshRemote(key={self._client_key.get_fingerprint('sha256')})"
+
+    async def scan_host_key(self, host: str, port: int) -> HostKey:
+        try:
+            key = await asyncio.wait_for(
+                asyncssh.get_server_host_key(host, port), self.connect_timeout
+            )
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise TransientError(f"cannot read the SSH host key of {host}:{port}: {exc}") from exc
+        if key is None:
+            raise TransientError(f"{host}:{port} presented no SSH host key")
+        return host_key_of(key)
+
+    async def run(
+        self,
+        target: RemoteTarget,
+        command: str,
+        *,
+        time_limit: float,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        where = f"{target.username}@{target.host}:{target.port}"
+        pinned = target.host_key
+        if pinned is None:
+            raise HostKeyMismatchError(
+                f"{where}: no pinned host key; refusing to connect to an unverified node",
+                hint="the pipeline pins the key on first contact; run the reconcile again",
+            )
+        try:
+            trusted = asyncssh.import_public_key(pinned.public)
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise HostKeyMismatchError(f"{where}: the pinned host key is unreadable") from exc
+        try:
+            async with asyncio.timeout(self.connect_timeout + time_limit):
+                conn = await asyncio.wait_for(
+                    asyncssh.connect(
+                        target.host,
+                        target.port,
+                        username=target.username,
+                        known_hosts=([trusted], [], []),
+                        server_host_key_algs=[pinned.algorithm],
+                        client_keys=[self._client_key],
+                        agent_path=None,
+                        password=None,
+                        kbdint_auth=False,
+                        preferred_auth="publickey",
+                        config=None,
+                    ),
+                    self.connect_timeout,
+                )
+                async with conn:
+                    if stdin:
+                        result = await conn.run(
+                            command, input=stdin, check=False, timeout=time_limit, encoding=None
+                        )
+                    else:  # stdin at end of file at once, as `ssh host cmd </dev/null`
+                        result = await conn.run(
+                            command,
+                            stdin=asyncssh.DEVNULL,
+                            check=False,
+                            timeout=time_limit,
+                            encoding=None,
+                        )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            presented = await self._presented(target)
+            raise HostKeyMismatchError(
+                f"{where} presented a host key other than the pinned one "
+                f"(pinned {pinned.fingerprint}, presented {presented})",
+                hint="a rebuilt server or someone in the middle: the node is quarantined; "
+                "check it, then replace it (reconcile node retry) or re-pin it deliberately",
+            ) from exc
+        except asyncssh.PermissionDenied as exc:
+            raise AuthError(f"{where}: login refused ({exc.reason})", hint=AUTH_HINT) from exc
+        except asyncssh.TimeoutError as exc:
+            raise TransientError(f"{where}: command timed out after {time_limit:g} s") from exc
+        except TimeoutError as exc:
+            raise TransientError(f"{where}: no answer within the timeout") from exc
+        except (OSError, asyncssh.Error) as exc:
+            raise TransientError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        status = result.exit_status
+        if status is None:
+            status = 255 if result.exit_signal is None else 128 + 9
+        return CommandResult(status, _clip(result.stdout), _clip(result.stderr))
+
+    async def _presented(self, target: RemoteTarget) -> str:
+        try:
+            key = await asyncio.wait_for(
+                asyncssh.get_server_host_key(
+                    target.host,
+                    target.port,
+                    server_host_key_algs=[target.host_key.algorithm] if target.host_key else (),
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, asyncssh.Error, TimeoutError):
+            return "unknown"
+        return key.get_fingerprint("sha256") if key is not None else "none"
