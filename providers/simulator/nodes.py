@@ -1,0 +1,494 @@
+"""Node stand-ins: what a freshly built VPS looks like to the provisioning steps, on loopback.
+
+Each node stand-in is an SSH server (asyncssh) on ``127.0.0.1`` with **its own host key**
+(kept in its folder, so it is the same key run after run and a test can change it), accepting
+only the operator's public key. The commands a bootstrap sends run:
+
+- as an **unprivileged user** (uid/gid 65534 when this process is root; as itself otherwise;
+  if the privileges cannot be dropped the command is refused, never run as root);
+- with **stub package tools first on PATH** (``apt-get``, ``systemctl``, ``ufw``, ``sysctl``,
+  ``opendkim-genkey``, ``sendmail``, ``cloud-init``...: shell scripts that log what they were
+  asked and change nothing outside the node's folder), and ``RECONCILER_NODE_ROOT`` pointing
+  at the node's own root folder, where the bundle writes ``etc/postfix/main.cf`` and the rest;
+- inside the node's folder (``<state>/nodes/<name>/``), in a new session: on timeout (or when
+  the client goes away) the **whole process group is killed**. Commands started detached
+  (``setsid``) on purpose, as the bootstrap runner is, bound themselves with ``timeout``.
+
+So a new user can read under ``.reconciler/nodes/<name>/root/`` every file a bootstrap would
+write on that node, and ``var/log/stub-commands.log`` lists the package and service commands it
+ran. Nothing is installed, no firewall rule or service is touched, nothing runs as root.
+
+The stand-in also plays the node's mail system for the test mail: the stub ``sendmail`` drops
+the message into ``var/spool/outbox/``; the stand-in signs it with the node's DKIM key (the key
+the stub ``opendkim-genkey`` made inside the node's folder, read where OpenDKIM would read it)
+and relays it by SMTP to the sink, as Postfix with the OpenDKIM milter would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncssh
+
+from reconciler.core.errors import UserError
+from reconciler.core.ports import CommandResult, HostKey, RemoteExecPort, RemoteTarget
+
+__all__ = [
+    "UNPRIVILEGED_UID",
+    "NodeStandIn",
+    "NodeStandIns",
+    "StandInError",
+    "StandInRemote",
+    "check_reachable",
+]
+
+UNPRIVILEGED_UID = 65534  # nobody / nogroup on Debian and Ubuntu
+MAX_COMMAND_SECONDS = 900.0
+STUBS_VERSION = "1"
+
+
+class StandInError(UserError):
+    """A node stand-in cannot run safely here (it refuses instead of running as root)."""
+
+
+def check_reachable(folder: Path, uid: int) -> None:
+    """The unprivileged user must be able to reach ``folder`` (every parent searchable)."""
+    if os.geteuid() != 0:
+        return
+    for parent in [folder.resolve(), *folder.resolve().parents]:
+        mode = parent.stat().st_mode
+        owner = parent.stat().st_uid
+        if owner == uid:
+            continue
+        if not mode & stat.S_IXOTH:
+            raise StandInError(
+                f"node stand-ins run commands as uid {uid}, which cannot reach {folder} "
+                f"({parent} is not searchable by other users)",
+                hint="put the state folder where an unprivileged user can reach it, e.g. "
+                "RECONCILER_STATE_DIR=/var/tmp/fleet-state (nothing runs as root)",
+            )
+
+
+# --- stub tools ---------------------------------------------------------------------------
+
+_STUB_HEADER = """#!/bin/sh
+# stand-in stub: logs the call, changes nothing outside the node's folder
+ROOT="${RECONCILER_NODE_ROOT:?}"
+mkdir -p "$ROOT/var/log"
+printf '%s\\n' "$(basename "$0") $*" >> "$ROOT/var/log/stub-commands.log"
+"""
+
+_STUBS: dict[str, str] = {
+    "apt-get": "exit 0\n",
+    "apt": "exit 0\n",
+    "dpkg": "exit 0\n",
+    "python3": (
+        # python3 -m venv DIR: a venv of stubs (the agent is not really installed)
+        'if [ "$1" = -m ] && [ "$2" = venv ]; then mkdir -p "$3/bin"\n'
+        "  for t in pip reconcile; do printf '#!/bin/sh\\nexit 0\\n' > \"$3/bin/$t\";"
+        ' chmod 755 "$3/bin/$t"; done\nfi\nexit 0\n'
+    ),
+    "ufw": 'case "$1" in status) echo "Status: active";; esac\nexit 0\n',
+    "sysctl": "exit 0\n",
+    "hostnamectl": "exit 0\n",
+    "chown": "exit 0\n",
+    "useradd": "exit 0\n",
+    "usermod": "exit 0\n",
+    "fail2ban-client": 'case "$1" in ping) echo "Server replied: pong";; esac\nexit 0\n',
+    "postfix": "exit 0\n",
+    "postmap": "exit 0\n",
+    "newaliases": "exit 0\n",
+    "cloud-init": (
+        # first boot: the stand-in holds a marker while "unattended upgrades" run
+        'if [ "$1" = status ]; then\n'
+        '  n=0; while [ -e "$ROOT/run/first-boot" ]; do n=$((n+1)); [ $n -gt 600 ] && exit 1;'
+        " sleep 0.1; done\n"
+        '  echo "status: done"\nfi\nexit 0\n'
+    ),
+    "systemctl": (
+        'mkdir -p "$ROOT/var/lib/stub-systemd"\n'
+        'act="$1"; shift; d="$ROOT/var/lib/stub-systemd"\n'
+        'for u in "$@"; do case "$u" in --*) continue;; esac\n'
+        '  case "$act" in\n'
+        '    enable|start|restart|reload|reload-or-restart) echo active > "$d/$u";;\n'
+        '    stop|disable) rm -f "$d/$u";;\n'
+        '    is-active) [ -e "$d/$u" ] || { echo inactive; exit 3; }; echo active;;\n'
+        "  esac\ndone\nexit 0\n"
+    ),
+    "opendkim-genkey": (
+        # opendkim-genkey -b BITS -D DIR -d DOMAIN -s SELECTOR: a real RSA key made here
+        "bits=2048; dir=.; sel=default\n"
+        'while [ $# -gt 0 ]; do case "$1" in -b) bits="$2"; shift;; -D) dir="$2"; shift;;'
+        ' -s) sel="$2"; shift;; esac; shift; done\n'
+        '(umask 077; openssl genrsa -out "$dir/$sel.private" "$bits" 2>/dev/null) || exit 1\n'
+        'pub=$(openssl rsa -in "$dir/$sel.private" -pubout -outform DER 2>/dev/null'
+        ' | base64 | tr -d "\\n")\n'
+        'printf \'%s._domainkey IN TXT ( "v=DKIM1; k=rsa; p=%s" )\\n\' "$sel" "$pub"'
+        ' > "$dir/$sel.txt"\n'
+        "exit 0\n"
+    ),
+    "sendmail": (
+        'mkdir -p "$ROOT/var/spool/outbox"\n'
+        'f="$ROOT/var/spool/outbox/$(date +%s%N).$$"\n'
+        'cat > "$f.tmp" && mv "$f.tmp" "$f.eml"\nexit 0\n'
+    ),
+}
+
+
+def _write_stubs(folder: Path) -> None:
+    stubs = folder / "stubs"
+    stubs.mkdir(parents=True, exist_ok=True)
+    for name, body in _STUBS.items():
+        path = stubs / name
+        text = _STUB_HEADER + body
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            path.chmod(0o755)
+
+
+# --- one node -----------------------------------------------------------------------------
+
+MailRelay = Callable[["NodeStandIn", bytes], Awaitable[None]]
+
+
+@dataclass
+class NodeStandIn:
+    """One node: its folder, host key and SSH server."""
+
+    name: str
+    ip: str
+    folder: Path
+    authorized: list[asyncssh.SSHKey]
+    relay: MailRelay | None = None
+    uid: int = UNPRIVILEGED_UID
+    command_delay: float = 0.0
+    port: int = 0
+    commands: list[str] = field(default_factory=list)
+    _server: asyncssh.SSHAcceptor | None = None
+    _procs: set[asyncio.subprocess.Process] = field(default_factory=set)
+
+    @property
+    def root(self) -> Path:
+        return self.folder / "root"
+
+    @property
+    def home(self) -> Path:
+        return self.folder / "home"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.folder / "ssh_host_ed25519_key"
+
+    def host_key(self) -> asyncssh.SSHKey:
+        if self.host_key_path.exists():
+            return asyncssh.read_private_key(str(self.host_key_path))
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        self.host_key_path.write_bytes(key.export_private_key())
+        self.host_key_path.chmod(0o600)
+        return key
+
+    def rekey(self) -> None:
+        """A new host key (what a rebuilt server or a man in the middle would present)."""
+        self.host_key_path.unlink(missing_ok=True)
+
+    def prepare(self, *, first_boot_seconds: float = 0.0) -> None:
+        """Folders, stubs and ownership (idempotent)."""
+        fresh = not self.root.exists()
+        for sub in (self.root, self.home, self.root / "run", self.root / "var" / "log"):
+            sub.mkdir(parents=True, exist_ok=True)
+        _write_stubs(self.folder)
+        if fresh and first_boot_seconds > 0:
+            (self.root / "run" / "first-boot").write_text("unattended-upgrades\n")
+            asyncio.get_running_loop().call_later(
+                first_boot_seconds,
+                lambda: (self.root / "run" / "first-boot").unlink(missing_ok=True),
+            )
+        if os.geteuid() == 0:
+            check_reachable(self.folder, self.uid)
+            for path in (self.folder, self.root, self.home):
+                os.chown(path, self.uid, self.uid)
+            for dirpath, dirnames, filenames in os.walk(self.root):
+                for entry in (*dirnames, *filenames):
+                    os.lchown(os.path.join(dirpath, entry), self.uid, self.uid)
+                os.lchown(dirpath, self.uid, self.uid)
+            self.folder.chmod(0o711)
+
+    async def start(self, *, first_boot_seconds: float = 0.0) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.prepare(first_boot_seconds=first_boot_seconds)
+        stand_in = self
+
+        class _Server(asyncssh.SSHServer):
+            def begin_auth(self, username: str) -> bool:
+                return True
+
+            def password_auth_supported(self) -> bool:
+                return False
+
+            def kbdint_auth_supported(self) -> bool:
+                return False
+
+            def public_key_auth_supported(self) -> bool:
+                return True
+
+            def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+                wanted = key.public_data
+                return any(k.public_data == wanted for k in stand_in.authorized)
+
+        self._server = await asyncssh.create_server(
+            _Server,
+            "127.0.0.1",
+            self.port,
+            server_host_keys=[self.host_key()],
+            process_factory=self._process,
+            encoding=None,
+            allow_scp=False,
+            sftp_factory=None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        for proc in list(self._procs):
+            _kill_group(proc)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    # --- running a command ---------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "PATH": f"{self.folder / 'stubs'}:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "RECONCILER_NODE_ROOT": str(self.root),
+            "LANG": "C.UTF-8",
+            "USER": "node",
+            "SHELL": "/bin/sh",
+        }
+
+    async def _process(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        command = process.command or ""
+        self.commands.append(command)
+        if self.command_delay:
+            await asyncio.sleep(self.command_delay)
+        work = asyncio.ensure_future(
+            self.execute(command, process.stdin, time_limit=MAX_COMMAND_SECONDS)
+        )
+        gone = asyncio.ensure_future(process.channel.wait_closed())
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            # the client went away (its timeout, a dropped connection): kill the group
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            return
+        gone.cancel()
+        try:
+            status, out, err = work.result()
+        except StandInError as exc:
+            process.stderr.write(f"stand-in refused to run the command: {exc}\n".encode())
+            process.exit(126)
+            return
+        with contextlib.suppress(asyncssh.Error, ConnectionError, BrokenPipeError):
+            process.stdout.write(out)
+            process.stderr.write(err)
+            process.exit(status)
+        await self._deliver_outbox()
+
+    async def execute(
+        self,
+        command: str,
+        stdin: asyncssh.SSHReader[bytes] | bytes,
+        *,
+        time_limit: float,
+    ) -> tuple[int, bytes, bytes]:
+        """Run ``command`` with ``/bin/sh -c`` as the unprivileged user in the node's folder;
+        ``stdin`` is streamed to it (as sshd does), so a command that never reads it is not
+        held up by a client that never closes it."""
+        kwargs: dict[str, object] = {}
+        if os.geteuid() == 0:
+            kwargs = {"user": self.uid, "group": self.uid, "extra_groups": []}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=self.home,
+                env=self._env(),
+                start_new_session=True,
+                **kwargs,  # type: ignore[arg-type]
+            )
+        except PermissionError as exc:
+            raise StandInError(f"cannot drop privileges to uid {self.uid}: {exc}") from exc
+        self._procs.add(proc)
+        pump = asyncio.ensure_future(_pump(stdin, proc))
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            out, err, _ = await asyncio.wait_for(
+                asyncio.gather(proc.stdout.read(), proc.stderr.read(), proc.wait()), time_limit
+            )
+        except TimeoutError:
+            _kill_group(proc)
+            await proc.wait()
+            return 124, b"", f"killed after {time_limit:g} s (whole process group)\n".encode()
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+            if proc.returncode is None:
+                _kill_group(proc)
+            self._procs.discard(proc)
+        return proc.returncode if proc.returncode is not None else 255, out, err
+
+    # --- the node's mail system ----------------------------------------------------------
+
+    async def _deliver_outbox(self) -> None:
+        outbox = self.root / "var" / "spool" / "outbox"
+        if self.relay is None or not outbox.is_dir():
+            return
+        for path in sorted(outbox.glob("*.eml")):
+            raw = path.read_bytes()
+            sent = outbox.parent / "sent"
+            sent.mkdir(exist_ok=True)
+            try:
+                await self.relay(self, raw)
+            except (OSError, ValueError) as exc:
+                (outbox.parent / "deferred.log").open("a").write(f"{path.name}: {exc}\n")
+                continue
+            os.replace(path, sent / path.name)
+
+    def dkim_key(self) -> tuple[str, str, bytes] | None:
+        """(domain, selector, private key PEM) as OpenDKIM on this node would use them:
+        from ``etc/opendkim.conf`` (Domain, Selector, KeyFile) inside the node's root."""
+        conf = self.root / "etc" / "opendkim.conf"
+        if not conf.exists():
+            return None
+        values: dict[str, str] = {}
+        for line in conf.read_text().splitlines():
+            parts = line.split(None, 1)
+            if len(parts) == 2 and not line.startswith("#"):
+                values[parts[0]] = parts[1].strip()
+        keyfile = values.get("KeyFile")
+        if not keyfile or "Domain" not in values or "Selector" not in values:
+            return None
+        path = self.root / keyfile.lstrip("/")
+        if not path.exists():
+            return None
+        return values["Domain"], values["Selector"], path.read_bytes()
+
+
+async def _pump(
+    source: asyncssh.SSHReader[bytes] | bytes, proc: asyncio.subprocess.Process
+) -> None:
+    sink = proc.stdin
+    assert sink is not None
+    try:
+        if isinstance(source, bytes):
+            sink.write(source)
+        else:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+    except (asyncssh.Error, ConnectionError, BrokenPipeError):
+        pass
+    finally:
+        with contextlib.suppress(ConnectionError, BrokenPipeError, RuntimeError):
+            sink.close()
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- the set of stand-ins -----------------------------------------------------------------
+
+
+class NodeStandIns:
+    """Node stand-ins by IP, started on first contact, under ``folder/<name>/``."""
+
+    def __init__(
+        self,
+        folder: Path,
+        authorized: list[asyncssh.SSHKey],
+        *,
+        name_of: Callable[[str], str | None] | None = None,
+        relay: MailRelay | None = None,
+        first_boot_seconds: float = 0.0,
+        uid: int = UNPRIVILEGED_UID,
+    ) -> None:
+        self.folder = folder
+        self.authorized = authorized
+        self.name_of = name_of
+        self.relay = relay
+        self.first_boot_seconds = first_boot_seconds
+        self.uid = uid
+        self.nodes: dict[str, NodeStandIn] = {}
+        self._lock = asyncio.Lock()
+
+    async def endpoint(self, ip: str) -> tuple[str, int]:
+        """The loopback address of the stand-in for ``ip`` (started if needed)."""
+        async with self._lock:
+            node = self.nodes.get(ip)
+            if node is None:
+                name = (self.name_of(ip) if self.name_of else None) or ip
+                node = NodeStandIn(
+                    name, ip, self.folder / name, list(self.authorized), self.relay, self.uid
+                )
+                await node.start(first_boot_seconds=self.first_boot_seconds)
+                self.nodes[ip] = node
+            return "127.0.0.1", node.port
+
+    def by_name(self, name: str) -> NodeStandIn | None:
+        for node in self.nodes.values():
+            if node.name == name:
+                return node
+        return None
+
+    async def restart(self, ip: str) -> None:
+        """Restart one stand-in (e.g. after ``rekey``), keeping its folder and port."""
+        node = self.nodes[ip]
+        await node.stop()
+        await node.start()
+
+    async def forget(self, ip: str) -> None:
+        node = self.nodes.pop(ip, None)
+        if node is not None:
+            await node.stop()
+
+    async def aclose(self) -> None:
+        for node in list(self.nodes.values()):
+            await node.stop()
+        self.nodes.clear()
+
+
+class StandInRemote:
+    """``RemoteExecPort`` for simulated nodes: the node's IP is routed to its stand-in on
+    loopback; everything else (key auth, pinning, timeouts) is the real SSH adapter's."""
+
+    def __init__(self, stand_ins: NodeStandIns, inner: RemoteExecPort) -> None:
+        self.stand_ins = stand_ins
+        self.inner = inner
+
+    async def scan_host_key(self, host: str, port: int) -> HostKey:
+        local, local_port = await self.stand_ins.endpoint(host)
+        return await self.inner.scan_host_key(local, local_port)
+
+    async def run(
+        self, target: RemoteTarget, command: str, *, time_limit: float, stdin: bytes | None = None
+    ) -> CommandResult:
+        local, local_port = await self.stand_ins.endpoint(target.host)
+        routed = RemoteTarget(local, local_port, target.username, target.host_key)
+        return await self.inner.run(routed, command, time_limit=time_limit, stdin=stdin)
