@@ -1,0 +1,77 @@
+"""The shell commands the Bootstrap step sends to a node (pure; quoted with ``shlex``).
+
+The bundle lives in ``~/.fleet-reconciler/bundles/<version>/`` on the node; ``status`` in that
+folder says ``running``, ``done`` or ``failed <rc>``. Uploads are atomic (unpacked into a
+temporary folder, then renamed), so a dropped connection never leaves half a bundle that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from reconciler.node.bundle import AGENT_ENV, BUNDLES_DIR
+
+__all__ = [
+    "bundle_dir",
+    "check_command",
+    "read_dkim_command",
+    "start_command",
+    "status_command",
+    "token_command",
+    "upload_command",
+]
+
+_VERSION = re.compile(r"^[0-9a-f]{64}$")
+
+
+def bundle_dir(version: str) -> str:
+    if not _VERSION.fullmatch(version):
+        raise ValueError(f"not a bundle version: {version!r}")
+    return f'"$HOME"/{BUNDLES_DIR}/{version}'
+
+
+def status_command(version: str) -> str:
+    """Prints the bundle's status (``absent`` when it was never uploaded)."""
+    d = bundle_dir(version)
+    return f"if [ -d {d} ]; then cat {d}/status 2>/dev/null || echo uploaded; else echo absent; fi"
+
+
+def upload_command(version: str) -> str:
+    """Reads the bundle's tar on stdin and unpacks it atomically."""
+    d = bundle_dir(version)
+    return (
+        f"set -e; umask 022; mkdir -p {d}.part; tar -xf - -C {d}.part; rm -rf {d}; mv {d}.part {d}"
+    )
+
+
+def start_command(version: str) -> str:
+    """Starts run.sh detached (a new session; survives the SSH connection)."""
+    d = bundle_dir(version)
+    # the background job is one simple command with every stream redirected, so no process
+    # keeps the SSH channel's pipes open once the shell has answered
+    return f"cd {d} || exit 1; setsid nohup sh ./run.sh </dev/null >run.log 2>&1 & echo started"
+
+
+def token_command() -> str:
+    """Writes stdin (``RECONCILER_NODE_SECRET=...``) to the agent's environment file, 0600.
+    The token travels on stdin only: never on a command line, in the bundle or in a log."""
+    path = shlex.quote(AGENT_ENV)
+    return (
+        'R="${RECONCILER_NODE_ROOT:-}"; set -e; umask 077; '
+        f'mkdir -p "$R$(dirname {path})"; cat > "$R"{path}.tmp; '
+        f'chmod 600 "$R"{path}.tmp; mv "$R"{path}.tmp "$R"{path}'
+    )
+
+
+def read_dkim_command(version: str) -> str:
+    return f"cat {bundle_dir(version)}/dkim.pub"
+
+
+def check_command(version: str) -> str:
+    return f"sh {bundle_dir(version)}/check.sh"
+
+
+def install_log_command(version: str, lines: int = 20) -> str:
+    return f"tail -n {int(lines)} {bundle_dir(version)}/install.log 2>/dev/null"

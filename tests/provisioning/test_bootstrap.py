@@ -1,0 +1,91 @@
+"""The bootstrap over SSH against a node stand-in: failures, dropped connections, first boot."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from providers.simulator.standins import StandIns
+from reconciler.engine.clocks import SystemClock
+from reconciler.node.bundle import BundleSettings, render_bundle
+from tests.provisioning.conftest import ZONE, provisioner_for
+
+pytestmark = pytest.mark.anyio
+
+NODE = "demo-dallas-001"
+BUNDLE = render_bundle(BundleSettings(node=NODE, hostname=f"{NODE}.{ZONE}", domain=ZONE))
+TOKEN = "secret-token-" + "b" * 51
+
+
+def _deadline(seconds: float = 60) -> object:
+    return SystemClock().now() + timedelta(seconds=seconds)
+
+
+async def test_a_failing_install_is_reported_with_its_log_and_rerun_only_when_asked(
+    stand_ins: StandIns,
+) -> None:
+    ip = "198.51.100.31"
+    p = provisioner_for(stand_ins)
+    target = p.target(ip, await p.pin_host_key(ip))
+    node = stand_ins.nodes.nodes[ip]
+    broken = node.folder / "stubs" / "apt-get"
+    good = broken.read_text()
+    broken.write_text(
+        good.replace("exit 0", "echo 'E: Unable to locate package postfix' >&2; exit 100")
+    )
+    failed = await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())
+    assert not failed.done
+    assert failed.status == "failed 100"
+    assert "== packages" in failed.log_tail
+    assert "Unable to locate package" in failed.log_tail
+    # without a new attempt, nothing runs again
+    again = await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())
+    assert again.status == "failed 100"
+    broken.write_text(good)
+    fixed = await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline(), rerun_failed=True)
+    assert fixed.done
+
+
+async def test_a_dropped_connection_does_not_stop_the_bootstrap(reachable_dir) -> None:  # type: ignore[no-untyped-def]
+    world = StandIns(
+        reachable_dir, zone=ZONE, sink_address="probe@sink.test", first_boot_seconds=1.0
+    )
+    await world.start()
+    try:
+        ip = "198.51.100.32"
+        p = provisioner_for(world)
+        target = p.target(ip, await p.pin_host_key(ip))
+        # the node is in its first boot (cloud-init holds the package lock): the run waits
+        short = await p.bootstrap(target, BUNDLE, TOKEN, deadline=SystemClock().now())
+        assert not short.done
+        assert short.status == "running"
+        # the SSH server goes away and comes back (a dropped connection, a reboot of sshd)
+        await world.nodes.restart(ip)
+        node = world.nodes.nodes[ip]
+        done = await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())
+        assert done.done
+        starts = [c for c in node.commands if "run.sh" in c]
+        assert len(starts) == 1  # started once, waited for, never started twice
+        log = (node.root / "var/log/stub-commands.log").read_text().splitlines()
+        assert log.index("cloud-init status --wait") < next(
+            i for i, line in enumerate(log) if line.startswith("apt-get")
+        )
+    finally:
+        await world.stop()
+
+
+async def test_drift_on_the_node_is_reported(stand_ins: StandIns) -> None:
+    ip = "198.51.100.33"
+    p = provisioner_for(stand_ins)
+    target = p.target(ip, await p.pin_host_key(ip))
+    assert (await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())).done
+    assert await p.drift(target, BUNDLE) is None
+    node = stand_ins.nodes.nodes[ip]
+    main_cf = node.root / "etc/postfix/main.cf"
+    main_cf.write_text(main_cf.read_text() + "relayhost = [evil.example]\n")
+    (node.root / "var/lib/stub-systemd/opendkim").unlink()
+    problem = await p.drift(target, BUNDLE)
+    assert problem is not None
+    assert "changed: /etc/postfix/main.cf" in problem
+    assert "not running: opendkim" in problem
