@@ -37,6 +37,7 @@ from specs.blocklists import (
     parse_resolver,
 )
 from specs.durations import Duration, format_duration
+from specs.provisioning import ProvisioningSpec
 
 API_VERSION: Literal["fleet-reconciler/v1"] = "fleet-reconciler/v1"
 
@@ -708,6 +709,9 @@ class FleetSpec(_Model):
     """Alerting."""
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     """The reconcile loop."""
+    provisioning: ProvisioningSpec | None = None
+    """From a bare VPS to a verified sending node (DNS, SSH bootstrap, test mail); without
+    it a node's pipeline stops after reverse DNS."""
 
     @property
     def name(self) -> str:
