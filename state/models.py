@@ -128,6 +128,16 @@ class SendingNode(Base):
     #: {"status": "done"|"failed", "attempts": n, "at": ISO time, "error": text or null};
     #: NULL when no step was recorded yet
     steps: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    #: the SSH host key pinned on first contact: {"algorithm", "public", "fingerprint"}
+    host_key: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON(none_as_null=True))
+    #: the bootstrap bundle version (sha256 hex) the node finished
+    bundle_version: Mapped[str | None] = mapped_column(sa.String(64))
+    #: why the node is quarantined (changed host key, drift); NULL when it is not
+    quarantine: Mapped[str | None] = mapped_column(sa.Text())
+    #: an operator's maintenance (reconcile node maintenance/resume); never written by upserts
+    maintenance_reason: Mapped[str | None] = mapped_column(sa.Text())
+    maintenance_by: Mapped[str | None] = mapped_column(sa.String(100))
+    maintenance_since: Mapped[datetime | None]
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),

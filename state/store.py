@@ -45,8 +45,10 @@ from reconciler.core.errors import (
 )
 from reconciler.core.fleet import (
     CostConstant,
+    HostKey,
     IntentStatus,
     IpStatus,
+    Maintenance,
     NodeMetrics,
     NodeStatus,
     RecordedFleet,
@@ -575,6 +577,12 @@ class SqlStore:
                 ),
                 # a record written without step state keeps the recorded one
                 "steps": sa.func.coalesce(excluded.steps, table.steps),
+                # provisioning facts: a record written without them keeps the recorded
+                # ones (clearing is an operator's act: clear_quarantine); maintenance is
+                # never written here (set_maintenance only)
+                "host_key": sa.func.coalesce(excluded.host_key, table.host_key),
+                "bundle_version": sa.func.coalesce(excluded.bundle_version, table.bundle_version),
+                "quarantine": sa.func.coalesce(excluded.quarantine, table.quarantine),
             },
         ).returning(table.id, table.fleet, table.name, table.ip_address, table.pool)
         returned = {}
@@ -782,6 +790,48 @@ class SqlStore:
                     f"no recorded node {name!r} in fleet {fleet!r}",
                     hint="`reconcile status` lists the recorded nodes",
                 )
+
+    def set_maintenance(
+        self, fleet: str, name: str, maintenance: Maintenance | None
+    ) -> RecordedNode:
+        now = self._now()
+        values: dict[str, Any] = {
+            "maintenance_reason": maintenance.reason[:MAX_ERROR_TEXT] if maintenance else None,
+            "maintenance_by": maintenance.by[:100] if maintenance else None,
+            "maintenance_since": _maybe_aware(maintenance.since, "since") if maintenance else None,
+            "updated_at": now,
+        }
+        return self._update_node(fleet, name, values, "recording maintenance of")
+
+    def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
+        values: dict[str, Any] = {"quarantine": None, "updated_at": self._now()}
+        if repin:
+            values["host_key"] = None
+        return self._update_node(fleet, name, values, "releasing")
+
+    def _update_node(
+        self, fleet: str, name: str, values: dict[str, Any], what: str
+    ) -> RecordedNode:
+        with self._tx(f"{what} node {name!r}") as connection:
+            found = connection.execute(
+                sa.update(m.SendingNode)
+                .where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.name == name,
+                    m.SendingNode.closed_at.is_(None),
+                )
+                .values(**values)
+                .returning(m.SendingNode.id)
+            ).scalar_one_or_none()
+            if found is None:
+                raise UnknownNodeError(
+                    f"no recorded node {name!r} in fleet {fleet!r}",
+                    hint="`reconcile status` lists the recorded nodes",
+                )
+            row = connection.execute(
+                sa.select(m.SendingNode).where(m.SendingNode.id == found)
+            ).one()
+        return _node_out(row)
 
     def set_ip_status(
         self,
@@ -1400,7 +1450,33 @@ def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
         "status_changed_at": _maybe_aware(node.status_changed_at, "status_changed_at") or now,
         "closed_at": None,
         "steps": _steps_in(node),
+        "host_key": _host_key_in(node.host_key),
+        "bundle_version": node.bundle_version,
+        "quarantine": node.quarantine[:MAX_ERROR_TEXT] if node.quarantine else None,
     }
+
+
+def _host_key_in(key: HostKey | None) -> dict[str, str] | None:
+    if key is None:
+        return None
+    return {"algorithm": key.algorithm, "public": key.public, "fingerprint": key.fingerprint}
+
+
+def _host_key_out(raw: object) -> HostKey | None:
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return HostKey(str(raw["algorithm"]), str(raw["public"]), str(raw["fingerprint"]))
+    except KeyError:
+        return None
+
+
+def _maintenance_out(node: Any) -> Maintenance | None:
+    reason = getattr(node, "maintenance_reason", None)
+    if reason is None:
+        return None
+    since = node.maintenance_since or datetime.fromtimestamp(0, UTC)
+    return Maintenance(str(reason), str(node.maintenance_by or "unknown"), since)
 
 
 def _steps_in(node: RecordedNode) -> dict[str, Any] | None:
@@ -1529,6 +1605,10 @@ def _node_out(node: Any) -> RecordedNode:
         observed_generation=node.observed_generation,
         status_changed_at=node.status_changed_at,
         steps=_steps_out(node.steps),
+        host_key=_host_key_out(node.host_key),
+        bundle_version=node.bundle_version,
+        quarantine=node.quarantine,
+        maintenance=_maintenance_out(node),
     )
 
 

@@ -38,7 +38,8 @@ from pathlib import Path
 import asyncssh
 
 from reconciler.core.errors import UserError
-from reconciler.core.ports import CommandResult, HostKey, RemoteExecPort, RemoteTarget
+from reconciler.core.fleet import HostKey
+from reconciler.core.ports import CommandResult, RemoteExecPort, RemoteTarget
 
 __all__ = [
     "UNPRIVILEGED_UID",
@@ -264,9 +265,17 @@ class NodeStandIn:
 
     # --- running a command ---------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        # absolute: a relative PATH entry would resolve against the command's working
+        # folder, miss the stubs and find the host's real package tools
+        self.folder = self.folder.resolve()
+
     def _env(self) -> dict[str, str]:
+        stubs = self.folder / "stubs"
+        if not stubs.is_absolute() or not (stubs / "apt-get").is_file():
+            raise StandInError(f"{self.name}: the stub package tools are missing in {stubs}")
         return {
-            "PATH": f"{self.folder / 'stubs'}:/usr/bin:/bin",
+            "PATH": f"{stubs}:/usr/bin:/bin",
             "HOME": str(self.home),
             "RECONCILER_NODE_ROOT": str(self.root),
             "LANG": "C.UTF-8",
@@ -316,6 +325,7 @@ class NodeStandIn:
         kwargs: dict[str, object] = {}
         if os.geteuid() == 0:
             kwargs = {"user": self.uid, "group": self.uid, "extra_groups": []}
+        env = self._env()
         try:
             proc = await asyncio.create_subprocess_exec(
                 "/bin/sh",
@@ -325,7 +335,7 @@ class NodeStandIn:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=self.home,
-                env=self._env(),
+                env=env,
                 start_new_session=True,
                 **kwargs,  # type: ignore[arg-type]
             )
@@ -429,7 +439,7 @@ class NodeStandIns:
         first_boot_seconds: float = 0.0,
         uid: int = UNPRIVILEGED_UID,
     ) -> None:
-        self.folder = folder
+        self.folder = folder.resolve()
         self.authorized = authorized
         self.name_of = name_of
         self.relay = relay

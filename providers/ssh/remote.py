@@ -20,7 +20,8 @@ from pathlib import Path
 import asyncssh
 
 from reconciler.core.errors import AuthError, HostKeyMismatchError, TransientError, UserError
-from reconciler.core.ports import CommandResult, HostKey, RemoteTarget
+from reconciler.core.fleet import HostKey
+from reconciler.core.ports import CommandResult, RemoteTarget
 
 __all__ = ["MAX_OUTPUT", "SshRemote", "host_key_of", "load_client_key"]
 

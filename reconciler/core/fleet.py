@@ -152,6 +152,25 @@ class StepState:
 
 
 @dataclass(frozen=True, slots=True)
+class HostKey:
+    """An SSH host key as pinned on first contact: its OpenSSH public form and SHA-256
+    fingerprint (``SHA256:...``). Public data, not a secret."""
+
+    algorithm: str
+    public: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """An operator took the node out of rotation (``reconcile node maintenance``)."""
+
+    reason: str
+    by: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class RecordedNode:
     """A sending node as the store knows it. ``name`` is unique per fleet."""
 
@@ -180,6 +199,16 @@ class RecordedNode:
     ip_cost: Decimal | None = None
     #: recorded state of the node's pipeline steps (design §3b), sorted by step name
     steps: tuple[StepState, ...] = ()
+    #: the SSH host key pinned on first contact (docs/provisioning.md)
+    host_key: HostKey | None = None
+    #: the bootstrap bundle version (content hash) the node finished
+    bundle_version: str | None = None
+    #: why the node is quarantined (a changed host key, drift): never back into rotation
+    #: until an operator acts
+    quarantine: str | None = None
+    #: set by ``reconcile node maintenance``, cleared by ``reconcile node resume``; the
+    #: engine never writes it (it survives spec changes, restarts and record rewrites)
+    maintenance: Maintenance | None = None
 
     def step(self, name: str) -> StepState | None:
         """The recorded state of pipeline step ``name``, if any."""

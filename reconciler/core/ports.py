@@ -16,8 +16,10 @@ from reconciler.core.dnsrecords import RecordSet
 from reconciler.core.fleet import (
     CostConstant,
     CreateRequest,
+    HostKey,
     IntentStatus,
     Location,
+    Maintenance,
     NodeMetrics,
     ObservedServer,
     PricePlan,
@@ -168,6 +170,18 @@ class StorePort(Protocol):
 
     def set_protected(self, fleet: str, name: str, protected: bool) -> None: ...
 
+    def set_maintenance(
+        self, fleet: str, name: str, maintenance: Maintenance | None
+    ) -> RecordedNode:
+        """Record (or clear, with None) an operator's maintenance of a node; returns the
+        node. Raises StoreError naming the node when it is not recorded."""
+        ...
+
+    def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
+        """An operator released a quarantined node; ``repin`` also forgets its host key so
+        the next contact pins the key it presents now."""
+        ...
+
     # --- runs ----------------------------------------------------------------------------
     def start_run(self, run: RunRecord) -> int: ...
 
@@ -292,16 +306,6 @@ class ResolverPort(Protocol):
     async def reverse(self, ip: str) -> tuple[str, ...]:
         """PTR names of ``ip`` (without the trailing dot)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class HostKey:
-    """An SSH host key as pinned in the store: its OpenSSH public form and SHA-256
-    fingerprint (``SHA256:...``). Public data, not a secret."""
-
-    algorithm: str
-    public: str
-    fingerprint: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,13 @@ needs next, attempts, deadlines) is decided by the planner; this module only exe
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from reconciler.core.dnsrecords import (
     RecordSet,
+    SpfOverflowError,
     dkim_name,
     dkim_txt,
     dmarc_name,
@@ -34,23 +35,49 @@ from reconciler.core.dnsrecords import (
     spf_part_names,
     spf_records,
 )
-from reconciler.core.errors import RemoteCommandError, TransientError
-from reconciler.core.mailprobes import probe_message
+from reconciler.core.errors import (
+    HostKeyMismatchError,
+    ProviderError,
+    RemoteCommandError,
+    TransientError,
+)
+from reconciler.core.fleet import (
+    HostKey,
+    IntentStatus,
+    ObservedServer,
+    RecordedNode,
+    StepStatus,
+)
+from reconciler.core.mailprobes import probe_id, probe_message
+from reconciler.core.plans import Change
 from reconciler.core.ports import (
     Clock,
     DkimVerifierPort,
     DnsPort,
-    HostKey,
     MailSinkPort,
     RemoteExecPort,
     RemoteTarget,
     ResolverPort,
 )
+from reconciler.engine.contexts import (
+    ApplyContext,
+    ChangeFailedError,
+    Waiting,
+    error_text,
+    with_step,
+)
 from reconciler.node import commands
-from reconciler.node.bundle import Bundle
+from reconciler.node.bundle import Bundle, BundleSettings, PostfixTuning, render_bundle
 from specs.provisioning import ProvisioningSpec
 
-__all__ = ["BootstrapResult", "ProbeResult", "Provisioner"]
+__all__ = [
+    "PROVISIONING_EXECUTORS",
+    "BootstrapResult",
+    "ProbeResult",
+    "Provisioner",
+    "ProvisioningPorts",
+    "bundle_settings",
+]
 
 #: how long one short remote command may take
 COMMAND_TIMEOUT = 60.0
@@ -274,3 +301,276 @@ class Provisioner:
             return ProbeResult(False, False, "the test mail has not arrived at the sink yet")
         verdict = await self.dkim.verify(mail.raw)
         return ProbeResult(True, verdict.ok, verdict.reason)
+
+
+# --- the pipeline steps' executors (registered in reconciler.engine.steps.EXECUTORS) -------
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisioningPorts:
+    """What the provisioning steps work through, built by the composition root."""
+
+    dns: DnsPort
+    resolver: ResolverPort
+    remote: RemoteExecPort
+    sink: MailSinkPort
+    dkim: DkimVerifierPort
+    #: the node's heartbeat token (derived from the operator's master secret; never stored)
+    token_for: Callable[[str], str]
+    #: the daemon's heartbeat URL the agent posts to (None: agent installed, not started)
+    agent_url: str | None = None
+    poll_interval: float = 2.0
+    #: how long one verify attempt waits for the test mail at the sink
+    probe_wait: float = 60.0
+    #: how long one dns attempt waits for forward-confirmed reverse DNS to show
+    fcrdns_wait: float = 30.0
+    #: the node's first heartbeat is part of verification (a daemon receives heartbeats)
+    require_heartbeat: bool = False
+
+
+def make_provisioner(
+    spec: ProvisioningSpec | None, ports: ProvisioningPorts | None, clock: Clock
+) -> Provisioner | None:
+    if spec is None or ports is None:
+        return None
+    return Provisioner(
+        spec,
+        dns=ports.dns,
+        resolver=ports.resolver,
+        remote=ports.remote,
+        sink=ports.sink,
+        dkim=ports.dkim,
+        clock=clock,
+        poll_interval=ports.poll_interval,
+    )
+
+
+def bundle_settings(spec: ProvisioningSpec, node: str, agent_url: str | None) -> BundleSettings:
+    postfix = spec.postfix
+    return BundleSettings(
+        node=node,
+        hostname=spec.hostname(node),
+        domain=spec.domain,
+        agent_url=agent_url,
+        agent_package=spec.agent_package,
+        postfix=PostfixTuning(
+            default_process_limit=postfix.default_process_limit,
+            initial_destination_concurrency=postfix.initial_destination_concurrency,
+            default_destination_concurrency_limit=postfix.default_destination_concurrency_limit,
+            minimal_backoff_time=int(postfix.minimal_backoff_time.total_seconds()),
+            maximal_backoff_time=int(postfix.maximal_backoff_time.total_seconds()),
+            submission_networks=tuple(postfix.submission_networks),
+        ),
+        sysctl=dict(spec.sysctl),
+        ssh_port=spec.ssh.port,
+        install_timeout=max(60, int(spec.step_timeout.total_seconds()) - 30),
+    )
+
+
+class _Executor:
+    name = ""
+
+    def done(self, node: RecordedNode) -> bool:
+        return node.step_done(self.name)
+
+    @staticmethod
+    def provisioner(ctx: ApplyContext) -> tuple[Provisioner, ProvisioningPorts]:
+        if ctx.provisioner is None or ctx.provisioning is None:
+            raise ChangeFailedError(
+                "the spec has a provisioning section but this run has no DNS/SSH/mail "
+                "adapters (see docs/provisioning.md for the operator settings)"
+            )
+        return ctx.provisioner, ctx.provisioning
+
+    def failed(
+        self, ctx: ApplyContext, node: RecordedNode, error: str, *, quarantine: str | None = None
+    ) -> RecordedNode:
+        if quarantine is not None:
+            node = replace(node, quarantine=quarantine[:500])
+        updated = with_step(node, self.name, StepStatus.FAILED, ctx, error=error)
+        ctx.journal.upsert(updated)
+        return updated
+
+    def succeeded(self, ctx: ApplyContext, node: RecordedNode) -> RecordedNode:
+        updated = with_step(node, self.name, StepStatus.DONE, ctx)
+        ctx.journal.upsert(updated)
+        return updated
+
+
+def _ip(node: RecordedNode, server: ObservedServer) -> str:
+    ip = server.main_ip or node.ip_address
+    if not ip:
+        raise ChangeFailedError(f"{node.name}: no IP address yet")
+    return ip
+
+
+class HostKeyStep(_Executor):
+    """Pin the SSH host key the node presents on first contact."""
+
+    name = "hostkey"
+
+    def done(self, node: RecordedNode) -> bool:
+        return node.host_key is not None
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        provisioner, _ = self.provisioner(ctx)
+        try:
+            key = await provisioner.pin_host_key(_ip(node, server))
+        except ProviderError as exc:
+            self.failed(ctx, node, error_text(exc))
+            raise
+        return self.succeeded(ctx, replace(node, host_key=key, ip_address=_ip(node, server)))
+
+
+class DnsStep(_Executor):
+    """A record, the IP in SPF (with DMARC), then FCrDNS verified by real queries."""
+
+    name = "dns"
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        provisioner, ports = self.provisioner(ctx)
+        ip = _ip(node, server)
+        hostname = provisioner.settings.hostname(node.name)
+        intent = ctx.journal.begin("dns", node.name, {"hostname": hostname, "ip": ip})
+        try:
+            await provisioner.publish_address(hostname, ip)
+            async with ctx.dns_lock:
+                ips = {n.ip_address for n in ctx.journal.nodes.values() if n.ip_address}
+                await provisioner.sync_domain_records(sorted(ips | {ip}))
+            waited = 0.0
+            problem = await provisioner.check_fcrdns(hostname, ip)
+            while problem is not None and waited < ports.fcrdns_wait:
+                await ctx.clock.sleep(ports.poll_interval)
+                waited += ports.poll_interval
+                problem = await provisioner.check_fcrdns(hostname, ip)
+        except (ProviderError, SpfOverflowError) as exc:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            self.failed(ctx, node, error_text(exc))
+            raise ChangeFailedError(f"{node.name}: DNS: {error_text(exc)}") from exc
+        if problem is not None:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=problem)
+            self.failed(ctx, node, problem)
+            raise Waiting(f"{node.name}: forward-confirmed reverse DNS not there yet: {problem}")
+        updated = self.succeeded(ctx, replace(node, hostname=hostname, ip_address=ip))
+        ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
+        return updated
+
+
+class BootstrapStep(_Executor):
+    """The bundle over SSH; the DKIM public key read back and published."""
+
+    name = "bootstrap"
+
+    def done(self, node: RecordedNode) -> bool:
+        return node.step_done(self.name) and node.bundle_version is not None
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        provisioner, ports = self.provisioner(ctx)
+        ip = _ip(node, server)
+        bundle = render_bundle(bundle_settings(provisioner.settings, node.name, ports.agent_url))
+        previous = node.step(self.name)
+        target = provisioner.target(ip, node.host_key)
+        deadline = ctx.now() + provisioner.settings.step_timeout
+        intent = ctx.journal.begin("bootstrap", node.name, {"ip": ip, "bundle": bundle.short})
+        try:
+            result = await provisioner.bootstrap(
+                target,
+                bundle,
+                ports.token_for(node.name),
+                deadline=deadline,
+                rerun_failed=previous is not None and previous.status is StepStatus.FAILED,
+            )
+            if result.done and result.dkim_public:
+                await provisioner.publish_dkim(node.name, result.dkim_public)
+        except HostKeyMismatchError as exc:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            self.failed(ctx, node, error_text(exc), quarantine=error_text(exc))
+            raise ChangeFailedError(f"{node.name} QUARANTINED: {error_text(exc)}") from exc
+        except ProviderError as exc:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            self.failed(ctx, node, error_text(exc))
+            raise
+        if not result.done:
+            if result.status == "running":
+                ctx.journal.finish(intent, IntentStatus.FAILED, error="still running")
+                raise Waiting(f"{node.name}: bootstrap {bundle.short} still running on the node")
+            tail = " | ".join(result.log_tail.strip().splitlines()[-3:])
+            why = f"bootstrap {bundle.short} {result.status}: {tail}"[:400]
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=why)
+            self.failed(ctx, node, why)
+            raise ChangeFailedError(f"{node.name}: {why}")
+        if not result.dkim_public:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error="no DKIM key")
+            self.failed(ctx, node, "the node made no DKIM key")
+            raise ChangeFailedError(f"{node.name}: the bootstrap left no DKIM public key")
+        updated = self.succeeded(ctx, replace(node, bundle_version=bundle.version))
+        ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
+        return updated
+
+
+class VerifyStep(_Executor):
+    """A test mail through the node to the sink; its DKIM signature against DNS."""
+
+    name = "verify"
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        provisioner, ports = self.provisioner(ctx)
+        ip = _ip(node, server)
+        previous = node.step(self.name)
+        attempt = 1 if previous is None else previous.attempts + 1
+        probe = probe_id(node.name, node.bundle_version or "0" * 12, attempt)
+        hostname = provisioner.settings.hostname(node.name)
+        try:
+            result = await provisioner.check_probe(probe)
+            if not result.arrived:
+                await provisioner.send_probe(provisioner.target(ip, node.host_key), hostname, probe)
+                waited = 0.0
+                result = await provisioner.check_probe(probe)
+                while not result.arrived and waited < ports.probe_wait:
+                    await ctx.clock.sleep(min(ports.poll_interval, 0.5))
+                    waited += min(ports.poll_interval, 0.5)
+                    result = await provisioner.check_probe(probe)
+        except HostKeyMismatchError as exc:
+            self.failed(ctx, node, error_text(exc), quarantine=error_text(exc))
+            raise ChangeFailedError(f"{node.name} QUARANTINED: {error_text(exc)}") from exc
+        except ProviderError as exc:
+            self.failed(ctx, node, error_text(exc))
+            raise
+        if not result.arrived:
+            why = f"test mail {probe} did not reach the sink within {ports.probe_wait:g} s"
+            self.failed(ctx, node, why)
+            raise ChangeFailedError(f"{node.name}: {why}")
+        if not result.dkim_ok:
+            why = f"test mail {probe}: {result.reason}"
+            self.failed(ctx, node, why)
+            raise ChangeFailedError(f"{node.name}: {why}")
+        return self.succeeded(ctx, node)
+
+
+class HeartbeatStep(_Executor):
+    """Reached only when no daemon receives heartbeats in this run: recorded as not checked."""
+
+    name = "heartbeat"
+
+    def done(self, node: RecordedNode) -> bool:
+        return node.last_heartbeat is not None or node.step_done(self.name)
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        _, ports = self.provisioner(ctx)
+        if ports.require_heartbeat:
+            # the daemon records the first beat; its plan then moves the node on
+            raise Waiting(f"{node.name}: waiting for the node's first heartbeat")
+        return self.succeeded(ctx, node)
+
+
+PROVISIONING_EXECUTORS = (HostKeyStep(), DnsStep(), BootstrapStep(), VerifyStep(), HeartbeatStep())

@@ -20,6 +20,7 @@ from reconciler.core.errors import LeadershipLostError, LockHeldError, StoreErro
 from reconciler.core.fleet import (
     CostConstant,
     IntentStatus,
+    Maintenance,
     NodeMetrics,
     NodeStatus,
     RecordedFleet,
@@ -74,6 +75,18 @@ class InMemoryStore:
         old = self.nodes.get((node.fleet, node.name))
         if not node.steps and old is not None and old.status is not NodeStatus.DECOMMISSIONED:
             node = replace(node, steps=old.steps)  # as SqlStore: no step state keeps the old
+        if old is not None and old.status is not NodeStatus.DECOMMISSIONED:
+            # as SqlStore: provisioning facts written as None keep the recorded ones, and
+            # maintenance is never written by an upsert
+            node = replace(
+                node,
+                host_key=node.host_key or old.host_key,
+                bundle_version=node.bundle_version or old.bundle_version,
+                quarantine=node.quarantine or old.quarantine,
+                maintenance=old.maintenance,
+            )
+        else:
+            node = replace(node, maintenance=None)
         self.nodes[(node.fleet, node.name)] = node
 
     # --- reading -------------------------------------------------------------------------
@@ -208,6 +221,25 @@ class InMemoryStore:
         node = self.nodes.get((fleet, name))
         if node is not None:
             self.nodes[(fleet, name)] = replace(node, protected=protected)
+
+    def set_maintenance(
+        self, fleet: str, name: str, maintenance: Maintenance | None
+    ) -> RecordedNode:
+        return self._update(fleet, name, maintenance=maintenance)
+
+    def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
+        if repin:
+            return self._update(fleet, name, quarantine=None, host_key=None)
+        return self._update(fleet, name, quarantine=None)
+
+    def _update(self, fleet: str, name: str, **values: object) -> RecordedNode:
+        self._check(None)
+        node = self.nodes.get((fleet, name))
+        if node is None or node.status is NodeStatus.DECOMMISSIONED:
+            raise StoreError(f"no recorded node {name!r} in fleet {fleet!r}")
+        node = replace(node, **values)  # type: ignore[arg-type]
+        self.nodes[(fleet, name)] = node
+        return node
 
     # --- runs ----------------------------------------------------------------------------
 
