@@ -13,11 +13,16 @@ the environment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from providers.dns.resolving import DnsResolver
+from providers.dns.rfc2136 import Rfc2136Dns, load_tsig_key
 from providers.dnsbl.checking import (
     DQS_KEY_ENV,
     RESOLVER_ENV,
@@ -26,11 +31,16 @@ from providers.dnsbl.checking import (
     system_resolver,
 )
 from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_from_settings
+from providers.mail.dkimcheck import DkimVerifier
+from providers.mail.sink import MailSink
 from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
+from providers.simulator.standins import StandIns
+from providers.ssh.remote import SshRemote, load_client_key
 from reconciler.core.errors import UserError
 from reconciler.core.ports import CloudPort, ReputationStorePort, StorePort
 from reconciler.core.reputation import compile_rules
 from reconciler.engine.clocks import SystemClock
+from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, SpecSource
 from specs.blocklists import ResolverAddress, parse_resolver
 from specs.model import FleetSpec, ProviderType, ReputationPolicy
@@ -43,6 +53,7 @@ __all__ = [
     "SystemClock",
     "build_blocklist_checker",
     "build_cloud",
+    "build_provisioning",
     "build_reconciler",
     "build_store",
     "default_state_dir",
@@ -126,12 +137,175 @@ async def build_cloud(
             rate_limit=provider.rate_limit,
             timeout=provider.timeout.total_seconds(),
         )
+        _EMBEDDED[id(client)] = server
         try:
             yield client
         finally:
+            _EMBEDDED.pop(id(client), None)
             await client.aclose()
     finally:
         await server.stop()
+
+
+#: the embedded simulator behind a client build_cloud yielded (its world feeds the stand-ins)
+_EMBEDDED: dict[int, AsyncSimulatorServer] = {}
+
+#: operator settings of the provisioning steps (secrets and endpoints stay outside the spec)
+TSIG_KEY_ENV = "RECONCILER_TSIG_KEY_FILE"
+SSH_KEY_ENV = "RECONCILER_SSH_KEY_FILE"
+DNS_SERVER_ENV = "RECONCILER_DNS_SERVER"
+SINK_LISTEN_ENV = "RECONCILER_SINK_LISTEN"
+AGENT_URL_ENV = "RECONCILER_AGENT_URL"
+MASTER_SECRET_ENV = "RECONCILER_NODE_MASTER_SECRET"  # noqa: S105 (a variable name)
+MASTER_SECRET_FILE = "node-master.secret"  # noqa: S105 (a file name)
+
+
+def _master_secret(environ: Mapping[str, str], directory: Path, simulated: bool) -> bytes:
+    """The node tokens' master secret: the operator's (environment), or for the simulator
+    one made once under the state folder (0600)."""
+    value = (environ.get(MASTER_SECRET_ENV) or "").strip()
+    if value:
+        return value.encode()
+    if not simulated:
+        raise UserError(
+            f"the node master secret is not set: environment variable {MASTER_SECRET_ENV} "
+            "is empty (each node's heartbeat token is derived from it)",
+            hint=f"export {MASTER_SECRET_ENV}=\"$(python3 -c 'import secrets; "
+            "print(secrets.token_hex(32))')\"",
+        )
+    path = directory / MASTER_SECRET_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip().encode()
+
+
+def node_token(master: bytes, node: str) -> str:
+    """``hex(HMAC-SHA256(master, node))``: the same derivation as the daemon's
+    (``reconciler.daemon.heartbeats.derive_node_secret``, pinned equal by a test)."""
+    return hmac.new(master, node.encode(), hashlib.sha256).hexdigest()
+
+
+def _host_port(value: str, default_port: int, what: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
+    if port and not port.isdigit():
+        raise UserError(f"{what}: {value!r} is not host or host:port")
+    return host, int(port) if port else default_port
+
+
+@asynccontextmanager
+async def build_provisioning(
+    loaded: SpecSource,
+    cloud: CloudPort,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    state_dir: Path | None = None,
+) -> AsyncIterator[ProvisioningPorts | None]:
+    """The provisioning steps' adapters, or None when the spec has no ``provisioning:``.
+
+    - The embedded simulator: the stand-ins (DNS, nodes, sink) under the state folder, fed
+      by the simulated account (reverse DNS, server names).
+    - Otherwise: RFC 2136 to ``dns.server`` (``RECONCILER_DNS_SERVER`` overrides) with the
+      TSIG key in ``RECONCILER_TSIG_KEY_FILE``; SSH with the key in
+      ``RECONCILER_SSH_KEY_FILE``; the system resolver; a sink listening on
+      ``RECONCILER_SINK_LISTEN`` (host:port) for the spec's sink address.
+    """
+    spec = loaded.spec
+    settings = spec.provisioning
+    if settings is None:
+        yield None
+        return
+    directory = state_dir if state_dir is not None else default_state_dir(environ)
+    directory.mkdir(parents=True, exist_ok=True)
+    agent_url = (environ.get(AGENT_URL_ENV) or "").strip() or None
+    server = _EMBEDDED.get(id(cloud))
+    if server is not None:
+        master = _master_secret(environ, directory, simulated=True)
+        world = server.world
+
+        def ptr(ip: str) -> str | None:
+            for inst in list(world.instances.values()):
+                if ip in inst.rdns:
+                    return inst.rdns[ip]
+            return None
+
+        def name_of(ip: str) -> str | None:
+            for inst in list(world.instances.values()):
+                if inst.main_ip == ip:
+                    return inst.srvrname
+            return None
+
+        stand_ins = StandIns(
+            directory,
+            zone=settings.zone,
+            sink_address=settings.sink,
+            ptr_source=ptr,
+            name_of=name_of,
+        )
+        await stand_ins.start()
+        try:
+            yield ProvisioningPorts(
+                dns=stand_ins.dns(),
+                resolver=stand_ins.resolver(),
+                remote=stand_ins.remote(),
+                sink=stand_ins.sink,
+                dkim=stand_ins.dkim(),
+                token_for=lambda node: node_token(master, node),
+                agent_url=agent_url,
+                poll_interval=0.05,
+                probe_wait=20.0,
+                fcrdns_wait=5.0,
+            )
+        finally:
+            await stand_ins.stop()
+        return
+    master = _master_secret(environ, directory, simulated=False)
+    dns_server = (environ.get(DNS_SERVER_ENV) or "").strip() or settings.dns.server
+    if not dns_server:
+        raise UserError(
+            "provisioning needs the DNS server of the zone: set provisioning.dns.server "
+            f"in the spec or {DNS_SERVER_ENV}",
+            hint="the zone's primary that accepts RFC 2136 updates, e.g. 192.0.2.53:53",
+        )
+    host, port = _host_port(dns_server, 53, "DNS server")
+    tsig_path = (environ.get(TSIG_KEY_ENV) or "").strip()
+    if not tsig_path:
+        raise UserError(
+            f"provisioning needs a TSIG key file: environment variable {TSIG_KEY_ENV} is empty",
+            hint="tsig-keygen fleet-reconciler > /etc/fleet-reconciler/tsig.key; allow the "
+            "key to update the zone (BIND: update-policy); never put the key in the spec",
+        )
+    ssh_path = (environ.get(SSH_KEY_ENV) or "").strip()
+    if not ssh_path:
+        raise UserError(
+            f"provisioning needs the SSH private key: environment variable {SSH_KEY_ENV} is empty",
+            hint="the private half of the key registered at Hostwinds (provider.ssh_keys)",
+        )
+    listen = (environ.get(SINK_LISTEN_ENV) or "").strip()
+    if not listen:
+        raise UserError(
+            f"provisioning needs the test-mail sink: environment variable {SINK_LISTEN_ENV} "
+            "is empty",
+            hint=f"host:port where this process receives the mail sent to {settings.sink} "
+            "(its MX must point here)",
+        )
+    sink_host, sink_port = _host_port(listen, 25, "sink address")
+    sink = MailSink(directory / "sink", settings.sink, host=sink_host, port=sink_port)
+    resolver = DnsResolver()
+    await sink.start()
+    try:
+        yield ProvisioningPorts(
+            dns=Rfc2136Dns(host, settings.zone, port=port, key=load_tsig_key(Path(tsig_path))),
+            resolver=resolver,
+            remote=SshRemote(load_client_key(Path(ssh_path))),
+            sink=sink,
+            dkim=DkimVerifier(resolver),
+            token_for=lambda node: node_token(master, node),
+            agent_url=agent_url,
+        )
+    finally:
+        await sink.stop()
 
 
 def build_store(environ: Mapping[str, str] = os.environ, *, url: str | None = None) -> StorePort:
@@ -140,9 +314,19 @@ def build_store(environ: Mapping[str, str] = os.environ, *, url: str | None = No
     return open_store(url, environ=environ)
 
 
-def build_reconciler(loaded: SpecSource, cloud: CloudPort, store: StorePort) -> Reconciler:
+def build_reconciler(
+    loaded: SpecSource,
+    cloud: CloudPort,
+    store: StorePort,
+    provisioning: ProvisioningPorts | None = None,
+) -> Reconciler:
     return Reconciler(
-        loaded, cloud, store, SystemClock(), poll_interval=poll_interval_for(loaded.spec)
+        loaded,
+        cloud,
+        store,
+        SystemClock(),
+        poll_interval=poll_interval_for(loaded.spec),
+        provisioning=provisioning,
     )
 
 

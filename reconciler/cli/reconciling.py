@@ -42,7 +42,7 @@ from reconciler.views.documents import plan_from_document, plan_to_document
 from reconciler.views.human import render_plan
 from reconciler.views.markdown import render_markdown
 from reconciler.views.progress import BarProgress, PlainProgress, render_report
-from reconciler.wiring import build_cloud, build_reconciler, build_store
+from reconciler.wiring import build_cloud, build_provisioning, build_reconciler, build_store
 from specs.loading import LoadedSpec, load_spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -190,11 +190,12 @@ async def _reconcile(loaded: LoadedSpec, settings: _Settings, environ: Mapping[s
     store = build_store(environ)
     try:
         async with build_cloud(loaded, environ=environ) as cloud:
-            reconciler = build_reconciler(loaded, cloud, store)
-            if settings.dry_run:
-                return await _run(reconciler, settings, None, environ)
-            async with _writer_lock(store, reconciler, environ) as lease:
-                return await _run(reconciler, settings, lease, environ)
+            if settings.dry_run:  # planning needs no DNS, SSH or mail (nor their secrets)
+                return await _run(build_reconciler(loaded, cloud, store), settings, None, environ)
+            async with build_provisioning(loaded, cloud, environ=environ) as provisioning:
+                reconciler = build_reconciler(loaded, cloud, store, provisioning)
+                async with _writer_lock(store, reconciler, environ) as lease:
+                    return await _run(reconciler, settings, lease, environ)
     finally:
         store.close()
 

@@ -41,7 +41,8 @@ def owned_by_fleet(fleet: str, name: str) -> bool:
 
 
 def node_hostname(spec: FleetSpec, name: str) -> str:
-    """The reverse-DNS name of a node: ``<name>.<domain>``; the domain is the spec's
-    ``provider.rdns_domain`` when the spec has one, else ``<fleet>.example``."""
-    domain = getattr(spec.provider, "rdns_domain", None) or f"{spec.name}.example"
-    return f"{name}.{str(domain).strip('.')}"
+    """The node's hostname (A, PTR): ``<name>.<provisioning.domain>``; without a
+    ``provisioning:`` section, a placeholder under ``<fleet>.example``."""
+    if spec.provisioning is not None:
+        return spec.provisioning.hostname(name)
+    return f"{name}.{spec.name}.example"

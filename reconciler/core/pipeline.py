@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Protocol
 
 from reconciler.core.addresses import node_hostname
-from reconciler.core.fleet import NodeStatus, ServerStatus
+from reconciler.core.fleet import NodeStatus, ServerStatus, StepStatus
 from reconciler.core.matching import LiveNode
 from reconciler.core.plans import Action, Change
 from reconciler.core.warmup import warmup_complete
@@ -40,6 +40,8 @@ class StepContext:
     spec: FleetSpec
     now: datetime
     unhealthy: frozenset[str] = frozenset()
+    #: the node's first heartbeat is part of verification (a daemon receives them)
+    require_heartbeat: bool = False
 
 
 def node_change(
@@ -181,8 +183,128 @@ class EnterRotation:
         )
 
 
+def _attempts_left(node: LiveNode, name: str, ctx: StepContext) -> str | None:
+    """A note when the step failed as often as the spec allows (the node then waits for its
+    provisioning deadline, after which it is replaced)."""
+    record = node.record
+    settings = ctx.spec.provisioning
+    state = record.step(name) if record is not None else None
+    if settings is None or state is None or state.status is StepStatus.DONE:
+        return None
+    if state.attempts >= settings.step_attempts:
+        return (
+            f"{node.name}: step {name} failed {state.attempts} times "
+            f"({state.error or 'no detail'}); replaced once its provisioning deadline passes"
+        )
+    return None
+
+
+class _ProvisioningStep:
+    """A step that only exists when the spec has a ``provisioning:`` section."""
+
+    name = ""
+    label = ""
+
+    def done(self, node: LiveNode) -> bool:
+        return node.record is not None and node.record.step_done(self.name)
+
+    def wait(self, node: LiveNode, ctx: StepContext) -> str | None:
+        record = node.record
+        if record is not None and record.quarantine:
+            return f"{node.name}: quarantined ({record.quarantine}); an operator must act"
+        return _attempts_left(node, self.name, ctx)
+
+    def change(self, node: LiveNode, ctx: StepContext) -> Change | None:
+        settings = ctx.spec.provisioning
+        assert settings is not None
+        ip = node.server.main_ip
+        assert ip is not None
+        state = node.record.step(self.name) if node.record is not None else None
+        retry = f" (attempt {state.attempts + 1})" if state is not None else ""
+        return node_change(
+            Action.PROVISION,
+            node,
+            self.label + retry,
+            before={"step": "-"},
+            after={"step": self.name},
+            step=self.name,
+            hostname=settings.hostname(node.name),
+            ip=ip,
+        )
+
+
+class PinHostKey(_ProvisioningStep):
+    """First contact over SSH right after ACTIVE: record the host key the node presents."""
+
+    name = "hostkey"
+    label = "first contact: pin the SSH host key"
+
+    def done(self, node: LiveNode) -> bool:
+        return node.record is not None and node.record.host_key is not None
+
+
+class PublishDns(_ProvisioningStep):
+    """A record via RFC 2136 (the PTR came from the rdns step), the IP in the domain's SPF,
+    then forward-confirmed reverse DNS by real queries."""
+
+    name = "dns"
+    label = "DNS: A record, SPF, forward-confirmed reverse DNS"
+
+
+class Bootstrap(_ProvisioningStep):
+    """The bundle over SSH: Postfix, sysctl, UFW, Fail2Ban, OpenDKIM, the agent; the DKIM
+    public key read back and published."""
+
+    name = "bootstrap"
+    label = "SSH bootstrap: Postfix, UFW, Fail2Ban, OpenDKIM, agent; publish DKIM"
+
+
+class Verify(_ProvisioningStep):
+    """A test mail through the node to the sink, its DKIM signature verified against DNS,
+    and the node's first heartbeat."""
+
+    name = "verify"
+    label = "verify: test mail to the sink, DKIM signature, first heartbeat"
+
+
+class FirstHeartbeat(_ProvisioningStep):
+    """The node's agent has sent its first heartbeat (when a daemon receives them)."""
+
+    name = "heartbeat"
+    label = "first heartbeat: not checked (no daemon receives heartbeats in this run)"
+
+    def done(self, node: LiveNode) -> bool:
+        record = node.record
+        return record is not None and (
+            record.last_heartbeat is not None or record.step_done(self.name)
+        )
+
+    def wait(self, node: LiveNode, ctx: StepContext) -> str | None:
+        if ctx.require_heartbeat:
+            return f"{node.name}: waiting for the node's first heartbeat"
+        return super().wait(node, ctx)
+
+
 #: the steps of a node's way into service, in order
-PIPELINE: tuple[Step, ...] = (Address(), ReverseDns(), EnterRotation())
+PIPELINE: tuple[Step, ...] = (
+    Address(),
+    ReverseDns(),
+    PinHostKey(),
+    PublishDns(),
+    Bootstrap(),
+    Verify(),
+    FirstHeartbeat(),
+    EnterRotation(),
+)
+#: the steps that exist only when the spec has a ``provisioning:`` section
+PROVISIONING_STEPS = frozenset({"hostkey", "dns", "bootstrap", "verify", "heartbeat"})
+
+
+def pipeline_for(spec: FleetSpec) -> tuple[Step, ...]:
+    """The pipeline of ``spec``'s nodes: without ``provisioning:`` it stops after rDNS."""
+    if spec.provisioning is not None:
+        return PIPELINE
+    return tuple(step for step in PIPELINE if step.name not in PROVISIONING_STEPS)
 
 
 def step_named(name: str, pipeline: Sequence[Step] = PIPELINE) -> Step:

@@ -32,7 +32,13 @@ from reconciler.core.matching import (
     SettledCreate,
     match_plan,
 )
-from reconciler.core.pipeline import StepContext, next_changes, node_change, rotation_status
+from reconciler.core.pipeline import (
+    StepContext,
+    next_changes,
+    node_change,
+    pipeline_for,
+    rotation_status,
+)
 from reconciler.core.plans import (
     Action,
     AppliedConstant,
@@ -58,6 +64,7 @@ ACTION_ORDER: dict[Action, int] = {
             Action.RESUME,
             Action.RESIZE,
             Action.SET_RDNS,
+            Action.PROVISION,
             Action.ACTIVATE,
             Action.DRAIN,
             Action.DESTROY,
@@ -101,6 +108,8 @@ class PlanOptions:
     #: ``paused``); a ``paused`` node not in the map returns to rotation. None (CLI runs, no
     #: assessment yet): reputation decides nothing.
     reputation_paused: Mapping[str, str] | None = None
+    #: a node's first heartbeat is part of its verification (the daemon receives them)
+    require_heartbeat: bool = False
 
 
 @dataclass(slots=True)
@@ -165,7 +174,9 @@ class _Planner:
         self.by_rid = self.matcher.by_rid
         self.parse = self.matcher.parse
         self.servers = self.matcher.servers
-        self.steps = StepContext(spec, now, options.unhealthy)
+        self.steps = StepContext(
+            spec, now, options.unhealthy, require_heartbeat=options.require_heartbeat
+        )
         #: new disruptions of in-rotation nodes this plan may still start (set by removals)
         self.disruption_left = 0
 
@@ -739,7 +750,7 @@ class _Planner:
                 elif server.status is ServerStatus.ACTIVE and differs:
                     resizes.append((node, target))
             # the per-node pipeline: each node's next steps into service (core.pipeline)
-            steps = next_changes(node, self.steps)
+            steps = next_changes(node, self.steps, pipeline_for(self.spec))
             for change in steps.changes:
                 out.add(change)
             out.notes.extend(steps.notes)

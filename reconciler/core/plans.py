@@ -26,6 +26,7 @@ class Action(StrEnum):
     RESOLVE = "resolve"  # ?  a pending create intent: look the name up first
     PAUSE = "pause"  # ~  out of rotation (unhealthy, blocklisted)
     RESUME = "resume"  # ~  back into rotation
+    PROVISION = "provision"  # ~  a provisioning step (host key, DNS, bootstrap, verify)
 
     @property
     def marker(self) -> str:
@@ -49,6 +50,7 @@ _MARKERS: dict[Action, str] = {
     Action.RESOLVE: "?",
     Action.PAUSE: "~",
     Action.RESUME: "~",
+    Action.PROVISION: "~",
 }
 
 

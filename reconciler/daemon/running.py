@@ -81,10 +81,13 @@ from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.observing import Snapshot
+from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, RunHooks, RunRequest, RunResult
 from reconciler.wiring import (
+    AGENT_URL_ENV,
     build_blocklist_checker,
     build_cloud,
+    build_provisioning,
     build_store,
     default_state_dir,
     poll_interval_for,
@@ -234,8 +237,11 @@ class Daemon:
         monotonic: Callable[[], float] = time.monotonic,
         reputation: ReputationStorePort | None = None,
         checker_factory: Callable[[FleetSpec], BlocklistChecker | None] | None = None,
+        provisioning: ProvisioningPorts | None = None,
     ) -> None:
         self.settings = settings
+        #: the provisioning steps' adapters (None: the spec's pipeline stops after rDNS)
+        self.provisioning = provisioning
         self.loaded = loaded
         self.store = store
         self.metrics = metrics or DaemonMetrics()
@@ -963,6 +969,8 @@ class Daemon:
             node_plans=dict(self.node_plans) or None,
             notes=notes,
             reputation_paused=self.reputation_paused(),
+            # the daemon receives heartbeats: a new node's first beat is part of verifying it
+            require_heartbeat=self.provisioning is not None and self.provisioning.require_heartbeat,
         )
 
     def reputation_paused(self) -> dict[str, str] | None:
@@ -1011,6 +1019,7 @@ class Daemon:
             self.store,
             self.clock,
             poll_interval=self.settings.poll_interval,
+            provisioning=self.provisioning,
         )
         dry_run = self.settings.dry_run
         request = RunRequest(
@@ -1121,6 +1130,15 @@ class Daemon:
         )
 
 
+def _with_agent_url(environ: Mapping[str, str], settings: DaemonSettings) -> Mapping[str, str]:
+    """Nodes post heartbeats to this daemon: its own URL unless the operator names another
+    (``RECONCILER_AGENT_URL``, e.g. a public name in front of it)."""
+    if (environ.get(AGENT_URL_ENV) or "").strip() or settings.listen is None:
+        return environ
+    host, port = settings.listen
+    return {**environ, AGENT_URL_ENV: f"http://{host}:{port}"}
+
+
 async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> int:
     """The composition root of ``reconcile daemon``: spec, store, leadership, cloud."""
     loaded = await asyncio.to_thread(load_spec, list(settings.paths))
@@ -1131,13 +1149,19 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
     try:
         leadership = leadership_for(None, loaded.spec.name, settings.holder, environ=environ)
         try:
-            async with build_cloud(
-                loaded, environ=environ, state_dir=default_state_dir(environ)
-            ) as cloud:
+            state_dir = default_state_dir(environ)
+            async with (
+                build_cloud(loaded, environ=environ, state_dir=state_dir) as cloud,
+                build_provisioning(
+                    loaded, cloud, environ=_with_agent_url(environ, settings), state_dir=state_dir
+                ) as provisioning,
+            ):
                 if settings.poll_interval <= 0:
                     settings = dataclasses.replace(
                         settings, poll_interval=poll_interval_for(loaded.spec)
                     )
+                if provisioning is not None and provisioning.agent_url:
+                    provisioning = dataclasses.replace(provisioning, require_heartbeat=True)
                 daemon = Daemon(
                     settings,
                     loaded,
@@ -1147,6 +1171,7 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
                     master,
                     reputation=reputation_store_for(store),
                     checker_factory=lambda spec: build_blocklist_checker(spec.reputation, environ),
+                    provisioning=provisioning,
                 )
                 return await daemon.run()
         finally:

@@ -38,6 +38,7 @@ from reconciler.engine.contexts import (
 )
 from reconciler.engine.journaling import Journal
 from reconciler.engine.observing import Snapshot
+from reconciler.engine.provisioning import ProvisioningPorts, make_provisioner
 from reconciler.engine.reports import (
     ApplyReport,
     ChangeOutcome,
@@ -100,6 +101,7 @@ HANDLERS: dict[Action, Handler] = {
     Action.DESTROY: destroying.destroy,
     Action.RESIZE: resizing.resize,
     Action.SET_RDNS: steps.run_step,
+    Action.PROVISION: steps.run_step,
     Action.ACTIVATE: _pipeline_or_rotation,
     Action.RESUME: steps.into_rotation,
     Action.FORGET: _recorded(recording.forget),
@@ -125,6 +127,7 @@ class Applier:
         before_mutation: Callable[[], None] | None = None,
         progress: ProgressHooks | None = None,
         spec_hash: str | None = None,
+        provisioning: ProvisioningPorts | None = None,
     ) -> None:
         self.journal = Journal(
             store,
@@ -135,8 +138,16 @@ class Applier:
             before_mutation=before_mutation,
         )
         self.ctx = ApplyContext(
-            spec, cloud, clock, snapshot, self.journal, settings=settings, spec_hash=spec_hash
+            spec,
+            cloud,
+            clock,
+            snapshot,
+            self.journal,
+            settings=settings,
+            spec_hash=spec_hash,
+            provisioning=provisioning,
         )
+        self.ctx.provisioner = make_provisioner(spec.provisioning, provisioning, clock)
         self.progress: ProgressHooks = progress or SilentProgress()
 
     # -- entry ----------------------------------------------------------------------------

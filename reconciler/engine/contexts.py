@@ -4,19 +4,29 @@ the settings, the concurrency limits; and the signals a change ends with."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from reconciler.core.addresses import node_hostname
 from reconciler.core.costs import CostResolver
-from reconciler.core.fleet import ObservedServer, RecordedNode, ServerStatus
+from reconciler.core.fleet import (
+    ObservedServer,
+    RecordedNode,
+    ServerStatus,
+    StepState,
+    StepStatus,
+)
 from reconciler.core.plans import Change
 from reconciler.core.ports import Clock, CloudPort
 from reconciler.engine.journaling import Journal
 from reconciler.engine.observing import Snapshot
 from reconciler.engine.watching import ServerWatcher
 from specs.model import FleetSpec
+
+if TYPE_CHECKING:
+    from reconciler.engine.provisioning import Provisioner, ProvisioningPorts
 
 __all__ = [
     "ApplyContext",
@@ -26,6 +36,7 @@ __all__ = [
     "can_come_up",
     "error_text",
     "node_hostname",
+    "with_step",
 ]
 
 
@@ -93,6 +104,7 @@ class ApplyContext:
         *,
         settings: ApplySettings,
         spec_hash: str | None = None,
+        provisioning: ProvisioningPorts | None = None,
     ) -> None:
         self.spec = spec
         self.spec_hash = spec_hash
@@ -109,6 +121,12 @@ class ApplyContext:
         self.created: set[str] = set()
         self._region_budgets: dict[str, asyncio.Semaphore] = {}
         self._costs = CostResolver(spec, snapshot.recorded.cost_overrides)
+        #: the provisioning steps' adapters (None: the spec's pipeline stops after rDNS)
+        self.provisioning = provisioning
+        #: built by the Applier from ``provisioning`` when the spec has the section
+        self.provisioner: Provisioner | None = None
+        #: SPF lists every node's IP: one update at a time
+        self.dns_lock = asyncio.Lock()
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -148,3 +166,23 @@ class ApplyContext:
 
     async def aclose(self) -> None:
         await self.watcher.aclose()
+
+
+def with_step(
+    node: RecordedNode,
+    name: str,
+    status: StepStatus,
+    ctx: ApplyContext,
+    *,
+    error: str | None = None,
+) -> RecordedNode:
+    """``node`` with step ``name`` recorded as ``status`` (attempts counted)."""
+    previous = node.step(name)
+    attempts = 1 if previous is None else previous.attempts + 1
+    state = StepState(name, status, attempts, ctx.now(), error[:200] if error else None)
+    steps = tuple(sorted((*(s for s in node.steps if s.name != name), state), key=_by_name))
+    return replace(node, steps=steps)
+
+
+def _by_name(state: StepState) -> str:
+    return state.name

@@ -27,6 +27,7 @@ from reconciler.core.plans import GuardWarning, Plan
 from reconciler.core.ports import Clock, CloudPort, RunRecord, StorePort
 from reconciler.engine.applying import Applier, ApplyReport, ApplySettings, ProgressHooks
 from reconciler.engine.observing import Snapshot, observe
+from reconciler.engine.provisioning import ProvisioningPorts
 from specs.model import FleetSpec
 
 #: ``RunRequest.overridable`` that overrides every blocking guard (``allow_blocked=True``)
@@ -135,8 +136,11 @@ class Reconciler:
         clock: Clock,
         *,
         poll_interval: float = 5.0,
+        provisioning: ProvisioningPorts | None = None,
     ) -> None:
         self.loaded = loaded
+        #: the provisioning steps' adapters (DNS, SSH, sink...): None without them
+        self.provisioning = provisioning
         self.cloud = cloud
         self.store = store
         self.clock = clock
@@ -186,6 +190,7 @@ class Reconciler:
             before_mutation=before_mutation,
             progress=progress,
             spec_hash=self.spec_hash,
+            provisioning=self.provisioning,
         )
         return await applier.apply(plan, allow_blocked=allow_blocked)
 

@@ -27,34 +27,14 @@ from reconciler.core.fleet import (
     ObservedServer,
     RecordedNode,
     ServerStatus,
-    StepState,
     StepStatus,
 )
-from reconciler.core.pipeline import PIPELINE
+from reconciler.core.pipeline import PIPELINE, pipeline_for
 from reconciler.core.plans import Action, Change
-from reconciler.engine.contexts import ApplyContext, ChangeFailedError, error_text
+from reconciler.engine.contexts import ApplyContext, ChangeFailedError, error_text, with_step
+from reconciler.engine.provisioning import PROVISIONING_EXECUTORS
 
 ADDRESS = "address"
-
-
-def with_step(
-    node: RecordedNode,
-    name: str,
-    status: StepStatus,
-    ctx: ApplyContext,
-    *,
-    error: str | None = None,
-) -> RecordedNode:
-    """``node`` with step ``name`` recorded as ``status`` (attempts counted)."""
-    previous = node.step(name)
-    attempts = 1 if previous is None else previous.attempts + 1
-    state = StepState(name, status, attempts, ctx.now(), error[:200] if error else None)
-    steps = tuple(sorted((*(s for s in node.steps if s.name != name), state), key=_by_name))
-    return replace(node, steps=steps)
-
-
-def _by_name(state: StepState) -> str:
-    return state.name
 
 
 class StepExecutor(Protocol):
@@ -135,7 +115,7 @@ class EnterRotationStep:
 
 #: step name -> its executor (every step of core.pipeline.PIPELINE but ``address``)
 EXECUTORS: dict[str, StepExecutor] = {
-    step.name: step for step in (ReverseDnsStep(), EnterRotationStep())
+    step.name: step for step in (ReverseDnsStep(), *PROVISIONING_EXECUTORS, EnterRotationStep())
 }
 
 
@@ -185,6 +165,16 @@ def _describe(step: str, node: RecordedNode, server: ObservedServer) -> str:
         return f"rDNS {node.hostname} -> {server.main_ip}"
     if step == "rotation":
         return f"in rotation ({node.status.value})"
+    if step == "hostkey" and node.host_key is not None:
+        return f"SSH host key pinned ({node.host_key.fingerprint})"
+    if step == "dns":
+        return f"DNS: A {node.hostname} -> {server.main_ip}, SPF, FCrDNS verified"
+    if step == "bootstrap" and node.bundle_version:
+        return f"bootstrap {node.bundle_version[:12]} done, DKIM key published"
+    if step == "verify":
+        return "test mail received by the sink, DKIM signature verified"
+    if step == "heartbeat":
+        return "first heartbeat not checked (no daemon receives heartbeats in this run)"
     return f"{step} done"
 
 
@@ -196,13 +186,15 @@ async def bring_up(ctx: ApplyContext, change: Change, node: RecordedNode, verb: 
     server = await wait_for_address(ctx, node.service_id)
     async with ctx.slots:
         node = ctx.journal.nodes.get(node.name, node)
-        for step in PIPELINE:
+        ran: list[str] = []
+        for step in pipeline_for(ctx.spec):
             if step.name == ADDRESS:
                 continue
             executor = EXECUTORS[step.name]
             if executor.done(node):
                 continue
             node = await executor.run(ctx, change, node, server)
+            ran.append(executor.name)
         if node.ip_address != server.main_ip or (
             node.warmup_started_at is None and node.status.in_rotation
         ):
@@ -211,6 +203,8 @@ async def bring_up(ctx: ApplyContext, change: Change, node: RecordedNode, verb: 
                 updated = replace(updated, warmup_started_at=ctx.now())
             ctx.journal.upsert(updated)
             node = updated
+    if ctx.spec.provisioning is not None:
+        return f"{verb}; ACTIVE at {server.main_ip}; steps: {', '.join(ran) or 'none left'}"
     return f"{verb}; ACTIVE at {server.main_ip}, rDNS {node.hostname}"
 
 

@@ -39,6 +39,7 @@ _VERBS: dict[Action, str] = {
     Action.RESOLVE: "resolve",
     Action.PAUSE: "pause",
     Action.RESUME: "resume",
+    Action.PROVISION: "provision",
 }
 _UNMANAGED_SHOWN = 50
 

@@ -226,3 +226,26 @@ def _now():  # type: ignore[no-untyped-def]
     from datetime import UTC, datetime
 
     return datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def test_stub_tools_come_first_even_with_a_relative_state_folder(
+    reachable_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(reachable_dir)
+    world = StandIns(Path("relative-state"), zone=ZONE, sink_address="probe@sink.test")
+    await world.start()
+    try:
+        remote = world.remote()
+        target = RemoteTarget(IP, 22, "root", await remote.scan_host_key(IP, 22))
+        result = await remote.run(
+            target,
+            "command -v apt-get; command -v systemctl; echo $RECONCILER_NODE_ROOT",
+            time_limit=10,
+        )
+        apt, systemctl, root = result.stdout.split()
+        stubs = reachable_dir / "relative-state" / "nodes" / IP / "stubs"
+        assert apt == str(stubs / "apt-get")
+        assert systemctl == str(stubs / "systemctl")
+        assert Path(root).is_absolute()
+    finally:
+        await world.stop()
