@@ -293,18 +293,21 @@ async def build_provisioning(
     sink_host, sink_port = _host_port(listen, 25, "sink address")
     sink = MailSink(directory / "sink", settings.sink, host=sink_host, port=sink_port)
     resolver = DnsResolver()
+    remote = SshRemote(load_client_key(Path(ssh_path)))
+    key = load_tsig_key(Path(tsig_path))
     await sink.start()
     try:
         yield ProvisioningPorts(
-            dns=Rfc2136Dns(host, settings.zone, port=port, key=load_tsig_key(Path(tsig_path))),
+            dns=Rfc2136Dns(host, settings.zone, port=port, key=key),
             resolver=resolver,
-            remote=SshRemote(load_client_key(Path(ssh_path))),
+            remote=remote,
             sink=sink,
             dkim=DkimVerifier(resolver),
             token_for=lambda node: node_token(master, node),
             agent_url=agent_url,
         )
     finally:
+        await remote.aclose()
         await sink.stop()
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,6 +166,24 @@ class Rfc2136Dns:
         update = self._update()
         update.delete(self._in_zone(name), dns.rdatatype.from_text(rtype))
         await self._send(update, f"delete {rtype} {name}")
+
+    async def update(
+        self, replace: Sequence[RecordSet] = (), delete: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """One RFC 2136 message: applied all together or not at all (the server's rule)."""
+        if not replace and not delete:
+            return
+        update = self._update()
+        for name, rtype in delete:
+            update.delete(self._in_zone(name), dns.rdatatype.from_text(rtype))
+        for record in replace:
+            kind = dns.rdatatype.from_text(record.rtype)
+            rdatas = [self._rdata(kind, value) for value in record.values]
+            if rdatas:
+                update.replace(self._in_zone(record.name), record.ttl, *rdatas)
+            else:
+                update.delete(self._in_zone(record.name), kind)
+        await self._send(update, f"update of {len(replace) + len(delete)} record sets")
 
     async def published(self, name: str, rtype: str) -> tuple[str, ...]:
         qname = self._in_zone(name)

@@ -91,6 +91,7 @@ class StandIns:
         def route(domain: str) -> tuple[str, int] | None:
             return (self.sink.host, self.sink.port) if domain.lower() == sink_domain else None
 
+        self._remotes: list[StandInRemote] = []
         self.nodes = NodeStandIns(
             folder / "nodes",
             [self.client_key],
@@ -105,6 +106,9 @@ class StandIns:
         await self.sink.start()
 
     async def stop(self) -> None:
+        for remote in self._remotes:
+            await remote.aclose()
+        self._remotes.clear()
         await self.nodes.aclose()
         await self.sink.stop()
         await self.dns_server.stop()
@@ -120,7 +124,10 @@ class StandIns:
         return DnsResolver([("127.0.0.1", self.dns_server.port)], timeout=5.0)
 
     def remote(self, client_key: asyncssh.SSHKey | None = None) -> StandInRemote:
-        return StandInRemote(self.nodes, SshRemote(client_key or self.client_key))
+        """An SSH adapter routed to the node stand-ins (its connections close on ``stop``)."""
+        remote = StandInRemote(self.nodes, SshRemote(client_key or self.client_key))
+        self._remotes.append(remote)
+        return remote
 
     def dkim(self) -> DkimVerifier:
         return DkimVerifier(self.resolver())

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import asyncssh
@@ -55,6 +56,17 @@ def load_client_key(path: Path, passphrase: str | None = None) -> asyncssh.SSHKe
         ) from exc
 
 
+async def _run(
+    conn: asyncssh.SSHClientConnection, command: str, stdin: bytes | None, time_limit: float
+) -> asyncssh.SSHCompletedProcess:
+    if stdin:
+        return await conn.run(command, input=stdin, check=False, timeout=time_limit, encoding=None)
+    # stdin at end of file at once, as `ssh host cmd </dev/null`
+    return await conn.run(
+        command, stdin=asyncssh.DEVNULL, check=False, timeout=time_limit, encoding=None
+    )
+
+
 def _clip(data: bytes | str | None) -> str:
     if data is None:
         return ""
@@ -72,12 +84,76 @@ class SshRemote:
         client_key: asyncssh.SSHKey,
         *,
         connect_timeout: float = 20.0,
+        idle_seconds: float = 60.0,
     ) -> None:
         self._client_key = client_key
         self.connect_timeout = connect_timeout
+        #: a connection unused this long is closed (a daemon talks to many nodes)
+        self.idle_seconds = idle_seconds
+        self._connections: dict[
+            tuple[str, int, str, str], tuple[asyncssh.SSHClientConnection, float]
+        ] = {}
+        self._locks: dict[tuple[str, int, str, str], asyncio.Lock] = {}
 
     def __repr__(self) -> str:
         return f"SshRemote(key={self._client_key.get_fingerprint('sha256')})"
+
+    # --- connections: one per node, reused while in use, closed when idle ----------------
+
+    @staticmethod
+    def _key(target: RemoteTarget) -> tuple[str, int, str, str]:
+        pinned = target.host_key.fingerprint if target.host_key else ""
+        return target.host, target.port, target.username, pinned
+
+    async def _connection(
+        self, target: RemoteTarget, trusted: asyncssh.SSHKey, pinned: HostKey
+    ) -> asyncssh.SSHClientConnection:
+        key = self._key(target)
+        now = time.monotonic()
+        for other, (conn, used) in list(self._connections.items()):
+            if other != key and now - used > self.idle_seconds:
+                del self._connections[other]
+                conn.close()
+        cached = self._connections.get(key)
+        if cached is not None:
+            self._connections[key] = (cached[0], now)
+            return cached[0]
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._connections.get(key)
+            if cached is not None:
+                return cached[0]
+            conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    target.host,
+                    target.port,
+                    username=target.username,
+                    known_hosts=([trusted], [], []),
+                    server_host_key_algs=[pinned.algorithm],
+                    client_keys=[self._client_key],
+                    agent_path=None,
+                    password=None,
+                    kbdint_auth=False,
+                    preferred_auth="publickey",
+                    config=None,
+                ),
+                self.connect_timeout,
+            )
+            self._connections[key] = (conn, time.monotonic())
+            return conn
+
+    def _drop(self, target: RemoteTarget) -> None:
+        cached = self._connections.pop(self._key(target), None)
+        if cached is not None:
+            cached[0].close()
+
+    async def aclose(self) -> None:
+        connections = [conn for conn, _ in self._connections.values()]
+        self._connections.clear()
+        for conn in connections:
+            conn.close()
+        for conn in connections:
+            await conn.wait_closed()
 
     async def scan_host_key(self, host: str, port: int) -> HostKey:
         try:
@@ -111,35 +187,25 @@ class SshRemote:
             raise HostKeyMismatchError(f"{where}: the pinned host key is unreadable") from exc
         try:
             async with asyncio.timeout(self.connect_timeout + time_limit):
-                conn = await asyncio.wait_for(
-                    asyncssh.connect(
-                        target.host,
-                        target.port,
-                        username=target.username,
-                        known_hosts=([trusted], [], []),
-                        server_host_key_algs=[pinned.algorithm],
-                        client_keys=[self._client_key],
-                        agent_path=None,
-                        password=None,
-                        kbdint_auth=False,
-                        preferred_auth="publickey",
-                        config=None,
-                    ),
-                    self.connect_timeout,
-                )
-                async with conn:
-                    if stdin:
-                        result = await conn.run(
-                            command, input=stdin, check=False, timeout=time_limit, encoding=None
-                        )
-                    else:  # stdin at end of file at once, as `ssh host cmd </dev/null`
-                        result = await conn.run(
-                            command,
-                            stdin=asyncssh.DEVNULL,
-                            check=False,
-                            timeout=time_limit,
-                            encoding=None,
-                        )
+                reused = self._key(target) in self._connections
+                conn = await self._connection(target, trusted, pinned)
+                try:
+                    result = await _run(conn, command, stdin, time_limit)
+                except (asyncssh.ChannelOpenError, asyncssh.ConnectionLost, ConnectionError):
+                    self._drop(target)
+                    if not reused:
+                        raise
+                    # the kept connection had died (node rebooted, sshd restarted): once more
+                    # on a fresh one, which verifies the host key again
+                    conn = await self._connection(target, trusted, pinned)
+                    try:
+                        result = await _run(conn, command, stdin, time_limit)
+                    except BaseException:
+                        self._drop(target)
+                        raise
+                except BaseException:
+                    self._drop(target)
+                    raise
         except asyncssh.HostKeyNotVerifiable as exc:
             presented = await self._presented(target)
             raise HostKeyMismatchError(

@@ -321,7 +321,7 @@ class NextSteps:
 
 
 def next_changes(
-    node: LiveNode, ctx: StepContext, pipeline: Sequence[Step] = PIPELINE
+    node: LiveNode, ctx: StepContext, pipeline: Sequence[Step] | None = None
 ) -> NextSteps:
     """The pipeline changes a node needs now (pure).
 
@@ -353,7 +353,7 @@ def next_changes(
         )
     if node.status is not NodeStatus.PROVISIONING:
         return result
-    for step in pipeline:
+    for step in pipeline if pipeline is not None else pipeline_for(ctx.spec):
         if step.done(node):
             continue
         why = step.wait(node, ctx)

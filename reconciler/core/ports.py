@@ -296,6 +296,12 @@ class DnsPort(Protocol):
         """What the zone's primary serves for the RRset now (TXT values joined)."""
         ...
 
+    async def update(
+        self, replace: Sequence[RecordSet] = (), delete: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Several replacements and deletions (name, type) in one atomic update."""
+        ...
+
 
 class ResolverPort(Protocol):
     """Real DNS queries (FCrDNS, DKIM keys). An absent name or type is ``()``; a resolver

@@ -416,8 +416,10 @@ cd "$B" || exit 1
 if [ "$(cat status 2>/dev/null)" = done ]; then exit 0; fi
 mkdir lock 2>/dev/null || exit 0
 echo running > status.tmp && mv status.tmp status
+date -u +%s.%N > started_at
 timeout -k 10 {s.install_timeout} sh ./install.sh > install.log 2>&1
 rc=$?
+date -u +%s.%N > finished_at
 if [ $rc -eq 0 ]; then echo done > status.tmp; else echo "failed $rc" > status.tmp; fi
 mv status.tmp status
 rmdir lock

@@ -21,6 +21,7 @@ __all__ = [
     "status_command",
     "token_command",
     "upload_command",
+    "wait_command",
 ]
 
 _VERSION = re.compile(r"^[0-9a-f]{64}$")
@@ -36,6 +37,17 @@ def status_command(version: str) -> str:
     """Prints the bundle's status (``absent`` when it was never uploaded)."""
     d = bundle_dir(version)
     return f"if [ -d {d} ]; then cat {d}/status 2>/dev/null || echo uploaded; else echo absent; fi"
+
+
+def wait_command(version: str, seconds: int) -> str:
+    """Waits on the node (up to ``seconds``) while the bundle runs, then prints its status:
+    one SSH session per wait instead of a poll every few hundred milliseconds."""
+    d = bundle_dir(version)
+    rounds = max(1, int(seconds) * 5)
+    return (
+        f'n=0; while [ $n -lt {rounds} ] && [ "$(cat {d}/status 2>/dev/null)" = running ]; '
+        f"do sleep 0.2; n=$((n+1)); done; cat {d}/status 2>/dev/null || echo absent"
+    )
 
 
 def upload_command(version: str) -> str:

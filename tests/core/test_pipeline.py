@@ -8,10 +8,10 @@ from dataclasses import replace
 from reconciler.core.fleet import NodeStatus, ServerStatus, StepState, StepStatus
 from reconciler.core.matching import LiveNode, match
 from reconciler.core.pipeline import (
-    PIPELINE,
     StepContext,
     next_changes,
     node_change,
+    pipeline_for,
 )
 from reconciler.core.plans import Action, Change
 from tests.core.factories import NOW, make_spec, node, server, world
@@ -82,7 +82,7 @@ def test_an_unhealthy_node_is_not_put_into_rotation() -> None:
 
 
 def test_a_new_step_slots_in_between_without_touching_the_others() -> None:
-    address, rdns, rotation = PIPELINE
+    address, rdns, rotation = pipeline_for(CTX.spec)
     pipeline = (address, rdns, Dns(), rotation)
     steps = next_changes(_live(rdns_done=False), CTX, pipeline)
     assert [c.step for c in steps.changes] == ["rdns", "dns", "rotation"]
