@@ -25,6 +25,7 @@ from reconciler.core.fleet import (
     RecordedNode,
     ServerStatus,
 )
+from reconciler.core.lifecycle import hold
 from reconciler.core.matching import (
     LiveNode,
     Matcher,
@@ -666,11 +667,18 @@ class _Planner:
             if node.condemned is not None or node.victim:
                 continue
             server = node.server
+            # an operator's hold (maintenance, quarantine: core.lifecycle) comes first
+            held = hold(node, self.steps)
+            for change in held.changes:
+                out.add(change)
+            out.notes.extend(held.notes)
             # health (daemon): out of rotation at once; back when it recovers
             entering = node.brought_up and server.status is ServerStatus.ACTIVE
             sick = node.name in options.unhealthy
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
-            if sick and (node.status.in_rotation or entering or leaving):
+            if held.held:
+                pass
+            elif sick and (node.status.in_rotation or entering or leaving):
                 out.add(
                     node_change(
                         Action.PAUSE,
@@ -750,6 +758,8 @@ class _Planner:
                 elif server.status is ServerStatus.ACTIVE and differs:
                     resizes.append((node, target))
             # the per-node pipeline: each node's next steps into service (core.pipeline)
+            if held.held:
+                continue
             steps = next_changes(node, self.steps, pipeline_for(self.spec))
             for change in steps.changes:
                 out.add(change)

@@ -21,6 +21,27 @@ def _protected(ctx: ApplyContext, name: str, region: str) -> bool:
     )
 
 
+async def _unpublish(ctx: ApplyContext, name: str, ip: str | None) -> None:
+    provisioner = ctx.provisioner
+    assert provisioner is not None
+    hostname = provisioner.settings.hostname(name)
+    intent = ctx.journal.begin("unpublish", name, {"hostname": hostname, "ip": ip or "-"})
+    try:
+        async with ctx.dns_lock:
+            staying = sorted(
+                n.ip_address
+                for n in ctx.journal.nodes.values()
+                if n.ip_address and n.name != name and n.ip_address != ip
+            )
+            await provisioner.unpublish(name, hostname, staying)
+    except ProviderError as exc:
+        ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+        raise ChangeFailedError(
+            f"{name}: DNS records not removed ({error_text(exc)}); not destroyed yet"
+        ) from exc
+    ctx.journal.finish(intent, IntentStatus.DONE)
+
+
 async def destroy(ctx: ApplyContext, change: Change) -> str:
     name = change.address
     journal = ctx.journal
@@ -36,6 +57,9 @@ async def destroy(ctx: ApplyContext, change: Change) -> str:
             return "record closed (no server was ever recorded)"
         server = ctx.owned(change, service_id)
         journal.supersede("destroy", name)
+        if node is not None and ctx.provisioner is not None and node.step("dns") is not None:
+            # in reverse: the node's DNS records go (A, DKIM, its IP from SPF) before the server
+            await _unpublish(ctx, node.name, node.ip_address)
         intent = journal.begin("destroy", name, {"service_id": str(service_id)})
         message = "destroyed"
         if server is None:

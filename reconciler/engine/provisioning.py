@@ -142,9 +142,18 @@ class Provisioner:
         name = dkim_name(node, self.settings.domain)
         await self.dns.replace(RecordSet(name, "TXT", (dkim_txt(public_key),), self.ttl))
 
-    async def unpublish(self, node: str, hostname: str) -> None:
-        await self.dns.delete(hostname, "A")
-        await self.dns.delete(dkim_name(node, self.settings.domain), "TXT")
+    async def unpublish(self, node: str, hostname: str, fleet_ips: Iterable[str] = ()) -> None:
+        """Decommission: the node's A and DKIM records go, and SPF lists only ``fleet_ips``
+        (the IPs that stay), in one RFC 2136 update."""
+        wanted, stale = self.domain_records(fleet_ips)
+        await self.dns.update(
+            replace=wanted,
+            delete=[
+                (hostname, "A"),
+                (dkim_name(node, self.settings.domain), "TXT"),
+                *((name, "TXT") for name in stale),
+            ],
+        )
 
     async def publish(self, hostname: str, ip: str, fleet_ips: Iterable[str]) -> None:
         """The node's A record with the domain's SPF (every IP of ``fleet_ips`` and ``ip``)

@@ -1,0 +1,85 @@
+"""The life cycle: maintenance (recorded, survives spec changes and restarts), resume, and
+decommission in reverse (DNS records removed, the IP out of SPF, before the server goes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli.main import main
+from reconciler.core.fleet import IntentStatus, Maintenance, NodeStatus
+from tests.provisioning.harness import spec_yaml, world
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_maintenance_holds_a_node_out_until_resumed(reachable_dir: Path) -> None:
+    async with world(reachable_dir, spec_yaml("mt", {"seattle": 2})) as w:
+        await w.run()
+        name = "mt-seattle-001"
+        assert w.nodes("mt")[name].status is NodeStatus.WARMING
+        since = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+        w.store.set_maintenance("mt", name, Maintenance("kernel update", "alice", since))
+        plan, _ = await w.run()
+        assert any(c.address == name and c.status is NodeStatus.MAINTENANCE for c in plan.changes)
+        assert w.nodes("mt")[name].status is NodeStatus.MAINTENANCE
+        # a spec change and a restart (a new Reconciler reads the store) keep it out
+        w.spec_path.write_text(spec_yaml("mt", {"seattle": 2, "dallas": 1}))
+        plan, _ = await w.run()
+        note = next(n for n in plan.notes if n.startswith(name))
+        assert "in maintenance (by alice since 2026-12-01 03:00 UTC): kernel update" in note
+        assert not any(c.address == name for c in plan.changes)
+        assert w.nodes("mt")[name].status is NodeStatus.MAINTENANCE
+        assert len(w.nodes("mt")) == 3  # counted as present: not replaced
+        w.store.set_maintenance("mt", name, None)
+        plan, _ = await w.run()
+        assert any(c.address == name and "maintenance over" in c.reason for c in plan.changes)
+        assert w.nodes("mt")[name].status is NodeStatus.WARMING
+
+
+async def test_decommission_removes_dns_before_destroying(reachable_dir: Path) -> None:
+    async with world(reachable_dir, spec_yaml("dc", {"seattle": 2})) as w:
+        await w.run()
+        nodes = w.nodes("dc")
+        victim = nodes["dc-seattle-002"]
+        kept = nodes["dc-seattle-001"]
+        dns = w.stand_ins.dns_server
+        assert victim.ip_address is not None
+        assert dns.values("dc-seattle-002.mail.test", "A") == [victim.ip_address]
+        w.spec_path.write_text(spec_yaml("dc", {"seattle": 1}))
+        for _ in range(3):
+            plan, _ = await w.run()
+            if "dc-seattle-002" not in w.nodes("dc"):
+                break
+        assert "dc-seattle-002" not in w.nodes("dc")
+        assert dns.values("dc-seattle-002.mail.test", "A") == []
+        assert dns.values("dc-seattle-002._domainkey.mail.test", "TXT") == []
+        spf = dns.values("mail.test", "TXT")[0]
+        assert kept.ip_address in spf
+        assert victim.ip_address not in spf.replace(kept.ip_address, "")
+        journal = sorted(w.store.journal("dc", limit=200), key=lambda i: i.id)
+        kinds = [i.kind for i in journal if i.target == "dc-seattle-002"]
+        assert kinds.index("unpublish") < kinds.index("destroy")
+        assert all(
+            i.status is IntentStatus.DONE
+            for i in journal
+            if i.target == "dc-seattle-002" and i.kind in ("unpublish", "destroy")
+        )
+
+
+def test_node_commands_name_what_is_wrong(
+    reachable_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = reachable_dir / "fleet.yaml"
+    spec.write_text(spec_yaml("cl", {"seattle": 1}))
+    monkeypatch.setenv("RECONCILER_DATABASE_URL", f"sqlite:///{reachable_dir / 'state.db'}")
+    assert main(["node", "maintenance", "other-seattle-001", "--reason", "x", "-f", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "is not a node of fleet 'cl'" in err
+    assert "Traceback" not in err
+    assert main(["node", "maintenance", "cl-seattle-009", "--reason", "x", "-f", str(spec)]) == 1
+    assert "no recorded node 'cl-seattle-009'" in capsys.readouterr().err
+    assert main(["node", "maintenance", "cl-seattle-001", "--reason", " ", "-f", str(spec)]) == 1
+    assert "--reason is empty" in capsys.readouterr().err
