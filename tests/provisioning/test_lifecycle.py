@@ -50,7 +50,7 @@ async def test_decommission_removes_dns_before_destroying(reachable_dir: Path) -
         assert dns.values("dc-seattle-002.mail.test", "A") == [victim.ip_address]
         w.spec_path.write_text(spec_yaml("dc", {"seattle": 1}))
         for _ in range(3):
-            plan, _ = await w.run()
+            await w.run()
             if "dc-seattle-002" not in w.nodes("dc"):
                 break
         assert "dc-seattle-002" not in w.nodes("dc")
