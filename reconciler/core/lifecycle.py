@@ -12,14 +12,65 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from reconciler.core.fleet import NodeStatus
 from reconciler.core.matching import LiveNode
 from reconciler.core.pipeline import StepContext, node_change, rotation_status
 from reconciler.core.plans import Action, Change
+from specs.model import FleetSpec
 
-__all__ = ["Hold", "hold"]
+__all__ = [
+    "BREAKER_HINT",
+    "DEADLINE_REASON",
+    "Hold",
+    "breaker_open",
+    "hold",
+    "provisioning_overdue",
+]
+
+#: the destroy reason (and journal marker) of a node that missed its provisioning deadline
+DEADLINE_REASON = "provisioning deadline passed"
+BREAKER_HINT = (
+    "new nodes of this region keep failing provisioning (a broken image, port 25 blocked, "
+    "DNS refusing updates?): look at the failed steps in the journal and the plan's notes; "
+    "creation resumes when the window has no more failures than the breaker allows"
+)
+
+
+def provisioning_overdue(node: LiveNode, spec: FleetSpec, now: datetime) -> str | None:
+    """The reason to destroy and replace a node that is not verified within the deadline
+    (None when it is in time, held by an operator, or the spec has no provisioning)."""
+    settings = spec.provisioning
+    record = node.record
+    if settings is None or record is None or node.status is not NodeStatus.PROVISIONING:
+        return None
+    if record.maintenance is not None or record.quarantine or record.created_at is None:
+        return None
+    if now - record.created_at <= settings.deadline:
+        return None
+    stuck = next((s.name for s in record.steps if s.error), None) or "verification"
+    minutes = int(settings.deadline.total_seconds() // 60)
+    return f"{DEADLINE_REASON} ({minutes} min, stuck at {stuck}): replace it"
+
+
+def breaker_open(spec: FleetSpec, region: str, failures: Mapping[str, int] | None) -> str | None:
+    """A message when the region's circuit breaker is open: creation pauses (high alert)."""
+    settings = spec.provisioning
+    if settings is None or not failures:
+        return None
+    count = failures.get(region, 0)
+    breaker = settings.circuit_breaker
+    if count < breaker.failures:
+        return None
+    window = int(breaker.window.total_seconds() // 60)
+    return (
+        f"HIGH: circuit breaker open in {region}: {count} node(s) missed their provisioning "
+        f"deadline within {window} min (limit {breaker.failures}); creating nodes there "
+        "is paused"
+    )
 
 
 @dataclass(slots=True)

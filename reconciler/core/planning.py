@@ -25,7 +25,7 @@ from reconciler.core.fleet import (
     RecordedNode,
     ServerStatus,
 )
-from reconciler.core.lifecycle import hold
+from reconciler.core.lifecycle import BREAKER_HINT, breaker_open, hold, provisioning_overdue
 from reconciler.core.matching import (
     LiveNode,
     Matcher,
@@ -111,6 +111,9 @@ class PlanOptions:
     reputation_paused: Mapping[str, str] | None = None
     #: a node's first heartbeat is part of its verification (the daemon receives them)
     require_heartbeat: bool = False
+    #: per region: nodes destroyed for missing their provisioning deadline within the
+    #: circuit breaker's window (from the journal)
+    provisioning_failures: Mapping[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -126,6 +129,13 @@ class _Builder:
         self, guard: str, message: str, *, blocking: bool = False, hint: str | None = None
     ) -> None:
         self.warnings.append(GuardWarning(guard, message, blocking, hint))
+
+
+def _never_served(node: LiveNode) -> bool:
+    """A server in ERROR, or a provisioning node condemned (its deadline passed)."""
+    return node.server.status is ServerStatus.ERROR or (
+        node.status is NodeStatus.PROVISIONING and node.condemned is not None
+    )
 
 
 def desired_count(spec: FleetSpec, region: str, options: PlanOptions) -> int:
@@ -243,6 +253,8 @@ class _Planner:
                 )
             elif node.name in options.replace_unhealthy:
                 node.condemned = "unhealthy past the grace period: replace it"
+            elif (late := provisioning_overdue(node, spec, self.now)) is not None:
+                node.condemned = late
 
         # 7. per region: victims of a scale-down, and missing nodes
         by_region: dict[str, list[LiveNode]] = defaultdict(list)
@@ -547,10 +559,10 @@ class _Planner:
         )
 
         # --- mass-delete guard: judged on everything the spec wants gone, not just this run
-        removing = [n for n in victims] + [
-            n for n in condemned if n.server.status is not ServerStatus.ERROR
-        ]
-        fleet_size = sum(1 for n in nodes if n.server.status is not ServerStatus.ERROR)
+        # (a failed build, or a node that missed its provisioning deadline, never served:
+        # replacing it is not a deletion of the fleet)
+        removing = [n for n in victims] + [n for n in condemned if not _never_served(n)]
+        fleet_size = sum(1 for n in nodes if not _never_served(n))
         emptied = sorted({n.region for n in victims if desired.get(n.region, 0) == 0})
         share = len(removing) / fleet_size if fleet_size else 0.0
         over = share > disruption.mass_delete_threshold
@@ -837,6 +849,10 @@ class _Planner:
         for region in regions:
             count = missing.get(region, 0)
             if count <= 0:
+                continue
+            tripped = breaker_open(spec, region, self.options.provisioning_failures)
+            if tripped is not None:
+                self.out.warn("circuit_breaker", tripped, hint=BREAKER_HINT)
                 continue
             region_spec = spec.regions[region]
             reason = self.region_reason(region, present[region], desired[region])

@@ -60,7 +60,11 @@ async def destroy(ctx: ApplyContext, change: Change) -> str:
         if node is not None and ctx.provisioner is not None and node.step("dns") is not None:
             # in reverse: the node's DNS records go (A, DKIM, its IP from SPF) before the server
             await _unpublish(ctx, node.name, node.ip_address)
-        intent = journal.begin("destroy", name, {"service_id": str(service_id)})
+        intent = journal.begin(
+            "destroy",
+            name,
+            {"service_id": str(service_id), "region": change.region, "reason": change.reason[:120]},
+        )
         message = "destroyed"
         if server is None:
             message = "already gone"  # not in this run's list: nothing to terminate

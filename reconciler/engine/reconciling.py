@@ -21,6 +21,7 @@ from reconciler.core.errors import (
     StoreError,
     UserError,
 )
+from reconciler.core.lifecycle import DEADLINE_REASON
 from reconciler.core.planning import PlanOptions
 from reconciler.core.planning import plan as compute_plan
 from reconciler.core.plans import GuardWarning, Plan
@@ -165,9 +166,32 @@ class Reconciler:
         options = options if options is not None else PlanOptions(spec_hash=self.spec_hash)
         if not options.spec_hash:
             options = dataclasses.replace(options, spec_hash=self.spec_hash)
+        if self.spec.provisioning is not None and options.provisioning_failures is None:
+            options = dataclasses.replace(
+                options, provisioning_failures=self.provisioning_failures()
+            )
         return compute_plan(
             self.spec, snapshot.observed, snapshot.recorded, self.clock.now(), options
         )
+
+    def provisioning_failures(self) -> dict[str, int]:
+        """Per region: nodes destroyed for missing their provisioning deadline within the
+        circuit breaker's window (read from the journal)."""
+        settings = self.spec.provisioning
+        if settings is None:
+            return {}
+        since = self.clock.now() - settings.circuit_breaker.window
+        counts: dict[str, int] = {}
+        for intent in self.store.journal(self.fleet, limit=1000):
+            if (
+                intent.kind == "destroy"
+                and intent.params.get("reason", "").startswith(DEADLINE_REASON)
+                and intent.created_at is not None
+                and intent.created_at >= since
+            ):
+                region = intent.params.get("region", "")
+                counts[region] = counts.get(region, 0) + 1
+        return counts
 
     async def apply(
         self,

@@ -3,9 +3,11 @@ store, the stand-ins (DNS, nodes, sink) and the real Reconciler wired as the CLI
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -15,6 +17,7 @@ from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
 from providers.simulator.standins import StandIns
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Plan
+from reconciler.core.ports import Clock
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.provisioning import ProvisioningPorts
@@ -68,21 +71,27 @@ class World:
     def loaded(self) -> LoadedSpec:
         return load_spec([self.spec_path])
 
-    def reconciler(self, ports: ProvisioningPorts | None = None) -> Reconciler:
+    def reconciler(
+        self, ports: ProvisioningPorts | None = None, clock: Clock | None = None
+    ) -> Reconciler:
         client = HostwindsClient(self.server.api_url, DEFAULT_API_KEY, rate_limit=50.0)
         return Reconciler(
             self.loaded(),
             client,
             self.store,
-            SystemClock(),
+            clock or SystemClock(),
             poll_interval=0.05,
             provisioning=ports or self.ports,
         )
 
     async def run(
-        self, *, dry_run: bool = False, options: PlanOptions | None = None
+        self,
+        *,
+        dry_run: bool = False,
+        options: PlanOptions | None = None,
+        clock: Clock | None = None,
     ) -> tuple[Plan, ApplyReport | None]:
-        reconciler = self.reconciler()
+        reconciler = self.reconciler(clock=clock)
         try:
             return await reconciler.reconcile_once(dry_run=dry_run, options=options)
         finally:
@@ -140,6 +149,19 @@ async def world(folder: Path, spec_text: str) -> AsyncIterator[World]:
         store.close()
         await stand_ins.stop()
         await server.stop()
+
+
+class LaterClock:
+    """The system clock moved ``offset`` into the future (deadlines, windows)."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
 
 
 def with_ports(ports: ProvisioningPorts, **changes: object) -> ProvisioningPorts:

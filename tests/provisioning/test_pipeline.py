@@ -134,3 +134,39 @@ async def test_a_failing_test_mail_fails_the_verify_step(reachable_dir: Path) ->
         assert node.step_done("bootstrap")
         assert node.step("verify") is not None
         assert node.status is NodeStatus.PROVISIONING
+
+
+async def test_a_node_past_its_deadline_is_replaced_until_the_breaker_opens(
+    reachable_dir: Path,
+) -> None:
+    from datetime import timedelta
+
+    from tests.provisioning.harness import LaterClock
+
+    text = spec_yaml("dl", {"seattle": 1}, deadline="5m", step_timeout="2m")
+    text = text.replace("step_attempts: 2", "step_attempts: 1\n  circuit_breaker: {failures: 1}")
+    async with world(reachable_dir, text) as w:
+        w.stand_ins.nodes.relay = None  # test mails never arrive: verify always fails
+        w.ports = with_ports(w.ports, probe_wait=0.2)
+        await w.run()
+        (first,) = w.nodes("dl").values()
+        assert first.status is NodeStatus.PROVISIONING
+        later = LaterClock(timedelta(minutes=6))
+        plan, _ = await w.run(dry_run=True, clock=later)
+        destroy = next(c for c in plan.changes if c.action is Action.DESTROY)
+        assert destroy.address == first.name
+        assert "provisioning deadline passed (5 min, stuck at verify)" in destroy.reason
+        assert any(c.action is Action.CREATE for c in plan.changes)
+        await w.run(clock=later)
+        names = set(w.nodes("dl"))
+        assert first.name not in names
+        assert len(names) == 1  # the replacement
+        # its replacement misses its deadline too: the breaker (1 failure/h) stops creating
+        plan, _ = await w.run(dry_run=True, clock=LaterClock(timedelta(minutes=12)))
+        assert any(c.action is Action.DESTROY for c in plan.changes)
+        await w.run(clock=LaterClock(timedelta(minutes=12)))
+        plan, _ = await w.run(dry_run=True, clock=LaterClock(timedelta(minutes=12)))
+        assert not any(c.action is Action.CREATE for c in plan.changes)
+        breaker = [w_ for w_ in plan.warnings if w_.guard == "circuit_breaker"]
+        assert breaker
+        assert "circuit breaker open in seattle" in breaker[0].message
