@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
-from pathlib import Path
 
 import pytest
 
@@ -88,30 +87,6 @@ def test_shell_scripts_parse() -> None:
     for script in bundle.scripts:
         result = subprocess.run(["sh", "-n"], input=script.content, capture_output=True, text=True)
         assert result.returncode == 0, (script.path, result.stderr)
-
-
-def test_postconf_accepts_the_rendered_main_cf(tmp_path: Path) -> None:
-    postconf = _postconf()
-    bundle = render_bundle(BASE)
-    for name in ("main.cf", "master.cf"):
-        (tmp_path / name).write_text(bundle.file(f"/etc/postfix/{name}").content)
-    result = subprocess.run(
-        [postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-    assert "warning" not in result.stderr.lower(), result.stderr
-    assert "default_destination_concurrency_limit = 5" in result.stdout
-    result = subprocess.run(
-        [postconf, "-c", str(tmp_path), "-M"], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-    assert "submission inet" in result.stdout
-
-
-def _postconf() -> str:
-    from tests.provisioning.services import binary
-
-    return binary("postconf")
 
 
 def _fields(settings: BundleSettings) -> dict[str, object]:
