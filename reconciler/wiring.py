@@ -33,6 +33,7 @@ from providers.dnsbl.checking import (
 from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_from_settings
 from providers.mail.dkimcheck import DkimVerifier
 from providers.mail.sink import MailSink
+from providers.simulator.nodes import AgentStarter
 from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
 from providers.simulator.standins import StandIns
 from providers.ssh.remote import SshRemote, load_client_key
@@ -201,6 +202,7 @@ async def build_provisioning(
     *,
     environ: Mapping[str, str] = os.environ,
     state_dir: Path | None = None,
+    agent_starter: AgentStarter | None = None,
 ) -> AsyncIterator[ProvisioningPorts | None]:
     """The provisioning steps' adapters, or None when the spec has no ``provisioning:``.
 
@@ -242,6 +244,7 @@ async def build_provisioning(
             sink_address=settings.sink,
             ptr_source=ptr,
             name_of=name_of,
+            agent_starter=agent_starter,
         )
         await stand_ins.start()
         try:

@@ -162,6 +162,10 @@ def _write_stubs(folder: Path) -> None:
 # --- one node -----------------------------------------------------------------------------
 
 MailRelay = Callable[["NodeStandIn", bytes], Awaitable[None]]
+#: starts the node's agent as systemd would (given node name, daemon URL, token); returns a
+#: stop function. Supplied by the daemon's composition (the stand-ins import no agent code).
+AgentStarter = Callable[[str, str, str], Callable[[], Awaitable[None]]]
+AGENT_UNIT = "fleet-reconciler-agent"
 
 
 @dataclass
@@ -179,6 +183,8 @@ class NodeStandIn:
     ready_key: Path | None = None
     port: int = 0
     commands: list[str] = field(default_factory=list)
+    agent_starter: AgentStarter | None = None
+    _agent_stop: Callable[[], Awaitable[None]] | None = None
     _server: asyncssh.SSHAcceptor | None = None
     _procs: set[asyncio.subprocess.Process] = field(default_factory=set)
 
@@ -263,6 +269,9 @@ class NodeStandIn:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._agent_stop is not None:
+            await self._agent_stop()
+            self._agent_stop = None
         for proc in list(self._procs):
             _kill_group(proc)
         if self._server is not None:
@@ -319,6 +328,26 @@ class NodeStandIn:
             process.stderr.write(err)
             process.exit(status)
         await self._deliver_outbox()
+        self._maybe_start_agent()
+
+    def _maybe_start_agent(self) -> None:
+        """The bundle enabled and started the agent (stub systemd): run it as systemd would,
+        with the URL of its unit file and the token of its environment file."""
+        if self.agent_starter is None or self._agent_stop is not None:
+            return
+        if not (self.root / "var/lib/stub-systemd" / AGENT_UNIT).exists():
+            return
+        try:
+            unit = (self.root / f"etc/systemd/system/{AGENT_UNIT}.service").read_text()
+            env = (self.root / "etc/fleet-reconciler/agent.env").read_text()
+        except OSError:
+            return
+        url = unit.split("--url", 1)[1].split()[0] if "--url" in unit else ""
+        token = next(
+            (line.split("=", 1)[1].strip() for line in env.splitlines() if "=" in line), ""
+        )
+        if url and token:
+            self._agent_stop = self.agent_starter(self.name, url, token)
 
     async def execute(
         self,
@@ -447,8 +476,10 @@ class NodeStandIns:
         first_boot_seconds: float = 0.0,
         uid: int = UNPRIVILEGED_UID,
         ready_key: Path | None = None,
+        agent_starter: AgentStarter | None = None,
     ) -> None:
         self.ready_key = ready_key
+        self.agent_starter = agent_starter
         self.folder = folder.resolve()
         self.authorized = authorized
         self.name_of = name_of
@@ -472,6 +503,7 @@ class NodeStandIns:
                     self.relay,
                     self.uid,
                     ready_key=self.ready_key,
+                    agent_starter=self.agent_starter,
                 )
                 await node.start(first_boot_seconds=self.first_boot_seconds)
                 self.nodes[ip] = node

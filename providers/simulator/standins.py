@@ -29,7 +29,7 @@ from providers.mail.dkimcheck import DkimVerifier
 from providers.mail.sink import MailSink
 from providers.simulator.dnsserver import DnsStandIn
 from providers.simulator.mailrelay import smtp_relay
-from providers.simulator.nodes import NodeStandIns, StandInRemote
+from providers.simulator.nodes import AgentStarter, NodeStandIns, StandInRemote
 from providers.ssh.remote import SshRemote
 
 __all__ = ["StandIns", "ensure_client_key", "ensure_tsig_key"]
@@ -73,6 +73,7 @@ class StandIns:
         ptr_source: Callable[[str], str | None] | None = None,
         name_of: Callable[[str], str | None] | None = None,
         first_boot_seconds: float = 0.0,
+        agent_starter: AgentStarter | None = None,
     ) -> None:
         self.folder = folder
         self.zone = zone
@@ -98,6 +99,7 @@ class StandIns:
             name_of=name_of,
             relay=smtp_relay(route),
             first_boot_seconds=first_boot_seconds,
+            agent_starter=agent_starter,
         )
 
     async def start(self) -> None:

@@ -28,7 +28,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -69,6 +69,7 @@ from reconciler.core.scaling import (
     utilization_by,
     vertical_decisions,
 )
+from reconciler.daemon.agent import Agent, Figures
 from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.counting import CountingCloud
 from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifier
@@ -1130,6 +1131,29 @@ class Daemon:
         )
 
 
+def start_stand_in_agent(node: str, url: str, token: str) -> Callable[[], Awaitable[None]]:
+    """A simulated node's agent, as systemd would start it on a real node: the real
+    ``Agent`` (signed heartbeats to ``url``) with quiet figures, in this process."""
+    agent = Agent(node, url, token, QuietFigures(), interval=30.0)
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(agent.run(stop))
+
+    async def stopper() -> None:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+
+    return stopper
+
+
+class QuietFigures:
+    """An idle node's figures (the stand-in sends nothing)."""
+
+    def read(self) -> Figures:
+        return Figures(
+            cpu=0.02, memory=0.2, disk=0.1, queue_length=0, sent=0, bounces=0, complaints=0
+        )
+
+
 def _with_agent_url(environ: Mapping[str, str], settings: DaemonSettings) -> Mapping[str, str]:
     """Nodes post heartbeats to this daemon: its own URL unless the operator names another
     (``RECONCILER_AGENT_URL``, e.g. a public name in front of it)."""
@@ -1153,7 +1177,11 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
             async with (
                 build_cloud(loaded, environ=environ, state_dir=state_dir) as cloud,
                 build_provisioning(
-                    loaded, cloud, environ=_with_agent_url(environ, settings), state_dir=state_dir
+                    loaded,
+                    cloud,
+                    environ=_with_agent_url(environ, settings),
+                    state_dir=state_dir,
+                    agent_starter=start_stand_in_agent,
                 ) as provisioning,
             ):
                 if settings.poll_interval <= 0:

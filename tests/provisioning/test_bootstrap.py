@@ -89,3 +89,34 @@ async def test_drift_on_the_node_is_reported(stand_ins: StandIns) -> None:
     assert problem is not None
     assert "changed: /etc/postfix/main.cf" in problem
     assert "not running: opendkim" in problem
+
+
+async def test_the_stand_in_starts_the_agent_the_bundle_enabled(stand_ins: StandIns) -> None:
+    started: list[tuple[str, str, str]] = []
+    stopped: list[str] = []
+
+    def starter(node: str, url: str, token: str):  # type: ignore[no-untyped-def]
+        started.append((node, url, token))
+
+        async def stop() -> None:
+            stopped.append(node)
+
+        return stop
+
+    stand_ins.nodes.agent_starter = starter
+    ip = "198.51.100.34"
+    p = provisioner_for(stand_ins)
+    target = p.target(ip, await p.pin_host_key(ip))
+    bundle = render_bundle(
+        BundleSettings(
+            node=NODE,
+            hostname=f"{NODE}.{ZONE}",
+            domain=ZONE,
+            agent_url="http://127.0.0.1:8080",
+        )
+    )
+    assert (await p.bootstrap(target, bundle, TOKEN, deadline=_deadline())).done
+    await p.bundle_status(target, bundle)  # one more command: the stand-in looks again
+    assert started == [(ip, "http://127.0.0.1:8080", TOKEN)]
+    await stand_ins.nodes.aclose()
+    assert stopped == [ip]
