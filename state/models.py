@@ -138,6 +138,7 @@ class SendingNode(Base):
     maintenance_reason: Mapped[str | None] = mapped_column(sa.Text())
     maintenance_by: Mapped[str | None] = mapped_column(sa.String(100))
     maintenance_since: Mapped[datetime | None]
+    maintenance_ended_at: Mapped[datetime | None]
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),

@@ -799,6 +799,9 @@ class SqlStore:
             "maintenance_reason": maintenance.reason[:MAX_ERROR_TEXT] if maintenance else None,
             "maintenance_by": maintenance.by[:100] if maintenance else None,
             "maintenance_since": _maybe_aware(maintenance.since, "since") if maintenance else None,
+            "maintenance_ended_at": _maybe_aware(maintenance.ended_at, "ended_at")
+            if maintenance
+            else None,
             "updated_at": now,
         }
         return self._update_node(fleet, name, values, "recording maintenance of")
@@ -1476,7 +1479,12 @@ def _maintenance_out(node: Any) -> Maintenance | None:
     if reason is None:
         return None
     since = node.maintenance_since or datetime.fromtimestamp(0, UTC)
-    return Maintenance(str(reason), str(node.maintenance_by or "unknown"), since)
+    return Maintenance(
+        str(reason),
+        str(node.maintenance_by or "unknown"),
+        since,
+        getattr(node, "maintenance_ended_at", None),
+    )
 
 
 def _steps_in(node: RecordedNode) -> dict[str, Any] | None:

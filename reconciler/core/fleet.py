@@ -168,6 +168,13 @@ class Maintenance:
     reason: str
     by: str
     since: datetime
+    #: set by ``reconcile node resume`` (kept for the record): the next reconcile puts the
+    #: node back into rotation
+    ended_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,8 @@ def provisioning_overdue(node: LiveNode, spec: FleetSpec, now: datetime) -> str 
     record = node.record
     if settings is None or record is None or node.status is not NodeStatus.PROVISIONING:
         return None
-    if record.maintenance is not None or record.quarantine or record.created_at is None:
+    held = record.maintenance is not None and record.maintenance.active
+    if held or record.quarantine or record.created_at is None:
         return None
     if now - record.created_at <= settings.deadline:
         return None
@@ -88,7 +89,7 @@ def hold(node: LiveNode, ctx: StepContext) -> Hold:
     if record is None:
         return result
     maintenance = record.maintenance
-    if maintenance is not None:
+    if maintenance is not None and maintenance.active:
         result.held = True
         since = maintenance.since.strftime("%Y-%m-%d %H:%M UTC")
         result.notes.append(
@@ -126,7 +127,8 @@ def hold(node: LiveNode, ctx: StepContext) -> Hold:
                 )
             )
         return result
-    if node.status is NodeStatus.MAINTENANCE:
+    if node.status is NodeStatus.MAINTENANCE and maintenance is not None:
+        # ended by `reconcile node resume` (a node another rule put in maintenance stays)
         back = rotation_status(node, ctx)
         result.held = True
         result.changes.append(

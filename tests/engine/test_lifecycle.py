@@ -7,7 +7,7 @@ import asyncio
 
 from reconciler.core.errors import AuthError, GuardRefusedError, TransientError
 from reconciler.core.fleet import NodeStatus, StepStatus
-from reconciler.core.pipeline import PIPELINE
+from reconciler.core.pipeline import PIPELINE, pipeline_for
 from reconciler.engine.reconciling import RunHooks, RunRequest, RunResult
 from reconciler.engine.steps import ADDRESS, EXECUTORS
 from tests.engine.conftest import World, make_spec
@@ -86,7 +86,7 @@ def test_every_pipeline_step_is_recorded_on_the_node(world: World) -> None:
     world.converge(spec)
     for node in world.store.load_fleet("acme").nodes:
         assert node.status is NodeStatus.WARMING
-        for step in PIPELINE:
+        for step in pipeline_for(spec):
             if step.name == ADDRESS:
                 continue
             state = node.step(step.name)

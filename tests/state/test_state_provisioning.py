@@ -47,6 +47,11 @@ def test_maintenance_survives_record_rewrites(store: SqlStore, clock: FakeClock)
     (loaded,) = store.load_fleet("acme").nodes
     assert loaded.maintenance is not None
     assert loaded.maintenance.by == "alice"
+    ended = store.set_maintenance(
+        "acme", node.name, Maintenance("kernel update", "alice", since, ended_at=clock.now())
+    )
+    assert ended.maintenance is not None
+    assert not ended.maintenance.active
     cleared = store.set_maintenance("acme", node.name, None)
     assert cleared.maintenance is None
     with pytest.raises(UnknownNodeError, match="no recorded node"):

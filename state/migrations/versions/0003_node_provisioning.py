@@ -27,11 +27,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("maintenance_reason", sa.Text(), nullable=True))
         batch.add_column(sa.Column("maintenance_by", sa.String(100), nullable=True))
         batch.add_column(sa.Column("maintenance_since", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(
+            sa.Column("maintenance_ended_at", sa.DateTime(timezone=True), nullable=True)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sending_nodes") as batch:
         for column in (
+            "maintenance_ended_at",
             "maintenance_since",
             "maintenance_by",
             "maintenance_reason",
