@@ -1,8 +1,8 @@
 """Provisioning state of a node: pinned SSH host key, bundle version, quarantine, and an
 operator's maintenance (docs/provisioning.md).
 
-Revision ID: 0003_node_provisioning
-Revises: 0002_node_steps
+Revision ID: 0004_node_provisioning
+Revises: 0003_reputation
 Create Date: 2026-12-01 03:00:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_node_provisioning"
-down_revision: str | None = "0002_node_steps"
+revision: str = "0004_node_provisioning"
+down_revision: str | None = "0003_reputation"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
