@@ -106,7 +106,7 @@ def resume(name: str, files: tuple[str, ...]) -> int:
         current = next((n for n in store.load_fleet(fleet).nodes if n.name == name), None)
         if current is None:
             raise UserError(
-                f"no recorded node {name!r} in fleet {fleet!r}",
+                f"{name!r} is not a node of fleet {fleet!r} (no record of it)",
                 hint="reconcile status lists the nodes",
             )
         if current.maintenance is not None and current.maintenance.active:
