@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import signal
 import stat
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +59,14 @@ STUBS_VERSION = "1"
 
 class StandInError(UserError):
     """A node stand-in cannot run safely here (it refuses instead of running as root)."""
+
+
+def reachable(folder: Path, uid: int) -> bool:
+    try:
+        check_reachable(folder, uid)
+    except StandInError:
+        return False
+    return True
 
 
 def check_reachable(folder: Path, uid: int) -> None:
@@ -481,6 +491,17 @@ class NodeStandIns:
         self.ready_key = ready_key
         self.agent_starter = agent_starter
         self.folder = folder.resolve()
+        #: where the node folders really are: ``folder``, or (when this process is root and
+        #: the unprivileged user cannot reach ``folder``, e.g. under /root or a 0700 temporary
+        #: folder) a folder of ours under the system's temporary folder, linked from ``folder``
+        self.run_folder = self.folder
+        if os.geteuid() == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not reachable(self.folder, uid):
+                digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:16]
+                self.run_folder = Path(tempfile.gettempdir()) / f"fleet-reconciler-nodes-{digest}"
+                self.run_folder.mkdir(mode=0o711, exist_ok=True)
+                self.run_folder.chmod(0o711)
         self.authorized = authorized
         self.name_of = name_of
         self.relay = relay
@@ -495,10 +516,16 @@ class NodeStandIns:
             node = self.nodes.get(ip)
             if node is None:
                 name = (self.name_of(ip) if self.name_of else None) or ip
+                home = self.run_folder / name
+                if self.run_folder != self.folder:
+                    link = self.folder / name
+                    home.mkdir(exist_ok=True)
+                    if not link.is_symlink() and not link.exists():
+                        link.symlink_to(home, target_is_directory=True)
                 node = NodeStandIn(
                     name,
                     ip,
-                    self.folder / name,
+                    home,
                     list(self.authorized),
                     self.relay,
                     self.uid,
