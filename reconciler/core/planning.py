@@ -680,15 +680,15 @@ class _Planner:
                 continue
             server = node.server
             # an operator's hold (maintenance, quarantine: core.lifecycle) comes first
-            held = hold(node, self.steps)
-            for change in held.changes:
+            operator = hold(node, self.steps)
+            for change in operator.changes:
                 out.add(change)
-            out.notes.extend(held.notes)
+            out.notes.extend(operator.notes)
             # health (daemon): out of rotation at once; back when it recovers
             entering = node.brought_up and server.status is ServerStatus.ACTIVE
             sick = node.name in options.unhealthy
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
-            if held.held:
+            if operator.held:
                 pass
             elif sick and (node.status.in_rotation or entering or leaving):
                 out.add(
@@ -722,7 +722,7 @@ class _Planner:
                     )
                 )
             held = options.reputation_paused
-            if held is not None and not sick and not leaving:
+            if held is not None and not sick and not leaving and not operator.held:
                 why_paused = held.get(node.name)
                 if why_paused is not None and (node.status.in_rotation or entering):
                     out.add(
@@ -770,7 +770,7 @@ class _Planner:
                 elif server.status is ServerStatus.ACTIVE and differs:
                     resizes.append((node, target))
             # the per-node pipeline: each node's next steps into service (core.pipeline)
-            if held.held:
+            if operator.held:
                 continue
             steps = next_changes(node, self.steps, pipeline_for(self.spec))
             for change in steps.changes:
