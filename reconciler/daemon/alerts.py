@@ -18,6 +18,22 @@ from reconciler.daemon.metrics import DaemonMetrics
 
 log = logging.getLogger("reconciler.daemon.alerts")
 
+#: the kinds of condition ``core.health.alert_conditions`` raises (key prefix -> severity);
+#: each has a Prometheus alert rule in examples/monitoring/prometheus-rules.yaml (a test
+#: checks it), and a kind not listed here still reaches the catch-all rule
+KNOWN_KINDS: dict[str, str] = {
+    "down": Severity.HIGH.label,
+    "bounce": Severity.MEDIUM.label,
+    "cpu": Severity.LOW.label,
+}
+
+
+def alert_kind(key: str) -> str:
+    """The kind of an alert key (``down:acme-dallas-001`` -> ``down``); bounded label values."""
+    kind = key.partition(":")[0]
+    return kind if kind.isidentifier() and len(kind) <= 32 else "other"
+
+
 _LEVELS = {
     Severity.HIGH: logging.ERROR,
     Severity.MEDIUM: logging.WARNING,
@@ -44,6 +60,9 @@ class Alerter:
         self._active: dict[str, AlertCondition] = {}
         self._cleared_at: dict[str, datetime] = {}
         self.sent: list[dict[str, object]] = []  # last webhook payloads (bounded), for status
+        self._kinds_seen: set[tuple[str, str]] = set(KNOWN_KINDS.items())
+        for kind, severity_label in KNOWN_KINDS.items():
+            metrics.alert_conditions.labels(kind, severity_label).set(0)
 
     def configure(self, webhook: str | None, dedupe_window: timedelta) -> None:
         self._webhook = webhook
@@ -80,6 +99,16 @@ class Alerter:
             self._metrics.alerts_active.labels(severity.label).set(
                 sum(1 for c in self._active.values() if c.severity is severity)
             )
+        # per kind: every kind ever seen stays exported (at 0 once it clears) so that
+        # Prometheus sees a condition end instead of a series vanishing; the known kinds are
+        # exported from the start so the alert rules always have a series to read
+        kinds: dict[tuple[str, str], int] = dict.fromkeys(self._kinds_seen, 0)
+        for condition in self._active.values():
+            pair = (alert_kind(condition.key), condition.severity.label)
+            kinds[pair] = kinds.get(pair, 0) + 1
+        self._kinds_seen.update(kinds)
+        for (kind, severity_label), count in kinds.items():
+            self._metrics.alert_conditions.labels(kind, severity_label).set(count)
         return announced
 
     async def _announce(self, condition: AlertCondition, state: str, now: datetime) -> None:

@@ -135,6 +135,13 @@ class DaemonMetrics:
             ["severity"],
             registry=r,
         )
+        self.alert_conditions = Gauge(
+            "reconciler_alert_conditions",
+            "Alert conditions currently holding, by kind (the part of the alert key before "
+            "':', e.g. down, bounce, cpu) and severity: what the Prometheus alert rules read",
+            ["kind", "severity"],
+            registry=r,
+        )
         self.is_leader = Gauge(
             "reconciler_leader", "1 when this process holds leadership", registry=r
         )
