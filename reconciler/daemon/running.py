@@ -4,7 +4,8 @@ Jobs run on an APScheduler ``AsyncIOScheduler``, each with ``max_instances=1`` a
 ``coalesce=True`` so a slow job never piles up behind itself:
 
 - ``leadership`` (every second): take leadership when free, check it while held;
-- ``spec-watch`` (every 2 s): reload the spec when a file's mtime/size changes, then reconcile;
+- ``spec-watch`` (every 2 s): reload the spec when a spec file is added, changed or removed
+  (``sources.FolderSource``), then reconcile;
 - ``sweep`` (a third of the heartbeat interval): reload the recorded fleet and recent beats,
   grade health, count missed beats, raise alerts, refresh metrics and the fleet view; ask for a
   reconcile when a node goes unhealthy, is due for replacement or comes back;
@@ -32,7 +33,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -44,7 +44,6 @@ from reconciler.core.errors import (
     LeadershipLostError,
     ProviderError,
     ReconcilerError,
-    SpecError,
     StoreError,
 )
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet
@@ -78,6 +77,7 @@ from reconciler.daemon.leadership import LeaderGuard
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.reputation import BlocklistChecker, ReputationJob, rotation_document
 from reconciler.daemon.rotation import Complaint, create_handlers, platform_token
+from reconciler.daemon.sources import FolderSource, Rejected, SpecSource
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
@@ -137,18 +137,6 @@ def release_memory() -> None:
     if _LIBC is not None:
         with contextlib.suppress(AttributeError, OSError):
             _LIBC.malloc_trim(0)
-
-
-def _fingerprint(paths: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
-    result: list[tuple[str, int, int]] = []
-    for path in paths:
-        try:
-            stat = path.stat()
-        except OSError:
-            result.append((str(path), -1, -1))
-            continue
-        result.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(result)
 
 
 class _ApplyProgress:
@@ -239,6 +227,7 @@ class Daemon:
         reputation: ReputationStorePort | None = None,
         checker_factory: Callable[[FleetSpec], BlocklistChecker | None] | None = None,
         provisioning: ProvisioningPorts | None = None,
+        source: SpecSource | None = None,
     ) -> None:
         self.settings = settings
         #: the provisioning steps' adapters (None: the spec's pipeline stops after rDNS)
@@ -263,7 +252,10 @@ class Daemon:
         self.batcher = HeartbeatBatcher(store, loaded.spec.name, on_written=self._beats_written)
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
-        self._spec_print = _fingerprint(list(loaded.sources))
+        #: where the spec comes from: the -f paths (new, changed and removed files are seen)
+        self.source: SpecSource = source or FolderSource(
+            settings.paths, loader=loader, loaded=loaded
+        )
         # state between jobs
         self.recorded = RecordedFleet(fleet=loaded.spec.name)
         self.recent: dict[str, list[NodeMetrics]] = {}
@@ -677,27 +669,28 @@ class Daemon:
         await self.guard.tick()
 
     async def _job_spec_watch(self) -> None:
-        paths = list(self.loaded.sources)
-        current = _fingerprint(paths)
-        if current == self._spec_print:
+        candidate = await asyncio.to_thread(self.source.poll)
+        if candidate is None:
             return
-        self._spec_print = current
-        try:
-            loaded = await asyncio.to_thread(self._loader, list(self.settings.paths))
-        except SpecError as exc:
+        now = self.clock.now()
+        if isinstance(candidate, Rejected):
+            self.source.mark_failed(candidate.revision, candidate.error, now)
             log.error(
-                f"spec change refused, keeping the previous spec: {exc.message}",
-                extra={"event": "spec.invalid", "problems": len(exc.problems)},
+                f"spec change refused, keeping the previous spec: {candidate.error}",
+                extra={"event": "spec.invalid", "revision": candidate.revision},
             )
+            return
+        loaded = candidate.loaded
+        if loaded.spec.name != self.fleet:
+            message = (
+                f"spec change refused: the fleet name changed ({self.fleet} -> "
+                f"{loaded.spec.name}); restart the daemon for another fleet"
+            )
+            self.source.mark_failed(candidate.revision, message, now)
+            log.error(message, extra={"event": "spec.invalid"})
             return
         if loaded.spec_hash == self.loaded.spec_hash:
-            return
-        if loaded.spec.name != self.fleet:
-            log.error(
-                f"spec change refused: the fleet name changed ({self.fleet} -> "
-                f"{loaded.spec.name}); restart the daemon for another fleet",
-                extra={"event": "spec.invalid"},
-            )
+            self.source.mark_applied(candidate.revision, now)
             return
         if loaded.spec.provider != self.spec.provider:
             log.warning(
@@ -706,7 +699,7 @@ class Daemon:
             )
         old = self.spec
         self.loaded = loaded
-        self._spec_print = _fingerprint(list(loaded.sources))
+        self.source.mark_applied(candidate.revision, now)
         self.alerter.configure(loaded.spec.alerts.webhook, loaded.spec.alerts.dedupe_window)
         self._reschedule(old, loaded.spec)
         log.info(
