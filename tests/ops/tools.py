@@ -68,7 +68,10 @@ def require_tool(name: str, *, binary: str | None = None) -> Tool:
             f"{name} not found (FLEET_{name.upper().replace('-', '_')}, .cache/services.env "
             "or PATH): run .ci/services"
         )
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        # in CI the tool is required once the repository has the script that installs it
+        # (.ci/services, unpacking Debian packages); hadolint comes with the dev extras
+        installer = (ROOT / ".ci" / "services").exists() or name == "hadolint"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes") and installer:
             pytest.fail(message + " (required in CI)")
         pytest.skip(message)
     return tool
