@@ -40,6 +40,7 @@ __all__ = [
     "LoadedSpec",
     "SpecError",
     "SpecProblem",
+    "canonical_document",
     "load_spec",
     "load_spec_text",
     "spec_hash",
@@ -100,6 +101,13 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     return value
+
+
+def canonical_document(spec: FleetSpec) -> dict[str, Any]:
+    """The spec as plain JSON values (defaults included, amounts normalized, durations as
+    written: ``30s``): what ``spec_hash`` hashes and ``reconcile diff`` compares."""
+    document: dict[str, Any] = _canonical(spec.model_dump(mode="python"))
+    return document
 
 
 def spec_hash(spec: FleetSpec) -> str:

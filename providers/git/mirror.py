@@ -164,8 +164,12 @@ class GitMirror:
         allowed_signers: Path | None = None,
         timeout: float = 120.0,
         git: str = "git",
+        git_dir: Path | None = None,
     ) -> None:
         self.url = check_url(url)
+        #: the bare repository; ``git_dir`` reads an existing repository instead (read-only
+        #: use: ``resolve``, ``export``, ``commit_info``), e.g. the working copy's ``.git``
+        self.git_dir = git_dir if git_dir is not None else mirror_dir / "repo.git"
         self.branch = check_branch(branch)
         self.mirror_dir = mirror_dir
         self.credentials = credentials or Credentials()
@@ -234,7 +238,7 @@ class GitMirror:
         env = self._environ()
         if extra_env:
             env.update(extra_env)
-        command = [self._git, "--git-dir", str(self.mirror_dir / "repo.git"), *args]
+        command = [self._git, "--git-dir", str(self.git_dir), *args]
         try:
             process = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
                 command,
@@ -271,7 +275,7 @@ class GitMirror:
     # --- the mirror --------------------------------------------------------------------------
 
     def ensure(self) -> None:
-        repo = self.mirror_dir / "repo.git"
+        repo = self.git_dir
         (self.mirror_dir / "home").mkdir(parents=True, exist_ok=True, mode=0o700)
         if (repo / "HEAD").exists():
             return
@@ -301,6 +305,8 @@ class GitMirror:
         return self.resolve(FOLLOWED_REF)
 
     def resolve(self, ref: str) -> str:
+        if ref.startswith("-") or any(c.isspace() or ord(c) < 32 for c in ref) or not ref:
+            raise GitSourceError(f"{ref!r} is not a git revision")
         result = self._run(
             ["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
             doing="rev-parse",

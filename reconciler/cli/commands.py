@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from reconciler.cli import (
+    auditing,
     blocklisting,
     costing,
     daemonizing,
     database,
+    diffing,
     nodes,
     reconciling,
     simulating,
@@ -41,5 +43,7 @@ cli.add_command(costing.costs)
 cli.add_command(blocklisting.blocklists)
 cli.add_command(nodes.node)
 cli.add_command(nodes.platform_token_command)
+cli.add_command(diffing.diff)
+cli.add_command(auditing.history)
 for command in daemonizing.COMMANDS:
     cli.add_command(command)

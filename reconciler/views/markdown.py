@@ -8,6 +8,7 @@ many changes as fit, then "... and N more changes not shown".
 from __future__ import annotations
 
 from reconciler.core.plans import Action, Change, GuardWarning, Plan
+from reconciler.core.specdiff import SpecChange, render_value
 from reconciler.views.human import (
     change_details,
     constant_label,
@@ -141,3 +142,29 @@ def _fit(text: str, limit: int) -> str:
     if limit <= len(marker):
         return text[:limit]
     return text[: limit - len(marker)] + marker
+
+
+_SPEC_DIFF_ROWS = 200
+_MARKERS = {"added": "+", "removed": "-", "changed": "~"}
+
+
+def render_spec_diff(
+    changes: list[SpecChange], old: str, new: str, *, max_rows: int = _SPEC_DIFF_ROWS
+) -> str:
+    """What a pull request changes in the desired state, as a Markdown table (bounded)."""
+    count = len(changes)
+    head = f"### Desired state: {count} {'change' if count == 1 else 'changes'}"
+    lines = [head, "", f"`{_cell(old, 120)}` → `{_cell(new, 120)}`", ""]
+    if not changes:
+        lines.append("No change in the desired state.")
+        return "\n".join(lines) + "\n"
+    lines += ["| | field | before | after |", "|---|---|---|---|"]
+    for change in changes[:max_rows]:
+        before = "" if change.kind == "added" else f"`{_cell(render_value(change.old), 150)}`"
+        after = "" if change.kind == "removed" else f"`{_cell(render_value(change.new), 150)}`"
+        lines.append(
+            f"| `{_MARKERS[change.kind]}` | `{_cell(change.path, 120)}` | {before} | {after} |"
+        )
+    if count > max_rows:
+        lines += ["", f"... and {count - max_rows} more changes not shown"]
+    return "\n".join(lines) + "\n"
