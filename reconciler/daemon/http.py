@@ -6,6 +6,7 @@
 - ``POST /v1/heartbeats``: a signed heartbeat (see ``heartbeats``); 202 when accepted.
 - ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``).
 - ``GET /v1/rotation``, ``POST /v1/complaints``: the sending platform's (``rotation``).
+- ``GET /status``: the status page (HTML, read-only; see ``statuspage``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -37,6 +38,7 @@ from reconciler.daemon.heartbeats import (
     utc_from_timestamp,
 )
 from reconciler.daemon.metrics import CONTENT_TYPE, DaemonMetrics
+from reconciler.daemon.statuspage import CSP as STATUS_CSP
 
 log = logging.getLogger("reconciler.daemon.http")
 
@@ -50,6 +52,10 @@ class DaemonState(Protocol):
     async def store_reachable(self) -> bool: ...
 
     def fleet_document(self) -> dict[str, Any]: ...
+
+    def status_page(
+        self, authorization: str | None, query_token: str | None
+    ) -> tuple[int, str]: ...
 
 
 def create_app(
@@ -81,6 +87,25 @@ def create_app(
         # built off the event loop: a 10,000-node view must not stall heartbeat ingestion
         return JSONResponse(await asyncio.to_thread(state.fleet_document))
 
+    async def status(request: Request) -> Response:
+        # rendered off the event loop: 10,000 rows must not stall heartbeat ingestion
+        code, body = await asyncio.to_thread(
+            state.status_page,
+            request.headers.get("authorization"),
+            request.query_params.get("token"),
+        )
+        headers = {
+            "Content-Security-Policy": STATUS_CSP,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        if code == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="fleet-reconciler status"'
+        if code != 200:
+            return Response(body + "\n", status_code=code, media_type="text/plain", headers=headers)
+        return HTMLResponse(body, headers=headers)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if lifespan_batcher:
@@ -99,6 +124,7 @@ def create_app(
             Route(HEARTBEATS_PATH, HeartbeatEndpoint(metrics, verifier, batcher, wall_clock)),
             Route("/v1/fleet", fleet, methods=["GET"]),
             *extra_routes,
+            Route("/status", status, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

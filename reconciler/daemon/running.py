@@ -38,6 +38,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import Route
 
+from reconciler import package_version
 from reconciler.core.costs import CostResolver, cents
 from reconciler.core.errors import (
     GuardRefusedError,
@@ -79,6 +80,8 @@ from reconciler.daemon.reputation import BlocklistChecker, ReputationJob, rotati
 from reconciler.daemon.rotation import Complaint, create_handlers, platform_token
 from reconciler.daemon.sources import FolderSource, Rejected, SpecSource
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
+from reconciler.daemon.statuspage import EventLog, StatusTokens, authorize, presented_token
+from reconciler.daemon.statuspage import render as render_status
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.observing import Snapshot
@@ -119,6 +122,8 @@ class DaemonSettings:
     poll_interval: float = 0.0
     #: seconds between reputation assessments (rates every time; blocklists when due)
     reputation_poll: float = 30.0
+    #: who may read GET /status (and see costs there); see daemon/statuspage.py
+    status_tokens: StatusTokens = field(default_factory=StatusTokens)
 
 
 def _load_libc() -> Any:
@@ -284,6 +289,10 @@ class Daemon:
         self._health_conditions: tuple[AlertCondition, ...] = ()
         self._platform_token = platform_token(master.raw, loaded.spec.name)
         self._count_tasks: set[asyncio.Task[Any]] = set()
+        #: (when it ended, outcome) of the last reconcile, for the status page
+        self.last_reconcile: tuple[datetime, str] | None = None
+        #: recent events (log records with an ``event``) for the status page
+        self.events = EventLog()
 
     # --- what HTTP reads -----------------------------------------------------------------
 
@@ -370,6 +379,51 @@ class Daemon:
                 for name, a in sorted(view.nodes.items())
             },
         }
+    def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
+        """``GET /status``: (HTTP status, HTML or a one-line refusal)."""
+        host = self.settings.listen[0] if self.settings.listen else "127.0.0.1"
+        verdict = authorize(
+            host, self.settings.status_tokens, presented_token(authorization, query_token)
+        )
+        if verdict.status != 200:
+            return verdict.status, verdict.reason
+        now = self.clock.now()
+        stale = None
+        if not self._store_ok:
+            stale = "the state database is unreachable; figures are from the last good sweep"
+        elif self._view_at is None:
+            stale = "no health sweep yet since the daemon started"
+        else:
+            age = (now - self._view_at).total_seconds()
+            if age > 3 * self._sweep_seconds(self.spec) + 5:
+                stale = f"the last health sweep was {age:.0f}s ago"
+        waiting = []
+        plan = self.last_plan
+        if plan is not None:
+            waiting += [
+                f"plan refused by the {w.guard} guard: {w.message}"
+                for w in plan.warnings
+                if w.blocking
+            ]
+            if not plan.is_empty and self.last_reconcile and self.last_reconcile[1] != "ok":
+                waiting.append(
+                    f"{len(plan.changes)} planned change(s); last reconcile: "
+                    f"{self.last_reconcile[1]}"
+                )
+        return 200, render_status(
+            spec=self.spec,
+            fleet_document=self.fleet_document(),
+            now=now,
+            show_costs=verdict.show_costs,
+            leader=self.is_leader,
+            epoch=self.guard.epoch,
+            last_reconcile=self.last_reconcile,
+            source=self.source.status().to_json(),
+            stale=stale,
+            events=self.events.recent(),
+            waiting=waiting,
+            version=package_version(),
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -381,6 +435,7 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop, sig.name)
         server = None
         serving: asyncio.Task[None] | None = None
+        self.events.attach()
         try:
             await self._refresh(initial=True)
             # health and the autoscaler's counts are known before the first reconcile
@@ -457,6 +512,7 @@ class Daemon:
             await self.batcher.aclose()
         await self.alerter.aclose()
         log.info("daemon stopped", extra={"event": "daemon.stopped"})
+        self.events.detach()
 
     def _start_scheduler(self) -> None:
         spec = self.spec
@@ -1036,6 +1092,7 @@ class Daemon:
             log.exception("reconcile failed unexpectedly", extra={"event": "reconcile.bug"})
         finally:
             self.reconcile_count += 1
+            self.last_reconcile = (self.clock.now(), outcome)
             release_memory()
             self.metrics.reconciles.labels(outcome).inc()
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
@@ -1183,6 +1240,10 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
                     )
                 if provisioning is not None and provisioning.agent_url:
                     provisioning = dataclasses.replace(provisioning, require_heartbeat=True)
+                if settings.status_tokens == StatusTokens():
+                    settings = dataclasses.replace(
+                        settings, status_tokens=StatusTokens.from_env(environ)
+                    )
                 daemon = Daemon(
                     settings,
                     loaded,

@@ -126,6 +126,9 @@ class NodeRow:
     missed_beats: int
     unhealthy: bool
     queue_length: int | None
+    #: bounces / sent and complaints / sent over the recent beats (None: nothing sent)
+    bounce_rate: float | None = None
+    complaint_rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +180,8 @@ class FleetView:
                     "missed_beats": n.missed_beats,
                     "unhealthy": n.unhealthy,
                     "queue_length": n.queue_length,
+                    "bounce_rate": _round(n.bounce_rate, 4),
+                    "complaint_rate": _round(n.complaint_rate, 5),
                 }
                 for n in self.nodes
             ],
@@ -233,6 +238,7 @@ def build_view(
             grade = Grade.CRITICAL
             reasons = (f"{live.missed} heartbeats missed", *reasons)
         latest = max(beats, key=lambda b: b.at) if beats else None
+        sent = sum(b.sent for b in beats)
         rows.append(
             NodeRow(
                 name=node.name,
@@ -257,6 +263,8 @@ def build_view(
                 missed_beats=live.missed if live is not None else 0,
                 unhealthy=node.name in health.unhealthy,
                 queue_length=latest.queue_length if latest is not None else None,
+                bounce_rate=sum(b.bounces for b in beats) / sent if sent > 0 else None,
+                complaint_rate=sum(b.complaints for b in beats) / sent if sent > 0 else None,
             )
         )
     rows.sort(key=lambda r: (r.region, r.name))
