@@ -31,16 +31,24 @@ _files = click.option(
 _log_format = click.option(
     "--log-format",
     type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Log lines as text or as JSON objects (one per line).",
+    default=None,
+    help="Log lines as text or as JSON objects (one per line). [default: text]",
 )
 _log_level = click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
+    default=None,
+    help="[default: info] debug also shows each Hostwinds request and answer, redacted.",
 )
+
+
+def _logging(log_format: str | None, log_level: str | None) -> tuple[str, str]:
+    """This command's --log-format/--log-level, else the root command's, else text/info."""
+    root_level, root_format = (None, None)
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        root_level, root_format = context.meta.get("reconciler.log", (None, None))
+    return (log_format or root_format or "text"), (log_level or root_level or "info").upper()
 
 
 def _paths(files: tuple[str, ...]) -> tuple[str, ...]:
@@ -88,8 +96,8 @@ def _seconds(value: str, option: str) -> float:
 def daemon(
     files: tuple[str, ...],
     listen: str,
-    log_format: str,
-    log_level: str,
+    log_format: str | None,
+    log_level: str | None,
     dry_run: bool,
     allow_mass_destroy: bool,
     shutdown_grace: str,
@@ -104,7 +112,8 @@ def daemon(
 
     environ = dict(os.environ)
     master_value = environ.get(MASTER_SECRET_ENV, "")
-    configure_logging(log_format, log_level.upper(), secrets=[master_value] if master_value else [])
+    fmt, level = _logging(log_format, log_level)
+    configure_logging(fmt, level, secrets=[master_value] if master_value else [])
     MasterSecret.from_env(environ)  # fail early and clearly
     host, port = parse_listen(listen)
     settings = DaemonSettings(
@@ -197,6 +206,7 @@ def _fetch_fleet(url: str) -> dict[str, object]:
 @click.option("--postqueue", default="postqueue", show_default=True, help="postqueue binary.")
 @click.option("--once", is_flag=True, help="Post one heartbeat and exit (0 if accepted).")
 @_log_format
+@_log_level
 def agent(
     node: str,
     url: str,
@@ -205,7 +215,8 @@ def agent(
     mail_log: Path,
     postqueue: str,
     once: bool,
-    log_format: str,
+    log_format: str | None,
+    log_level: str | None,
 ) -> int:
     """Run on a node: post a signed heartbeat (queue, CPU, memory, disk, mail sent) to the
     daemon every interval; keeps going when the daemon is unreachable."""
@@ -213,7 +224,8 @@ def agent(
     from reconciler.daemon.formatting import configure_logging
 
     secret = os.environ.get(secret_env, "")
-    configure_logging(log_format, "INFO", secrets=[secret] if secret else [])
+    fmt, level = _logging(log_format, log_level)
+    configure_logging(fmt, level, secrets=[secret] if secret else [])
     if not secret:
         raise UserError(
             f"this node's token is not set: environment variable {secret_env} is empty",

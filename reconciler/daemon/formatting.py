@@ -19,6 +19,8 @@ _STANDARD = frozenset(
 ) | {"message", "asctime", "taskName"}
 
 REDACTED = "<redacted>"
+_HANDLER_NAME = "fleet-reconciler"
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         document: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "ts": timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -40,9 +42,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(document, default=str, ensure_ascii=False)
 
 
+def timestamp(created: float) -> str:
+    """ISO 8601 in UTC with its offset and milliseconds: 2026-05-01T12:00:00.123+00:00."""
+    return datetime.fromtimestamp(created, tz=UTC).isoformat(timespec="milliseconds")
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        ts = timestamp(record.created)
         line = f"{ts} {record.levelname.lower():<7} {record.getMessage()}"
         extras = _extras(record)
         extras.pop("event", None)
@@ -93,12 +100,19 @@ def configure_logging(
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        # replace our own handler (configured again: another command in the same process);
+        # leave others' (a test harness's) in place
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    logging.getLogger("reconciler").setLevel(level)
+    # ours: the controller, the adapters (debug shows each Hostwinds request and answer,
+    # redacted) and the store
+    for name in ("reconciler", "providers", "state"):
+        logging.getLogger(name).setLevel(level)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -1,0 +1,143 @@
+"""The commands operators reach for: --version, shell completion, --log-level/--log-format on
+every command (debug shows the provider's requests, redacted; timestamps carry their zone)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler import package_version
+from reconciler.cli.main import main
+from reconciler.daemon.formatting import JsonFormatter, TextFormatter, configure_logging
+
+BIN = Path(sys.executable).parent
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"reconcile, version {package_version()}"
+    assert re.match(r"\d+\.\d+", package_version())
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts(shell: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    assert "_RECONCILE_COMPLETE" in script
+    assert ("complete " if shell == "fish" else "reconcile") in script
+
+
+def test_bash_completion_completes_commands_and_options(tmp_path: Path) -> None:
+    script = tmp_path / "reconcile.bash"
+    script.write_text(
+        subprocess.run(
+            [str(BIN / "reconcile"), "completion", "bash"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    probe = (
+        f"source {script}; "
+        "COMP_WORDS=(reconcile hist); COMP_CWORD=1; COMPREPLY=(); _reconcile_completion reconcile; "
+        'echo "${COMPREPLY[@]}"; '
+        "COMP_WORDS=(reconcile history --out); COMP_CWORD=2; COMPREPLY=(); _reconcile_completion reconcile; "
+        'echo "${COMPREPLY[@]}"; '
+        "COMP_WORDS=(reconcile completion ''); COMP_CWORD=2; COMPREPLY=(); _reconcile_completion reconcile; "
+        'echo "${COMPREPLY[@]}"'
+    )
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["bash", "-c", probe], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "history"
+    assert lines[1] == "--output"
+    assert set(lines[2].split()) == {"bash", "zsh", "fish"}
+
+
+def test_debug_logs_show_the_providers_requests_redacted(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "HOSTWINDS_"))}
+    env["RECONCILER_STATE_DIR"] = str(tmp_path / "state")
+    env["RECONCILER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'state.db'}"
+    result = subprocess.run(
+        [str(BIN / "reconcile"), "--log-level", "debug", "--dry-run", "-f", str(QUICKSTART)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    requests = [line for line in result.stderr.splitlines() if "get_instances request" in line]
+    assert requests
+    assert '"API": "***"' in requests[0]
+    # every log line starts with an ISO 8601 UTC time with its offset
+    for line in result.stderr.splitlines():
+        if line.startswith("20"):
+            assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00 ", line), line
+    quiet = subprocess.run(
+        [str(BIN / "reconcile"), "--dry-run", "-f", str(QUICKSTART)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "get_instances request" not in quiet.stderr
+
+
+def test_json_logs_and_formats_carry_the_zone() -> None:
+    record = logging.LogRecord("reconciler.x", logging.INFO, "x", 1, "hello %s", ("world",), None)
+    record.event = "test.event"
+    document = json.loads(JsonFormatter().format(record))
+    assert document["msg"] == "hello world"
+    assert document["event"] == "test.event"
+    assert document["ts"].endswith("+00:00")
+    assert "+00:00 info" in TextFormatter().format(record)
+
+
+def test_configure_logging_keeps_other_handlers_and_replaces_its_own() -> None:
+    root = logging.getLogger()
+    foreign = logging.NullHandler()
+    root.addHandler(foreign)
+    try:
+        configure_logging("text", "INFO")
+        configure_logging("json", "DEBUG")
+        ours = [h for h in root.handlers if h.get_name() == "fleet-reconciler"]
+        assert len(ours) == 1
+        assert isinstance(ours[0].formatter, JsonFormatter)
+        assert foreign in root.handlers
+        assert logging.getLogger("providers").level == logging.DEBUG
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "fleet-reconciler"]:
+            root.removeHandler(handler)
+        root.removeHandler(foreign)
+        for name in ("reconciler", "providers", "state"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_every_command_accepts_the_root_log_options(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        assert (
+            main(["--log-level", "info", "--log-format", "json", "validate", str(QUICKSTART)]) == 0
+        )
+        assert "valid" in capsys.readouterr().out
+        assert main(["--log-level", "nonsense", "validate", str(QUICKSTART)]) == 2
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if h.get_name() == "fleet-reconciler"]:
+            root.removeHandler(handler)
+        for name in ("reconciler", "providers", "state"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
