@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -141,9 +142,11 @@ def daemon(
     default="text",
     show_default=True,
 )
-def status(files: tuple[str, ...], url: str | None, output: str) -> int:
+@click.option("--no-color", is_flag=True, help="Plain text table (also with TERM=dumb, NO_COLOR).")
+def status(files: tuple[str, ...], url: str | None, output: str, no_color: bool) -> int:
     """Show the fleet: per node region, status, IP, plan, warmup day and today's limit,
-    utilization, last heartbeat, monthly cost and health; per region and pool the totals."""
+    utilization, last heartbeat, monthly cost and health; per region and pool the totals.
+    Tables on a terminal; plain text in pipes, with TERM=dumb or NO_COLOR."""
     from reconciler.daemon.statusing import build_view, figures_horizon, render_text
 
     if url:
@@ -163,6 +166,14 @@ def status(files: tuple[str, ...], url: str | None, output: str) -> int:
         document = build_view(loaded.spec, recorded, recent, now).to_json()
     if output == "json":
         click.echo(json.dumps(document, indent=2, sort_keys=True))
+        return 0
+    from reconciler.views.tables import render_rich, wants_rich
+
+    stream = sys.stdout
+    if wants_rich(stream, color=not no_color):
+        from rich.console import Console
+
+        render_rich(document, Console(file=stream))
     else:
         click.echo(render_text(document))
     return 0

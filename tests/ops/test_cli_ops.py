@@ -50,9 +50,11 @@ def test_bash_completion_completes_commands_and_options(tmp_path: Path) -> None:
         f"source {script}; "
         "COMP_WORDS=(reconcile hist); COMP_CWORD=1; COMPREPLY=(); _reconcile_completion reconcile; "
         'echo "${COMPREPLY[@]}"; '
-        "COMP_WORDS=(reconcile history --out); COMP_CWORD=2; COMPREPLY=(); _reconcile_completion reconcile; "
+        "COMP_WORDS=(reconcile history --out); COMP_CWORD=2; COMPREPLY=(); "
+        "_reconcile_completion reconcile; "
         'echo "${COMPREPLY[@]}"; '
-        "COMP_WORDS=(reconcile completion ''); COMP_CWORD=2; COMPREPLY=(); _reconcile_completion reconcile; "
+        "COMP_WORDS=(reconcile completion ''); COMP_CWORD=2; COMPREPLY=(); "
+        "_reconcile_completion reconcile; "
         'echo "${COMPREPLY[@]}"'
     )
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
@@ -141,3 +143,98 @@ def test_every_command_accepts_the_root_log_options(capsys: pytest.CaptureFixtur
             root.removeHandler(handler)
         for name in ("reconciler", "providers", "state"):
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def _status_on_a_terminal(tmp_path: Path, term: str, *extra: str) -> str:
+    """`reconcile status` with its stdout on a pseudo-terminal (as a person would run it)."""
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "NO_COLOR"))}
+    env.update(
+        TERM=term,
+        COLUMNS="160",
+        RECONCILER_STATE_DIR=str(tmp_path / "state"),
+        RECONCILER_DATABASE_URL=f"sqlite:///{tmp_path / 'state.db'}",
+    )
+    _record_a_node(env["RECONCILER_DATABASE_URL"])
+    leader, follower = pty.openpty()
+    errors = tmp_path / "stderr.txt"
+    try:
+        with errors.open("wb") as stderr:
+            process = subprocess.Popen(
+                [str(BIN / "reconcile"), "status", "-f", str(QUICKSTART), *extra],
+                stdout=follower,
+                stderr=stderr,
+                env=env,
+                cwd=tmp_path,
+            )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert process.wait(60) == 0, errors.read_text()
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _record_a_node(url: str) -> None:
+    from reconciler.core.fleet import NodeStatus, RecordedNode
+    from state.store import open_store
+
+    store = open_store(url)
+    try:
+        store.upsert_nodes(
+            [
+                RecordedNode(
+                    id="00000000-0000-4000-8000-000000000001",
+                    fleet="demo",
+                    name="demo-dallas-001",
+                    region="dallas",
+                    plan="baseline",
+                    status=NodeStatus.ACTIVE,
+                    service_id=1234,
+                    ip_address="198.51.100.7",
+                    pool="shared",
+                )
+            ]
+        )
+    finally:
+        store.close()
+
+
+def test_status_draws_tables_on_a_terminal_and_plain_text_with_term_dumb(tmp_path: Path) -> None:
+    fancy = _status_on_a_terminal(tmp_path, "xterm-256color")
+    assert "━" in fancy or "─" in fancy  # rich's table rules
+    assert "fleet demo" in fancy
+    dumb = _status_on_a_terminal(tmp_path, "dumb")
+    assert "━" not in dumb
+    assert "─" not in dumb
+    assert "\x1b[" not in dumb  # no escape sequences
+    assert "demo-dallas-001" in dumb
+    assert "NODE" in dumb  # the plain table's header
+    plain = _status_on_a_terminal(tmp_path, "xterm-256color", "--no-color")
+    assert "\x1b[" not in plain
+
+
+def test_wants_rich_rules() -> None:
+    import io
+
+    from reconciler.views.tables import wants_rich
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert wants_rich(Tty(), {"TERM": "xterm"})
+    assert not wants_rich(Tty(), {"TERM": "dumb"})
+    assert not wants_rich(Tty(), {"TERM": "xterm", "NO_COLOR": "1"})
+    assert not wants_rich(Tty(), {"TERM": "xterm"}, color=False)
+    assert not wants_rich(io.StringIO(), {"TERM": "xterm"})
+    assert not wants_rich(Tty(), {})
