@@ -94,6 +94,31 @@ def _seconds(value: str, option: str) -> float:
     metavar="DURATION",
     help="On SIGTERM/SIGINT, how long the step in flight may take before it is abandoned.",
 )
+@click.option(
+    "--git",
+    "git_url",
+    metavar="URL",
+    help="Follow this git repository instead of -f (https://, ssh:// or file://; a local "
+    "mirror under the state folder). Credentials: RECONCILER_GIT_TOKEN, RECONCILER_GIT_SSH_KEY.",
+)
+@click.option("--branch", default="main", show_default=True, help="The branch to follow.")
+@click.option(
+    "--path", "git_path", default="", metavar="FOLDER", help="The spec folder in the repository."
+)
+@click.option(
+    "--git-interval",
+    default="60s",
+    show_default=True,
+    metavar="DURATION",
+    help="How often to fetch (POST /v1/git/webhook also fetches at once).",
+)
+@click.option(
+    "--git-allowed-signers",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Refuse commits whose SSH signature does not verify against this allowed-signers file.",
+)
 def daemon(
     files: tuple[str, ...],
     listen: str,
@@ -102,6 +127,11 @@ def daemon(
     dry_run: bool,
     allow_mass_destroy: bool,
     shutdown_grace: str,
+    git_url: str | None,
+    branch: str,
+    git_path: str,
+    git_interval: str,
+    git_allowed_signers: Path | None,
 ) -> int:
     """Keep the fleet as declared: reconcile on schedule and on spec changes, watch heartbeats,
     autoscale, and serve the HTTP API. Several daemons may share one PostgreSQL store: one
@@ -117,12 +147,27 @@ def daemon(
     configure_logging(fmt, level, secrets=[master_value] if master_value else [])
     MasterSecret.from_env(environ)  # fail early and clearly
     host, port = parse_listen(listen)
+    git = None
+    if git_url:
+        from providers.git.mirror import check_branch, check_path, check_url
+        from reconciler.daemon.sources import GitSettings
+
+        if files:
+            raise UserError("give either -f PATH or --git URL, not both")
+        git = GitSettings(
+            url=check_url(git_url),
+            branch=check_branch(branch),
+            path=check_path(git_path),
+            interval=_seconds(git_interval, "--git-interval"),
+            allowed_signers=git_allowed_signers,
+        )
     settings = DaemonSettings(
-        paths=_paths(files),
+        paths=_paths(files) if git is None else (),
         listen=(host, port),
         dry_run=dry_run,
         allow_mass_destroy=allow_mass_destroy,
         shutdown_grace=_seconds(shutdown_grace, "--shutdown-grace"),
+        git=git,
     )
     return asyncio.run(serve_daemon(settings, environ))
 

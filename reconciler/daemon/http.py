@@ -7,6 +7,8 @@
 - ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``).
 - ``GET /v1/rotation``, ``POST /v1/complaints``: the sending platform's (``rotation``).
 - ``GET /status``: the status page (HTML, read-only; see ``statuspage``).
+- ``POST /v1/git/webhook``: a push notification from the git host (authenticated with the
+  shared secret): fetch the followed repository now.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import uvicorn
@@ -38,6 +40,7 @@ from reconciler.daemon.heartbeats import (
     utc_from_timestamp,
 )
 from reconciler.daemon.metrics import CONTENT_TYPE, DaemonMetrics
+from reconciler.daemon.sources import MAX_WEBHOOK_BYTES
 from reconciler.daemon.statuspage import CSP as STATUS_CSP
 
 log = logging.getLogger("reconciler.daemon.http")
@@ -56,6 +59,8 @@ class DaemonState(Protocol):
     def status_page(
         self, authorization: str | None, query_token: str | None
     ) -> tuple[int, str]: ...
+
+    def git_webhook(self, headers: Mapping[str, str], body: bytes) -> tuple[int, str]: ...
 
 
 def create_app(
@@ -106,6 +111,17 @@ def create_app(
             return Response(body + "\n", status_code=code, media_type="text/plain", headers=headers)
         return HTMLResponse(body, headers=headers)
 
+    async def git_webhook(request: Request) -> Response:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_WEBHOOK_BYTES:
+                return JSONResponse({"error": "body too large"}, status_code=413)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        code, message = state.git_webhook(headers, body)
+        key = "status" if code < 400 else "error"
+        return JSONResponse({key: message}, status_code=code)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if lifespan_batcher:
@@ -125,6 +141,7 @@ def create_app(
             Route("/v1/fleet", fleet, methods=["GET"]),
             *extra_routes,
             Route("/status", status, methods=["GET"]),
+            Route("/v1/git/webhook", git_webhook, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

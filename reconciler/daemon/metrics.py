@@ -155,5 +155,31 @@ class DaemonMetrics:
             registry=r,
         )
 
+        self.spec_revision = Gauge(
+            "reconciler_spec_revision_info",
+            "The spec revision running now (value 1): source files or git, and the revision "
+            "(a commit, or files:<spec hash>)",
+            ["source", "revision"],
+            registry=r,
+        )
+        self.spec_refused = Gauge(
+            "reconciler_spec_revision_refused",
+            "1 while the last attempted spec revision was refused (invalid, unsigned, or its "
+            "plan refused by a guard) and an older one keeps running",
+            registry=r,
+        )
+        self.spec_fetches = Counter(
+            "reconciler_spec_fetches",
+            "Fetches of the git repository the daemon follows, by result (ok, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "reconciler_git_webhooks",
+            "Push notifications received on POST /v1/git/webhook, by result",
+            ["result"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

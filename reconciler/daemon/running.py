@@ -78,7 +78,15 @@ from reconciler.daemon.leadership import LeaderGuard
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.reputation import BlocklistChecker, ReputationJob, rotation_document
 from reconciler.daemon.rotation import Complaint, create_handlers, platform_token
-from reconciler.daemon.sources import FolderSource, Rejected, SpecSource
+from reconciler.daemon.sources import (
+    WEBHOOK_SECRET_ENV,
+    FolderSource,
+    GitSettings,
+    Rejected,
+    SpecSource,
+    git_source,
+    webhook_authentic,
+)
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
 from reconciler.daemon.statuspage import EventLog, StatusTokens, authorize, presented_token
 from reconciler.daemon.statuspage import render as render_status
@@ -124,6 +132,10 @@ class DaemonSettings:
     reputation_poll: float = 30.0
     #: who may read GET /status (and see costs there); see daemon/statuspage.py
     status_tokens: StatusTokens = field(default_factory=StatusTokens)
+    #: follow a git repository instead of the -f paths (``--git``)
+    git: GitSettings | None = None
+    #: the shared secret of POST /v1/git/webhook (None: the endpoint is off)
+    webhook_secret: str | None = field(default=None, repr=False)
 
 
 def _load_libc() -> Any:
@@ -187,6 +199,9 @@ class _DaemonHooks(RunHooks):
 
     def planned(self, plan: Plan, snapshot: Snapshot) -> None:
         self.daemon.last_plan = plan
+        # a spec revision on trial: a plan refused by a guard puts the previous spec back
+        # (the engine then records the run as refused and applies nothing)
+        self.daemon.settle_revision(plan)
         if plan.is_empty:
             return
         for change in plan.changes:
@@ -293,6 +308,10 @@ class Daemon:
         self.last_reconcile: tuple[datetime, str] | None = None
         #: recent events (log records with an ``event``) for the status page
         self.events = EventLog()
+        #: a new spec revision running on trial: (revision, the spec it replaced); the next
+        #: plan decides (a guard refusal puts the previous spec back)
+        self._pending: tuple[str, LoadedSpec] | None = None
+        self._publish_revision()
 
     # --- what HTTP reads -----------------------------------------------------------------
 
@@ -337,11 +356,13 @@ class Daemon:
                     **empty.to_json(),
                     "leader": self.is_leader,
                     "reputation": self.reputation_document(),
+                    "spec": self.source.status().to_json(),
                 }
             self._view_json = self.current_view().to_json()
         document = dict(self._view_json)
         document["leader"] = self.is_leader
         document["reputation"] = self.reputation_document()
+        document["spec"] = self.source.status().to_json()
         return document
 
     def reputation_document(self) -> dict[str, Any]:
@@ -529,7 +550,7 @@ class Daemon:
         scheduler.add_job(
             self._job_spec_watch,
             "interval",
-            seconds=self.settings.spec_poll,
+            seconds=self.settings.git.interval if self.settings.git else self.settings.spec_poll,
             id="spec-watch",
             **defaults,
         )
@@ -725,14 +746,26 @@ class Daemon:
         await self.guard.tick()
 
     async def _job_spec_watch(self) -> None:
-        candidate = await asyncio.to_thread(self.source.poll)
+        try:
+            candidate = await asyncio.to_thread(self.source.poll)
+        except ReconcilerError as exc:
+            self.metrics.spec_fetches.labels("failed").inc()
+            log.warning(
+                f"cannot read the spec source: {exc.message}",
+                extra={"event": "spec.fetch_failed"},
+            )
+            return
+        if self.settings.git is not None:
+            self.metrics.spec_fetches.labels("ok").inc()
         if candidate is None:
             return
         now = self.clock.now()
         if isinstance(candidate, Rejected):
             self.source.mark_failed(candidate.revision, candidate.error, now)
+            self._publish_revision()
             log.error(
-                f"spec change refused, keeping the previous spec: {candidate.error}",
+                f"spec revision {candidate.revision[:19]} refused, keeping the running spec: "
+                f"{candidate.error}",
                 extra={"event": "spec.invalid", "revision": candidate.revision},
             )
             return
@@ -743,26 +776,101 @@ class Daemon:
                 f"{loaded.spec.name}); restart the daemon for another fleet"
             )
             self.source.mark_failed(candidate.revision, message, now)
-            log.error(message, extra={"event": "spec.invalid"})
+            self._publish_revision()
+            log.error(message, extra={"event": "spec.invalid", "revision": candidate.revision})
             return
         if loaded.spec_hash == self.loaded.spec_hash:
             self.source.mark_applied(candidate.revision, now)
+            self._publish_revision()
             return
         if loaded.spec.provider != self.spec.provider:
             log.warning(
                 "provider settings changed: restart the daemon to apply them",
                 extra={"event": "spec.provider_changed"},
             )
-        old = self.spec
-        self.loaded = loaded
-        self.source.mark_applied(candidate.revision, now)
-        self.alerter.configure(loaded.spec.alerts.webhook, loaded.spec.alerts.dedupe_window)
-        self._reschedule(old, loaded.spec)
+        previous = self._pending[1] if self._pending is not None else self.loaded
+        self._use(loaded, previous)
+        self._pending = (candidate.revision, previous)
         log.info(
-            f"spec reloaded ({loaded.spec_hash[:12]})",
-            extra={"event": "spec.reloaded", "spec_hash": loaded.spec_hash},
+            f"spec revision {candidate.revision[:19]} loaded ({loaded.spec_hash[:12]}); it is "
+            "applied if its plan passes the guards",
+            extra={
+                "event": "spec.reloaded",
+                "spec_hash": loaded.spec_hash,
+                "revision": candidate.revision,
+            },
         )
         self.request_reconcile("spec changed")
+
+    def _use(self, loaded: LoadedSpec, previous: LoadedSpec) -> None:
+        old = self.spec
+        self.loaded = loaded
+        self.alerter.configure(loaded.spec.alerts.webhook, loaded.spec.alerts.dedupe_window)
+        self._reschedule(old, loaded.spec)
+
+    def settle_revision(self, plan: Plan) -> bool:
+        """After planning with a spec revision on trial: a plan refused by a guard puts the
+        previous spec back and records the revision as attempted with the refusal (False:
+        do not apply); any other plan makes it the applied revision (True)."""
+        if self._pending is None:
+            return True
+        revision, previous = self._pending
+        self._pending = None
+        now = self.clock.now()
+        if plan.blocked:
+            reasons = "; ".join(f"{w.guard}: {w.message}" for w in plan.warnings if w.blocking)
+            self._use(previous, previous)
+            self.source.mark_failed(revision, f"plan refused by a guard: {reasons}", now)
+            self._publish_revision()
+            log.error(
+                f"spec revision {revision[:19]} refused by a guard, back to the previous spec: "
+                f"{reasons}",
+                extra={"event": "spec.refused", "revision": revision},
+            )
+            return False
+        self.source.mark_applied(revision, now)
+        self._publish_revision()
+        log.info(
+            f"spec revision {revision[:19]} applied",
+            extra={"event": "spec.applied", "revision": revision},
+        )
+        return True
+
+    def _publish_revision(self) -> None:
+        status = self.source.status()
+        self.metrics.spec_revision.clear()
+        self.metrics.spec_revision.labels(status.kind, status.applied or "").set(1)
+        refused = bool(status.attempted_error) and status.attempted != status.applied
+        self.metrics.spec_refused.set(1 if refused else 0)
+
+    @property
+    def revision(self) -> str | None:
+        """The spec revision running now (git commit, or files:<spec hash>)."""
+        return self.source.revision
+
+    def request_spec_poll(self, why: str) -> None:
+        """Fetch the spec source now (a webhook from the git host)."""
+        log.info(f"spec fetch requested: {why}", extra={"event": "spec.fetch_requested"})
+        if self.scheduler is not None:
+            job = self.scheduler.get_job("spec-watch")
+            if job is not None:
+                job.modify(next_run_time=datetime.now(UTC))
+
+    def git_webhook(self, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        """``POST /v1/git/webhook``: an authenticated push notification -> fetch now."""
+        secret = self.settings.webhook_secret
+        if self.settings.git is None or not secret:
+            return (
+                404,
+                "no git webhook here (the daemon follows no repository, or "
+                "RECONCILER_GIT_WEBHOOK_SECRET is not set)",
+            )
+        if not webhook_authentic(headers, body, secret):
+            self.metrics.webhooks.labels("refused").inc()
+            return 401, "bad or missing signature"
+        self.metrics.webhooks.labels("accepted").inc()
+        self.request_spec_poll("webhook from the git host")
+        return 202, "fetch requested"
 
     async def _refresh(self, *, initial: bool = False) -> bool:
         """Reload the recorded fleet and recent beats. False when the store failed."""
@@ -1125,7 +1233,13 @@ class Daemon:
             return "failed"
         plan = result.plan
         if plan is None or plan.is_empty:
-            log.debug("no changes", extra={"event": "reconcile.noop"})
+            # one line per no-op reconcile (what an operator tailing the log expects to see)
+            revision = self.revision or ""
+            log.info(
+                f"no changes: fleet {self.fleet} matches the spec"
+                + (f" (revision {revision[:19]})" if revision else ""),
+                extra={"event": "reconcile.noop", "revision": revision},
+            )
             return "ok"
         if self.settings.dry_run:
             return "dry-run"
@@ -1215,7 +1329,15 @@ def _with_agent_url(environ: Mapping[str, str], settings: DaemonSettings) -> Map
 
 async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> int:
     """The composition root of ``reconcile daemon``: spec, store, leadership, cloud."""
-    loaded = await asyncio.to_thread(load_spec, list(settings.paths))
+    source: SpecSource | None = None
+    if settings.git is not None:
+        source = git_source(settings.git, default_state_dir(environ), environ)
+        loaded = await asyncio.to_thread(source.initial)
+        if settings.webhook_secret is None:
+            secret = (environ.get(WEBHOOK_SECRET_ENV) or "").strip() or None
+            settings = dataclasses.replace(settings, webhook_secret=secret)
+    else:
+        loaded = await asyncio.to_thread(load_spec, list(settings.paths))
     for warning in loaded.warnings:
         log.warning(f"spec: {warning.render()}", extra={"event": "spec.warning"})
     master = MasterSecret.from_env(environ)
@@ -1254,6 +1376,7 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
                     reputation=reputation_store_for(store),
                     checker_factory=lambda spec: build_blocklist_checker(spec.reputation, environ),
                     provisioning=provisioning,
+                    source=source,
                 )
                 return await daemon.run()
         finally:

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -437,3 +437,97 @@ class GitSource:
         )
         for old in entries[: max(0, len(entries) - _KEEP_CHECKOUTS)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+# --- building a git source from the operator's settings -----------------------------------
+
+GIT_TOKEN_ENV = "RECONCILER_GIT_TOKEN"  # noqa: S105 (a variable name)
+GIT_USERNAME_ENV = "RECONCILER_GIT_USERNAME"
+GIT_SSH_KEY_ENV = "RECONCILER_GIT_SSH_KEY"
+GIT_KNOWN_HOSTS_ENV = "RECONCILER_GIT_KNOWN_HOSTS"
+WEBHOOK_SECRET_ENV = "RECONCILER_GIT_WEBHOOK_SECRET"  # noqa: S105 (a variable name)
+#: the largest webhook body read (Argo CD's advice: bound the payload of an open endpoint)
+MAX_WEBHOOK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    """``reconcile daemon --git URL [--branch] [--path] [--git-interval]
+    [--git-allowed-signers FILE]``."""
+
+    url: str
+    branch: str = "main"
+    path: str = ""
+    interval: float = 60.0
+    allowed_signers: Path | None = None
+    timeout: float = 120.0
+
+
+def mirror_folder(state_dir: Path, url: str, branch: str) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(f"{url}\n{branch}".encode()).hexdigest()[:16]
+    return state_dir / "git" / digest
+
+
+def git_source(
+    settings: GitSettings,
+    state_dir: Path,
+    environ: Mapping[str, str],
+    *,
+    loader: Loader = load_spec,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> GitSource:
+    """The daemon's git source; credentials come from the operator's environment, never from
+    a spec: ``RECONCILER_GIT_TOKEN`` (HTTPS, with ``RECONCILER_GIT_USERNAME``, default
+    ``x-access-token``), ``RECONCILER_GIT_SSH_KEY`` and ``RECONCILER_GIT_KNOWN_HOSTS`` (ssh)."""
+    from providers.git.mirror import Credentials, check_path
+
+    def path_of(name: str) -> Path | None:
+        value = (environ.get(name) or "").strip()
+        return Path(value) if value else None
+
+    credentials = Credentials(
+        token=(environ.get(GIT_TOKEN_ENV) or "").strip() or None,
+        username=(environ.get(GIT_USERNAME_ENV) or "").strip() or "x-access-token",
+        ssh_key=path_of(GIT_SSH_KEY_ENV),
+        known_hosts=path_of(GIT_KNOWN_HOSTS_ENV),
+    )
+    mirror = GitMirror(
+        settings.url,
+        mirror_folder(state_dir, settings.url, settings.branch),
+        branch=settings.branch,
+        credentials=credentials,
+        allowed_signers=settings.allowed_signers,
+        timeout=settings.timeout,
+    )
+    return GitSource(
+        mirror,
+        path=check_path(settings.path),
+        verify_signatures=settings.allowed_signers is not None,
+        loader=loader,
+        clock=clock,
+    )
+
+
+def webhook_authentic(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+    """A push notification from the git host, authenticated with the shared secret:
+    GitHub / Gitea / Forgejo sign the body (``X-Hub-Signature-256: sha256=<hex>``, Gitea also
+    ``X-Gitea-Signature: <hex>``); GitLab sends the secret itself (``X-Gitlab-Token``).
+    Compared in constant time. ``headers`` keys are lower case."""
+    import hashlib
+    import hmac
+
+    if not secret:
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    signature = headers.get("x-hub-signature-256", "")
+    if signature.startswith("sha256="):
+        return hmac.compare_digest(signature[7:].strip().lower(), expected)
+    gitea = headers.get("x-gitea-signature") or headers.get("x-forgejo-signature")
+    if gitea:
+        return hmac.compare_digest(gitea.strip().lower(), expected)
+    token = headers.get("x-gitlab-token")
+    if token:
+        return hmac.compare_digest(token.encode(), secret.encode())
+    return False

@@ -393,6 +393,14 @@ def render_text(view: Mapping[str, Any]) -> str:
         f"fleet {view['fleet']}: {len(view['nodes'])} nodes, monthly cost "
         f"${view['monthly_cost']}{lead}"
     )
+    spec = view.get("spec") or {}
+    if spec.get("applied_revision"):
+        line = f"spec: {spec.get('kind')} revision {str(spec['applied_revision'])[:19]} applied"
+        if spec.get("attempted_error") and spec.get("attempted_revision") != spec.get(
+            "applied_revision"
+        ):
+            line += f"; {str(spec['attempted_revision'])[:19]} refused"
+        out.append(line)
     for decision in view.get("decisions") or []:
         out.append(f"autoscaler: {decision}")
     return "\n".join(out)

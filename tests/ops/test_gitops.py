@@ -351,7 +351,8 @@ def test_the_daemon_reloads_when_a_new_file_appears_in_its_spec_folder(tmp_path:
     )
     asyncio.run(daemon._job_spec_watch())
     assert set(daemon.spec.regions) == {"dallas", "seattle"}
-    assert daemon.source.status().applied == f"files:{daemon.loaded.spec_hash}"
+    # on trial until its plan passes the guards (this daemon does not lead: not yet applied)
+    assert daemon.source.status().applied != f"files:{daemon.loaded.spec_hash}"
     (folder / "seattle.yaml").write_text("regions: [oops\n")
     asyncio.run(daemon._job_spec_watch())
     assert set(daemon.spec.regions) == {"dallas", "seattle"}  # the broken edit is refused
