@@ -45,6 +45,7 @@ from reconciler.core.errors import (
     LeadershipLostError,
     ProviderError,
     ReconcilerError,
+    SpecError,
     StoreError,
 )
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet
