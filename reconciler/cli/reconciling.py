@@ -159,6 +159,21 @@ class _Settings:
         self.color = color
 
 
+def cli_actor() -> str:
+    """Who runs this command, for the run history and the journal: ``cli user@host``
+    (``RECONCILER_ACTOR`` overrides it, e.g. in CI: ``ci github:alice``)."""
+    import getpass
+
+    override = (os.environ.get("RECONCILER_ACTOR") or "").strip()
+    if override:
+        return override[:200]
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli {user}@{socket.gethostname()}"
+
+
 def _load(files: tuple[str, ...]) -> LoadedSpec:
     if not files:
         if not Path(DEFAULT_SPEC).exists():
@@ -237,6 +252,7 @@ async def _run(
         # a saved plan made without --allow-mass-destroy may be applied with it
         overridable=frozenset({"mass_delete"}) if settings.allow_mass_destroy else frozenset(),
         epoch=lease.epoch if lease is not None else None,
+        actor=cli_actor(),
     )
     with _progress(settings) as progress:
         hooks = _CliHooks(

@@ -1186,6 +1186,9 @@ class Daemon:
             dry_run=dry_run,
             options=self.plan_options(),
             epoch=epoch,
+            actor=f"daemon {self.settings.holder}",
+            # a revision on trial is what this run plans
+            revision=self._pending[0] if self._pending is not None else self.revision,
         )
         outcome = "ok"
         result: RunResult | None = None

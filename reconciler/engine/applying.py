@@ -128,6 +128,7 @@ class Applier:
         progress: ProgressHooks | None = None,
         spec_hash: str | None = None,
         provisioning: ProvisioningPorts | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.journal = Journal(
             store,
@@ -136,6 +137,7 @@ class Applier:
             snapshot.recorded,
             epoch=epoch,
             before_mutation=before_mutation,
+            tags=tags,
         )
         self.ctx = ApplyContext(
             spec,

@@ -35,8 +35,12 @@ class Journal:
         *,
         epoch: int | None = None,
         before_mutation: Callable[[], None] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
+        #: added to every intent's params: who acted and the spec revision (an action's own
+        #: params win on a clash)
+        self.tags = dict(tags or {})
         self.fleet = fleet
         self.clock = clock
         self.recorded = recorded
@@ -63,7 +67,7 @@ class Journal:
     ) -> RecordedIntent:
         self.mutating()
         intent = self.store.begin_intent(
-            self.fleet, kind, target, dict(params), epoch=self.epoch, node=node
+            self.fleet, kind, target, {**self.tags, **params}, epoch=self.epoch, node=node
         )
         if node is not None:
             self.nodes[node.name] = node

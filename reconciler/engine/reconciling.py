@@ -59,6 +59,18 @@ class RunRequest:
     overridable: frozenset[str] = frozenset()
     #: the writer's fencing epoch (writer lock or leadership), carried by every write
     epoch: int | None = None
+    #: who runs it ("cli alice@laptop", "daemon host:pid"), for the run history and journal
+    actor: str | None = None
+    #: the spec revision it runs (a git commit, or files:<spec hash>)
+    revision: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """What every run record and journal entry of this run carries (``reconcile history``
+        shows it): actor, revision, epoch."""
+        tags = {"actor": self.actor, "revision": self.revision}
+        if self.epoch is not None:
+            tags["epoch"] = str(self.epoch)
+        return {k: v[:200] for k, v in tags.items() if v}
 
 
 class RunHooks:
@@ -146,6 +158,8 @@ class Reconciler:
         self.store = store
         self.clock = clock
         self.settings = ApplySettings.from_spec(loaded.spec, poll_interval=poll_interval)
+        #: carried by the run record and every journal entry of the current run
+        self.tags: dict[str, str] = {}
 
     @property
     def spec(self) -> FleetSpec:
@@ -215,6 +229,8 @@ class Reconciler:
             progress=progress,
             spec_hash=self.spec_hash,
             provisioning=self.provisioning,
+            # the journal has its own epoch column
+            tags={k: v for k, v in self.tags.items() if k != "epoch"},
         )
         return await applier.apply(plan, allow_blocked=allow_blocked)
 
@@ -225,7 +241,7 @@ class Reconciler:
                 started_at=self.clock.now(),
                 spec_hash=self.spec_hash,
                 mode=mode,
-                summary=plan_summary(plan) if plan is not None else {},
+                summary={**(plan_summary(plan) if plan is not None else {}), **self.tags},
             )
         )
 
@@ -262,6 +278,7 @@ class Reconciler:
         """
         hooks = hooks if hooks is not None else RunHooks()
         mode = request.mode
+        self.tags = request.tags()
         snapshot: Snapshot | None = None
         plan: Plan | None = None
         try:

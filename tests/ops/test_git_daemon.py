@@ -136,6 +136,17 @@ def test_the_daemon_follows_the_repository_and_never_runs_a_bad_revision(tmp_pat
         assert daemon.fleet_document()["spec"]["applied_revision"] == good
 
     asyncio.run(scenario())
+    # who acted and which revision: on every run record and journal entry
+    first_run = min(store.runs.values(), key=lambda r: r.started_at)
+    assert first_run.summary["revision"] == first
+    assert first_run.summary["actor"].startswith("daemon ")
+    assert first_run.summary["epoch"] == "1"
+    creates = [i for i in store.intents.values() if i.kind == "create"]
+    assert {i.params["revision"] for i in creates if i.target.startswith("acme-dallas")} == {first}
+    seattle = [i for i in creates if i.target == "acme-seattle-001"]
+    assert seattle
+    assert seattle[0].params["actor"].startswith("daemon ")
+    assert seattle[0].params["revision"] != first
     assert {n.name for n in store.load_fleet("acme").nodes} == {
         "acme-dallas-001",
         "acme-dallas-002",

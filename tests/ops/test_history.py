@@ -126,3 +126,25 @@ def test_collect_orders_and_bounds() -> None:
     assert collect(runs, [], since=T0 + timedelta(minutes=28), limit=50)[-1].at == T0 + timedelta(
         minutes=28
     )
+
+
+def test_a_cli_apply_is_recorded_with_who_ran_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quickstart = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RECONCILER_DATABASE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    monkeypatch.delenv("HOSTWINDS_API_URL", raising=False)
+    monkeypatch.setenv("RECONCILER_ACTOR", "ci github:alice")
+    assert main(["-f", str(quickstart), "--yes"]) == 0
+    capsys.readouterr()
+    assert main(["history", "-f", str(quickstart), "-o", "json"]) == 0
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    runs = [e for e in entries if e["kind"] == "run"]
+    assert runs
+    assert runs[0]["actor"] == "ci github:alice"
+    assert runs[0]["epoch"] is not None
+    creates = [e for e in entries if e["what"] == "create"]
+    assert len(creates) == 3
+    assert all(e["actor"] == "ci github:alice" for e in creates)
