@@ -312,20 +312,32 @@ class HostwindsClient:
                     response = await self._http.post(self._endpoint, data=form)
             except TimeoutError as exc:  # the overall deadline (a trickling answer)
                 error = transport_error(
-                    action, "timed out (overall deadline)", mutation=not read, reached=True
+                    action,
+                    f"timed out (overall deadline) at {self.endpoint}",
+                    mutation=not read,
+                    reached=True,
                 )
                 retryable = read
                 cause = exc
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                error = transport_error(action, _describe(exc), mutation=not read, reached=False)
+                error = transport_error(
+                    action, f"{_describe(exc)} to {self.endpoint}", mutation=not read, reached=False
+                )
                 retryable = True
                 cause = exc
             except httpx.TimeoutException as exc:
-                error = transport_error(action, _describe(exc), mutation=not read, reached=True)
+                error = transport_error(
+                    action,
+                    f"{_describe(exc)} from {self.endpoint}",
+                    mutation=not read,
+                    reached=True,
+                )
                 retryable = read
                 cause = exc
             except httpx.HTTPError as exc:
-                error = transport_error(action, _describe(exc), mutation=not read, reached=True)
+                error = transport_error(
+                    action, f"{_describe(exc)} ({self.endpoint})", mutation=not read, reached=True
+                )
                 retryable = read
                 cause = exc
             else:

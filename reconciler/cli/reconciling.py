@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -38,7 +39,7 @@ from reconciler.engine.reconciling import (
     SavedPlan,
     lock_name,
 )
-from reconciler.views.documents import plan_from_document, plan_to_document
+from reconciler.views.documents import plan_from_document, plan_to_document, spec_paths_of
 from reconciler.views.human import render_plan
 from reconciler.views.markdown import render_markdown
 from reconciler.views.progress import BarProgress, PlainProgress, render_report
@@ -120,6 +121,10 @@ def reconcile_options(func: F) -> F:
 def run(ctx: click.Context, **options: Any) -> int:
     """The command body (called by the root group when no subcommand is given)."""
     files: tuple[str, ...] = tuple(options.get("files") or ())
+    plan_file = options.get("plan_file")
+    if not files and plan_file is not None:
+        # a saved plan names the spec it was made from
+        files = _spec_paths_of_plan(Path(str(plan_file)))
     loaded = _load(files)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning.render()}", err=True)
@@ -132,6 +137,7 @@ def run(ctx: click.Context, **options: Any) -> int:
         plan_file=options.get("plan_file"),
         allow_mass_destroy=bool(options.get("allow_mass_destroy")),
         color=_color(bool(options.get("no_color")), str(options.get("output") or "text")),
+        spec_paths=tuple(str(Path(p).resolve()) for p in (files or (DEFAULT_SPEC,))),
     )
     return asyncio.run(_reconcile(loaded, settings, os.environ))
 
@@ -148,7 +154,10 @@ class _Settings:
         plan_file: Path | None,
         allow_mass_destroy: bool,
         color: bool,
+        spec_paths: tuple[str, ...] = (),
     ) -> None:
+        #: the spec paths, absolute (recorded in a saved plan so that --plan finds them)
+        self.spec_paths = spec_paths
         self.dry_run = dry_run
         self.yes = yes
         self.output = output
@@ -230,8 +239,12 @@ class _CliHooks(RunHooks):
 
     def planned(self, plan: Plan, snapshot: Snapshot) -> None:
         if self.settings.out_file is not None:
-            _write_plan(self.settings.out_file, plan, snapshot.fingerprint)
+            _write_plan(
+                self.settings.out_file, plan, snapshot.fingerprint, self.settings.spec_paths
+            )
         _print_plan(plan, snapshot, self.settings)
+        if self.settings.out_file is not None:
+            _say_where_the_plan_went(self.settings.out_file, plan, self.settings)
 
     def confirm(self, plan: Plan) -> None:
         _confirm_destroys(plan, self.settings)
@@ -364,8 +377,8 @@ async def _writer_lock(
 # --- plan files and printing -------------------------------------------------------------
 
 
-def _write_plan(path: Path, plan: Plan, fingerprint: str) -> None:
-    document = plan_to_document(plan, fingerprint=fingerprint)
+def _write_plan(path: Path, plan: Plan, fingerprint: str, spec_paths: tuple[str, ...] = ()) -> None:
+    document = plan_to_document(plan, fingerprint=fingerprint, spec_paths=spec_paths)
     try:
         path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     except OSError as exc:
@@ -373,6 +386,33 @@ def _write_plan(path: Path, plan: Plan, fingerprint: str) -> None:
             f"cannot write the plan to {path}: {exc.strerror or exc}",
             hint="check that the directory exists and is writable",
         ) from exc
+
+
+def _say_where_the_plan_went(path: Path, plan: Plan, settings: _Settings) -> None:
+    """After ``--out``: where the plan is and the command that applies exactly it."""
+    count = len(plan.changes)
+    what = "no changes" if count == 0 else f"{count} change{'s' if count != 1 else ''}"
+    click.echo(
+        f"Saved the plan ({what}) to {path}. To apply exactly this plan (refused if the spec, "
+        f"the store or the cloud changed since): reconcile --plan {shlex.quote(str(path))}",
+        err=True,
+    )
+
+
+def _spec_paths_of_plan(path: Path) -> tuple[str, ...]:
+    """The spec paths a saved plan names; each must still exist."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ()  # _read_plan reports it properly
+    paths = tuple(spec_paths_of(document))
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise PlanFileError(
+            f"{path} was made from {', '.join(missing)}, which no longer exist",
+            hint="pass the spec with -f PATH",
+        )
+    return paths
 
 
 def _read_plan(path: Path) -> SavedPlan:

@@ -1116,6 +1116,9 @@ class Daemon:
         }
         scaling_reasons = {d.region: d.reason for d in self.decisions if d.changed}
         notes = tuple(d.reason for d in self.decisions) + self.vertical_notes
+        revision = self._pending[0] if self._pending is not None else self.revision
+        if revision:
+            notes += (f"spec revision {revision[:19]} ({self.source.status().kind})",)
         return PlanOptions(
             spec_hash=self.loaded.spec_hash,
             allow_mass_destroy=self.settings.allow_mass_destroy,

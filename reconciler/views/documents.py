@@ -10,7 +10,7 @@ maps only) are refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
@@ -162,6 +162,8 @@ class _PlanDoc(_Doc):
     unmanaged: list[_UnmanagedDoc] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     summary: _SummaryDoc
+    #: where the spec the plan was made from lives (``--out``), so ``--plan`` finds it
+    spec_paths: list[str] = Field(default_factory=list)
 
     @field_validator("generated_at")
     @classmethod
@@ -203,8 +205,26 @@ def change_to_document(change: Change) -> dict[str, Any]:
     }
 
 
-def plan_to_document(plan: Plan, *, fingerprint: str | None = None) -> dict[str, Any]:
-    """The plan as a JSON-able dict (``json.dumps`` works as is)."""
+def plan_to_document(
+    plan: Plan, *, fingerprint: str | None = None, spec_paths: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The plan as a JSON-able dict (``json.dumps`` works as is). ``spec_paths`` (a saved
+    plan) records where its spec lives, so that ``--plan`` can find it."""
+    document = _plan_document(plan, fingerprint)
+    if spec_paths:
+        document["spec_paths"] = list(spec_paths)
+    return document
+
+
+def spec_paths_of(doc: Mapping[str, Any]) -> list[str]:
+    """The spec paths a saved plan document names (empty when it names none)."""
+    paths = doc.get("spec_paths") if isinstance(doc, Mapping) else None
+    if not isinstance(paths, list):
+        return []
+    return [p for p in paths if isinstance(p, str) and p and len(p) < 4096][:100]
+
+
+def _plan_document(plan: Plan, fingerprint: str | None) -> dict[str, Any]:
     s = plan.summary
     return {
         "format_version": FORMAT_VERSION,

@@ -238,3 +238,56 @@ def test_wants_rich_rules() -> None:
     assert not wants_rich(Tty(), {"TERM": "xterm"}, color=False)
     assert not wants_rich(io.StringIO(), {"TERM": "xterm"})
     assert not wants_rich(Tty(), {})
+
+
+def _embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("RECONCILER_DATABASE_URL", f"sqlite:///{tmp_path / 'state.db'}")
+    monkeypatch.delenv("HOSTWINDS_API_URL", raising=False)
+
+
+def test_out_says_where_the_plan_went_and_plan_finds_its_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _embedded(monkeypatch, tmp_path)
+    spec = tmp_path / "specs" / "fleet.yaml"
+    spec.parent.mkdir()
+    spec.write_text(QUICKSTART.read_text())
+    plan = tmp_path / "plan.json"
+    assert main(["--dry-run", "-f", str(spec), "--out", str(plan)]) == 0
+    err = capsys.readouterr().err
+    assert f"Saved the plan (3 changes) to {plan}" in err
+    assert f"reconcile --plan {plan}" in err
+    assert json.loads(plan.read_text())["spec_paths"] == [str(spec.resolve())]
+    # from another directory, without -f: the plan names its spec
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["--plan", str(plan), "--yes"]) == 0
+    assert "done: 3" in capsys.readouterr().out
+    spec.unlink()
+    assert main(["--plan", str(plan), "--yes"]) == 1
+    err = capsys.readouterr().err
+    assert f"was made from {spec.resolve()}, which no longer exist" in err
+    assert "pass the spec with -f PATH" in err
+
+
+def test_errors_name_the_endpoint_they_failed_to_reach(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.daemon.serving import free_port
+
+    _embedded(monkeypatch, tmp_path)
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("HOSTWINDS_API_URL", f"http://bot:hunter2@127.0.0.1:{port}/cloud/api.php")
+    assert main(["--dry-run", "-f", str(QUICKSTART)]) == 1
+    err = capsys.readouterr().err
+    assert f"could not connect to http://127.0.0.1:{port}/cloud/api.php" in err
+    assert "hunter2" not in err
+    monkeypatch.delenv("HOSTWINDS_API_URL")
+    assert main(["status", "-f", str(QUICKSTART), "--url", f"http://127.0.0.1:{port}"]) == 1
+    assert f"cannot reach the daemon at http://127.0.0.1:{port}/v1/fleet" in capsys.readouterr().err
+    monkeypatch.setenv("RECONCILER_DATABASE_URL", f"postgresql+psycopg://u@127.0.0.1:{port}/db")
+    assert main(["status", "-f", str(QUICKSTART)]) == 1
+    assert f"127.0.0.1:{port}" in capsys.readouterr().err
