@@ -126,7 +126,7 @@ TIMING = """JSON.stringify((() => {
   const p = performance.getEntriesByName('first-contentful-paint')[0];
   return {response: n.responseEnd, dcl: n.domContentLoadedEventEnd, load: n.loadEventEnd,
           fcp: p ? p.startTime : null, size: n.transferSize || n.encodedBodySize,
-          rows: document.querySelectorAll('#node-table tr').length - 1};
+          rows: document.querySelectorAll('#nodes tr').length - 1};
 })())"""
 
 

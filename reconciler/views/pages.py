@@ -60,7 +60,9 @@ header .meta span{margin-right:18px;white-space:nowrap}
 main{padding:12px 20px}
 section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 14px;
 margin:0 0 12px;overflow-x:auto}
-tbody.chunk{content-visibility:auto;contain-intrinsic-size:auto 2300px}
+div.chunk{content-visibility:auto;contain-intrinsic-size:auto 2300px}
+table.rows{table-layout:fixed}
+table.rows td{overflow:hidden;text-overflow:ellipsis}
 svg.chart{max-width:100%;height:auto}
 section h2{font-size:15px;margin:0 0 8px}
 .banner{background:#ffe8a3;border:1px solid #e0b400;padding:8px 14px;margin:0 0 12px;
@@ -465,56 +467,99 @@ def _rate(value: object) -> str:
         return "-"
 
 
-def _node_table(inputs: StatusInputs, now: datetime) -> str:
-    nodes = inputs.fleet.get("nodes", [])
-    head = (
-        "<tr><th>node</th><th>region</th><th>pool</th><th>status</th><th>ip</th>"
-        '<th class="num">heartbeat</th><th class="num">queue</th><th class="num">sent/min</th>'
-        '<th class="num">bounce</th><th class="num">complaint</th><th>blocklists</th>'
-        '<th class="num">warmup day</th><th class="num">limit/day</th>'
-        '<th class="num">utilization</th><th>health</th>'
-        + ('<th class="num">cost/mo</th>' if inputs.show_costs else "")
+#: node table columns: (header, css class, width in px); fixed widths let the browser lay
+#: out each chunk of rows without measuring every cell of the fleet
+_COLUMNS = (
+    ("node", "", 170),
+    ("region", "", 85),
+    ("pool", "", 95),
+    ("status", "", 90),
+    ("ip", "", 110),
+    ("last beat", "num", 78),
+    ("queue", "num", 55),
+    ("sent/min", "num", 70),
+    ("bounce", "num", 60),
+    ("complaint", "num", 75),
+    ("blocklists", "", 90),
+    ("warmup", "num", 60),
+    ("limit/day", "num", 70),
+    ("util", "num", 60),
+    ("health", "", 75),
+)
+_COST_COLUMN = ("cost/mo", "num", 70)
+
+
+def _colgroup(columns: Sequence[tuple[str, str, int]]) -> str:
+    return (
+        "<colgroup>" + "".join(f'<col style="width:{w}px">' for _, _, w in columns) + "</colgroup>"
+    )
+
+
+def _table_width(columns: Sequence[tuple[str, str, int]]) -> int:
+    """Fixed table layout needs a set width (with ``width: auto`` browsers lay out by content)."""
+    return sum(w for _, _, w in columns)
+
+
+def _node_row(n: Mapping[str, Any], now: datetime, show_costs: bool) -> str:
+    age, seconds = _age(n.get("last_heartbeat"), now)
+    age_css = "bad" if n.get("unhealthy") else ("warn" if seconds is None else "")
+    throughput = n.get("throughput_per_day")
+    per_minute = "-" if throughput is None else f"{float(throughput) / 1440:,.1f}"
+    listed = _listed(n.get("blocklist"))
+    blocklist = (
+        f'<span class="bad">{_e(", ".join(listed))}</span>'
+        if listed
+        else ("clean" if isinstance(n.get("blocklist"), list) else "-")
+    )
+    grade = str(n.get("health") or "unknown")
+    grade_css = {"critical": "bad", "warning": "warn", "healthy": "ok"}.get(grade, "muted")
+    return (
+        f'<tr id="node-{_e(n.get("name"))}"><td>{_e(n.get("name"))}</td>'
+        f"<td>{_e(n.get('region'))}</td><td>{_e(n.get('pool') or '-')}</td>"
+        f"<td>{_e(n.get('phase') or n.get('status'))}</td><td>{_e(n.get('ip') or '-')}</td>"
+        f'<td class="num {age_css}">{_e(age)}</td>'
+        f'<td class="num">{"-" if n.get("queue_length") is None else n["queue_length"]}</td>'
+        f'<td class="num">{per_minute}</td>'
+        f'<td class="num">{_rate(n.get("bounce_rate"))}</td>'
+        f'<td class="num">{_rate(n.get("complaint_rate"))}</td>'
+        f"<td>{blocklist}</td>"
+        f'<td class="num">{n.get("warmup_day") or "-"}</td>'
+        f'<td class="num">{"-" if n.get("daily_limit") is None else n["daily_limit"]}</td>'
+        f'<td class="num">{_pct(n.get("utilization"))}</td>'
+        f'<td class="{grade_css}">{_e(grade)}</td>'
+        + (f'<td class="num">${_e(n.get("monthly_cost"))}</td>' if show_costs else "")
         + "</tr>"
     )
-    rows = []
-    for index, n in enumerate(nodes):
-        if index % _CHUNK == 0:
-            # rows in chunks the browser may skip laying out until they scroll into view
-            rows.append(("</tbody>" if index else "") + '<tbody class="chunk">')
-        age, seconds = _age(n.get("last_heartbeat"), now)
-        age_css = "bad" if n.get("unhealthy") else ("warn" if seconds is None else "")
-        throughput = n.get("throughput_per_day")
-        per_minute = "-" if throughput is None else f"{float(throughput) / 1440:,.1f}"
-        listed = _listed(n.get("blocklist"))
-        blocklist = (
-            f'<span class="bad">{_e(", ".join(listed))}</span>'
-            if listed
-            else ("clean" if isinstance(n.get("blocklist"), list) else "-")
+
+
+def _node_table(inputs: StatusInputs, now: datetime) -> str:
+    """The header, then the rows in chunks: each chunk is its own fixed-layout table in a
+    ``content-visibility: auto`` box, so the browser lays out only the chunks on screen
+    (containment does not apply to a table's own parts, hence one table per chunk)."""
+    nodes = inputs.fleet.get("nodes", [])
+    columns = (*_COLUMNS, _COST_COLUMN) if inputs.show_costs else _COLUMNS
+    cols = _colgroup(columns)
+    width = _table_width(columns)
+    head = (
+        "<tr>"
+        + "".join(
+            f'<th class="{css}">{_e(name)}</th>' if css else f"<th>{_e(name)}</th>"
+            for name, css, _ in columns
         )
-        grade = str(n.get("health") or "unknown")
-        grade_css = {"critical": "bad", "warning": "warn", "healthy": "ok"}.get(grade, "muted")
-        rows.append(
-            f'<tr id="node-{_e(n.get("name"))}"><td>{_e(n.get("name"))}</td>'
-            f"<td>{_e(n.get('region'))}</td><td>{_e(n.get('pool') or '-')}</td>"
-            f"<td>{_e(n.get('phase') or n.get('status'))}</td><td>{_e(n.get('ip') or '-')}</td>"
-            f'<td class="num {age_css}">{_e(age)}</td>'
-            f'<td class="num">{"-" if n.get("queue_length") is None else n["queue_length"]}</td>'
-            f'<td class="num">{per_minute}</td>'
-            f'<td class="num">{_rate(n.get("bounce_rate"))}</td>'
-            f'<td class="num">{_rate(n.get("complaint_rate"))}</td>'
-            f"<td>{blocklist}</td>"
-            f'<td class="num">{n.get("warmup_day") or "-"}</td>'
-            f'<td class="num">{"-" if n.get("daily_limit") is None else n["daily_limit"]}</td>'
-            f'<td class="num">{_pct(n.get("utilization"))}</td>'
-            f'<td class="{grade_css}">{_e(grade)}</td>'
-            + (f'<td class="num">${_e(n.get("monthly_cost"))}</td>' if inputs.show_costs else "")
-            + "</tr>"
+        + "</tr>"
+    )
+    chunks = []
+    for start in range(0, len(nodes), _CHUNK):
+        rows = "".join(_node_row(n, now, inputs.show_costs) for n in nodes[start : start + _CHUNK])
+        chunks.append(
+            f'<div class="chunk"><table class="rows" style="width:{width}px" '
+            f'id="node-table-{start // _CHUNK + 1}">'
+            f"{cols}{rows}</table></div>"
         )
-    if rows:
-        rows.append("</tbody>")
     return (
-        '<section id="nodes"><h2>Nodes</h2><table id="node-table">'
-        f"<thead>{head}</thead>{''.join(rows)}</table></section>"
+        f'<section id="nodes"><h2>Nodes</h2><table class="rows" style="width:{width}px" '
+        'id="node-table">'
+        f"{cols}<thead>{head}</thead></table>{''.join(chunks)}</section>"
     )
 
 

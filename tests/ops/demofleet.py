@@ -95,8 +95,11 @@ def populate(store: StorePort, fleet: str, count: int, now: datetime, seed: int 
         warming_day = (now - started).days + 1 if status is NodeStatus.WARMING and started else 0
         for k in range(3):
             # a warming IP sends about its warmup limit (10/day on day 1, ~500 after 6 weeks)
+            # a beat covers 30 s: a warming IP (10/day on day 1, ~500 after six weeks) sends
+            # one mail in a beat now and then
+            limit = min(500, 10 * 1.1**warming_day)
             sent = (
-                max(1, round(min(500, 10 * 1.1**warming_day) * rng.uniform(0.5, 1.1) / 2880))
+                int(rng.random() < limit * rng.uniform(0.5, 1.0) / 2880)
                 if warming_day
                 else rng.randint(50, 900)
             )
@@ -109,7 +112,7 @@ def populate(store: StorePort, fleet: str, count: int, now: datetime, seed: int 
                     disk=round(rng.uniform(0.1, 0.6), 2),
                     queue_length=0 if warming_day else rng.choice([0, 0, 0, 3, 12, 40, 150, 700]),
                     sent=sent,
-                    bounces=sent // 12 if bouncy else rng.randint(0, max(1, sent // 200)),
+                    bounces=sent // 12 if bouncy else rng.randint(0, sent // 200),
                     complaints=rng.randint(0, 1) if rng.random() < 0.05 else 0,
                     interval_seconds=30.0,
                 )
