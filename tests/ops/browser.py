@@ -1,15 +1,15 @@
-"""Headless Chromium (Debian's package, unpacked by .ci/services) for the status page tests:
-the DOM after load, and screenshots. No script runs on the page; the browser parses and lays
-it out as a reader's would."""
+"""Headless Chromium (Debian's package, unpacked by .ci/services; the shared test services'
+``Chromium``) for the status page tests: the DOM after load, screenshots, and a parser of the
+page. No script runs on the page; the browser parses and lays it out as a reader's would.
+``FLAGS`` are for the benchmark, which drives Chromium over the DevTools protocol."""
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-from tests.ops.tools import Tool, require_tool
+from tests.ops.tools import require_tool
+from tests.services.tools import Chromium
 
 FLAGS = (
     "--headless=new",
@@ -23,32 +23,17 @@ FLAGS = (
 )
 
 
-def chromium() -> Tool:
-    return require_tool("chromium")
-
-
-def _run(tool: Tool, args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
-        return subprocess.run(
-            [tool.path, *FLAGS, f"--user-data-dir={profile}", *args],
-            env={**tool.env, "HOME": profile},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+def chromium() -> Chromium:
+    """The shared test services' headless Chromium (tests/services/tools.py)."""
+    return Chromium(Path(require_tool("chromium").path), timeout=180.0)
 
 
 def dump_dom(url: str) -> str:
-    result = _run(chromium(), ["--dump-dom", url])
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return chromium().dump_dom(url, virtual_time_budget_ms=2000)
 
 
 def screenshot(url: str, path: Path, width: int = 1400, height: int = 1000) -> None:
-    result = _run(chromium(), [f"--window-size={width},{height}", f"--screenshot={path}", url])
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert path.exists()
+    chromium().screenshot(url, path, width=width, height=height, virtual_time_budget_ms=2000)
 
 
 class Page(HTMLParser):

@@ -24,7 +24,7 @@ class Tool:
 def find_tool(name: str) -> Tool | None:
     services = ServiceEnv.load()
     if name in BINARIES:
-        found = services.binary(name)
+        found = services.command(name)  # a wrapper that finds its libraries, when there is one
         return Tool(str(found), services.tool_env()) if found is not None else None
     venv_bin = str(Path(sys.executable).parent)
     path = shutil.which(name, path=venv_bin) or shutil.which(name)
