@@ -71,5 +71,6 @@ cli.add_command(nodes.platform_token_command)
 cli.add_command(diffing.diff)
 cli.add_command(auditing.history)
 cli.add_command(completing.completion)
+cli.add_command(nodes.node)
 for command in daemonizing.COMMANDS:
     cli.add_command(command)
