@@ -401,6 +401,7 @@ class Daemon:
                 for name, a in sorted(view.nodes.items())
             },
         }
+
     def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
         """``GET /status``: (HTTP status, HTML or a one-line refusal)."""
         host = self.settings.listen[0] if self.settings.listen else "127.0.0.1"
