@@ -26,6 +26,9 @@ KNOWN_KINDS: dict[str, str] = {
     "bounce": Severity.MEDIUM.label,
     "cpu": Severity.LOW.label,
 }
+#: kinds whose severity depends on the condition (``core.reputation``: a listing's severity is
+#: its rule's); their rules take the severity from the metric's label
+VARIABLE_KINDS = ("listed", "quarantined")
 
 
 def alert_kind(key: str) -> str:

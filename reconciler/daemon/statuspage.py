@@ -149,6 +149,41 @@ def warmup_curves(spec: FleetSpec) -> tuple[dict[str, list[int]], dict[str, str]
     return curves, pools
 
 
+def with_reputation(fleet_document: Mapping[str, Any]) -> dict[str, Any]:
+    """Each node of the fleet document with its reputation figures (``reputation.nodes``,
+    issue 13's assessment) where the page shows them: ``blocklist`` (the zones listing it),
+    ``ip_state`` and ``reputation_reasons``."""
+    document = dict(fleet_document)
+    reputation = document.get("reputation")
+    if not isinstance(reputation, Mapping) or not reputation.get("enabled"):
+        return document
+    figures = reputation.get("nodes")
+    if not isinstance(figures, Mapping):
+        return document
+    nodes = []
+    for node in document.get("nodes") or []:
+        found = figures.get(node.get("name"))
+        if isinstance(found, Mapping):
+            reasons = [str(r) for r in (found.get("reasons") or [])]
+            holds = [str(r) for r in (found.get("hold_reasons") or [])]
+            listed = sorted(
+                {
+                    r.removeprefix("listed on ")
+                    for r in (*reasons, *holds)
+                    if r.startswith("listed on ")
+                }
+            )
+            node = {
+                **node,
+                "blocklist": listed,
+                "ip_state": found.get("ip_state"),
+                "reputation_reasons": reasons + holds,
+            }
+        nodes.append(node)
+    document["nodes"] = nodes
+    return document
+
+
 def render(
     *,
     spec: FleetSpec,
@@ -177,7 +212,7 @@ def render(
         target_utilization=spec.scaling.target_utilization,
         version=version,
     )
-    document = dict(fleet_document)
+    document = with_reputation(fleet_document)
     if not show_costs:
         document.pop("monthly_cost", None)
     return render_status_page(

@@ -396,6 +396,9 @@ def attention_items(inputs: StatusInputs) -> list[tuple[str, str, str]]:
             items.append(("bad", name, f"unhealthy: {n.get('missed_beats', 0)} heartbeats missed"))
         elif status in ("paused", "maintenance", "draining"):
             items.append(("warn", name, status))
+        if n.get("ip_state") == "quarantined":
+            why = "; ".join(str(r) for r in n.get("reputation_reasons") or []) or "quarantined"
+            items.append(("bad", name, f"quarantined: {why} (reconcile node resume {name})"))
         if n.get("phase_error"):
             items.append(("bad", name, f"provisioning failed: {n['phase_error']}"))
         for verdict in _listed(n.get("blocklist")):

@@ -21,7 +21,7 @@ import yaml
 
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedNode
 from reconciler.core.health import alert_conditions, assess
-from reconciler.daemon.alerts import KNOWN_KINDS, Alerter, alert_kind
+from reconciler.daemon.alerts import KNOWN_KINDS, VARIABLE_KINDS, Alerter, alert_kind
 from reconciler.daemon.http import create_app
 from reconciler.daemon.metrics import DaemonMetrics
 from specs.model import FleetSpec
@@ -75,11 +75,15 @@ def test_every_kind_of_condition_the_daemon_alerts_on_has_a_rule() -> None:
         matching = [r for r in rules if f'kind="{kind}"' in r["expr"]]
         assert len(matching) == 1, f"no single rule for alert kind {kind!r}"
         assert matching[0]["labels"]["severity"] == severity
+    for kind in VARIABLE_KINDS:
+        matching = [r for r in rules if f'kind="{kind}"' in r["expr"]]
+        assert len(matching) == 1, f"no single rule for alert kind {kind!r}"
+        assert matching[0]["labels"]["severity"] == "{{ $labels.severity }}"
     catch_all = [r for r in rules if "kind!~" in r["expr"]]
     assert len(catch_all) == 1
     excluded = re.search(r'kind!~"([^"]+)"', catch_all[0]["expr"])
     assert excluded is not None
-    assert set(excluded.group(1).split("|")) == set(KNOWN_KINDS)
+    assert set(excluded.group(1).split("|")) == set(KNOWN_KINDS) | set(VARIABLE_KINDS)
     # every rule has a runbook anchor that exists in docs/production.md
     production = (ROOT / "docs" / "production.md").read_text()
     anchors = {_anchor(line) for line in production.splitlines() if line.startswith("#")}

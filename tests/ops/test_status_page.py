@@ -236,3 +236,51 @@ def test_hooks_for_phases_blocklists_and_warmup_render_when_present() -> None:
     body = render_status_page(dataclasses.replace(inputs, show_costs=False))
     assert "zen.spamhaus.org" in body
     assert 'id="phase-dns"' in body
+
+
+def test_reputation_figures_reach_the_page() -> None:
+    """Issue 13's assessment (``reputation.nodes`` in /v1/fleet): listings become the node's
+    blocklist column and a needs-attention item; a quarantine asks for `node resume`."""
+    from reconciler.daemon.statuspage import with_reputation
+    from reconciler.views.pages import StatusHeader, StatusInputs, attention_items
+
+    fleet = {
+        "nodes": [
+            {"name": "acme-dallas-001", "region": "dallas", "status": "paused", "health": "ok"},
+            {"name": "acme-dallas-002", "region": "dallas", "status": "paused", "health": "ok"},
+            {"name": "acme-dallas-003", "region": "dallas", "status": "active", "health": "ok"},
+        ],
+        "groups": [],
+        "reputation": {
+            "enabled": True,
+            "nodes": {
+                "acme-dallas-001": {
+                    "ip_state": "listed",
+                    "reasons": ["listed on zen.spamhaus.org (SBL, 127.0.0.2)"],
+                    "hold_reasons": [],
+                },
+                "acme-dallas-002": {
+                    "ip_state": "quarantined",
+                    "reasons": ["hard-bounce rate 6.00% over 5.00% (60 of 1000)"],
+                    "hold_reasons": [],
+                },
+                "acme-dallas-003": {"ip_state": "warmed", "reasons": [], "hold_reasons": []},
+            },
+        },
+    }
+    document = with_reputation(fleet)
+    nodes = {n["name"]: n for n in document["nodes"]}
+    assert nodes["acme-dallas-001"]["blocklist"] == ["zen.spamhaus.org (SBL, 127.0.0.2)"]
+    assert nodes["acme-dallas-003"]["blocklist"] == []
+    inputs = StatusInputs(header=StatusHeader(fleet="acme", generated_at=NOW), fleet=document)
+    texts = [text for _, _, text in attention_items(inputs)]
+    assert "listed on zen.spamhaus.org (SBL, 127.0.0.2)" in texts
+    assert any("quarantined: hard-bounce rate" in t and "node resume" in t for t in texts)
+    from reconciler.views.pages import render_status_page
+
+    page = render_status_page(inputs)
+    assert ">clean<" in page  # a node the lists do not list
+    assert with_reputation({"nodes": [], "reputation": {"enabled": False}}) == {
+        "nodes": [],
+        "reputation": {"enabled": False},
+    }
