@@ -9,12 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+#: The longest line one problem renders to (a value quoted back is cut, never the whole line
+#: lost), and the most problems a report lists.
+MAX_LINE = 1000
+MAX_LISTED = 100
+
 
 def _one_line(text: str) -> str:
     """Control characters (a newline in a key...) are escaped: one problem, one line."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    if len(text) > MAX_LINE:
+        suffix = f"... ({len(text):,} characters)"
+        text = text[: MAX_LINE - len(suffix)] + suffix
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +65,12 @@ def render_report(
     """The lines ``reconcile validate`` prints: warnings, errors, then a count."""
     warning_list = list(warnings)
     problem_list = list(problems)
-    lines = [f"warning: {w.render()}" for w in warning_list]
-    lines += [p.render() for p in problem_list]
+    lines = [f"warning: {w.render()}" for w in warning_list[:MAX_LISTED]]
+    if len(warning_list) > MAX_LISTED:
+        lines.append(f"warning: ... and {_plural(len(warning_list) - MAX_LISTED, 'more warning')}")
+    lines += [p.render() for p in problem_list[:MAX_LISTED]]
+    if len(problem_list) > MAX_LISTED:
+        lines.append(f"... and {_plural(len(problem_list) - MAX_LISTED, 'more problem')}")
     if problem_list:
         summary = f"error: {_plural(len(problem_list), 'problem')} found"
         if warning_list:
@@ -83,7 +95,7 @@ class SpecError(Exception):
         self.problems: list[SpecProblem] = list(problems)
         self.warnings: list[SpecProblem] = list(warnings)
         self.message = (
-            "\n".join(p.render() for p in self.problems) if self.problems else "invalid spec"
+            "\n".join(render_report(self.problems)[:-1]) if self.problems else "invalid spec"
         )
         super().__init__(self.message)
 

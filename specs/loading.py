@@ -8,9 +8,11 @@ problem found, each as ``file:line:column: field.path: message (hint)``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -122,21 +124,46 @@ def _whole_file_problem(path: str, message: str, hint: str | None = None) -> Spe
     return SpecProblem(path, 0, 0, "", message, hint)
 
 
+def _describe_os_error(exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop (the link points, directly or not, at itself)"
+    return exc.strerror or type(exc).__name__
+
+
 def _expand(paths: Sequence[str | os.PathLike[str]], problems: list[SpecProblem]) -> list[Path]:
     files: list[Path] = []
     seen: set[Path] = set()
     for given in paths:
         path = Path(given)
-        if path.is_dir():
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            problems.append(
+                _whole_file_problem(
+                    str(path),
+                    "no such file or directory"
+                    + (" (a dangling symbolic link)" if path.is_symlink() else ""),
+                    "give a fleet spec file such as fleet.yaml, or a directory of them",
+                )
+            )
+            continue
+        except OSError as exc:
+            problems.append(
+                _whole_file_problem(str(path), f"cannot read: {_describe_os_error(exc)}")
+            )
+            continue
+        if stat.S_ISDIR(info.st_mode):
             try:
                 entries = sorted(
                     p
                     for p in path.iterdir()
-                    if p.suffix in _YAML_SUFFIXES and not p.name.startswith(".") and p.is_file()
+                    if p.suffix in _YAML_SUFFIXES and not p.name.startswith(".") and not p.is_dir()
                 )
             except OSError as exc:
                 problems.append(
-                    _whole_file_problem(str(path), f"cannot list directory: {exc.strerror}")
+                    _whole_file_problem(
+                        str(path), f"cannot list directory: {_describe_os_error(exc)}"
+                    )
                 )
                 continue
             if not entries:
@@ -148,21 +175,12 @@ def _expand(paths: Sequence[str | os.PathLike[str]], problems: list[SpecProblem]
                     )
                 )
             candidates = entries
-        elif path.exists():
-            candidates = [path]
         else:
-            problems.append(
-                _whole_file_problem(
-                    str(path),
-                    "no such file or directory",
-                    "give a fleet spec file such as fleet.yaml, or a directory of them",
-                )
-            )
-            continue
+            candidates = [path]
         for candidate in candidates:
             try:
                 key = candidate.resolve()
-            except OSError:  # pragma: no cover - resolve rarely fails
+            except (OSError, RuntimeError):  # a symlink loop: reported when it is read
                 key = candidate
             if key not in seen:
                 seen.add(key)
@@ -170,15 +188,66 @@ def _expand(paths: Sequence[str | os.PathLike[str]], problems: list[SpecProblem]
     return files
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _read_bytes(path: Path, max_bytes: int) -> bytes | SpecProblem:
+    """The file's first ``max_bytes + 1`` bytes, or why it cannot be a spec file.
+
+    Opened without blocking (a FIFO would wait for a writer for ever) and without following a
+    symlink loop; only regular files are read, and a file nobody may read (mode 000) is
+    refused even when this process could read it anyway (root).
+    """
+    name = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        return _whole_file_problem(name, f"cannot read: {_describe_os_error(exc)}")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return _whole_file_problem(
+                name,
+                f"cannot read: {_kind(info.st_mode)}, not a regular file",
+                "give a fleet spec file such as fleet.yaml",
+            )
+        if info.st_mode & 0o444 == 0:
+            return _whole_file_problem(
+                name,
+                f"cannot read: the file is readable by nobody "
+                f"(mode {stat.S_IMODE(info.st_mode):03o})",
+                "chmod u+r the file if it is meant to be read",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        return _whole_file_problem(name, f"cannot read: {_describe_os_error(exc)}")
+    finally:
+        os.close(fd)
+
+
 def _read(path: Path, max_bytes: int, max_alias_nodes: int) -> ParsedFile:
     name = str(path)
     empty = SourceMap(default_file=name)
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(max_bytes + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return ParsedFile(name, None, empty, [_whole_file_problem(name, f"cannot read: {reason}")])
+    raw = _read_bytes(path, max_bytes)
+    if isinstance(raw, SpecProblem):
+        return ParsedFile(name, None, empty, [raw])
     if len(raw) > max_bytes:
         return ParsedFile(
             name,
@@ -245,6 +314,8 @@ def _finish(
 ) -> LoadedSpec:
     for item in parsed:
         problems.extend(item.problems)
+    # a value the parser could not read is reported once (not again as a null by the models)
+    unreadable = {(p.file, p.line, p.column, p.field) for p in problems}
     if any(item.fatal for item in parsed) or not parsed:
         raise SpecError(_sorted(problems))
     merged: dict[str, Any] = {}
@@ -254,7 +325,9 @@ def _finish(
         _merge(merged, merged_map, item.data, item.source_map, (), problems)
         merged_map.update(item.source_map)
     spec, findings = validate_data(merged, merged_map)
-    problems.extend(findings.errors)
+    problems.extend(
+        p for p in findings.errors if (p.file, p.line, p.column, p.field) not in unreadable
+    )
     warnings = tuple(_sorted(findings.warnings))
     if problems or spec is None:
         raise SpecError(_sorted(problems), warnings=warnings)

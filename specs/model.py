@@ -36,7 +36,7 @@ from specs.blocklists import (
     parse_code_pattern,
     parse_resolver,
 )
-from specs.durations import Duration, format_duration
+from specs.durations import Duration, format_duration, within
 from specs.provisioning import ProvisioningSpec
 
 API_VERSION: Literal["fleet-reconciler/v1"] = "fleet-reconciler/v1"
@@ -47,6 +47,20 @@ NAME_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=32)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=4)]
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+_S = timedelta(seconds=1)
+_M = timedelta(minutes=1)
+_H = timedelta(hours=1)
+_D = timedelta(days=1)
+_ZERO = timedelta(0)
+
+
+#: Bounded durations, by what they mean.
+RequestTimeout = Annotated[Duration, within(_S, 5 * _M)]
+ShortWait = Annotated[Duration, within(_ZERO, _D)]
+Interval = Annotated[Duration, within(_S, _D)]
+LongWait = Annotated[Duration, within(_ZERO, 7 * _D)]
+Deadline = Annotated[Duration, within(_M, _D)]
 
 
 class _Model(BaseModel):
@@ -97,11 +111,11 @@ class Provider(_Model):
         "hourly", "monthly", "quarterly", "semiannually", "annually", "biennially", "triennially"
     ] = "monthly"
     """Billing cycle of new servers."""
-    rate_limit: Annotated[float, Field(gt=0, le=100)] = 2.0  # requests per second
-    """Client-side rate limit, requests per second."""
-    timeout: Duration = timedelta(seconds=30)
-    """Timeout of one API request."""
-    build_time: Duration = timedelta(seconds=2)
+    rate_limit: Annotated[float, Field(ge=0.1, le=100)] = 2.0  # requests per second
+    """Client-side rate limit, requests per second (0.1-100)."""
+    timeout: RequestTimeout = timedelta(seconds=30)
+    """Timeout of one API request (1s-5m)."""
+    build_time: Annotated[Duration, within(_ZERO, _H)] = timedelta(seconds=2)
     """Simulator only: how long a build takes."""
     build_failure_rate: Rate = 0.0
     """Simulator only: share of builds that fail (0-1)."""
@@ -120,7 +134,7 @@ class Provider(_Model):
 class PlanSpec(_Model):
     """A VPS plan under our own name."""
 
-    rid: Annotated[int, Field(ge=1)]  # Hostwinds plan id from get_price_list
+    rid: Annotated[int, Field(ge=1, le=1_000_000_000)]  # Hostwinds plan id from get_price_list
     """Hostwinds plan id (rid) from get_price_list."""
     vcpu: Annotated[int, Field(ge=1, le=64)]
     """Virtual CPUs."""
@@ -157,7 +171,7 @@ class NodeRange(_Model):
 class RegionSpec(_Model):
     """Nodes in one Hostwinds location."""
 
-    location_id: Annotated[int, Field(ge=1)]
+    location_id: Annotated[int, Field(ge=1, le=1_000_000_000)]
     """Hostwinds location id (12 = Seattle is the only attested id)."""
     location: str | None = None  # display name: Seattle, Dallas, Amsterdam
     """Display name: Seattle, Dallas, Amsterdam."""
@@ -249,7 +263,7 @@ class CostsSpec(_Model):
 class WarmupPhase(_Model):
     """One phase of a warmup ramp."""
 
-    days: Annotated[str, Field(pattern=r"^\s*\d+\s*-\s*\d+\s*$")]
+    days: Annotated[str, Field(pattern=r"^\s*\d{1,4}\s*-\s*\d{1,4}\s*$")]
     """Inclusive 1-based day range, e.g. 1-14."""
     start: Annotated[int, Field(ge=0, le=10_000_000)]  # emails/day on the first day
     """Emails per day on the first day of the phase."""
@@ -280,7 +294,7 @@ class WarmupSafety(_Model):
     """Bounce rate (0-1) above which the warmup pauses."""
     max_complaint_rate: Rate = 0.001
     """Complaint rate (0-1) above which the warmup pauses."""
-    max_daily_increase: Annotated[int, Field(ge=1)] | None = None
+    max_daily_increase: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
     """Largest increase of the daily limit from one day to the next (emails/day)."""
     pause_on_blocklist: bool = True
     """Pause the warmup when an IP is blocklisted."""
@@ -358,9 +372,9 @@ class VerticalScaling(_Model):
 
     enabled: bool = False
     """Allow vertical scaling along regions.*.vertical_plans."""
-    queue_threshold: Annotated[int, Field(ge=1)] = 500
+    queue_threshold: Annotated[int, Field(ge=1, le=10_000_000)] = 500
     """Queue depth that asks for a bigger plan."""
-    window: Duration = timedelta(minutes=15)
+    window: Annotated[Duration, within(_S, _D)] = timedelta(minutes=15)
     """How long the queue must stay above the threshold."""
 
 
@@ -373,15 +387,15 @@ class ScalingPolicy(_Model):
     """Scale out when throughput reaches this share of capacity (0-1)."""
     tolerance: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.10
     """Dead band around the target (0-1)."""
-    scale_up_stabilization: Duration = timedelta(0)
+    scale_up_stabilization: ShortWait = timedelta(0)
     """Wait before scaling up."""
-    scale_down_stabilization: Duration = timedelta(seconds=300)
+    scale_down_stabilization: ShortWait = timedelta(seconds=300)
     """Wait before scaling down."""
     max_step: Annotated[int, Field(ge=1, le=1000)] = 2
     """Most nodes added or removed in one step."""
-    per_core_rate: Annotated[int, Field(ge=1)] = 1000  # emails/minute per vCPU
+    per_core_rate: Annotated[int, Field(ge=1, le=1_000_000)] = 1000  # emails/minute per vCPU
     """Emails per minute one vCPU can send."""
-    evaluation_interval: Duration = timedelta(seconds=15)
+    evaluation_interval: Annotated[Duration, within(_S, _H)] = timedelta(seconds=15)
     """How often utilization is evaluated."""
     vertical: VerticalScaling = Field(default_factory=VerticalScaling)
     """Vertical scaling."""
@@ -396,21 +410,21 @@ class UnhealthyAction(StrEnum):
 class HealthPolicy(_Model):
     """Node health from heartbeats and metrics."""
 
-    heartbeat_interval: Duration = timedelta(seconds=30)
+    heartbeat_interval: Annotated[Duration, within(_S, _H)] = timedelta(seconds=30)
     """Expected interval between heartbeats."""
     missed_beats: Annotated[int, Field(ge=1, le=100)] = 3
     """Missed heartbeats before a node is unhealthy."""
     on_unhealthy: UnhealthyAction = UnhealthyAction.REPLACE
     """replace, pause or alert."""
-    replace_after: Duration = timedelta(minutes=10)
+    replace_after: LongWait = timedelta(minutes=10)
     """Grace period before an unhealthy node is replaced."""
-    queue_warning: Annotated[int, Field(ge=0)] = 100
+    queue_warning: Annotated[int, Field(ge=0, le=10_000_000)] = 100
     """Postfix queue length that is a warning."""
-    queue_critical: Annotated[int, Field(ge=0)] = 500
+    queue_critical: Annotated[int, Field(ge=0, le=10_000_000)] = 500
     """Postfix queue length that is critical."""
-    rate_warning: Annotated[int, Field(ge=0)] = 100  # emails/min below this: warning
+    rate_warning: Annotated[int, Field(ge=0, le=10_000_000)] = 100  # emails/min below this: warning
     """Emails per minute below which a node is a warning."""
-    rate_critical: Annotated[int, Field(ge=0)] = 50
+    rate_critical: Annotated[int, Field(ge=0, le=10_000_000)] = 50
     """Emails per minute below which a node is critical."""
     bounce_warning: Rate = 0.01
     """Bounce rate (0-1) that is a warning."""
@@ -636,16 +650,16 @@ class ReputationPolicy(_Model):
 class DisruptionPolicy(_Model):
     """Limits on how much the reconciler may disrupt at once."""
 
-    max_unavailable: Annotated[int, Field(ge=1)] = 1
+    max_unavailable: Annotated[int, Field(ge=1, le=10000)] = 1
     """Most nodes out of service at once."""
-    max_destroys_per_run: Annotated[int, Field(ge=0)] = 5
+    max_destroys_per_run: Annotated[int, Field(ge=0, le=10000)] = 5
     """Most servers destroyed in one run."""
     mass_delete_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     """A plan destroying more than this share of the fleet (or all of a region) is refused
     unless allowed on the command line."""
     protected: list[str] = Field(default_factory=list)  # node names never destroyed
     """Node names never destroyed (they start with the fleet name)."""
-    drain_timeout: Duration = timedelta(minutes=30)
+    drain_timeout: ShortWait = timedelta(minutes=30)
     """Longest wait for a node's queue to empty before it is destroyed."""
 
 
@@ -654,22 +668,22 @@ class AlertsSpec(_Model):
 
     webhook: str | None = None
     """http(s) URL receiving alerts."""
-    dedupe_window: Duration = timedelta(hours=1)
+    dedupe_window: LongWait = timedelta(hours=1)
     """Identical alerts within this window are sent once."""
 
 
 class ReconcileSettings(_Model):
     """The reconcile loop."""
 
-    interval: Duration = timedelta(seconds=60)
+    interval: Interval = timedelta(seconds=60)
     """Time between reconciles in the daemon."""
-    create_timeout: Duration = timedelta(minutes=30)
+    create_timeout: Deadline = timedelta(minutes=30)
     """Longest wait for a new server to become active."""
-    resize_timeout: Duration = timedelta(minutes=30)
+    resize_timeout: Deadline = timedelta(minutes=30)
     """Longest wait for a resize."""
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     """Actions applied in parallel."""
-    adoption_grace: Duration = timedelta(minutes=5)
+    adoption_grace: ShortWait = timedelta(minutes=5)
     """How long a pending create waits before it may be retried."""
 
 

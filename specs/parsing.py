@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from specs.errors import SpecProblem
@@ -35,6 +35,21 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_ALIAS_NODES = 10_000
 #: Deepest nesting accepted (the spec itself is about 6 levels deep).
 MAX_DEPTH = 64
+#: Characters that alias expansion may add to a file (the expanded size, not only the count
+#: of aliases, is bounded: a short anchor holding a long string, aliased 10,000 times, is
+#: refused).
+MAX_ALIAS_CHARS = 256 * 1024
+#: The longest number written (a spec's numbers are short; a million-digit exponent is not
+#: one of them).
+MAX_NUMBER_CHARS = 40
+#: Whole numbers must fit in 64 bits (ids, counts and limits are all far below it).
+MAX_INT = 2**63 - 1
+#: Decimal numbers: at most this many significant digits, and a magnitude within
+#: 10^-MAX_EXPONENT .. 10^MAX_EXPONENT.
+MAX_DECIMAL_DIGITS = 30
+MAX_EXPONENT = 30
+#: The longest value quoted back in a problem.
+MAX_SHOWN = 60
 
 FieldPath = tuple[str | int, ...]
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -44,16 +59,45 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 _STR_TAG = "tag:yaml.org,2002:str"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG = "tag:yaml.org,2002:int"
 _SCALAR_TAGS = frozenset(
     {
         _STR_TAG,
         _FLOAT_TAG,
-        "tag:yaml.org,2002:int",
+        _INT_TAG,
         "tag:yaml.org,2002:bool",
         "tag:yaml.org,2002:null",
         "tag:yaml.org,2002:timestamp",
     }
 )
+#: What each tag reads as, for problems about a value that does not read as its tag.
+_TAG_WORDS = {
+    _FLOAT_TAG: "a number",
+    _INT_TAG: "a whole number",
+    "tag:yaml.org,2002:bool": "true or false",
+    "tag:yaml.org,2002:null": "null",
+    "tag:yaml.org,2002:timestamp": "a date or time",
+}
+
+
+def shown(value: str, limit: int = MAX_SHOWN) -> str:
+    """``repr`` of a value quoted back in a problem, cut to ``limit`` characters."""
+    if len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value):,} characters)"
+    return repr(value)
+
+
+def has_surrogate(text: str) -> bool:
+    """True when ``text`` holds a lone UTF-16 surrogate (``"\\ud800"`` in a quoted YAML
+    string): not a character, and not writable as UTF-8."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def _decimal_in_range(number: Decimal) -> bool:
+    if number.is_zero():
+        return True
+    digits = len(number.as_tuple().digits)
+    return digits <= MAX_DECIMAL_DIGITS and -MAX_EXPONENT <= number.adjusted() <= MAX_EXPONENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +205,7 @@ class _Builder:
         self.source = source
         self.max_alias_nodes = max_alias_nodes
         self.alias_nodes = 0
+        self.alias_chars = 0
         self.seen: set[int] = set()
         self.active: set[int] = set()
         self.source_map = SourceMap(default_file=source)
@@ -193,6 +238,21 @@ class _Builder:
         self.seen.add(ident)
         if in_alias:
             self.alias_nodes += 1
+            if isinstance(node, ScalarNode):
+                self.alias_chars += len(node.value)
+            if self.alias_chars > MAX_ALIAS_CHARS:
+                pos = self.position(node.start_mark)
+                raise _RefusedError(
+                    SpecProblem(
+                        pos.file,
+                        pos.line,
+                        pos.column,
+                        "",
+                        f"anchors and aliases expand to more than {MAX_ALIAS_CHARS:,} "
+                        "characters; refusing the document",
+                        "write the values out or use fewer, shorter aliases",
+                    )
+                )
             if self.alias_nodes > self.max_alias_nodes:
                 pos = self.position(node.start_mark)
                 raise _RefusedError(
@@ -233,29 +293,70 @@ class _Builder:
 
     def scalar(self, node: ScalarNode, path: FieldPath) -> Any:
         tag = node.tag
+        value = node.value
+        if has_surrogate(value):
+            self.problem(
+                node.start_mark,
+                path,
+                "the value holds a lone surrogate (an escape like \\ud800), not a character",
+                "write the character itself, or a \\U escape of a real code point",
+            )
+            return None
         if tag == _STR_TAG:
-            return node.value
+            return value
         if tag not in _SCALAR_TAGS:
             self.problem(
                 node.start_mark,
                 path,
-                f"unsupported YAML tag {tag!r}",
+                f"unsupported YAML tag {shown(tag)}",
                 "write plain values without '!' tags",
             )
             return None
+        words = _TAG_WORDS.get(tag, "a value")
+        if tag in (_FLOAT_TAG, _INT_TAG) and len(value) > MAX_NUMBER_CHARS:
+            self.problem(
+                node.start_mark,
+                path,
+                f"the number {shown(value, 20)} is longer than {MAX_NUMBER_CHARS} characters",
+                "a spec's numbers are short: counts, ids, prices, rates",
+            )
+            return None
         if tag == _FLOAT_TAG:
-            text = node.value.replace("_", "").strip()
+            text = value.replace("_", "").strip()
             try:
                 number = Decimal(text)
             except InvalidOperation:
                 number = None
             if number is not None and number.is_finite():
+                if not _decimal_in_range(number):
+                    self.problem(
+                        node.start_mark,
+                        path,
+                        f"the number {shown(value, 20)} is out of range",
+                        f"numbers are at most {MAX_DECIMAL_DIGITS} digits, between "
+                        f"1e-{MAX_EXPONENT} and 1e{MAX_EXPONENT}",
+                    )
+                    return None
                 return number
         try:
-            return self.constructor.construct_object(node)
-        except (ConstructorError, ValueError, OverflowError) as exc:
-            self.problem(node.start_mark, path, f"cannot read value {node.value!r}: {exc}")
+            result = self.constructor.construct_object(node)
+        except Exception:  # PyYAML raises KeyError, IndexError... for a value its tag refuses
+            self.problem(
+                node.start_mark,
+                path,
+                f"cannot read {shown(value)} as {words}",
+                "remove the '!!' tag, or write a value of that type",
+            )
             return None
+        if isinstance(result, int) and not isinstance(result, bool) and abs(result) > MAX_INT:
+            self.problem(
+                node.start_mark,
+                path,
+                f"the number {shown(value, 20)} is out of range",
+                "whole numbers must fit in 64 bits",
+            )
+            return None
+        return result
 
     def merge(
         self, result: dict[str, Any], value: Node, path: FieldPath, depth: int, in_alias: bool
@@ -313,6 +414,17 @@ class _Builder:
                     key_node.start_mark,
                     path,
                     "a mapping key must be a plain name, not a list or mapping",
+                )
+                continue
+            if key_node.tag not in _SCALAR_TAGS or has_surrogate(key_node.value):
+                self.problem(
+                    key_node.start_mark,
+                    path,
+                    f"the key {shown(key_node.value)} has the unsupported YAML tag "
+                    f"{shown(key_node.tag)}"
+                    if key_node.tag not in _SCALAR_TAGS
+                    else "the key holds a lone surrogate (an escape like \\ud800)",
+                    "keys are plain names, without '!' tags",
                 )
                 continue
             key = str(key_node.value)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from specs.durations import Duration
+from specs.durations import Duration, within
 
 __all__ = ["ProvisioningSpec"]
 
@@ -148,7 +148,9 @@ class PostfixSettings(_Model):
     """Parallel deliveries to one destination at the start."""
     default_destination_concurrency_limit: Annotated[int, Field(ge=1, le=100)] = 5
     """Most parallel deliveries to one destination (politeness towards mailbox providers)."""
-    minimal_backoff_time: Duration = timedelta(seconds=300)
+    minimal_backoff_time: Annotated[Duration, within(timedelta(seconds=1), timedelta(days=1))] = (
+        timedelta(seconds=300)
+    )
     """Shortest wait before retrying a deferred message."""
     maximal_backoff_time: Duration = timedelta(seconds=3600)
     """Longest wait before retrying a deferred message."""
@@ -194,7 +196,9 @@ class CircuitBreaker(_Model):
 
     failures: Annotated[int, Field(ge=1, le=1000)] = 3
     """Failed provisionings in one region within the window that open the breaker."""
-    window: Duration = timedelta(hours=1)
+    window: Annotated[Duration, within(timedelta(minutes=1), timedelta(days=7))] = timedelta(
+        hours=1
+    )
     """The window."""
 
 
@@ -223,7 +227,9 @@ class ProvisioningSpec(_Model):
     """What pip installs on the node for the agent."""
     deadline: Duration = timedelta(minutes=30)
     """A node not verified this long after its create is destroyed and replaced."""
-    step_timeout: Duration = timedelta(minutes=10)
+    step_timeout: Annotated[Duration, within(timedelta(seconds=1), timedelta(days=1))] = timedelta(
+        minutes=10
+    )
     """Longest one step may take (bootstrap included)."""
     step_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     """Attempts of one step before the node is failed."""

@@ -17,14 +17,12 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from specs.durations import parse_duration
 from specs.errors import SpecProblem
 from specs.model import (
     NAME_PATTERN,
@@ -34,7 +32,7 @@ from specs.model import (
     PlanSpec,
     RegionSpec,
 )
-from specs.parsing import FieldPath, Position, SourceMap, dotted
+from specs.parsing import FieldPath, Position, SourceMap, dotted, shown
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -82,10 +80,11 @@ def _describe(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return repr(value)
+        return shown(value)
     if isinstance(value, Decimal | int | float):
-        return f"the number {value}"
-    return f"{type(value).__name__} {value!r}"
+        text = str(value)
+        return f"the number {text if len(text) <= 30 else text[:30] + '...'}"
+    return f"{type(value).__name__} {shown(repr(value))}"
 
 
 # --- walking the model alongside a pydantic error location -------------------------------
@@ -441,7 +440,6 @@ class _Checker:
         self.check_schedules()
         self.check_protected()
         self.check_budget()
-        self.check_durations()
         self.check_provider()
         return self.findings
 
@@ -623,23 +621,6 @@ class _Checker:
                 f"over the budget of {budget:.2f}",
                 "autoscaling will stop at the budget",
             )
-
-    def check_durations(self) -> None:
-        for section, name in (
-            ("reconcile", "interval"),
-            ("health", "heartbeat_interval"),
-            ("scaling", "evaluation_interval"),
-            ("reputation", "check_interval"),
-        ):
-            raw = _mapping(self.data.get(section)).get(name)
-            if raw is None:
-                continue
-            try:
-                value = parse_duration(raw)
-            except ValueError:
-                continue  # reported by the model pass
-            if value <= timedelta(0):
-                self.error((section, name), "must be longer than 0s", "e.g. 30s")
 
     def check_provider(self) -> None:
         provider = _mapping(self.data.get("provider"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -89,6 +90,27 @@ yaml_tokens = st.sampled_from(
         "\ufeff",
         "&a [*a]",
         "nodes: {min: 1, max: 0}",
+        # odd numbers and explicit tags (issue 11)
+        "1.0e+99999999",
+        "-1e-99999",
+        "0x" + "f" * 40,
+        "9" * 60,
+        "1:2:3",
+        "0o777",
+        ".nan",
+        "!!bool ",
+        "!!int ",
+        "!!float ",
+        "!!timestamp ",
+        "!!null ",
+        "!!str ",
+        "!!binary ",
+        "!!python/object:os.system ",
+        "!!set ",
+        "!!omap ",
+        '"\\ud800"',
+        "99999999999999999999w",
+        "0s",
     ]
 )
 
@@ -175,6 +197,91 @@ def mutated_quickstart(draw: st.DrawFn) -> dict[str, Any]:
 @given(mutated_quickstart())
 def test_mutations_of_the_quickstart(document: dict[str, Any]) -> None:
     outcome(yaml.safe_dump(document, allow_unicode=True))
+
+
+#: scalars written as YAML text, odd on purpose: numbers beyond every range and explicit tags
+odd_scalar_texts = st.sampled_from(
+    [
+        "1.0e+99999999",
+        "1.0e-99999999",
+        "-0.0e+999",
+        "1e25",
+        "0x" + "f" * 5000,
+        "0x" + "f" * 20,
+        "0b" + "1" * 70,
+        "9" * 5000,
+        "9" * 25,
+        "-9223372036854775809",
+        "190:20:30",
+        ".inf",
+        "-.inf",
+        ".nan",
+        "!!bool 2",
+        "!!bool yes",
+        '!!int ""',
+        "!!int 1.5",
+        "!!int 0x10",
+        "!!float abc",
+        "!!float 1e999999",
+        "!!timestamp x",
+        "!!timestamp 2001-12-14",
+        "!!null 3",
+        "!!str 5",
+        "!!binary aGVsbG8=",
+        "!!set {a}",
+        "!!omap [a: 1]",
+        "!custom 1",
+        "'99999999999999999999w'",
+        "99999999999999999999w",
+        "0s",
+        "1e-300",
+        "'1e-300'",
+        '"\\ud800"',
+        "off",
+        "yes",
+    ]
+)
+odd_key_texts = st.sampled_from(["!foo nodes", "!!binary aGVsbG8=", "!!int 3", '"\\udfff"'])
+
+
+def _scalar_spots(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every plain scalar value after ``key: `` on a line of ``text``."""
+    spots = []
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\n")
+        colon = body.find(": ")
+        if colon > 0 and body[colon + 2 :].strip() and not body.strip().startswith("#"):
+            rest = body[colon + 2 :]
+            if not rest.startswith(("{", "[", "|", ">", "&", "*")):
+                spots.append((offset + colon + 2, offset + len(body)))
+        offset += len(line)
+    return spots
+
+
+@SETTINGS
+@given(st.data())
+def test_odd_scalars_written_into_the_quickstart(data: st.DataObject) -> None:
+    """Numbers beyond every range, explicit tags and tags on keys, written as YAML text into
+    the quickstart (where safe_dump would have quoted them): a spec or a SpecError, quickly."""
+    text = QUICKSTART_TEXT
+    spots = _scalar_spots(text)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        start, end = data.draw(st.sampled_from(spots))
+        text = text[:start] + data.draw(odd_scalar_texts) + text[end:]
+        spots = _scalar_spots(text)
+    if data.draw(st.booleans()):
+        lines = text.splitlines(keepends=True)
+        index = data.draw(st.integers(min_value=0, max_value=len(lines) - 1))
+        line = lines[index]
+        stripped = line.lstrip(" ")
+        if ": " in stripped and not stripped.startswith(("#", "-")):
+            indent = line[: len(line) - len(stripped)]
+            lines[index] = indent + data.draw(odd_key_texts) + stripped[stripped.index(":") :]
+            text = "".join(lines)
+    started = time.monotonic()
+    outcome(text)
+    assert time.monotonic() - started < 5.0
 
 
 def test_the_unmutated_quickstart_round_trips() -> None:

@@ -327,7 +327,10 @@ def test_pool_capacity_counts_ips_per_node_and_ignores_draining_pools() -> None:
 
 def test_zero_intervals_are_refused() -> None:
     problem = one(VALID + "reconcile:\n  interval: 0s\n")
-    assert (problem.field, problem.message) == ("reconcile.interval", "must be longer than 0s")
+    assert (problem.field, problem.message) == (
+        "reconcile.interval",
+        "the duration must be within 1s..1d, got 0s",
+    )
 
 
 def test_webhook_must_be_a_url() -> None:
