@@ -65,7 +65,10 @@ Deadline = Annotated[Duration, within(_M, _D)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, str_strip_whitespace=True, use_attribute_docstrings=True
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=True,
+        defer_build=True,
     )
 
 

@@ -51,7 +51,10 @@ Email = Annotated[str, AfterValidator(_email)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, str_strip_whitespace=True, use_attribute_docstrings=True
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=True,
+        defer_build=True,
     )
 
 

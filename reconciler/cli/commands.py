@@ -1,38 +1,160 @@
-"""The click command tree: the root ``reconcile`` command and its subcommands."""
+"""The click command tree: the root ``reconcile`` command and its subcommands.
+
+Subcommands are loaded lazily: the tree names each one with the module that defines it and
+its one-line help, and imports the module only when the command runs (or its own ``--help``
+is asked for). ``reconcile --help``, ``validate`` and ``schema`` therefore never import the
+store (SQLAlchemy), the HTTP client, the servers or the engine; ``tests/cli/test_startup.py``
+pins both that and that every one-line help below matches its command's docstring.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from reconciler import package_version
-from reconciler.cli import (
-    auditing,
-    blocklisting,
-    completing,
-    costing,
-    daemonizing,
-    database,
-    diffing,
-    nodes,
-    reconciling,
-    simulating,
-    validating,
-)
-from reconciler.daemon.formatting import LEVELS, configure_logging
+from reconciler.cli.options import LOG_LEVELS, reconcile_options
 
 #: where the root command leaves --log-level/--log-format for subcommands (click's ctx.meta)
 LOG_META = "reconciler.log"
 
 
+class LazyCommand:
+    """A subcommand not imported yet: ``module:attribute`` and its one-line help.
+
+    (A plain class: a dataclass costs a compile at import, and this module is on every start.)
+    """
+
+    __slots__ = ("short_help", "target")
+
+    def __init__(self, target: str, short_help: str) -> None:
+        self.target = target
+        self.short_help = short_help
+
+    def short_help_str(self, limit: int) -> str:
+        """The help line as click would shorten the command's own (same rule, same limit)."""
+        return click.Command(None, help=self.short_help).get_short_help_str(limit)
+
+    def load(self) -> click.Command:
+        module_name, _, attribute = self.target.partition(":")
+        command = getattr(importlib.import_module(f"reconciler.cli.{module_name}"), attribute)
+        if not isinstance(command, click.Command):  # pragma: no cover - a wrong table entry
+            raise TypeError(f"{self.target} is not a click command")
+        return command
+
+
+#: every subcommand, in the order ``reconcile --help`` lists them (alphabetical, as click does)
+LAZY_COMMANDS: dict[str, LazyCommand] = {
+    "agent": LazyCommand(
+        "daemonizing:agent",
+        "Run on a node: post a signed heartbeat (queue, CPU, memory, disk, mail sent) to the "
+        "daemon every interval; keeps going when the daemon is unreachable.",
+    ),
+    "blocklists": LazyCommand(
+        "blocklisting:blocklists", "DNS blocklists: look IPs up the way the daemon does."
+    ),
+    "completion": LazyCommand(
+        "completing:completion",
+        "Print the completion script for SHELL (commands, options, choices).",
+    ),
+    "costs": LazyCommand(
+        "costing:costs", "The cost constants finance owns: show them, set them (with history)."
+    ),
+    "daemon": LazyCommand(
+        "daemonizing:daemon",
+        "Keep the fleet as declared: reconcile on schedule and on spec changes, watch "
+        "heartbeats, autoscale, and serve the HTTP API.",
+    ),
+    "db": LazyCommand("database:db", "Manage the state database (schema migrations)."),
+    "diff": LazyCommand(
+        "diffing:diff",
+        "Show what changes in the desired state from OLD to NEW, field by field (e.g.",
+    ),
+    "history": LazyCommand(
+        "auditing:history",
+        "The fleet's audit trail, newest first: reconcile runs (who ran them: a CLI user or a "
+        "daemon and its epoch; the spec revision; counts; outcome) and journal entries (every "
+        "recorded action on a node, with who and why).",
+    ),
+    "node": LazyCommand(
+        "nodes:node", "Operator actions on one node: maintenance, resume, release."
+    ),
+    "node-token": LazyCommand(
+        "daemonizing:node_token",
+        "Print NAME's heartbeat token, derived from RECONCILER_NODE_MASTER_SECRET (nothing is "
+        "stored).",
+    ),
+    "platform-token": LazyCommand(
+        "nodes:platform_token_command",
+        "Print the sending platform's token for GET /v1/rotation and POST /v1/complaints, "
+        "derived from RECONCILER_NODE_MASTER_SECRET and the fleet's name (nothing is stored).",
+    ),
+    "schema": LazyCommand(
+        "validating:schema",
+        "Print the JSON Schema of the fleet spec (for editors' YAML language servers).",
+    ),
+    "simulator": LazyCommand(
+        "simulating:simulator",
+        "Serve the Hostwinds Cloud API simulator (POST /cloud/api.php, admin under /sim/).",
+    ),
+    "status": LazyCommand(
+        "daemonizing:status",
+        "Show the fleet: per node region, status, IP, plan, warmup day and today's limit, "
+        "utilization, last heartbeat, monthly cost and health; per region and pool the totals.",
+    ),
+    "validate": LazyCommand(
+        "validating:validate",
+        "Check spec files (or directories of them) and report every problem.",
+    ),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (see ``LAZY_COMMANDS``)."""
+
+    def __init__(self, *args: object, lazy: dict[str, LazyCommand], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = dict(lazy)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.commands[cmd_name] = self.lazy[cmd_name].load()
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help`` from the table, without importing the commands."""
+        names = self.list_commands(ctx)
+        if not names:  # pragma: no cover - the tree always has commands
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None:
+                if loaded.hidden:
+                    continue
+                rows.append((name, loaded.get_short_help_str(limit)))
+            else:
+                rows.append((name, self.lazy[name].short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 @click.group(
+    cls=LazyGroup,
+    lazy=LAZY_COMMANDS,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(package_version(), "--version", "-V", prog_name="reconcile")
-@reconciling.reconcile_options
+@reconcile_options
 @click.option(
     "--log-level",
-    type=click.Choice(LEVELS),
+    type=click.Choice(LOG_LEVELS),
     default=None,
     help="Log level for this command and any subcommand (default: warning; the daemon and "
     "the agent: info). debug shows each Hostwinds request and answer, redacted.",
@@ -53,24 +175,12 @@ def cli(ctx: click.Context, /, **options: object) -> int:
     fmt = options.pop("log_format", None)
     ctx.meta[LOG_META] = (level, fmt)
     if level is not None or fmt is not None:
+        from reconciler.daemon.formatting import configure_logging
+
         configure_logging(str(fmt or "text"), str(level or "warning").upper())
     if ctx.invoked_subcommand is None:
+        from reconciler.cli import reconciling  # the engine, the store, the cloud: only here
+
         return reconciling.run(ctx, **options)
     ctx.obj = options
     return 0
-
-
-cli.add_command(validating.validate)
-cli.add_command(validating.schema)
-cli.add_command(simulating.simulator)
-cli.add_command(database.db)
-cli.add_command(costing.costs)
-cli.add_command(blocklisting.blocklists)
-cli.add_command(nodes.node)
-cli.add_command(nodes.platform_token_command)
-cli.add_command(diffing.diff)
-cli.add_command(auditing.history)
-cli.add_command(completing.completion)
-cli.add_command(nodes.node)
-for command in daemonizing.COMMANDS:
-    cli.add_command(command)

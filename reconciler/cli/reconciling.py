@@ -22,7 +22,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -46,8 +46,6 @@ from reconciler.views.progress import BarProgress, PlainProgress, render_report
 from reconciler.wiring import build_cloud, build_provisioning, build_reconciler, build_store
 from specs.loading import LoadedSpec, load_spec
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 DEFAULT_SPEC = "fleet.yaml"
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 KILL_ENV = "RECONCILER_TEST_KILL_AT_STEP"
@@ -65,57 +63,6 @@ class PlanFileError(UserError):
 
 class ConfirmationRequiredError(UserError):
     """Destroys need a confirmation that could not be asked for."""
-
-
-def reconcile_options(func: F) -> F:
-    options = [
-        click.option(
-            "-f",
-            "--file",
-            "files",
-            multiple=True,
-            metavar="PATH",
-            help="Spec file or directory (repeatable; default ./fleet.yaml).",
-        ),
-        click.option("--dry-run", is_flag=True, help="Print the plan and change nothing."),
-        click.option("-y", "--yes", is_flag=True, help="Do not ask before destroying servers."),
-        click.option(
-            "--output",
-            "-o",
-            type=click.Choice(["text", "json", "markdown"]),
-            default="text",
-            show_default=True,
-            help="How to print the plan.",
-        ),
-        click.option(
-            "--detailed-exitcode",
-            is_flag=True,
-            help="Exit 0 when there is nothing to do, 2 when the plan has changes, 1 on error.",
-        ),
-        click.option(
-            "--out",
-            "out_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            metavar="PLANFILE",
-            help="Save the plan (JSON, with the fingerprint of what it was computed from).",
-        ),
-        click.option(
-            "--plan",
-            "plan_file",
-            type=click.Path(dir_okay=False, path_type=Path),
-            metavar="PLANFILE",
-            help="Apply exactly this saved plan; refused if the world changed since.",
-        ),
-        click.option(
-            "--allow-mass-destroy",
-            is_flag=True,
-            help="Allow a plan that removes a whole region or more than the mass-delete share.",
-        ),
-        click.option("--no-color", is_flag=True, help="Plain text, no colors."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def run(ctx: click.Context, **options: Any) -> int:

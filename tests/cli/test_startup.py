@@ -1,0 +1,124 @@
+"""CLI start-up: the light commands import nothing heavy, and the lazy command tree says what
+the commands themselves say (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from reconciler.cli.commands import LAZY_COMMANDS, cli
+from reconciler.cli.main import main
+from reconciler.cli.options import LOG_LEVELS
+from reconciler.daemon.formatting import LEVELS
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = str(ROOT / "examples" / "quickstart.yaml")
+
+#: what a light command must never load: the store, the HTTP client and servers, the engine
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "httpx",
+    "uvicorn",
+    "starlette",
+    "asyncssh",
+    "apscheduler",
+    "rich",
+    "state",
+    "providers",
+    "reconciler.engine",
+    "reconciler.daemon.running",
+    "reconciler.wiring",
+)
+
+PROBE = (
+    "import json, sys\n"
+    "from reconciler.cli.main import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}), file=sys.stderr)\n"
+)
+
+
+def loaded_modules(*args: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, done.stderr
+    return set(report["modules"])
+
+
+def heavy_in(modules: set[str]) -> list[str]:
+    return sorted(
+        name for name in modules if any(name == h or name.startswith(h + ".") for h in HEAVY)
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--help",), ("validate", QUICKSTART), ("schema",), ("--version",)],
+    ids=["help", "validate", "schema", "version"],
+)
+def test_light_commands_import_no_store_client_or_server(args: tuple[str, ...]) -> None:
+    assert heavy_in(loaded_modules(*args)) == []
+
+
+def test_the_probe_sees_heavy_imports_when_a_command_uses_them() -> None:
+    # the check above can fail: `reconcile db --help` loads the store's module
+    assert "sqlalchemy" in {m.split(".")[0] for m in loaded_modules("db", "current", "--help")}
+
+
+def test_help_does_not_even_build_the_spec_models() -> None:
+    assert "specs.model" not in loaded_modules("--help")
+
+
+def test_every_subcommand_is_in_the_lazy_table_under_its_own_name() -> None:
+    ctx = click.Context(cli)
+    for name, lazy in LAZY_COMMANDS.items():
+        command = lazy.load()
+        assert command.name == name, lazy.target
+    assert cli.list_commands(ctx) == sorted(LAZY_COMMANDS)
+
+
+@pytest.mark.parametrize("limit", [20, 45, 60, 80, 1000])
+def test_the_table_help_lines_are_the_commands_own(limit: int) -> None:
+    for name, lazy in LAZY_COMMANDS.items():
+        command = lazy.load()
+        assert lazy.short_help_str(limit) == command.get_short_help_str(limit), name
+
+
+def test_root_help_lists_every_command_with_its_line() -> None:
+    result = CliRunner().invoke(cli, ["--help"], terminal_width=100)
+    assert result.exit_code == 0
+    commands = result.output.split("Commands:", 1)[1]
+    for name in LAZY_COMMANDS:
+        assert f"\n  {name} " in commands
+    assert "Check spec files" in commands
+
+
+def test_log_level_choices_are_the_formatters() -> None:
+    assert LOG_LEVELS == LEVELS
+
+
+def test_unknown_command_is_a_clean_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
+
+
+def test_a_subcommand_still_runs_after_lazy_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", QUICKSTART]) == 0
+    assert "valid" in capsys.readouterr().out
