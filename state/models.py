@@ -36,6 +36,8 @@ REPUTATION_STATES = ("good", "fair", "poor", "critical")
 INTENT_STATUSES = ("pending", "done", "failed")
 #: the IP life cycle of ``reconciler.core.reputation.IpState``
 IP_STATES = ("warming", "warmed", "degraded", "listed", "quarantined")
+#: who took a node out of rotation (``reconciler.core.fleet.PausedBy``)
+PAUSED_BY = ("reputation", "health", "operator", "quarantine")
 
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -139,9 +141,13 @@ class SendingNode(Base):
     maintenance_by: Mapped[str | None] = mapped_column(sa.String(100))
     maintenance_since: Mapped[datetime | None]
     maintenance_ended_at: Mapped[datetime | None]
+    #: who took the node out of rotation (reputation, health, operator, quarantine): each
+    #: rule brings back only what it took out; NULL while in rotation
+    paused_by: Mapped[str | None] = mapped_column(sa.String(20))
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),
+        sa.CheckConstraint(_in("paused_by", PAUSED_BY), name="paused_by"),
         sa.CheckConstraint("reputation_score BETWEEN 0 AND 100", name="reputation_score"),
         # srvrname unique per fleet among open records (closed ones stay for audit)
         sa.Index(
@@ -319,6 +325,19 @@ class DnsblQueryCount(Base):
     zone: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     day: Mapped[str] = mapped_column(sa.String(10), primary_key=True)
     queries: Mapped[int] = mapped_column(sa.BigInteger(), default=0, server_default=sa.text("0"))
+
+
+class ComplaintEvent(Base):
+    """A complaint event id the sending platform sent (``POST /v1/complaints``): an id seen by
+    any daemon of the store is counted once (kept for ``reputation.max_window``)."""
+
+    __tablename__ = "complaint_events"
+
+    fleet: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    event_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    seen_at: Mapped[datetime]
+
+    __table_args__ = (sa.Index("ix_complaint_events_seen_at", "seen_at"),)
 
 
 class Intent(Base):

@@ -29,9 +29,7 @@ from reconciler.core.reputation import (
 )
 from specs.blocklists import ListingAction, Severity
 from state import models as m
-from state.store import SqlStore, _aware, _chunks, _upsert_stmt, normalise_ip
-
-_COUNT_COLUMNS = ("sent", "hard_bounces", "soft_bounces", "complaints")
+from state.store import SqlStore, _aware, _chunks, _upsert_stmt, add_send_counts, normalise_ip
 
 
 class SqlReputationStore:
@@ -241,38 +239,56 @@ class SqlReputationStore:
             merged[key] = merged.get(key, SendCounts()) + value
         if not merged:
             return 0
-        written = 0
         with self._store._tx(f"adding sending counts of {fleet!r}") as connection:
-            ids = self._nodes(connection, fleet)
-            rows: list[dict[str, Any]] = []
-            for (name, hour), value in sorted(merged.items()):
-                node_id = ids.get(name)
-                if node_id is None:
-                    continue
-                rows.append(
-                    {
-                        "node_id": node_id,
-                        "hour": hour,
-                        "sent": value.sent,
-                        "hard_bounces": value.hard_bounces,
-                        "soft_bounces": value.soft_bounces,
-                        "complaints": value.complaints,
-                    }
+            return self._add(connection, fleet, merged)
+
+    def _add(
+        self, connection: Connection, fleet: str, merged: Mapping[tuple[str, datetime], SendCounts]
+    ) -> int:
+        ids = self._nodes(connection, fleet)
+        rows = {
+            (ids[name], hour): (v.sent, v.hard_bounces, v.soft_bounces, v.complaints)
+            for (name, hour), v in merged.items()
+            if name in ids
+        }
+        return add_send_counts(connection, rows)
+
+    def add_complaints(
+        self,
+        fleet: str,
+        complaints: Sequence[tuple[str, datetime, int, str | None]],
+        seen_at: datetime,
+    ) -> tuple[int, int]:
+        """Count complaints (node, at, count, event id) in one transaction; an event id any
+        daemon of this store has counted before is skipped (``complaint_events``). Returns
+        (complaints recorded, duplicates skipped)."""
+        seen_at = _aware(seen_at, "seen_at")
+        with self._store._tx(f"adding complaints of {fleet!r}") as connection:
+            ids = sorted({e[:200] for _, _, _, e in complaints if e})
+            fresh: set[str] = set()
+            for chunk in _chunks(ids):
+                stmt = (
+                    _upsert_stmt(connection, m.ComplaintEvent)
+                    .values([{"fleet": fleet, "event_id": e, "seen_at": seen_at} for e in chunk])
+                    .on_conflict_do_nothing()
+                    .returning(m.ComplaintEvent.event_id)
                 )
-            for chunk in _chunks(rows):
-                upsert = _upsert_stmt(connection, m.NodeSendCount).values(list(chunk))
-                connection.execute(
-                    upsert.on_conflict_do_update(
-                        index_elements=["node_id", "hour"],
-                        set_={
-                            column: getattr(m.NodeSendCount, column)
-                            + getattr(upsert.excluded, column)
-                            for column in _COUNT_COLUMNS
-                        },
-                    )
-                )
-                written += len(chunk)
-        return written
+                fresh.update(connection.execute(stmt).scalars())
+            merged: dict[tuple[str, datetime], SendCounts] = {}
+            duplicates = 0
+            used: set[str] = set()
+            for name, at, count, event_id in complaints:
+                if event_id:
+                    key_id = event_id[:200]
+                    if key_id not in fresh or key_id in used:
+                        duplicates += 1
+                        continue
+                    used.add(key_id)
+                key = (name, hour_of(_aware(at, "at")))
+                merged[key] = merged.get(key, SendCounts()) + SendCounts(complaints=count)
+            self._add(connection, fleet, merged)
+        recorded = sum(v.complaints for v in merged.values())
+        return recorded, duplicates
 
     def resume_reputation(self, fleet: str, node: str, at: datetime) -> bool:
         at = _aware(at, "at")
@@ -298,6 +314,12 @@ class SqlReputationStore:
             result = connection.execute(
                 sa.delete(m.NodeSendCount).where(
                     m.NodeSendCount.hour < _aware(older_than, "older_than")
+                )
+            )
+            # complaint ids older than the counts they de-duplicate are not needed any more
+            connection.execute(
+                sa.delete(m.ComplaintEvent).where(
+                    m.ComplaintEvent.seen_at < _aware(older_than, "older_than")
                 )
             )
         return int(result.rowcount)

@@ -51,6 +51,7 @@ from reconciler.core.fleet import (
     Maintenance,
     NodeMetrics,
     NodeStatus,
+    PausedBy,
     RecordedFleet,
     RecordedIntent,
     RecordedNode,
@@ -583,6 +584,8 @@ class SqlStore:
                 "host_key": sa.func.coalesce(excluded.host_key, table.host_key),
                 "bundle_version": sa.func.coalesce(excluded.bundle_version, table.bundle_version),
                 "quarantine": sa.func.coalesce(excluded.quarantine, table.quarantine),
+                # who holds the node out of rotation goes with the status it writes
+                "paused_by": excluded.paused_by,
             },
         ).returning(table.id, table.fleet, table.name, table.ip_address, table.pool)
         returned = {}
@@ -1254,6 +1257,7 @@ class SqlStore:
     ) -> int:
         recorded = 0
         window = self._window
+        counts: dict[tuple[uuid.UUID, datetime], tuple[int, int, int, int]] = {}
         with self._tx(f"recording {count} heartbeat(s)") as connection:
             postgres = connection.dialect.name == "postgresql"
             for chunk in _chunks(names):
@@ -1267,6 +1271,15 @@ class SqlStore:
                     for offset, beat in enumerate(series):
                         slot = (first_seq + offset) % window
                         rows[(node_id, slot)] = _metric_params(node_id, slot, beat)
+                        if beat.sent or beat.bounces or beat.soft_bounces or beat.complaints:
+                            key = (node_id, _hour(beat.at))
+                            sent, hard, soft, complaints = counts.get(key, (0, 0, 0, 0))
+                            counts[key] = (
+                                sent + int(beat.sent),
+                                hard + int(beat.bounces),
+                                soft + int(beat.soft_bounces),
+                                complaints + int(beat.complaints),
+                            )
                     recorded += len(series)
                 if not rows:
                     continue
@@ -1279,6 +1292,9 @@ class SqlStore:
                     )
                 else:
                     connection.execute(self._metrics_upsert(connection), list(rows.values()))
+            # the sending counts the beats carry (the reputation rates), in the same
+            # transaction: a beat is recorded with its counts or not at all
+            add_send_counts(connection, counts)
         return recorded
 
     @staticmethod
@@ -1456,6 +1472,7 @@ def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
         "host_key": _host_key_in(node.host_key),
         "bundle_version": node.bundle_version,
         "quarantine": node.quarantine[:MAX_ERROR_TEXT] if node.quarantine else None,
+        "paused_by": node.paused_by.value if node.paused_by is not None else None,
     }
 
 
@@ -1573,6 +1590,36 @@ _PG_METRICS_UPSERT = sa.text(
 )
 
 
+SEND_COUNT_COLUMNS = ("sent", "hard_bounces", "soft_bounces", "complaints")
+
+
+def _hour(at: datetime) -> datetime:
+    return _aware(at, "hour").astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def add_send_counts(
+    connection: Connection, counts: Mapping[tuple[uuid.UUID, datetime], tuple[int, int, int, int]]
+) -> int:
+    """Add (sent, hard bounces, soft bounces, complaints) to the hourly ``node_send_counts``
+    rows of (node id, hour), inside the caller's transaction; returns the rows written."""
+    rows = [
+        {"node_id": node_id, "hour": hour, **dict(zip(SEND_COUNT_COLUMNS, values, strict=True))}
+        for (node_id, hour), values in sorted(counts.items())
+    ]
+    for chunk in _chunks(rows):
+        upsert = _upsert_stmt(connection, m.NodeSendCount).values(list(chunk))
+        connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["node_id", "hour"],
+                set_={
+                    column: getattr(m.NodeSendCount, column) + getattr(upsert.excluded, column)
+                    for column in SEND_COUNT_COLUMNS
+                },
+            )
+        )
+    return len(rows)
+
+
 def _metric_params(node_id: uuid.UUID, slot: int, beat: NodeMetrics) -> dict[str, Any]:
     return {
         "node_id": node_id,
@@ -1617,7 +1664,15 @@ def _node_out(node: Any) -> RecordedNode:
         bundle_version=node.bundle_version,
         quarantine=node.quarantine,
         maintenance=_maintenance_out(node),
+        paused_by=_paused_by_out(getattr(node, "paused_by", None)),
     )
+
+
+def _paused_by_out(raw: object) -> PausedBy | None:
+    try:
+        return PausedBy(str(raw)) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def _intent_out(intent: Any) -> RecordedIntent:

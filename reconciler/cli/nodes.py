@@ -237,6 +237,7 @@ def node_document(node: RecordedNode) -> dict[str, Any]:
         "pool": node.pool,
         "plan": node.plan,
         "status": node.status.value,
+        "paused_by": node.paused_by.value if node.paused_by is not None else None,
         "protected": node.protected,
         "service_id": node.service_id,
         "ip": node.ip_address,
@@ -274,7 +275,7 @@ def list_nodes(files: tuple[str, ...], fleet: str | None, output: str) -> int:
             (
                 n.name,
                 n.region,
-                n.status.value,
+                n.status.value + (f" (by {n.paused_by.value})" if n.paused_by else ""),
                 "yes" if n.protected else "-",
                 n.ip_address or "-",
                 str(n.service_id) if n.service_id is not None else "-",

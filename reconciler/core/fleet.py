@@ -117,6 +117,17 @@ class NodeStatus(StrEnum):
         return self in (NodeStatus.WARMING, NodeStatus.ACTIVE)
 
 
+class PausedBy(StrEnum):
+    """Who took a node out of the sending rotation (recorded with the status), so that each
+    rule brings back only what it took out: a delisting never resumes a node an operator or
+    the health rule took out, and the reverse."""
+
+    REPUTATION = "reputation"  # a blocklist listing with a pause action, bounces, complaints
+    HEALTH = "health"  # missed heartbeats (status ``unhealthy``)
+    OPERATOR = "operator"  # ``reconcile node maintenance`` (status ``maintenance``)
+    QUARANTINE = "quarantine"  # a changed SSH host key (until ``reconcile node release``)
+
+
 class IpStatus(StrEnum):
     AVAILABLE = "available"
     ASSIGNED = "assigned"
@@ -216,6 +227,8 @@ class RecordedNode:
     #: set by ``reconcile node maintenance``, cleared by ``reconcile node resume``; the
     #: engine never writes it (it survives spec changes, restarts and record rewrites)
     maintenance: Maintenance | None = None
+    #: who took the node out of rotation (None while in rotation, or never paused)
+    paused_by: PausedBy | None = None
 
     def step(self, name: str) -> StepState | None:
         """The recorded state of pipeline step ``name``, if any."""

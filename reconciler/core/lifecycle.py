@@ -7,7 +7,11 @@
   resume NAME`` clears it; then it goes back into rotation (``warming`` or ``active``, by its
   warmup). A provisioning node in maintenance stops at its current step.
 - **Quarantine** (a changed SSH host key, recorded by the bootstrap): the node is out of
-  rotation and never worked on until an operator releases it (``reconcile node release``).
+  rotation and never worked on until an operator releases it (``reconcile node release``);
+  then it goes back into rotation.
+
+Each of these pauses is recorded with who made it (``RecordedNode.paused_by``: operator,
+quarantine); only its own end brings the node back (a reputation delisting does not).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.fleet import NodeStatus
+from reconciler.core.fleet import NodeStatus, PausedBy
 from reconciler.core.matching import LiveNode
 from reconciler.core.pipeline import StepContext, node_change, rotation_status
 from reconciler.core.plans import Action, Change
@@ -106,6 +110,7 @@ def hold(node: LiveNode, ctx: StepContext) -> Hold:
                     before={"status": node.status.value},
                     after={"status": NodeStatus.MAINTENANCE.value},
                     status=NodeStatus.MAINTENANCE,
+                    paused_by=PausedBy.OPERATOR,
                 )
             )
         return result
@@ -124,8 +129,24 @@ def hold(node: LiveNode, ctx: StepContext) -> Hold:
                     before={"status": node.status.value},
                     after={"status": NodeStatus.PAUSED.value},
                     status=NodeStatus.PAUSED,
+                    paused_by=PausedBy.QUARANTINE,
                 )
             )
+        return result
+    if node.status is NodeStatus.PAUSED and record.paused_by is PausedBy.QUARANTINE:
+        # released by `reconcile node release` (only the quarantine's own pause is lifted)
+        back = rotation_status(node, ctx)
+        result.held = True
+        result.changes.append(
+            node_change(
+                Action.RESUME,
+                node,
+                "released from quarantine: back into the sending rotation",
+                before={"status": NodeStatus.PAUSED.value},
+                after={"status": back.value},
+                status=back,
+            )
+        )
         return result
     if node.status is NodeStatus.MAINTENANCE and maintenance is not None:
         # ended by `reconcile node resume` (a node another rule put in maintenance stays)

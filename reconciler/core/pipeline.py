@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Protocol
 
 from reconciler.core.addresses import node_hostname
-from reconciler.core.fleet import NodeStatus, ServerStatus, StepStatus
+from reconciler.core.fleet import NodeStatus, PausedBy, ServerStatus, StepStatus
 from reconciler.core.matching import LiveNode
 from reconciler.core.plans import Action, Change
 from reconciler.core.warmup import warmup_complete
@@ -55,6 +55,7 @@ def node_change(
     step: str | None = None,
     hostname: str | None = None,
     ip: str | None = None,
+    paused_by: PausedBy | None = None,
 ) -> Change:
     """A change to one existing node, carrying its server's id, plan, pool and location."""
     return Change(
@@ -72,6 +73,7 @@ def node_change(
         step=step,
         hostname=hostname,
         ip=ip,
+        paused_by=paused_by,
     )
 
 

@@ -21,6 +21,7 @@ from reconciler.core.costs import CostResolver, cents, sort_constants
 from reconciler.core.fleet import (
     NodeStatus,
     Observed,
+    PausedBy,
     RecordedFleet,
     RecordedNode,
     ServerStatus,
@@ -688,6 +689,9 @@ class _Planner:
             entering = node.brought_up and server.status is ServerStatus.ACTIVE
             sick = node.name in options.unhealthy
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
+            held = options.reputation_paused
+            why_paused = held.get(node.name) if held is not None else None
+            paused_by = node.record.paused_by if node.record is not None else None
             if operator.held:
                 pass
             elif sick and (node.status.in_rotation or entering or leaving):
@@ -699,31 +703,44 @@ class _Planner:
                         before={"status": node.status.value},
                         after={"status": NodeStatus.UNHEALTHY.value},
                         status=NodeStatus.UNHEALTHY,
+                        paused_by=PausedBy.HEALTH,
                     )
                 )
             elif not sick and (
                 (node.status is NodeStatus.UNHEALTHY and options.metrics_known) or leaving
             ):
-                why = (
-                    "healthy again: back into the sending rotation"
-                    if node.status is NodeStatus.UNHEALTHY
-                    else "no longer surplus: stop draining, back into rotation"
-                )
-                back = rotation_status(node, self.steps)
-                out.add(
-                    node_change(
-                        Action.RESUME,
-                        node,
-                        why,
-                        before={"status": node.status.value},
-                        after={"status": back.value},
-                        status=back,
-                        hostname=node_hostname(self.spec, node.name),
+                if why_paused is not None and not leaving:
+                    # healthy again, but reputation keeps it out: the pause changes hands
+                    out.add(
+                        node_change(
+                            Action.PAUSE,
+                            node,
+                            f"healthy again; reputation: {why_paused}: out of the sending rotation",
+                            before={"status": node.status.value},
+                            after={"status": NodeStatus.PAUSED.value},
+                            status=NodeStatus.PAUSED,
+                            paused_by=PausedBy.REPUTATION,
+                        )
                     )
-                )
-            held = options.reputation_paused
-            if held is not None and not sick and not leaving and not operator.held:
-                why_paused = held.get(node.name)
+                else:
+                    why = (
+                        "healthy again: back into the sending rotation"
+                        if node.status is NodeStatus.UNHEALTHY
+                        else "no longer surplus: stop draining, back into rotation"
+                    )
+                    back = rotation_status(node, self.steps)
+                    out.add(
+                        node_change(
+                            Action.RESUME,
+                            node,
+                            why,
+                            before={"status": node.status.value},
+                            after={"status": back.value},
+                            status=back,
+                            hostname=node_hostname(self.spec, node.name),
+                        )
+                    )
+            elif held is not None and not sick and not leaving:
                 if why_paused is not None and (node.status.in_rotation or entering):
                     out.add(
                         node_change(
@@ -733,9 +750,15 @@ class _Planner:
                             before={"status": node.status.value},
                             after={"status": NodeStatus.PAUSED.value},
                             status=NodeStatus.PAUSED,
+                            paused_by=PausedBy.REPUTATION,
                         )
                     )
-                elif why_paused is None and node.status is NodeStatus.PAUSED:
+                elif (
+                    why_paused is None
+                    and node.status is NodeStatus.PAUSED
+                    and paused_by is PausedBy.REPUTATION
+                ):
+                    # only a pause reputation made ends with the reputation verdict
                     back = rotation_status(node, self.steps)
                     out.add(
                         node_change(
@@ -748,6 +771,11 @@ class _Planner:
                             status=back,
                             hostname=node_hostname(self.spec, node.name),
                         )
+                    )
+                elif why_paused is None and node.status is NodeStatus.PAUSED:
+                    out.notes.append(
+                        f"{node.name}: paused by {paused_by.value if paused_by else 'unknown'} "
+                        "(not by reputation): reputation does not resume it"
                     )
             # resize towards the spec's plan (the spec wins over drift)
             if node.region in self.spec.regions:

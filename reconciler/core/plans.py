@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from reconciler.core.fleet import NodeStatus
+from reconciler.core.fleet import NodeStatus, PausedBy
 
 
 class Action(StrEnum):
@@ -102,6 +102,8 @@ class Change:
     hostname: str | None = None
     #: the observed main IP the record takes (repair, set_rdns)
     ip: str | None = None
+    #: PAUSE: who takes the node out of rotation (recorded with the status)
+    paused_by: PausedBy | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,17 @@ class ReputationStorePort(Protocol):
         """Add (node, hour, counts) to the hourly counts; unknown nodes are skipped."""
         ...
 
+    def add_complaints(
+        self,
+        fleet: str,
+        complaints: Sequence[tuple[str, datetime, int, str | None]],
+        seen_at: datetime,
+    ) -> tuple[int, int]:
+        """Add complaints (node, at, count, event id) to the hourly counts in one transaction;
+        an event id counted before (by any daemon of this store) is skipped. Returns
+        (complaints recorded, duplicates)."""
+        ...
+
     def resume_reputation(self, fleet: str, node: str, at: datetime) -> bool:
         """An operator's resume: clear the quarantine and the pause, count rates from ``at``.
         False when the node has no reputation record to clear."""

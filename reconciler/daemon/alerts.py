@@ -1,8 +1,12 @@
 """Alerts: log, metrics and an optional webhook, de-duplicated while a condition lasts.
 
-A condition (``core.health.AlertCondition``) is announced once when it starts and once when it
-clears. While it lasts nothing more is sent. A condition that clears and comes back within
-``alerts.dedupe_window`` is not announced again (flap suppression).
+A condition (``core.health.AlertCondition``) is announced once when it starts ("firing": log
+at its severity's level, ``reconciler_alerts_total``, webhook) and once when it ends
+("resolved": log, ``reconciler_alerts_resolved_total``, webhook with ``"state": "resolved"``).
+While it lasts nothing more is sent. A condition that clears and comes back within
+``alerts.dedupe_window`` is not a new alert (flap suppression: no new count, logged at info),
+but the webhook hears it again (``"state": "firing", "reopened": true``), so a receiver that
+was told it resolved does not believe it is over.
 """
 
 from __future__ import annotations
@@ -85,16 +89,35 @@ class Alerter:
             self._active[key] = condition
             cleared = self._cleared_at.pop(key, None)
             if cleared is not None and now - cleared < self._window:
-                continue  # came back within the window: already announced
+                # came back within the window (flapping): not a new alert, but the receiver
+                # heard it resolved, so it hears it firing again
+                log.info(
+                    f"alert again ({condition.severity.label}): {condition.message}",
+                    extra={
+                        "event": "alert.reopened",
+                        "key": key,
+                        "severity": condition.severity.label,
+                        "node": condition.node,
+                    },
+                )
+                await self._post(self._payload(condition, "firing", now, reopened=True))
+                continue
             announced.append(key)
             await self._announce(condition, "firing", now)
         for key in sorted(set(self._active) - set(current)):
             condition = self._active.pop(key)
             self._cleared_at[key] = now
+            self._metrics.alerts_resolved.labels(condition.severity.label).inc()
             log.info(
-                f"alert resolved: {condition.message}",
-                extra={"event": "alert.resolved", "key": key, "severity": condition.severity.label},
+                f"alert resolved ({condition.severity.label}): {condition.message}",
+                extra={
+                    "event": "alert.resolved",
+                    "key": key,
+                    "severity": condition.severity.label,
+                    "node": condition.node,
+                },
             )
+            await self._post(self._payload(condition, "resolved", now))
         horizon = now - self._window
         for key in [k for k, at in self._cleared_at.items() if at < horizon]:
             del self._cleared_at[key]
@@ -126,6 +149,11 @@ class Alerter:
                 "node": condition.node,
             },
         )
+        await self._post(self._payload(condition, state, now))
+
+    def _payload(
+        self, condition: AlertCondition, state: str, now: datetime, *, reopened: bool = False
+    ) -> dict[str, object]:
         payload: dict[str, object] = {
             "fleet": self._fleet,
             "state": state,
@@ -135,6 +163,11 @@ class Alerter:
             "message": condition.message,
             "at": now.isoformat(),
         }
+        if reopened:
+            payload["reopened"] = True
+        return payload
+
+    async def _post(self, payload: dict[str, object]) -> None:
         self.sent.append(payload)
         del self.sent[:-100]
         if not self._webhook:

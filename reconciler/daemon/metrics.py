@@ -111,6 +111,12 @@ class DaemonMetrics:
         self.alerts = Counter(
             "reconciler_alerts", "Alerts raised, by severity", ["severity"], registry=r
         )
+        self.alerts_resolved = Counter(
+            "reconciler_alerts_resolved",
+            "Alert conditions that ended (a resolved notice was sent), by severity",
+            ["severity"],
+            registry=r,
+        )
         self.ip_states = Gauge(
             "reconciler_ip_state_nodes",
             "Nodes by the reputation state of their IP (warming, warmed, degraded, listed, "

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +30,8 @@ from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from reconciler.core.errors import StoreError
 
 MAX_COMPLAINT_BODY = 256 * 1024
 MAX_EVENTS = 1000
@@ -46,6 +47,8 @@ class Complaint:
     node: str
     count: int
     at: datetime
+    #: the platform's event id (ARF: the report's Message-ID): counted once by all daemons
+    event_id: str | None = None
 
 
 class PlatformState(Protocol):
@@ -53,26 +56,12 @@ class PlatformState(Protocol):
 
     def node_for(self, name: str | None, ip: str | None) -> str | None: ...
 
-    async def record_complaints(self, complaints: list[Complaint]) -> int: ...
+    async def record_complaints(self, complaints: list[Complaint]) -> tuple[int, int]:
+        """Count them (an event id seen before, by any daemon, once): (recorded, duplicates)."""
+        ...
 
     @property
     def complaint_window(self) -> timedelta: ...
-
-
-class SeenIds:
-    """Event ids already counted (bounded; the oldest are forgotten first)."""
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self._limit = limit
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, key: str) -> bool:
-        if key in self._seen:
-            return False
-        self._seen[key] = None
-        while len(self._seen) > self._limit:
-            self._seen.popitem(last=False)
-        return True
 
 
 def _authorized(request: Request, token: str) -> bool:
@@ -130,8 +119,6 @@ def _arf_events(body: bytes) -> list[dict[str, Any]]:
 def create_handlers(
     state: PlatformState, token: str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
 ) -> tuple[Callable[[Request], Awaitable[Response]], Callable[[Request], Awaitable[Response]]]:
-    seen = SeenIds()
-
     async def rotation(request: Request) -> Response:
         if not _authorized(request, token):
             return _refuse(401, "unauthorized")
@@ -163,7 +150,6 @@ def create_handlers(
         current = now()
         accepted: list[Complaint] = []
         refused: list[dict[str, Any]] = []
-        duplicates = 0
         for index, event in enumerate(events):
             reason = None
             if not isinstance(event, Mapping):
@@ -191,11 +177,19 @@ def create_handlers(
                 refused.append({"index": index, "reason": reason or "unknown node"})
                 continue
             event_id = event.get("id")
-            if isinstance(event_id, str) and event_id and not seen.add(event_id[:200]):
-                duplicates += 1
-                continue
-            accepted.append(Complaint(node, int(count), at))
-        recorded = await state.record_complaints(accepted) if accepted else 0
+            accepted.append(
+                Complaint(
+                    node,
+                    int(count),
+                    at,
+                    event_id[:200] if isinstance(event_id, str) and event_id else None,
+                )
+            )
+        try:
+            recorded, duplicates = await state.record_complaints(accepted) if accepted else (0, 0)
+        except StoreError:
+            # nothing was counted (one transaction): the platform sends them again
+            return _refuse(503, "store_unavailable")
         status = 202 if accepted or duplicates else (422 if refused else 202)
         return JSONResponse(
             {

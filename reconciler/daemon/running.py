@@ -59,7 +59,7 @@ from reconciler.core.ports import (
     ReputationStorePort,
     StorePort,
 )
-from reconciler.core.reputation import IpState, RotationCandidate, SendCounts, rotation
+from reconciler.core.reputation import IpState, RotationCandidate, rotation
 from reconciler.core.scaling import (
     QueueSample,
     Recommendation,
@@ -304,7 +304,6 @@ class Daemon:
         )
         self._health_conditions: tuple[AlertCondition, ...] = ()
         self._platform_token = platform_token(master.raw, loaded.spec.name)
-        self._count_tasks: set[asyncio.Task[Any]] = set()
         #: (when it ended, outcome) of the last reconcile, for the status page
         self.last_reconcile: tuple[datetime, str] | None = None
         #: recent events (log records with an ``event``) for the status page
@@ -642,32 +641,9 @@ class Daemon:
             self.request_reconcile("leadership taken")
 
     def _beats_written(self, beats: Sequence[NodeMetrics]) -> None:
+        # the beats' sending counts (bounces, complaints) went in with them, in the same
+        # transaction (state.store.record_heartbeats)
         self.metrics.heartbeats_written.inc(len(beats))
-        rep = self._reputation_store
-        if rep is None:
-            return
-        counts = [
-            (b.node, b.at, SendCounts(b.sent, b.bounces, b.soft_bounces, b.complaints))
-            for b in beats
-            if b.sent or b.bounces or b.soft_bounces or b.complaints
-        ]
-        if not counts:
-            return
-        task = asyncio.get_running_loop().create_task(self._add_counts(rep, counts))
-        self._count_tasks.add(task)
-        task.add_done_callback(self._count_tasks.discard)
-
-    async def _add_counts(
-        self, rep: ReputationStorePort, counts: list[tuple[str, datetime, SendCounts]]
-    ) -> int:
-        try:
-            return await asyncio.to_thread(rep.add_send_counts, self.fleet, counts)
-        except StoreError as exc:
-            log.warning(
-                f"sending counts not recorded ({len(counts)} beats): {exc.message}",
-                extra={"event": "reputation.counts_failed"},
-            )
-            return 0
 
     # --- the sending platform (reconciler.daemon.rotation) --------------------------------
 
@@ -685,13 +661,23 @@ class Daemon:
                 return node.name
         return None
 
-    async def record_complaints(self, complaints: list[Complaint]) -> int:
-        if self._reputation_store is None:
-            return 0
-        return await self._add_counts(
-            self._reputation_store,
-            [(c.node, c.at, SendCounts(complaints=c.count)) for c in complaints],
-        )
+    async def record_complaints(self, complaints: list[Complaint]) -> tuple[int, int]:
+        rep = self._reputation_store
+        if rep is None:
+            return 0, 0
+        try:
+            return await asyncio.to_thread(
+                rep.add_complaints,
+                self.fleet,
+                [(c.node, c.at, c.count, c.event_id) for c in complaints],
+                self.clock.now(),
+            )
+        except StoreError as exc:
+            log.warning(
+                f"complaints not recorded ({len(complaints)} events): {exc.message}",
+                extra={"event": "reputation.complaints_failed"},
+            )
+            raise
 
     def rotation_document(self) -> dict[str, Any]:
         now = self.clock.now()

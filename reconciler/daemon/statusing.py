@@ -129,6 +129,8 @@ class NodeRow:
     #: bounces / sent and complaints / sent over the recent beats (None: nothing sent)
     bounce_rate: float | None = None
     complaint_rate: float | None = None
+    #: who took it out of rotation (reputation, health, operator, quarantine)
+    paused_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,7 @@ class FleetView:
                     "region": n.region,
                     "pool": n.pool,
                     "status": n.status,
+                    "paused_by": n.paused_by,
                     "ip": n.ip,
                     "plan": n.plan,
                     "warmup_day": n.warmup_day,
@@ -265,6 +268,7 @@ def build_view(
                 queue_length=latest.queue_length if latest is not None else None,
                 bounce_rate=sum(b.bounces for b in beats) / sent if sent > 0 else None,
                 complaint_rate=sum(b.complaints for b in beats) / sent if sent > 0 else None,
+                paused_by=node.paused_by.value if node.paused_by is not None else None,
             )
         )
     rows.sort(key=lambda r: (r.region, r.name))

@@ -120,4 +120,6 @@ class Journal:
         """``node`` with ``status`` (and the time it changed), unchanged if it has it."""
         if node.status is status:
             return node
-        return replace(node, status=status, status_changed_at=self.now())
+        # back in rotation: nobody holds it out any more (core.fleet.PausedBy)
+        paused_by = None if status.in_rotation else node.paused_by
+        return replace(node, status=status, status_changed_at=self.now(), paused_by=paused_by)

@@ -48,5 +48,8 @@ def out_of_rotation(ctx: ApplyContext, change: Change) -> str:
     if change.action is Action.DRAIN:
         ctx.journal.upsert(ctx.journal.with_status(node, NodeStatus.DRAINING))
         return "out of rotation (draining)"
-    ctx.journal.upsert(ctx.journal.with_status(node, change.status or NodeStatus.PAUSED))
+    paused = ctx.journal.with_status(node, change.status or NodeStatus.PAUSED)
+    if change.paused_by is not None and paused.paused_by is not change.paused_by:
+        paused = replace(paused, paused_by=change.paused_by)
+    ctx.journal.upsert(paused)
     return "paused"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.fleet import NodeStatus, ServerStatus
+from reconciler.core.fleet import NodeStatus, PausedBy, ServerStatus
 from reconciler.core.planning import PlanOptions, plan
 from reconciler.core.plans import Action, Change, Plan
 from tests.core.factories import (
@@ -655,12 +655,14 @@ def test_reputation_pauses_a_listed_node_and_resumes_it_when_clear() -> None:
     # a paused node stays paused while the reputation says so, resumes when it is clear,
     # and a CLI run (no assessment) leaves it alone
     paused = pair("acme-dallas-001", 101, status=NodeStatus.PAUSED)
+    paused = (paused[0], replace(paused[1], paused_by=PausedBy.REPUTATION))
     state = world([paused[0], b[0]], [paused[1], b[1]])
     assert plan(spec, *state, NOW, PlanOptions(reputation_paused=held)).is_empty
     assert plan(spec, *state, NOW).is_empty
     p = plan(spec, *state, NOW, PlanOptions(reputation_paused={}))
     assert actions(p) == [("resume", "acme-dallas-001")]
     assert p.changes[0].status in (NodeStatus.ACTIVE, NodeStatus.WARMING)
+    assert change.paused_by is PausedBy.REPUTATION
     # missed heartbeats win: an unhealthy node is paused as unhealthy, not twice
     p = plan(
         spec,
@@ -669,6 +671,36 @@ def test_reputation_pauses_a_listed_node_and_resumes_it_when_clear() -> None:
         PlanOptions(unhealthy=frozenset({"acme-dallas-001"}), reputation_paused=held),
     )
     assert [c.status for c in p.changes] == [NodeStatus.UNHEALTHY]
+    assert [c.paused_by for c in p.changes] == [PausedBy.HEALTH]
+
+
+@pytest.mark.parametrize("owner", [None, PausedBy.OPERATOR, PausedBy.HEALTH])
+def test_a_delisting_resumes_only_what_reputation_paused(owner: PausedBy | None) -> None:
+    """A node paused by someone else (an operator, the health rule, an unknown owner) stays
+    paused when reputation is clear: the delisting resumes only its own pauses."""
+    a, b = pair("acme-dallas-001", 101, status=NodeStatus.PAUSED), pair("acme-dallas-002", 102)
+    state = world([a[0], b[0]], [replace(a[1], paused_by=owner), b[1]])
+    spec = spec_of({"dallas": 2})
+    p = plan(spec, *state, NOW, PlanOptions(reputation_paused={}, metrics_known=True))
+    assert actions(p) == []
+    assert any("not by reputation" in note for note in p.notes)
+
+
+def test_health_hands_a_recovered_node_to_the_reputation_pause() -> None:
+    """Unhealthy and listed: when its heartbeats come back it goes straight to a reputation
+    pause (never into rotation in between), and the pause is then reputation's."""
+    a, b = pair("acme-dallas-001", 101, status=NodeStatus.UNHEALTHY), pair("acme-dallas-002", 102)
+    state = world([a[0], b[0]], [replace(a[1], paused_by=PausedBy.HEALTH), b[1]])
+    spec = spec_of({"dallas": 2})
+    held = {"acme-dallas-001": "listed on zen.spamhaus.org (SBL, 127.0.0.2)"}
+    p = plan(spec, *state, NOW, PlanOptions(reputation_paused=held, metrics_known=True))
+    assert actions(p) == [("pause", "acme-dallas-001")]
+    assert (p.changes[0].status, p.changes[0].paused_by) == (
+        NodeStatus.PAUSED,
+        PausedBy.REPUTATION,
+    )
+    p = plan(spec, *state, NOW, PlanOptions(reputation_paused={}, metrics_known=True))
+    assert actions(p) == [("resume", "acme-dallas-001")]
 
 
 # --- determinism and order ---------------------------------------------------------------
@@ -690,3 +722,21 @@ def test_changes_are_sorted_by_region_address_and_action_order() -> None:
         ("resize", "acme-seattle-004"),
     ]
     assert p.spec_hash == "abc"
+
+
+def test_a_host_key_quarantine_pauses_the_node_and_its_release_resumes_it() -> None:
+    a = pair("acme-dallas-001", 101)
+    spec = spec_of({"dallas": 1})
+    state = world([a[0]], [replace(a[1], quarantine="host key changed")])
+    p = plan(spec, *state, NOW, PlanOptions(reputation_paused={}))
+    assert actions(p) == [("pause", "acme-dallas-001")]
+    assert p.changes[0].paused_by is PausedBy.QUARANTINE
+    # still quarantined: nothing, whatever reputation says
+    held = replace(a[1], quarantine="host key changed", status=NodeStatus.PAUSED)
+    held = replace(held, paused_by=PausedBy.QUARANTINE)
+    assert plan(spec, *world([a[0]], [held]), NOW, PlanOptions(reputation_paused={})).is_empty
+    # released (also by the CLI, which has no reputation assessment): back into rotation
+    released = replace(held, quarantine=None)
+    for options in (PlanOptions(), PlanOptions(reputation_paused={})):
+        p = plan(spec, *world([a[0]], [released]), NOW, options)
+        assert actions(p) == [("resume", "acme-dallas-001")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,14 +70,67 @@ def test_alerts_fire_once_while_the_condition_lasts_and_post_the_webhook() -> No
         await client.aclose()
 
     asyncio.run(scenario())
-    assert [(p["key"], p["severity"]) for p in posted] == [
-        ("cpu:n2", "low"),
-        ("down:n1", "high"),
-        ("cpu:n2", "low"),
+    # every start and end reaches the webhook: a flap is not a new alert, but the receiver
+    # that heard "resolved" hears it firing again (reopened)
+    assert [(p["key"], p["state"], p.get("reopened", False)) for p in posted] == [
+        ("cpu:n2", "firing", False),
+        ("down:n1", "firing", False),
+        ("cpu:n2", "resolved", False),
+        ("cpu:n2", "firing", True),
+        ("cpu:n2", "resolved", False),
+        ("cpu:n2", "firing", False),
     ]
     assert posted[1]["fleet"] == "acme"
     assert metrics.registry.get_sample_value("reconciler_alerts_total", {"severity": "high"}) == 1
+    assert metrics.registry.get_sample_value("reconciler_alerts_total", {"severity": "low"}) == 2
     assert metrics.registry.get_sample_value("reconciler_alerts_active", {"severity": "high"}) == 1
+    resolved = {"severity": "low"}
+    assert metrics.registry.get_sample_value("reconciler_alerts_resolved_total", resolved) == 2
+
+
+def test_a_reputation_condition_that_ends_sends_a_resolved_notice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A listing (or a bounce or complaint rate) that ends: logged, counted and posted as
+    resolved, once; the next check without it sends nothing more."""
+    posted: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posted.append(json.loads(request.content))
+        return httpx.Response(204)
+
+    metrics = DaemonMetrics()
+    listed = AlertCondition(
+        "listed:n1:zen.spamhaus.org", Severity.HIGH, "n1", "n1 listed on zen.spamhaus.org"
+    )
+    bounce = AlertCondition("bounce:n2", Severity.MEDIUM, "n2", "n2: hard-bounce rate 6%")
+
+    async def scenario() -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        alerter = Alerter("acme", metrics, webhook="https://hooks.example/x", client=client)
+        await alerter.update([listed, bounce], T0)
+        with caplog.at_level(logging.INFO, logger="reconciler.daemon.alerts"):
+            await alerter.update([bounce], T0 + timedelta(hours=1))  # delisted
+            await alerter.update([bounce], T0 + timedelta(hours=2))
+            await alerter.update([], T0 + timedelta(hours=3))  # bounces back under the level
+        await client.aclose()
+
+    asyncio.run(scenario())
+    ends = [(p["key"], p["severity"], p["node"]) for p in posted if p["state"] == "resolved"]
+    assert ends == [
+        ("listed:n1:zen.spamhaus.org", "high", "n1"),
+        ("bounce:n2", "medium", "n2"),
+    ]
+    assert [
+        r.getMessage() for r in caplog.records if getattr(r, "event", "") == "alert.resolved"
+    ] == [
+        "alert resolved (high): n1 listed on zen.spamhaus.org",
+        "alert resolved (medium): n2: hard-bounce rate 6%",
+    ]
+    for severity in ("high", "medium"):
+        labels = {"severity": severity}
+        assert metrics.registry.get_sample_value("reconciler_alerts_resolved_total", labels) == 1
+        assert metrics.registry.get_sample_value("reconciler_alerts_active", labels) == 0
 
 
 def test_webhook_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

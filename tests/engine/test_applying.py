@@ -14,7 +14,7 @@ from reconciler.core.errors import (
     TerminalError,
     TransientError,
 )
-from reconciler.core.fleet import IntentStatus, NodeStatus, ServerStatus
+from reconciler.core.fleet import IntentStatus, NodeStatus, PausedBy, ServerStatus
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Action
 from reconciler.engine.applying import OutcomeStatus
@@ -402,3 +402,33 @@ def test_reconcile_once_apply_after_apply_is_empty(world: World) -> None:
     assert report is not None
     assert report.ok
     assert asyncio.run(world.reconciler(spec).observe()).fingerprint.startswith("sha256:")
+
+
+def test_a_pause_records_who_made_it_and_only_its_owner_resumes_it(world: World) -> None:
+    """The reputation pause is recorded with its owner; a delisting resumes it (and clears the
+    owner); a node the health rule paused is not resumed by a clear reputation verdict."""
+    spec = make_spec({"dallas": 2})
+    world.converge(spec)
+    first, second = sorted(world.names())
+    listed = {first: "listed on zen.spamhaus.org (SBL, 127.0.0.2)"}
+    plan, report = world.run(spec, options=PlanOptions(reputation_paused=listed))
+    assert [(c.action, c.address) for c in plan.changes] == [(Action.PAUSE, first)]
+    assert report is not None
+    assert report.ok
+    nodes = {n.name: n for n in world.store.load_fleet("acme").nodes}
+    assert (nodes[first].status, nodes[first].paused_by) == (NodeStatus.PAUSED, PausedBy.REPUTATION)
+    assert nodes[second].paused_by is None
+    # the health rule takes the other one out
+    sick = PlanOptions(reputation_paused={}, unhealthy=frozenset({second}), metrics_known=True)
+    plan, report = world.run(spec, options=sick)
+    assert sorted((c.action, c.address) for c in plan.changes) == [
+        (Action.PAUSE, second),
+        (Action.RESUME, first),
+    ]
+    nodes = {n.name: n for n in world.store.load_fleet("acme").nodes}
+    assert nodes[first].status.in_rotation
+    assert nodes[first].paused_by is None
+    assert (nodes[second].status, nodes[second].paused_by) == (
+        NodeStatus.UNHEALTHY,
+        PausedBy.HEALTH,
+    )

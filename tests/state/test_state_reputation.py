@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from state_builders import FakeClock, make_node
+from state_builders import FakeClock, beat, make_node
 
-from reconciler.core.errors import LeadershipLostError
+from reconciler.core.errors import LeadershipLostError, StoreError
 from reconciler.core.reputation import (
     IpState,
     ListingEvent,
@@ -18,7 +18,7 @@ from reconciler.core.reputation import (
     day_of,
 )
 from specs.blocklists import ListingAction, Severity
-from state import SqlStore
+from state import SqlStore, open_store
 from state.reputation import SqlReputationStore
 
 ZEN = "zen.spamhaus.org"
@@ -128,3 +128,84 @@ def test_a_stale_leader_cannot_write(store: SqlStore, clock: FakeClock) -> None:
     with pytest.raises(LeadershipLostError):
         rep.save_reputation("acme", [record], [], {}, clock.now(), epoch=lease.epoch)
     rep.save_reputation("acme", [record], [], {}, clock.now(), epoch=newer.epoch)
+
+
+def test_heartbeats_carry_their_sending_counts_in_the_same_transaction(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    """A beat's sent / hard / soft bounces / complaints land in the hourly counts with the beat;
+    when the counts cannot be written, the beat is not recorded either (one transaction)."""
+    store.upsert_nodes([make_node(ip_address="192.0.2.5"), make_node("acme-dallas-002")])
+    rep = SqlReputationStore(store)
+    t = clock.advance(30)
+    beats = [
+        beat("acme-dallas-001", t, sent=90, bounces=10, soft_bounces=4, complaints=1),
+        beat("acme-dallas-001", t + timedelta(seconds=30), sent=10, bounces=0),
+        beat("acme-dallas-002", t, sent=0, bounces=0),  # nothing to count
+    ]
+    assert store.record_heartbeats("acme", beats) == 3
+    snapshot = rep.reputation_snapshot("acme", t - timedelta(hours=1), day_of(t))
+    (bucket,) = snapshot.buckets["acme-dallas-001"]
+    assert bucket.counts == SendCounts(sent=100, hard_bounces=10, soft_bounces=4, complaints=1)
+    assert "acme-dallas-002" not in snapshot.buckets
+    # a database that refuses the counts refuses the beat with them
+    with store.engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_counts BEFORE UPDATE ON node_send_counts "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse_counts() RETURNS trigger AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER refuse_counts BEFORE UPDATE ON node_send_counts "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_counts()"
+            )
+    before = {n.name: n.last_heartbeat for n in store.load_fleet("acme").nodes}
+    later = t + timedelta(minutes=1)
+    try:
+        with pytest.raises(StoreError):
+            store.record_heartbeats("acme", [beat("acme-dallas-001", later, sent=5, bounces=5)])
+    finally:
+        with store.engine.begin() as connection:
+            connection.exec_driver_sql(
+                "DROP TRIGGER refuse_counts"
+                + ("" if connection.dialect.name == "sqlite" else " ON node_send_counts")
+            )
+            if connection.dialect.name != "sqlite":
+                connection.exec_driver_sql("DROP FUNCTION refuse_counts()")
+    after = {n.name: n.last_heartbeat for n in store.load_fleet("acme").nodes}
+    assert after == before
+    again = rep.reputation_snapshot("acme", t - timedelta(hours=1), day_of(t))
+    assert again.buckets["acme-dallas-001"][0].counts == bucket.counts
+
+
+def test_a_complaint_event_is_counted_once_across_daemons(
+    store_url: str, store: SqlStore, clock: FakeClock
+) -> None:
+    """Two daemons (two stores on one database) receive the same complaint events (the
+    platform retried, or sent to both): each event id counts once; events without an id count
+    every time; a repeated id within one batch counts once."""
+    store.upsert_node(make_node(ip_address="192.0.2.5"))
+    other = open_store(store_url, clock=clock.now)
+    try:
+        first, second = SqlReputationStore(store), SqlReputationStore(other)
+        now = clock.now()
+        name = "acme-dallas-001"
+        assert first.add_complaints(
+            "acme", [(name, now, 1, "evt-1"), (name, now, 2, "evt-2"), (name, now, 1, "evt-1")], now
+        ) == (3, 1)
+        assert second.add_complaints(
+            "acme", [(name, now, 1, "evt-1"), (name, now, 1, "evt-3"), (name, now, 1, None)], now
+        ) == (2, 1)
+        assert second.add_complaints("acme", [(name, now, 1, None)], now) == (1, 0)
+        snapshot = first.reputation_snapshot("acme", now - timedelta(hours=1), day_of(now))
+        assert snapshot.buckets[name][0].counts.complaints == 6
+        # ids are forgotten with the counts they de-duplicate
+        first.prune_send_counts(now + timedelta(days=8))
+        assert second.add_complaints("acme", [(name, now, 1, "evt-1")], now) == (1, 0)
+    finally:
+        other.close()
