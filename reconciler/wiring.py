@@ -1,11 +1,11 @@
 """The composition root shared by the CLI and the daemon: real adapters from a loaded spec and
 the environment.
 
-- ``build_cloud``: provider ``hostwinds`` -> the Hostwinds client (``HOSTWINDS_API_URL``
-  overrides the endpoint, the key comes from the variable named by ``provider.api_key_env``);
-  provider ``simulator`` -> the client against ``HOSTWINDS_API_URL`` when it is set (key from
-  ``provider.api_key_env``, default ``simulator``), else an in-process simulator on a free
-  loopback port whose account persists in ``<state_dir>/simulator.json``.
+- ``build_cloud``: provider ``hostwinds`` -> the Hostwinds client; provider ``simulator`` ->
+  the client against ``HOSTWINDS_API_URL`` when it is set (key default ``simulator``), else an
+  in-process simulator on a free loopback port whose account persists in
+  ``<state_dir>/simulator.json``. Where the API key goes and which variable holds it are the
+  operator's choice (``provider_credentials``): a spec edit alone never moves a credential.
 - ``build_store``: the state store (``RECONCILER_DATABASE_URL``, default SQLite under
   ``.reconciler/``).
 - ``SystemClock`` and the poll interval that suits the provider.
@@ -20,6 +20,7 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from providers.dns.resolving import DnsResolver
 from providers.dns.rfc2136 import Rfc2136Dns, load_tsig_key
@@ -44,11 +45,13 @@ from reconciler.engine.clocks import SystemClock
 from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, SpecSource
 from specs.blocklists import ResolverAddress, parse_resolver
-from specs.model import FleetSpec, ProviderType, ReputationPolicy
+from specs.model import DEFAULT_ENDPOINT, FleetSpec, ProviderType, ReputationPolicy
 from state.reputation import SqlReputationStore
 from state.store import SqlStore, open_store
 
 __all__ = [
+    "ALLOWED_ENDPOINTS_ENV",
+    "KEY_ENV_ENV",
     "SIMULATOR_STATE_FILE",
     "STATE_DIR_ENV",
     "SystemClock",
@@ -59,6 +62,7 @@ __all__ = [
     "build_store",
     "default_state_dir",
     "poll_interval_for",
+    "provider_credentials",
     "reputation_store_for",
 ]
 
@@ -80,11 +84,79 @@ def poll_interval_for(spec: FleetSpec) -> float:
     return 10.0
 
 
-def _client(spec: FleetSpec, environ: Mapping[str, str], endpoint: str) -> HostwindsClient:
+#: the operator's name of the variable holding the API key (default HOSTWINDS_API_KEY)
+KEY_ENV_ENV = "RECONCILER_API_KEY_ENV"
+DEFAULT_KEY_ENV = "HOSTWINDS_API_KEY"
+#: endpoints other than Hostwinds' official one that the operator allows a spec to name
+ALLOWED_ENDPOINTS_ENV = "RECONCILER_ALLOWED_ENDPOINTS"
+
+
+def _normal_url(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def provider_credentials(spec: FleetSpec, environ: Mapping[str, str]) -> tuple[str, str]:
+    """(endpoint, name of the variable holding the API key) for ``spec``'s provider.
+
+    The spec is untrusted input (pull requests): it may not choose where the key goes nor
+    which secret of the environment is sent.
+
+    - The key variable is the operator's: ``$RECONCILER_API_KEY_ENV``, else
+      ``HOSTWINDS_API_KEY``. A spec that writes another ``provider.api_key_env`` is refused.
+    - The endpoint is ``$HOSTWINDS_API_URL`` (the operator's) when set, else the spec's
+      ``provider.endpoint`` if it is Hostwinds' official endpoint or one the operator listed
+      in ``$RECONCILER_ALLOWED_ENDPOINTS`` (comma-separated URLs); any other is refused
+      before a single request.
+    """
+    provider = spec.provider
+    key_env = (environ.get(KEY_ENV_ENV) or "").strip() or DEFAULT_KEY_ENV
+    if "api_key_env" in provider.model_fields_set and provider.api_key_env != key_env:
+        raise UserError(
+            f"provider.api_key_env in the spec names {provider.api_key_env}, but the API key "
+            f"is read from {key_env}: a spec cannot choose which secret of the environment is "
+            "sent",
+            hint=f"if {provider.api_key_env} is meant to hold the key, the operator sets "
+            f"{KEY_ENV_ENV}={provider.api_key_env} (outside the spec); else remove "
+            "provider.api_key_env from the spec",
+        )
+    operator_url = (environ.get(ENDPOINT_ENV) or "").strip()
+    if operator_url:
+        return operator_url, key_env
+    endpoint = provider.endpoint
+    allowed = {
+        _normal_url(item)
+        for item in (environ.get(ALLOWED_ENDPOINTS_ENV) or "").split(",")
+        if item.strip()
+    }
+    if _normal_url(endpoint) != _normal_url(DEFAULT_ENDPOINT) and _normal_url(endpoint) not in (
+        allowed
+    ):
+        raise UserError(
+            f"provider.endpoint in the spec is {_shown_url(endpoint)}, not the official "
+            "Hostwinds endpoint, and the operator has not allowed it: a spec cannot send the "
+            "API key to a new host",
+            hint=f"the operator allows it outside the spec with {ALLOWED_ENDPOINTS_ENV}="
+            f"<url> (or points the client elsewhere with {ENDPOINT_ENV}); else remove "
+            "provider.endpoint from the spec",
+        )
+    return endpoint, key_env
+
+
+def _shown_url(url: str) -> str:
+    """scheme://host[:port]/path of ``url``, without user info or query (never a secret)."""
+    parsed = urlsplit(url)
+    host = parsed.hostname or "?"
+    port = f":{parsed.port}" if parsed.port else ""
+    return repr(f"{parsed.scheme}://{host}{port}{parsed.path}"[:200])
+
+
+def _client(
+    spec: FleetSpec, environ: Mapping[str, str], endpoint: str, key_env: str
+) -> HostwindsClient:
     provider = spec.provider
     return client_from_settings(
         endpoint=endpoint,
-        api_key_env=provider.api_key_env,
+        api_key_env=key_env,
         environ=environ,
         rate_limit=provider.rate_limit,
         timeout=provider.timeout.total_seconds(),
@@ -103,7 +175,8 @@ async def build_cloud(
     spec = loaded.spec
     provider = spec.provider
     if provider.type is ProviderType.HOSTWINDS:
-        client = _client(spec, environ, provider.endpoint)
+        endpoint, key_env = provider_credentials(spec, environ)
+        client = _client(spec, environ, endpoint, key_env)
         try:
             yield client
         finally:
@@ -111,10 +184,11 @@ async def build_cloud(
         return
     url = (environ.get(ENDPOINT_ENV) or "").strip()
     if url:
+        endpoint, key_env = provider_credentials(spec, environ)
         env = dict(environ)
-        if not (env.get(provider.api_key_env) or "").strip():
-            env[provider.api_key_env] = DEFAULT_API_KEY
-        client = _client(spec, env, url)
+        if not (env.get(key_env) or "").strip():
+            env[key_env] = DEFAULT_API_KEY
+        client = _client(spec, env, endpoint, key_env)
         try:
             yield client
         finally:

@@ -47,6 +47,17 @@ class BadDatabaseUrlError(UserError):
     """The database URL cannot be parsed or names an unsupported engine."""
 
 
+def _create_private(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600) before SQLite creates it with
+    the umask's mode; SQLite gives its journal and WAL files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return
+    except OSError:
+        return  # an unwritable place: SQLite reports it when it opens the file
+
+
 def resolve_url(url: str | None = None, environ: Mapping[str, str] = os.environ) -> URL:
     """The database URL to use, normalised (see the module docstring)."""
     text = url or environ.get(ENV_VAR) or DEFAULT_URL
@@ -64,7 +75,9 @@ def resolve_url(url: str | None = None, environ: Mapping[str, str] = os.environ)
     elif backend == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(database).expanduser()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
     else:
         raise BadDatabaseUrlError(
             f"unsupported database engine {backend!r} in {render_url(parsed)}",

@@ -476,8 +476,8 @@ def client_from_settings(
             f"no Hostwinds API key: the environment variable {api_key_env} is not set or empty",
             hint=(
                 f"export {api_key_env}=<key> (keys are made at "
-                "https://clients.hostwinds.com/cloud/api_keys.php); the variable's name comes "
-                "from provider.api_key_env in the spec"
+                "https://clients.hostwinds.com/cloud/api_keys.php); the operator names another "
+                "variable with RECONCILER_API_KEY_ENV"
             ),
         )
     return HostwindsClient(

@@ -324,10 +324,19 @@ async def _writer_lock(
 # --- plan files and printing -------------------------------------------------------------
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600, also when it existed): a
+    plan names the fleet's servers, addresses and journal."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
 def _write_plan(path: Path, plan: Plan, fingerprint: str, spec_paths: tuple[str, ...] = ()) -> None:
     document = plan_to_document(plan, fingerprint=fingerprint, spec_paths=spec_paths)
     try:
-        path.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        _write_private(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
     except OSError as exc:
         raise PlanFileError(
             f"cannot write the plan to {path}: {exc.strerror or exc}",
