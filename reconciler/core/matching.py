@@ -10,7 +10,16 @@ servers that are not (or not yet) there:
 - ``settled``: pending create intents whose server is already recorded (close them);
 - ``gone``: records whose server is gone (forget them);
 - ``unmanaged``: servers that are not ours, listed and never touched;
+- ``renamed``: records whose server (same service id) now carries a name that is not ours
+  (renamed behind our back): kept, counted, never touched, never replaced;
 - ``max_seq``: the highest sequence number used per region (names are never reused).
+
+A server is ours only when its whole name parses as ``<fleet>-<region>-<seq>`` with a region
+of the spec or of the store (a recorded node's or a pending intent's): fleet ``dz`` never owns
+``dz-eu-dallas-001`` (fleet ``dz-eu``'s node) unless ``eu-dallas`` is one of its regions. A
+server with the fleet's prefix that is not ours is reported (a non-blocking warning) and never
+touched; a fleet that records nothing beside servers named like its nodes under another prefix
+(a renamed fleet?) gets a warning too.
 
 The fleet rules (``reconciler.core.planning``) and the per-node pipeline
 (``reconciler.core.pipeline``) work on this inventory.
@@ -18,6 +27,7 @@ The fleet rules (``reconciler.core.planning``) and the per-node pipeline
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +112,38 @@ class Inventory:
     unmanaged: list[UnmanagedServer] = field(default_factory=list)
     max_seq: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     warnings: list[GuardWarning] = field(default_factory=list)
+    renamed: list[RenamedRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RenamedRecord:
+    """A record whose server (same service id) now carries a name that is not the fleet's."""
+
+    record: RecordedNode
+    server: ObservedServer
+
+
+#: servers named in one ownership warning at most
+_NAMED = 5
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_NAMED])
+    if len(names) > _NAMED:
+        shown += f" and {len(names) - _NAMED} more"
+    return shown
+
+
+def known_regions(spec: FleetSpec, recorded: RecordedFleet) -> frozenset[str]:
+    """The regions whose servers may be the fleet's: the spec's, the recorded nodes' and the
+    pending intents' (a region removed from the spec still owns its servers)."""
+    regions = set(spec.regions)
+    regions.update(n.region for n in recorded.nodes)
+    for intent in recorded.pending_intents:
+        region = intent.params.get("region")
+        if region:
+            regions.add(region)
+    return frozenset(regions)
 
 
 def plan_by_rid(spec: FleetSpec) -> dict[int, list[str]]:
@@ -151,6 +193,7 @@ class Matcher:
         self.unhealthy = unhealthy
         self.by_rid = plan_by_rid(spec)
         self.protected = protected_names(spec, recorded)
+        self.regions = known_regions(spec, recorded)
         self._parsed: dict[str, tuple[str, int] | None] = {}
         #: one entry per service id (a paginated listing may repeat one); deterministic choice
         unique: dict[int, ObservedServer] = {}
@@ -159,14 +202,47 @@ class Matcher:
             if kept is None or repr(seen) < repr(kept):
                 unique[seen.service_id] = seen
         self.servers = [unique[sid] for sid in sorted(unique)]
+        self.by_sid = unique
 
     def parse(self, name: str) -> tuple[str, int] | None:
-        """``parse_node_name`` for this fleet, memoized (names are parsed several times)."""
+        """``(region, seq)`` when ``name`` is one of this fleet's node names: it parses as
+        ``<fleet>-<region>-<seq>`` and the region is a known one (memoized)."""
         try:
             return self._parsed[name]
         except KeyError:
-            parsed = self._parsed[name] = parse_node_name(self.fleet, name)
+            parsed = parse_node_name(self.fleet, name)
+            if parsed is not None and parsed[0] not in self.regions:
+                parsed = None
+            self._parsed[name] = parsed
             return parsed
+
+    def look_alikes(self, inventory: Inventory) -> None:
+        """A fleet the store records nothing of, beside servers named like its nodes under
+        another prefix: a renamed fleet (``metadata.name``) would double the fleet silently."""
+        if self.recorded.nodes or self.recorded.pending_intents or not self.spec.regions:
+            return
+        regions = "|".join(re.escape(r) for r in sorted(self.spec.regions, key=len, reverse=True))
+        shape = re.compile(rf"^(?P<prefix>.+)-(?:{regions})-[0-9]{{3,}}$")
+        by_prefix: dict[str, list[str]] = defaultdict(list)
+        for seen in self.servers:
+            if seen.status is ServerStatus.DELETED or self.parse(seen.name) is not None:
+                continue
+            found = shape.match(seen.name)
+            if found is not None and found.group("prefix") != self.fleet:
+                by_prefix[found.group("prefix")].append(seen.name)
+        for prefix in sorted(by_prefix):
+            names = by_prefix[prefix]
+            inventory.warnings.append(
+                GuardWarning(
+                    "rename",
+                    f"the store records no node of fleet {self.fleet}, but the account holds "
+                    f"{len(names)} server(s) named like its nodes under the prefix {prefix}-: "
+                    f"{_names(names)}. A renamed fleet? They are not ours and never touched; "
+                    "new nodes are created beside them",
+                    hint=f"if fleet {prefix} was renamed to {self.fleet}, put metadata.name "
+                    f"back to {prefix!r}: a fleet is never renamed in place",
+                )
+            )
 
     def make_node(
         self, name: str, region: str, server: ObservedServer, record: RecordedNode | None
@@ -205,6 +281,7 @@ class Matcher:
         # 1. split the observation: ours (name shaped like ours) vs unmanaged (never touched)
         ours_by_sid: dict[int, ObservedServer] = {}
         ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
+        prefixed: list[str] = []  # the fleet's prefix, not its node name: reported
         for seen in self.servers:
             parsed = self.parse(seen.name)
             if parsed is None:
@@ -212,6 +289,8 @@ class Matcher:
                     inventory.unmanaged.append(
                         UnmanagedServer(seen.service_id, seen.name, seen.location_id)
                     )
+                    if seen.name.startswith(f"{fleet}-"):
+                        prefixed.append(f"{seen.name} (#{seen.service_id})")
                 continue
             max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
             if seen.status is ServerStatus.DELETED:
@@ -220,6 +299,19 @@ class Matcher:
             ours_by_name[seen.name].append(seen)
         for servers in ours_by_name.values():
             servers.sort(key=lambda s: s.service_id)
+        if prefixed:
+            inventory.warnings.append(
+                GuardWarning(
+                    "not_ours",
+                    f"{len(prefixed)} server(s) carry the prefix {fleet}- but are not nodes of "
+                    f"fleet {fleet} (not <fleet>-<region>-<seq> with a region of the spec or "
+                    f"the store): {_names(prefixed)}; never touched",
+                    hint="another fleet's servers (e.g. a fleet named "
+                    f"{fleet}-<something>) or servers made by hand; rename or remove them by "
+                    "hand if they should not be there",
+                )
+            )
+        self.look_alikes(inventory)
 
         # names are never reused: every recorded name and every intent counts for the sequence
         for record in self.recorded.nodes:
@@ -259,6 +351,29 @@ class Matcher:
                     and candidate.name == record.name
                 ):
                     server = candidate
+                elif (
+                    candidate is None
+                    and (kept := self.by_sid.get(record.service_id)) is not None
+                    and kept.status is not ServerStatus.DELETED
+                    and self.parse(kept.name) is None
+                ):
+                    # renamed behind our back to a name that is not ours: not gone (the
+                    # server still runs and is billed); kept, never touched, never replaced
+                    claimed.add(kept.service_id)
+                    taken.add(record.name)
+                    inventory.renamed.append(RenamedRecord(record, kept))
+                    inventory.warnings.append(
+                        GuardWarning(
+                            "renamed",
+                            f"{record.name}: its server {kept.service_id} is now named "
+                            f"{kept.name!r}, not a node name of fleet {fleet} (renamed behind "
+                            "our back?): kept as it is, counted, never touched or replaced",
+                            hint=f"rename the server back to {record.name}, or release the "
+                            f"node (reconcile node release {record.name}) if it is no longer "
+                            "the fleet's",
+                        )
+                    )
+                    continue
             else:
                 for candidate in ours_by_name.get(record.name, ()):
                     if candidate.service_id not in claimed:

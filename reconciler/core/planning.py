@@ -264,7 +264,12 @@ class _Planner:
         pending_by_region: dict[str, list[PendingCreate]] = defaultdict(list)
         for item in inventory.pending:
             pending_by_region[item.region].append(item)
-        regions = sorted(set(spec.regions) | set(by_region) | set(pending_by_region))
+        renamed_by_region: dict[str, int] = defaultdict(int)
+        for renamed in inventory.renamed:
+            renamed_by_region[renamed.record.region] += 1
+        regions = sorted(
+            set(spec.regions) | set(by_region) | set(pending_by_region) | set(renamed_by_region)
+        )
         missing: dict[str, int] = {}
         present_count: dict[str, int] = {}
         desired: dict[str, int] = {}
@@ -273,10 +278,20 @@ class _Planner:
             desired[region] = wanted
             live = [n for n in by_region.get(region, ()) if n.condemned is None]
             waiting = pending_by_region.get(region, [])
-            present_count[region] = len(live) + len(waiting)
-            surplus = len(live) - wanted
+            held = renamed_by_region.get(region, 0)
+            present_count[region] = len(live) + len(waiting) + held
+            # a server discovered unrecorded this run (no record, no intent of ours) is
+            # adopted and never destroyed in the run that discovers it: it counts as present
+            # (no create for it) but no surplus falls on it or because of it
+            known = [n for n in live if not n.adopting]
+            surplus = len(known) - wanted
+            if len(known) < len(live) and len(live) - wanted > max(0, surplus):
+                out.notes.append(
+                    f"{region}: {len(live) - len(known)} unrecorded server(s) adopted this run; "
+                    "any scale-down they cause waits for the next run"
+                )
             if surplus > 0:
-                candidates = sorted((n for n in live if not n.protected), key=self.victim_key)
+                candidates = sorted((n for n in known if not n.protected), key=self.victim_key)
                 for node in candidates[:surplus]:
                     node.victim = True
                 kept_protected = surplus - min(surplus, len(candidates))
@@ -286,10 +301,10 @@ class _Planner:
                         f"{region}: {kept_protected} protected node(s) kept although the spec "
                         f"wants {wanted} (protected nodes are never destroyed)",
                     )
-            slots = max(0, wanted - len(live))
+            slots = max(0, wanted - len(live) - held)
             for index, item in enumerate(waiting):
                 item.recreate = index < slots and region in spec.regions
-            missing[region] = max(0, wanted - len(live) - len(waiting))
+            missing[region] = max(0, wanted - len(live) - len(waiting) - held)
 
         for item in inventory.pending:
             self.resolve_pending(item)
@@ -340,7 +355,7 @@ class _Planner:
         ADOPT closes that intent as well.
         """
         server = node.server
-        leaving = node.victim or node.condemned is not None
+        leaving = node.victim or node.condemned is not None or node.region not in self.spec.regions
         ids = ",".join(str(i) for i in node.intent_ids)
         if node.intent_ids and not leaving:
             self.out.add(
@@ -551,8 +566,14 @@ class _Planner:
                     "protected",
                     f"{node.name} is protected: not destroyed although {node.condemned}",
                 )
+        for node in nodes:
+            if node.condemned is not None and node.adopting and not node.protected:
+                out.notes.append(
+                    f"{node.name}: adopted this run although {node.condemned}; never "
+                    "destroyed in the run that discovers it (the next run decides)"
+                )
         condemned = sorted(
-            (n for n in nodes if n.condemned is not None and not n.protected),
+            (n for n in nodes if n.condemned is not None and not n.protected and not n.adopting),
             key=lambda n: (n.server.status is not ServerStatus.ERROR, n.region, n.name),
         )
         victims = sorted(
@@ -679,6 +700,8 @@ class _Planner:
         for node in nodes:
             if node.condemned is not None or node.victim:
                 continue
+            if node.adopting and node.region not in self.spec.regions:
+                continue  # adopted out of rotation; the next run removes it
             server = node.server
             # an operator's hold (maintenance, quarantine: core.lifecycle) comes first
             operator = hold(node, self.steps)

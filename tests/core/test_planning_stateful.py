@@ -44,6 +44,8 @@ class Fleet(RuleBasedStateMachine):
         self.next_sid = 5000
         self.next_intent = 1
         self.options = PlanOptions(allow_mass_destroy=True)
+        #: servers in a region neither the spec nor the store knows: never ours
+        self.foreign: set[ObservedServer] = set()
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class Fleet(RuleBasedStateMachine):
     def delete_behind_our_back(self, data: st.DataObject) -> None:
         ours = [s for s in self.observed.servers if s not in UNMANAGED]
         victim = data.draw(st.sampled_from(ours))
+        self.foreign.discard(victim)
         self.observed = replace(
             self.observed, servers=tuple(s for s in self.observed.servers if s != victim)
         )
@@ -149,6 +152,8 @@ class Fleet(RuleBasedStateMachine):
         )
         if name not in taken:
             self.add_server(name, "large")
+            if region not in REGIONS:
+                self.foreign.add(self.observed.servers[-1])
 
     @rule()
     def time_passes(self) -> None:
@@ -179,8 +184,14 @@ class Fleet(RuleBasedStateMachine):
                 f"no convergence: {[(c.action.value, c.address) for c in p.changes]}"
             )
         wanted = sum(self.counts.values())
-        ours = [s for s in self.observed.servers if s not in UNMANAGED]
+        # a server in a region neither the spec nor the store knows is not ours (issue 9)
+        ours = [
+            s
+            for s in self.observed.servers
+            if s not in UNMANAGED and (parse_node_name("acme", s.name) or ("",))[0] in REGIONS
+        ]
         assert len(ours) == wanted
+        assert self.foreign <= set(self.observed.servers)
 
 
 Fleet.TestCase.settings = settings(
