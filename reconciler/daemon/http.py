@@ -1,7 +1,8 @@
 """The daemon's HTTP API (starlette, served by uvicorn).
 
 - ``GET /healthz``: the process is alive.
-- ``GET /readyz``: the store is reachable (503 otherwise); says whether this process leads.
+- ``GET /readyz``: the store is reachable (503 otherwise); says whether this process leads, and
+  which spec runs (with the last refused revision and its error, if any).
 - ``GET /metrics``: Prometheus text format from the daemon's own registry.
 - ``POST /v1/heartbeats``: a signed heartbeat (see ``heartbeats``); 202 when accepted.
 - ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``).
@@ -54,6 +55,8 @@ class DaemonState(Protocol):
 
     async def store_reachable(self) -> bool: ...
 
+    def spec_status(self) -> dict[str, Any]: ...
+
     def fleet_document(self) -> dict[str, Any]: ...
 
     def status_page(
@@ -82,6 +85,9 @@ def create_app(
             "status": "ready" if reachable else "unavailable",
             "store": "reachable" if reachable else "unreachable",
             "leader": state.is_leader,
+            # the running spec; a refused revision (it did not load, or a guard refused its
+            # plan) leaves the running spec in force: still ready, with the error shown
+            "spec": state.spec_status(),
         }
         return JSONResponse(body, status_code=200 if reachable else 503)
 

@@ -86,6 +86,7 @@ from reconciler.daemon.sources import (
     Rejected,
     SpecSource,
     git_source,
+    off_loop,
     webhook_authentic,
 )
 from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
@@ -326,6 +327,18 @@ class Daemon:
     @property
     def is_leader(self) -> bool:
         return self.guard.is_leader
+
+    def spec_status(self) -> dict[str, Any]:
+        """The running spec's revision, and the last refused one with why (``/readyz``)."""
+        status = self.source.status()
+        refused = bool(status.attempted_error) and status.attempted != status.applied
+        return {
+            "revision": status.applied,
+            "spec_hash": self.loaded.spec_hash,
+            "refused": {"revision": status.attempted, "error": status.attempted_error}
+            if refused
+            else None,
+        }
 
     async def store_reachable(self) -> bool:
         try:
@@ -735,13 +748,23 @@ class Daemon:
 
     async def _job_spec_watch(self) -> None:
         try:
-            candidate = await asyncio.to_thread(self.source.poll)
+            candidate = await off_loop(self.source.poll)
         except ReconcilerError as exc:
             self.metrics.spec_fetches.labels("failed").inc()
             log.warning(
                 f"cannot read the spec source: {exc.message}",
                 extra={"event": "spec.fetch_failed"},
             )
+            return
+        except Exception as exc:  # a bug while loading: the running spec stays in force
+            log.exception(
+                f"loading the spec failed ({type(exc).__name__}), keeping the running spec",
+                extra={"event": "spec.load_crashed"},
+            )
+            self.source.mark_failed(
+                "unknown", f"internal error while loading: {type(exc).__name__}", self.clock.now()
+            )
+            self._publish_revision()
             return
         if self.settings.git is not None:
             self.metrics.spec_fetches.labels("ok").inc()
@@ -1326,12 +1349,13 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
     source: SpecSource | None = None
     if settings.git is not None:
         source = git_source(settings.git, default_state_dir(environ), environ)
-        loaded = await asyncio.to_thread(source.initial)
+        loaded = await off_loop(source.initial)
         if settings.webhook_secret is None:
             secret = (environ.get(WEBHOOK_SECRET_ENV) or "").strip() or None
             settings = dataclasses.replace(settings, webhook_secret=secret)
     else:
-        loaded = await asyncio.to_thread(load_spec, list(settings.paths))
+        paths = list(settings.paths)
+        loaded = await off_loop(lambda: load_spec(paths))
     for warning in loaded.warnings:
         log.warning(f"spec: {warning.render()}", extra={"event": "spec.warning"})
     master = MasterSecret.from_env(environ)

@@ -27,11 +27,12 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from providers.git.mirror import CommitInfo, GitMirror
 from reconciler.core.errors import ProviderError, ReconcilerError, SpecError
@@ -115,6 +116,42 @@ class SpecSource(Protocol):
     def revision(self) -> str | None:
         """The running (applied) revision."""
         ...
+
+
+_T = TypeVar("_T")
+
+
+async def off_loop(work: Callable[[], _T], name: str = "spec-load") -> _T:
+    """Run ``work`` (reading and validating a spec) in a daemon thread and await its result.
+
+    Not ``asyncio.to_thread``: the event loop (heartbeats, ``/healthz``, signal handlers) never
+    waits for it, and neither does shutdown. The default executor is joined when the loop
+    closes, so a load that took long would hold SIGTERM up; a daemon thread is simply left
+    behind. (Loading is bounded anyway: size, numbers, aliases and depth are capped before any
+    conversion; this keeps the loop free whatever a future bug costs.)
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = work()
+        except BaseException as exc:  # handed to the awaiting coroutine, never lost
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 def problem_text(exc: BaseException) -> str:

@@ -42,6 +42,9 @@ class State:
     def fleet_document(self) -> dict[str, Any]:
         return {"fleet": FLEET, "nodes": []}
 
+    def spec_status(self) -> dict[str, Any]:
+        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
+
 
 @pytest.fixture
 def store() -> InMemoryStore:
@@ -240,7 +243,12 @@ def test_missing_headers_and_bad_body(
 def test_other_endpoints(setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatcher]) -> None:
     client, _, _ = setup
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready", "store": "reachable", "leader": True}
+    assert client.get("/readyz").json() == {
+        "status": "ready",
+        "store": "reachable",
+        "leader": True,
+        "spec": {"revision": "files:abc", "spec_hash": "abc", "refused": None},
+    }
     assert client.get("/v1/fleet").json()["fleet"] == FLEET
     text = client.get("/metrics").text
     assert "reconciler_heartbeats_received_total" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -357,3 +358,110 @@ def test_restart_never_shrinks_an_autoscaled_region_at_once(tmp_path: Path) -> N
         assert fresh.desired_counts == {"dallas": 2}  # one step down, after the window
 
     asyncio.run(scenario())
+
+
+# --- a new spec: loaded off the event loop; a refused one leaves the running spec in force ---
+
+
+def test_a_refused_spec_keeps_the_running_one_with_the_error_in_log_metrics_and_readyz(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    from reconciler.daemon.http import create_app
+
+    world = make_world(tmp_path)
+    daemon = world.daemon
+    running = daemon.loaded.spec_hash
+
+    async def scenario() -> None:
+        world.spec_path.write_text(SPEC.format(nodes="1.0e+99999999"))
+        await daemon._job_spec_watch()
+
+    with caplog.at_level("ERROR", logger="reconciler.daemon.running"):
+        asyncio.run(scenario())
+    assert daemon.loaded.spec_hash == running
+    assert daemon.spec.regions["dallas"].nodes == 2
+    [record] = [r for r in caplog.records if getattr(r, "event", "") == "spec.invalid"]
+    assert "keeping the running spec" in record.getMessage()
+    assert "regions.dallas.nodes: the number '1.0e+99999999' is out of range" in (
+        record.getMessage()
+    )
+    assert "reconciler_spec_revision_refused 1.0" in daemon.metrics.render().decode()
+    app = create_app(daemon, daemon.metrics, daemon.verifier, daemon.batcher)
+
+    async def readyz() -> Any:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+            return (await client.get("/readyz")).json()
+
+    body = asyncio.run(readyz())
+    assert body["spec"]["spec_hash"] == running
+    assert body["spec"]["refused"]["revision"].startswith("files:")
+    assert f"{world.spec_path}:8:52: regions.dallas.nodes" in body["spec"]["refused"]["error"]
+    # a good edit afterwards clears it
+    world.spec_path.write_text(SPEC.format(nodes="3"))
+
+    async def fixed() -> None:
+        await daemon._job_spec_watch()
+        await daemon.guard.tick()
+        assert await daemon.reconcile_now() is not None
+
+    asyncio.run(fixed())
+    assert daemon.spec.regions["dallas"].nodes == 3
+    assert daemon.spec_status()["refused"] is None
+    assert "reconciler_spec_revision_refused 0.0" in daemon.metrics.render().decode()
+
+
+def test_loading_a_spec_never_blocks_the_event_loop_nor_shutdown(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from reconciler.daemon.sources import FolderSource
+
+    world = make_world(tmp_path)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow_loader(paths: Any) -> Any:
+        entered.set()
+        release.wait(30)  # a load that takes "for ever"
+        return load_spec(paths)
+
+    daemon = Daemon(
+        dataclasses.replace(world.daemon.settings, shutdown_grace=0.05),
+        world.daemon.loaded,
+        world.store,
+        world.cloud,
+        world.leadership,
+        MasterSecret("a-master-secret-for-tests"),
+        clock=world.clock,
+        monotonic=world.clock.monotonic,
+        source=FolderSource(
+            (str(world.spec_path),), loader=slow_loader, loaded=world.daemon.loaded
+        ),
+    )
+    ticks = 0
+
+    async def scenario() -> None:
+        nonlocal ticks
+        world.spec_path.write_text(SPEC.format(nodes="3"))
+        watching = asyncio.get_running_loop().create_task(daemon._job_spec_watch())
+        assert await asyncio.to_thread(entered.wait, 5)
+        started = time.monotonic()
+        while time.monotonic() - started < 0.3:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not watching.done()
+        watching.cancel()
+        await daemon._shutdown(None, None)
+
+    started = time.monotonic()
+    try:
+        asyncio.run(scenario())
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert ticks >= 10, "the loop kept running while the spec was being loaded"
+    assert elapsed < 5.0, "leaving the loop did not wait for the load"
+    assert daemon.spec.regions["dallas"].nodes == 2
