@@ -53,6 +53,7 @@ from reconciler.core.errors import (
     TerminalError,
     TransientError,
 )
+from reconciler.core.fencing import check_fence
 from reconciler.core.fleet import CreateRequest, Location, ObservedServer, PricePlan
 
 logger = logging.getLogger("providers.hostwinds")
@@ -302,6 +303,10 @@ class HostwindsClient:
         attempt = 0
         while True:
             await self._bucket.acquire()
+            if not read:
+                # the writer's fence, after the token and right before the request
+                # (design §3c): a lost leadership raises LeadershipLostError, nothing is sent
+                check_fence()
             self._calls[action] += 1
             started = self._monotonic()
             retry_after: float | None = None
@@ -355,11 +360,15 @@ class HostwindsClient:
                     retryable = read
                     if response.status_code == 429:
                         retry_after = _retry_after(response.headers.get("Retry-After"))
+                        # honour the provider's limit: slower from now on, and no request
+                        # before Retry-After (design §3c)
+                        self._bucket.slow_down(retry_after)
                 except ProviderError as exc:
                     self._log(action, type(exc).__name__, started, attempt, response.status_code)
                     raise
                 else:
                     self._log(action, "ok", started, attempt, response.status_code)
+                    self._bucket.recover()
                     return data
             outcome = type(error).__name__
             if retryable and attempt < self._max_read_retries:
@@ -380,7 +389,7 @@ class HostwindsClient:
         try:
             body: object = json.loads(response.content)
         except (ValueError, UnicodeDecodeError):
-            if status == 429 or status >= 500:
+            if status >= 400:  # a 4xx refuses the request; a 5xx leaves it unknown
                 raise error_for_http_status(action, status, mutation=not read) from None
             raise transport_error(
                 action,

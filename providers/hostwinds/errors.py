@@ -86,40 +86,55 @@ def error_for_api_message(action: str, message: str, code: str | None = None) ->
     if code:
         shown += f" (ERROR {_clip(code)})"
     lowered = text.lower()
+    # an error body is an answer: the request was refused, it did not happen (design §3c)
     if "not authorized" in lowered:
-        return AuthError(shown, hint=AUTH_HINT)
+        return AuthError(shown, hint=AUTH_HINT, refused=True)
     if "valid serviceid is required" in lowered or "service id is required" in lowered:
-        return NotFoundError(shown)
+        return NotFoundError(shown, refused=True)
     if "invalid action" in lowered:
         return TerminalError(
-            shown, hint="the endpoint does not know this action; is it the Cloud API URL?"
+            shown,
+            hint="the endpoint does not know this action; is it the Cloud API URL?",
+            refused=True,
         )
     if "location id is invalid" in lowered:
-        return TerminalError(shown, hint=LOCATION_HINT)
+        return TerminalError(shown, hint=LOCATION_HINT, refused=True)
     if any(marker in lowered for marker in _TRANSIENT_MARKERS):
-        return TransientError(shown)
+        return TransientError(shown, refused=True)
     if any(marker in lowered for marker in _CONFLICT_MARKERS):
-        return ConflictError(shown)
-    return TerminalError(shown)
+        return ConflictError(shown, refused=True)
+    return TerminalError(shown, refused=True)
 
 
 def error_for_http_status(action: str, status: int, *, mutation: bool) -> ProviderError:
-    """The error for a non-2xx answer whose body is not a Hostwinds error envelope."""
-    if status == 429 or status >= 500:
+    """The error for a non-2xx answer whose body is not a Hostwinds error envelope.
+
+    A 429 or another 4xx is a refusal (the request did not happen); a 5xx leaves the outcome
+    of a mutation unknown."""
+    if status == 429:
+        return TransientError(
+            f"{action} refused: HTTP 429 (rate limited); nothing happened, retry later",
+            refused=True,
+        )
+    if status >= 500:
         return TransientError(_unknown_outcome(action, f"HTTP {status}", mutation=mutation))
     if status in (401, 403):
-        return AuthError(f"{action} failed: HTTP {status}", hint=AUTH_HINT)
+        return AuthError(f"{action} failed: HTTP {status}", hint=AUTH_HINT, refused=True)
     if status == 404:
         return TerminalError(
-            f"{action} failed: HTTP 404", hint="check the endpoint URL (…/cloud/api.php)"
+            f"{action} failed: HTTP 404",
+            hint="check the endpoint URL (…/cloud/api.php)",
+            refused=True,
         )
-    return TerminalError(f"{action} failed: HTTP {status}")
+    return TerminalError(f"{action} failed: HTTP {status}", refused=status < 500)
 
 
 def transport_error(action: str, what: str, *, mutation: bool, reached: bool) -> TransientError:
     """A transport failure: timeout, connection refused/reset, a body that is not JSON."""
     if not reached:
-        return TransientError(f"{action} failed: {what} (the request did not reach the server)")
+        return TransientError(
+            f"{action} failed: {what} (the request did not reach the server)", refused=True
+        )
     return TransientError(_unknown_outcome(action, what, mutation=mutation))
 
 

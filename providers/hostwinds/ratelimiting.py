@@ -32,6 +32,8 @@ class TokenBucket:
         if burst < 1:
             raise ValueError("burst must be at least 1")
         self.rate = float(rate)
+        #: the configured rate: ``slow_down`` lowers ``rate``, ``recover`` brings it back
+        self.max_rate = float(rate)
         self.burst = int(burst)
         self._monotonic = monotonic
         self._sleep = sleep
@@ -58,6 +60,21 @@ class TokenBucket:
         if delay > 0:
             await self._sleep(delay)
         return delay
+
+    def slow_down(self, retry_after: float | None = None) -> None:
+        """The server said 429: halve the rate (down to a sixteenth of the configured one)
+        and hand out no token before ``retry_after`` seconds (``Retry-After``)."""
+        self._refill()
+        self.rate = max(self.max_rate / 16, self.rate / 2)
+        floor = -(retry_after or 0.0) * self.rate
+        self._tokens = min(self._tokens, floor, 0.0)
+
+    def recover(self) -> None:
+        """A request went through: the rate grows back by a tenth of the configured one
+        (additive increase after the multiplicative decrease)."""
+        if self.rate < self.max_rate:
+            self._refill()
+            self.rate = min(self.max_rate, self.rate + self.max_rate / 10)
 
     @property
     def available(self) -> float:

@@ -20,17 +20,19 @@ import shlex
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reconciler.core.errors import LockHeldError, UserError
+from reconciler.core.errors import LeadershipLostError, LockHeldError, StoreError, UserError
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Action, Plan
 from reconciler.core.ports import Lease, StorePort
 from reconciler.engine.applying import ApplyReport, ProgressHooks
+from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot
 from reconciler.engine.reconciling import (
     Reconciler,
@@ -165,8 +167,8 @@ async def _reconcile(loaded: LoadedSpec, settings: _Settings, environ: Mapping[s
                 return await _run(build_reconciler(loaded, cloud, store), settings, None, environ)
             async with build_provisioning(loaded, cloud, environ=environ) as provisioning:
                 reconciler = build_reconciler(loaded, cloud, store, provisioning)
-                async with _writer_lock(store, reconciler, environ) as lease:
-                    return await _run(reconciler, settings, lease, environ)
+                async with _writer_lock(store, reconciler, environ) as (lease, fence):
+                    return await _run(reconciler, settings, lease, environ, fence)
     finally:
         store.close()
 
@@ -180,8 +182,9 @@ class _CliHooks(RunHooks):
         *,
         before_mutation: Callable[[], None] | None,
         progress: ProgressHooks | None,
+        fence: WriterFence | None = None,
     ) -> None:
-        super().__init__(before_mutation=before_mutation, progress=progress)
+        super().__init__(before_mutation=before_mutation, progress=progress, fence=fence)
         self.settings = settings
 
     def planned(self, plan: Plan, snapshot: Snapshot) -> None:
@@ -198,7 +201,11 @@ class _CliHooks(RunHooks):
 
 
 async def _run(
-    reconciler: Reconciler, settings: _Settings, lease: Lease | None, environ: Mapping[str, str]
+    reconciler: Reconciler,
+    settings: _Settings,
+    lease: Lease | None,
+    environ: Mapping[str, str],
+    fence: WriterFence | None = None,
 ) -> int:
     """One run through the engine's lifecycle; the result becomes output and an exit code."""
     saved = _read_plan(settings.plan_file) if settings.plan_file is not None else None
@@ -219,6 +226,7 @@ async def _run(
             settings,
             before_mutation=None if settings.dry_run else _kill_hook(environ),
             progress=progress,
+            fence=fence,
         )
         result = await reconciler.reconcile(request, hooks)
     if result.error is not None:
@@ -294,9 +302,12 @@ def _kill_hook(environ: Mapping[str, str]) -> Callable[[], None] | None:
 @contextlib.asynccontextmanager
 async def _writer_lock(
     store: StorePort, reconciler: Reconciler, environ: Mapping[str, str]
-) -> AsyncIterator[Lease]:
+) -> AsyncIterator[tuple[Lease, WriterFence]]:
     """One writer at a time: the store lock named after the fleet (its epoch fences every
-    write), renewed while held."""
+    write), renewed while held, and the fence of the apply (design §3c): before every mutating
+    request (after its rate-limit token) the lock is renewed in the store and must still carry
+    this run's epoch; a lock lost (taken over, or not renewed within its lease on this
+    process's monotonic clock) cancels the apply in flight."""
     try:
         ttl = float(environ.get(LOCK_TTL_ENV) or DEFAULT_LOCK_TTL)
     except ValueError:
@@ -304,16 +315,35 @@ async def _writer_lock(
     name = lock_name(reconciler.fleet)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     lease = store.acquire_lock(name, owner, ttl, reconciler.clock.now())
+    renewed = time.monotonic()
+
+    def still_mine() -> None:
+        nonlocal renewed
+        try:
+            again = store.acquire_lock(name, owner, ttl, reconciler.clock.now())
+        except LockHeldError as exc:
+            raise LeadershipLostError(f"the writer lock {name!r} was taken over: {exc}") from None
+        if again.epoch != lease.epoch:
+            raise LeadershipLostError(
+                f"the writer lock {name!r} was lost (epoch {lease.epoch}, now {again.epoch})"
+            )
+        renewed = time.monotonic()
+
+    fence = WriterFence(still_mine, held=lambda: time.monotonic() - renewed < ttl)
 
     async def renew() -> None:
-        while True:
+        while not fence.lost:
             await asyncio.sleep(ttl / 3)
-            with contextlib.suppress(LockHeldError):
-                store.acquire_lock(name, owner, ttl, reconciler.clock.now())
+            try:
+                still_mine()
+            except LeadershipLostError as exc:
+                fence.lose(str(exc))
+            except StoreError:
+                pass  # the store is unreachable: the lease runs out on our own clock
 
     renewing = asyncio.create_task(renew())
     try:
-        yield lease
+        yield lease, fence
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

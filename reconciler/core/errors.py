@@ -55,7 +55,17 @@ class UserError(ReconcilerError):
 
 
 class ProviderError(ReconcilerError):
-    """Base of errors from an outside system (cloud, DNS, SSH, mail)."""
+    """Base of errors from an outside system (cloud, DNS, SSH, mail).
+
+    ``refused`` is True when the request is *known* not to have happened: the system answered
+    with a refusal (an error body, a 4xx, a 429) or the request never reached it (connection
+    refused). False: the outcome is unknown (a timeout after sending, a 5xx, a lost answer),
+    and a mutation must be resolved by observing (design §3c).
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, refused: bool = False) -> None:
+        super().__init__(message, hint=hint)
+        self.refused = refused
 
 
 class TransientError(ProviderError):
@@ -114,5 +124,5 @@ class RemoteCommandError(TerminalError):
     excerpt of its error output are kept (never the command's secrets)."""
 
     def __init__(self, message: str, *, exit_status: int | None = None, hint: str | None = None):
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, refused=True)
         self.exit_status = exit_status

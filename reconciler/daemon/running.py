@@ -94,6 +94,7 @@ from reconciler.daemon.statuspage import EventLog, StatusTokens, authorize, pres
 from reconciler.daemon.statuspage import render as render_status
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
+from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot
 from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, RunHooks, RunRequest, RunResult
@@ -193,9 +194,12 @@ class _DaemonHooks(RunHooks):
     every mutation, count and log each change."""
 
     def __init__(self, daemon: Daemon) -> None:
+        guard = daemon.guard
         super().__init__(
-            before_mutation=daemon.guard.before_mutation,
+            before_mutation=guard.before_mutation,
             progress=_ApplyProgress(daemon.metrics),
+            # checked at the wire before every mutating request; a loss cancels the apply
+            fence=WriterFence(guard.before_mutation, held=lambda: guard.is_leader),
         )
         self.daemon = daemon
 

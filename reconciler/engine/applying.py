@@ -16,6 +16,10 @@ Each action family lives in its own module: ``creating`` (create, resolve, adopt
   and resizes roll through a region at most ``max_unavailable`` at a time.
 - A provider error fails its change (and the rest of that node's changes are skipped); a store
   error or a lost leadership stops everything at once.
+- Fenced to the wire (design §3c): with a ``WriterFence`` the apply installs the writer's check
+  (``reconciler.core.fencing``) that the cloud adapters run after the rate-limit token and right
+  before each mutating request; when the writer loses (the fence's ``wait_lost``), the apply in
+  flight is cancelled, calls waiting for a token included, and ``LeadershipLostError`` raised.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from reconciler.core.addresses import node_hostname
-from reconciler.core.errors import GuardRefusedError, ProviderError
+from reconciler.core.errors import GuardRefusedError, LeadershipLostError, ProviderError
+from reconciler.core.fencing import fenced
 from reconciler.core.plans import Action, Change, Plan
 from reconciler.core.ports import Clock, CloudPort, StorePort
 from reconciler.engine import creating, destroying, recording, resizing, steps
@@ -36,6 +41,7 @@ from reconciler.engine.contexts import (
     Waiting,
     error_text,
 )
+from reconciler.engine.fences import WriterFence
 from reconciler.engine.journaling import Journal
 from reconciler.engine.observing import Snapshot
 from reconciler.engine.provisioning import ProvisioningPorts, make_provisioner
@@ -129,7 +135,11 @@ class Applier:
         spec_hash: str | None = None,
         provisioning: ProvisioningPorts | None = None,
         tags: Mapping[str, str] | None = None,
+        fence: WriterFence | None = None,
     ) -> None:
+        #: the writer's fence: checked at the wire before every mutating request; its loss
+        #: cancels the apply in flight
+        self.fence = fence
         self.journal = Journal(
             store,
             spec.name,
@@ -168,10 +178,18 @@ class Applier:
         self.progress.on_start(len(plan.changes))
         outcomes: dict[int, ChangeOutcome] = {}
         index = {id(c): i for i, c in enumerate(plan.changes)}
+        fence = self.fence
         try:
-            await _run_all(
-                [self._run_node(changes, outcomes, index) for changes in groups.values()]
-            )
+            with fenced(fence.check if fence is not None else None):
+                work = asyncio.ensure_future(
+                    _run_all(
+                        [self._run_node(changes, outcomes, index) for changes in groups.values()]
+                    )
+                )
+                if fence is None:
+                    await work
+                else:
+                    await _until_lost(work, fence)
         finally:
             await self.ctx.aclose()
         report = ApplyReport(outcomes=tuple(outcomes[i] for i in sorted(outcomes)))
@@ -217,6 +235,28 @@ class Applier:
             kinds.append("destroy")
         for kind in kinds:
             self.journal.supersede(kind, target)
+
+
+async def _until_lost(work: asyncio.Future[None], fence: WriterFence) -> None:
+    """Await ``work`` unless the writer loses first: then cancel it (calls waiting for a
+    rate-limit token included) and raise ``LeadershipLostError``."""
+    watcher = asyncio.ensure_future(fence.wait_lost())
+    both: set[asyncio.Future[Any]] = {work, watcher}
+    try:
+        await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        work.cancel()
+        raise
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+    if not work.done():
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        raise LeadershipLostError(
+            f"{fence.lost_reason}: the apply in flight was cancelled (nothing more is sent)"
+        )
+    work.result()
 
 
 async def _run_all(coroutines: Iterable[Coroutine[Any, Any, None]]) -> None:

@@ -27,6 +27,7 @@ from reconciler.core.planning import plan as compute_plan
 from reconciler.core.plans import GuardWarning, Plan
 from reconciler.core.ports import Clock, CloudPort, RunRecord, StorePort
 from reconciler.engine.applying import Applier, ApplyReport, ApplySettings, ProgressHooks
+from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot, observe
 from reconciler.engine.provisioning import ProvisioningPorts
 from specs.model import FleetSpec
@@ -82,9 +83,13 @@ class RunHooks:
         *,
         before_mutation: Callable[[], None] | None = None,
         progress: ProgressHooks | None = None,
+        fence: WriterFence | None = None,
     ) -> None:
         #: called right before every mutating step (store write or cloud mutation)
         self.before_mutation = before_mutation
+        #: the writer's fence (leadership, writer lock): checked at the wire before every
+        #: mutating request; its loss cancels the apply in flight
+        self.fence = fence
         #: progress of the apply
         self.progress = progress
 
@@ -216,6 +221,7 @@ class Reconciler:
         before_mutation: Callable[[], None] | None = None,
         progress: ProgressHooks | None = None,
         allow_blocked: bool = False,
+        fence: WriterFence | None = None,
     ) -> ApplyReport:
         applier = Applier(
             self.spec,
@@ -231,6 +237,7 @@ class Reconciler:
             provisioning=self.provisioning,
             # the journal has its own epoch column
             tags={k: v for k, v in self.tags.items() if k != "epoch"},
+            fence=fence,
         )
         return await applier.apply(plan, allow_blocked=allow_blocked)
 
@@ -339,6 +346,7 @@ class Reconciler:
                 before_mutation=hooks.before_mutation,
                 progress=hooks.progress,
                 allow_blocked=True,  # the guards were judged above
+                fence=hooks.fence,
             )
         except ReconcilerError as exc:
             self._record(mode, plan, "failed", _error_text(exc), run_id=run_id)

@@ -33,6 +33,7 @@ from decimal import Decimal
 from types import MappingProxyType
 
 from providers.hostwinds.errors import error_for_api_message
+from reconciler.core.fencing import check_fence
 from reconciler.core.fleet import (
     CreateRequest,
     Location,
@@ -408,8 +409,10 @@ class FakeCloud:
 
         A fault with ``applied=True`` on a mutation is returned (``defer``) so the caller
         raises it after making the change."""
+        await asyncio.sleep(0)  # the client's rate-limit token
+        if not action.startswith(("get_", "check_")):
+            check_fence()  # like the client: after the token, right before the request
         self._calls[action] += 1
-        await asyncio.sleep(0)
         self._settle()
         queue = self._faults.get(action)
         if queue:
