@@ -30,7 +30,10 @@ from specs.model import (
     CostsSpec,
     FleetSpec,
     PlanSpec,
+    PoolSpec,
     RegionSpec,
+    WarmupPhase,
+    WarmupSafety,
 )
 from specs.parsing import FieldPath, Position, SourceMap, dotted, shown
 
@@ -142,6 +145,48 @@ def _model_at(path: Sequence[str | int]) -> type[BaseModel] | None:
     return None
 
 
+def _members(tp: Any) -> list[Any]:
+    """The members of a union (``None`` left out), or ``[tp]``."""
+    tp = _strip(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [_strip(a) for a in typing.get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _type_at(path: Sequence[str | int]) -> Any | None:
+    """The declared type of the value at ``path`` in a FleetSpec (None: not a field)."""
+    current: Any = FleetSpec
+    for part in path:
+        step: Any = None
+        for member in _members(current):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                if isinstance(part, str) and part in member.model_fields:
+                    step = member.model_fields[part].annotation
+                    break
+                continue
+            origin = typing.get_origin(member)
+            args = typing.get_args(member)
+            if origin in (dict, Mapping) and len(args) == 2 and isinstance(part, str):
+                step = args[1]
+                break
+            if origin in (list, Sequence) and args and isinstance(part, int):
+                step = args[0]
+                break
+        if step is None:
+            return None
+        current = step
+    return current
+
+
+def _takes_bool(tp: Any) -> bool:
+    return any(m is bool or m is Any for m in _members(tp))
+
+
+def _numeric(tp: Any) -> bool:
+    """int or float (which pydantic would read ``true`` into); Decimal refuses booleans."""
+    return any(m in (int, float) for m in _members(tp))
+
+
 @dataclass(slots=True)
 class _Located:
     error: ErrorDetails
@@ -239,6 +284,8 @@ def _kind_of_tag(tag: str) -> str:
 # --- turning one pydantic error into words -----------------------------------------------
 
 _NAME_HINT = "use lower-case letters, digits and dashes, starting with a letter"
+#: a node's sequence number as the planner writes it: 001..999, then 1000...
+_SEQ = r"(?:00[1-9]|0[1-9][0-9]|[1-9][0-9]{2,})"
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str | None:
@@ -290,7 +337,7 @@ def _words(item: _Located) -> tuple[str, str | None]:
         for prefix in ("Value error, ", "Assertion failed, "):
             message = message.removeprefix(prefix)
         hint: str | None = None
-        if "duration" in message:
+        if "expected a duration" in message:
             hint = "units: ms, s, m, h, d, w; combine like 1h30m"
         elif "greater than max" in message:
             hint = "min is the fewest nodes, max the most"
@@ -439,6 +486,8 @@ class _Checker:
         self.check_contracts()
         self.check_schedules()
         self.check_protected()
+        self.check_booleans(self.data, ())
+        self.check_competing_pools()
         self.check_budget()
         self.check_provider()
         return self.findings
@@ -560,32 +609,239 @@ class _Checker:
                 )
 
     def check_schedules(self) -> None:
-        for name in self.schedules_raw:
+        for name, raw in self.schedules_raw.items():
+            base = ("warmup", "schedules", name)
             if name in WARMUP_PRESETS:
                 self.warn(
-                    ("warmup", "schedules", name),
+                    base,
                     f"this schedule replaces the built-in preset {name!r}",
                     "give a custom schedule its own name",
                     at_key=True,
                 )
+            schedule = _mapping(raw)
+            safety = _valid(WarmupSafety, schedule.get("safety") or {})
+            most = safety.max_daily_increase if safety is not None else None
+            phases_raw = schedule.get("phases")
+            if not isinstance(phases_raw, list):
+                continue
+            previous: WarmupPhase | None = None
+            for index, phase_raw in enumerate(phases_raw):
+                phase = _valid(WarmupPhase, phase_raw)
+                path = (*base, "phases", index)
+                if phase is None:
+                    previous = None
+                    continue
+                if phase.end < phase.start:
+                    self.error(
+                        (*path, "end"),
+                        f"the ramp decreases: days {phase.days} go from {phase.start} down to "
+                        f"{phase.end} emails/day",
+                        "a warmup only rises; end >= start",
+                    )
+                if previous is not None and phase.start < previous.end:
+                    self.error(
+                        (*path, "start"),
+                        f"the ramp decreases: phase {index} starts at {phase.start} "
+                        f"emails/day, below the {previous.end} the phase before ended at",
+                        "each phase starts at or above the end of the one before",
+                    )
+                if most is not None:
+                    span = phase.last_day - phase.first_day
+                    step = (phase.end - phase.start) / span if span > 0 else 0
+                    if step > most:
+                        self.warn(
+                            path,
+                            f"days {phase.days} rise by {step:,.0f} emails/day each day, above "
+                            f"safety.max_daily_increase ({most:,})",
+                            "the daily limit is capped, so this ramp takes longer than "
+                            "written; lower the ramp or raise max_daily_increase",
+                        )
+                    jump = phase.start - previous.end if previous is not None else 0
+                    if jump > most:
+                        self.warn(
+                            (*path, "start"),
+                            f"phase {index} starts {jump:,} emails/day above the phase "
+                            f"before, above safety.max_daily_increase ({most:,})",
+                            "the daily limit is capped, so this ramp takes longer than written",
+                        )
+                previous = phase
 
     def check_protected(self) -> None:
+        """Protection lists name full node names that can exist: ``<fleet>-<region>-<NNN>``
+        (as the planner names nodes: ``demo-seattle-001``), in the region of the list."""
         if self.fleet_name is None:
             return
         prefix = f"{self.fleet_name}-"
-        lists: list[tuple[FieldPath, Any]] = [
-            (("disruption", "protected"), _mapping(self.data.get("disruption")).get("protected"))
+        lists: list[tuple[FieldPath, Any, str | None]] = [
+            (
+                ("disruption", "protected"),
+                _mapping(self.data.get("disruption")).get("protected"),
+                None,
+            )
         ]
         for region_name, raw in self.regions_raw.items():
-            lists.append((("regions", region_name, "protected"), _mapping(raw).get("protected")))
-        for base, values in lists:
+            lists.append(
+                (("regions", region_name, "protected"), _mapping(raw).get("protected"), region_name)
+            )
+        full = re.compile(rf"{re.escape(prefix)}(?P<region>[a-z][a-z0-9-]*?)-(?P<seq>{_SEQ})")
+        loose = re.compile(rf"{re.escape(prefix)}(?P<region>[a-z][a-z0-9-]*?)-(?P<seq>\d+)")
+        for base, values, own in lists:
             for index, name in _strings(values):
+                path = (*base, index)
+                example = f"{prefix}{own or next(iter(self.regions_raw), 'seattle')}-001"
                 if not name.startswith(prefix):
                     self.error(
-                        (*base, index),
+                        path,
                         f"{name!r} is not a node of this fleet",
-                        f"node names start with the fleet name: {prefix}<region>-<n>",
+                        f"node names start with the fleet name: {prefix}<region>-<NNN>, "
+                        f"e.g. {example}",
                     )
+                    continue
+                match = full.fullmatch(name)
+                if match is None:
+                    near = loose.fullmatch(name)
+                    hint = f"nodes are named {prefix}<region>-<NNN>, e.g. {example}"
+                    if near is not None and int(near["seq"]) >= 1:
+                        hint = f"did you mean '{prefix}{near['region']}-{int(near['seq']):03d}'?"
+                    self.error(
+                        path,
+                        f"{name!r} is not a full node name: it protects nothing",
+                        hint,
+                    )
+                    continue
+                region = match["region"]
+                if own is not None and region != own:
+                    self.error(
+                        path,
+                        f"{name!r} is a node of region {region!r}, not of {own!r}",
+                        f"list it under regions.{region}.protected or disruption.protected",
+                    )
+                elif region not in self.regions_raw:
+                    self.warn(
+                        path,
+                        f"{name!r}: there is no region {region!r} in the spec",
+                        "it protects only a node already recorded in the store",
+                    )
+
+    def check_booleans(self, value: Any, path: FieldPath) -> None:
+        """``nodes: off`` / ``nodes: yes`` are YAML booleans, not counts: a boolean where a
+        number is expected is an error (pydantic would read it as 0 or 1)."""
+        if isinstance(value, bool):
+            if not path:
+                return
+            declared = _type_at(path)
+            if declared is not None and _numeric(declared) and not _takes_bool(declared):
+                self.error(
+                    path,
+                    f"expected a number, got the boolean {str(value).lower()}",
+                    "YAML reads yes/no/on/off/true/false unquoted as booleans; write a number",
+                )
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.check_booleans(item, (*path, key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.check_booleans(item, (*path, index))
+
+    def _ips_per_node(self) -> int | None:
+        costs = _valid(CostsSpec, self.costs_raw) if self.costs_raw else CostsSpec()
+        return costs.ips_per_node if costs is not None else None
+
+    def check_competing_pools(self) -> None:
+        """Pools that draw from the same regions share those regions' nodes (a node serves
+        one pool): together they may not need more IPs than their regions can provide
+        (Hall's condition over every group of pools)."""
+        ips = self._ips_per_node()
+        if ips is None:
+            return
+        pools: list[tuple[str, int, frozenset[str]]] = []
+        for name, raw in self.pools_raw.items():
+            pool = _valid(PoolSpec, raw)
+            if pool is None or pool.status.value != "active" or pool.size == 0:
+                continue
+            if any(region not in self.regions_raw for region in pool.regions):
+                continue
+            pools.append((name, pool.size, frozenset(pool.regions)))
+        capacity: dict[str, int] = {}
+        for region in {r for _, _, regions in pools for r in regions}:
+            most = self.region_max_nodes(region)
+            if most is None:
+                return
+            capacity[region] = most * ips
+        groups: list[list[tuple[str, int, frozenset[str]]]] = []
+        if len(pools) <= 12:
+            for mask in range(1, 1 << len(pools)):
+                group = [pools[i] for i in range(len(pools)) if mask >> i & 1]
+                if len(group) >= 2:
+                    groups.append(group)
+            groups.sort(key=len)
+        else:  # too many pools to try every group: the whole of each set sharing regions
+            groups = [pools]
+        for group in groups:
+            regions = frozenset().union(*(g[2] for g in group))
+            if len(regions) == sum(len(g[2]) for g in group):
+                continue  # no region shared: each pool was checked on its own
+            need = sum(g[1] for g in group)
+            have = sum(capacity[r] for r in regions)
+            if need > have:
+                names = ", ".join(g[0] for g in group)
+                last = group[-1][0]
+                self.error(
+                    ("ip_pools", last, "size"),
+                    f"pools {names} compete for the nodes of {', '.join(sorted(regions))}: "
+                    f"together they need {need} IPs, those regions provide at most {have}",
+                    "a node serves one pool: lower the pool sizes or raise the regions' "
+                    "maximum node counts",
+                )
+                return
+
+    def _fleet_cost(self, costs: CostsSpec, size: str) -> Decimal | None:
+        """Monthly cost of the fleet at its minimum or maximum size, priced as the planner
+        prices it: each new node joins the first active pool of its region with room (in
+        spec order), and a pool's own IP price or its contract's IP and plan prices apply
+        (``reconciler.core.costs`` without the store's overrides). None: values missing."""
+        pools: list[tuple[str, PoolSpec]] = []
+        for name, raw in self.pools_raw.items():
+            pool = _valid(PoolSpec, raw)
+            if pool is None:
+                return None
+            pools.append((name, pool))
+        filled: dict[str, int] = dict.fromkeys(self.pools_raw, 0)
+        total = Decimal(0)
+        for region_name, raw in self.regions_raw.items():
+            region = _valid(RegionSpec, raw)
+            if region is None:
+                return None
+            plan = self.plans.get(region.plan)
+            if plan is None:
+                return None
+            count = region.min_nodes if size == "min" else region.max_nodes
+            for _ in range(count):
+                chosen: PoolSpec | None = None
+                for name, pool in pools:
+                    if (
+                        pool.status.value == "active"
+                        and region_name in pool.regions
+                        and filled[name] < pool.size
+                    ):
+                        chosen = pool
+                        filled[name] += costs.ips_per_node
+                        break
+                contract = (
+                    costs.contracts.get(chosen.contract)
+                    if chosen is not None and chosen.contract is not None
+                    else None
+                )
+                plan_price = plan.monthly_price
+                if contract is not None and region.plan in contract.plan_prices:
+                    plan_price = contract.plan_prices[region.plan]
+                ip_price = costs.ip_monthly_price
+                if chosen is not None and chosen.ip_monthly_price is not None:
+                    ip_price = chosen.ip_monthly_price
+                elif contract is not None and contract.ip_monthly_price is not None:
+                    ip_price = contract.ip_monthly_price
+                total += plan_price + ip_price * costs.ips_per_node
+        return total
 
     def check_budget(self) -> None:
         budget_raw = self.costs_raw.get("monthly_budget")
@@ -594,31 +850,31 @@ class _Checker:
         costs = _valid(CostsSpec, self.costs_raw)
         if costs is None or costs.monthly_budget is None:
             return
-        minimum = Decimal(0)
-        maximum = Decimal(0)
-        per_ip = costs.ip_monthly_price * costs.ips_per_node
-        for raw in self.regions_raw.values():
-            region = _valid(RegionSpec, raw)
-            if region is None:
-                return
-            plan = self.plans.get(region.plan)
-            if plan is None:
-                return
-            minimum += (plan.monthly_price + per_ip) * region.min_nodes
-            maximum += (plan.monthly_price + per_ip) * region.max_nodes
+        minimum = self._fleet_cost(costs, "min")
+        maximum = self._fleet_cost(costs, "max")
+        if minimum is None or maximum is None:
+            return
         budget = costs.monthly_budget
+        priced = (
+            " (pool and contract prices included)"
+            if any(
+                isinstance(p, dict) and (p.get("ip_monthly_price") or p.get("contract"))
+                for p in self.pools_raw.values()
+            )
+            else ""
+        )
         if minimum > budget:
             self.error(
                 ("costs", "monthly_budget"),
-                f"the declared minimum fleet already costs {minimum:.2f} {costs.currency}/month, "
-                f"over the budget of {budget:.2f}",
+                f"the declared minimum fleet already costs {minimum:.2f} {costs.currency}/month"
+                f"{priced}, over the budget of {budget:.2f}",
                 "raise the budget or lower the regions' minimum node counts",
             )
         elif maximum > budget:
             self.warn(
                 ("costs", "monthly_budget"),
-                f"at its maximum size the fleet would cost {maximum:.2f} {costs.currency}/month, "
-                f"over the budget of {budget:.2f}",
+                f"at its maximum size the fleet would cost {maximum:.2f} {costs.currency}/month"
+                f"{priced}, over the budget of {budget:.2f}",
                 "autoscaling will stop at the budget",
             )
 

@@ -21,6 +21,7 @@ from reconciler.core.errors import (
     StoreError,
     UserError,
 )
+from reconciler.core.fleet import IntentStatus
 from reconciler.core.lifecycle import DEADLINE_REASON
 from reconciler.core.planning import PlanOptions
 from reconciler.core.planning import plan as compute_plan
@@ -275,6 +276,34 @@ class Reconciler:
             return run_id
         return run_id
 
+    def record_spec_protection(self, snapshot: Snapshot, epoch: int | None = None) -> list[str]:
+        """Record in the store the protection the spec gives recorded nodes (journalled as a
+        ``protect`` by ``spec``), so that it survives the node's removal from the spec: the
+        spec can add protection, only ``reconcile node unprotect`` lifts it. Applying runs only
+        (a dry run changes nothing). Returns the names newly protected."""
+        spec = self.spec
+        wanted = set(spec.disruption.protected)
+        for region in spec.regions.values():
+            wanted.update(region.protected)
+        done: list[str] = []
+        for node in snapshot.recorded.nodes:
+            if node.name not in wanted or node.protected:
+                continue
+            try:
+                intent = self.store.begin_intent(
+                    self.fleet,
+                    "protect",
+                    node.name,
+                    {"by": "spec", "why": "protected in the spec"},
+                    epoch=epoch,
+                )
+                self.store.set_protected(self.fleet, node.name, True)
+                self.store.finish_intent(intent.id, IntentStatus.DONE, epoch=epoch)
+            except (StoreError, UserError):
+                continue  # the spec's protection still applies to this plan; next run retries
+            done.append(node.name)
+        return done
+
     async def reconcile(self, request: RunRequest, hooks: RunHooks | None = None) -> RunResult:
         """One run: observe -> plan (or check a saved plan) -> guards -> apply -> record.
 
@@ -304,6 +333,7 @@ class Reconciler:
         if request.dry_run:
             run_id = self._record(mode, plan, "ok")
             return RunResult("ok", plan=plan, snapshot=snapshot, run_id=run_id)
+        self.record_spec_protection(snapshot, request.epoch)
         if plan.is_empty:
             run_id = self._record(mode, plan, "ok")
             return RunResult(

@@ -101,3 +101,37 @@ def test_every_pipeline_step_has_an_executor() -> None:
     assert names[0] == ADDRESS
     assert len(set(names)) == len(names)
     assert set(names) - {ADDRESS} == set(EXECUTORS)
+
+
+def test_protection_given_in_the_spec_is_recorded_and_survives_the_nodes_removal(
+    world: World,
+) -> None:
+    protected = make_spec(
+        {"seattle": 2},
+        regions={
+            "seattle": {
+                "location_id": 12,
+                "plan": "baseline",
+                "nodes": 2,
+                "protected": ["acme-seattle-001"],
+            }
+        },
+    )
+    world.converge(protected)
+    # a dry run changes nothing; an applying run records the spec's protection
+    world.run(protected, dry_run=True)
+    assert world.store.load_fleet("acme").protected_names == frozenset()
+    world.run(protected)
+    recorded = world.store.load_fleet("acme")
+    assert recorded.protected_names == frozenset({"acme-seattle-001"})
+    assert [
+        (i.kind, i.target, dict(i.params))
+        for i in world.store.journal("acme", 50)
+        if i.kind == "protect"
+    ] == [("protect", "acme-seattle-001", {"by": "spec", "why": "protected in the spec"})]
+    # the region leaves the spec (and its protection list with it): the node is kept
+    world.clock.advance(3600)
+    plan, _ = world.run(make_spec({"dallas": 1}), allow_blocked=True)
+    destroyed = {c.address for c in plan.changes if c.action.value == "destroy"}
+    assert destroyed == {"acme-seattle-002"}
+    assert any(w.guard == "protected" for w in plan.warnings)

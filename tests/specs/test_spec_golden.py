@@ -64,6 +64,24 @@ CASES: dict[str, str] = {
     .replace("size: 3", "size: 9")
     + "    warmup: fast\n    contract: acme\ncosts:\n  monthly_budget: 10\n"
     + "disruption:\n  protected: [web-1]\n",
+    # issue 11: odd numbers and explicit tags, each a clear error where it is written
+    "numbers-and-tags": VALID.replace("nodes: 2", "nodes: 1.0e+99999999")
+    .replace("rid: 52", "rid: 0x" + "f" * 5000)
+    .replace("vcpu: 4", "vcpu: !!bool 2")
+    .replace("monthly_price: 39.99", "monthly_price: !!timestamp x")
+    + "provider:\n  timeout: 0s\n  rate_limit: 1.0e-30\n  !foo build_time: 1s\n"
+    + "reconcile:\n  interval: 99999999999999999999w\n",
+    # issue 11: what apply would fail on, caught while validating
+    "fleet-rules": VALID.replace("nodes: 2", "nodes: off\n    protected: [demo-seattle-1]")
+    + "  extra:\n    size: 3\n    regions: [dallas]\n"
+    + "warmup:\n  schedules:\n    ramp:\n      safety: {max_daily_increase: 10}\n"
+    + "      phases:\n        - {days: 1-10, start: 10, end: 500}\n"
+    + "        - {days: 11-20, start: 400, end: 300}\n"
+    + "disruption:\n  protected: [demo-paris-001, demo-dallas-001]\n",
+    # the minimum fleet fits at the global IP price, not at the pools' and contracts' prices
+    "budget-via-pool-prices": VALID.replace("size: 3", "size: 3\n    contract: acme")
+    + "costs:\n  monthly_budget: 100\n  contracts:\n    acme:\n"
+    + "      ip_monthly_price: 25\n      plan_prices: {baseline: 14.99}\n",
 }
 
 

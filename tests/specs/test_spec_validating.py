@@ -294,21 +294,120 @@ def test_budget_uses_the_declared_ip_price() -> None:
     assert len(warnings(text)) == 1
 
 
-def test_protected_names_must_carry_the_fleet_prefix() -> None:
-    text = VALID.replace("    nodes: 2\n", "    nodes: 2\n    protected: [demo-seattle-1, web-1]\n")
-    text += "disruption:\n  protected: [seattle-2]\n"
+def test_protected_names_must_be_full_node_names_that_can_exist() -> None:
+    text = VALID.replace(
+        "    nodes: 2\n",
+        "    nodes: 2\n    protected: [demo-seattle-1, web-1, demo-dallas-002, demo-seattle-001]\n",
+    )
+    text += "disruption:\n  protected: [seattle-2, demo-seattle-0, demo-dallas-1000]\n"
     assert [(p.field, p.message, p.hint) for p in problems(text)] == [
+        (
+            "regions.seattle.protected[0]",
+            "'demo-seattle-1' is not a full node name: it protects nothing",
+            "did you mean 'demo-seattle-001'?",
+        ),
         (
             "regions.seattle.protected[1]",
             "'web-1' is not a node of this fleet",
-            "node names start with the fleet name: demo-<region>-<n>",
+            "node names start with the fleet name: demo-<region>-<NNN>, e.g. demo-seattle-001",
+        ),
+        (
+            "regions.seattle.protected[2]",
+            "'demo-dallas-002' is a node of region 'dallas', not of 'seattle'",
+            "list it under regions.dallas.protected or disruption.protected",
         ),
         (
             "disruption.protected[0]",
             "'seattle-2' is not a node of this fleet",
-            "node names start with the fleet name: demo-<region>-<n>",
+            "node names start with the fleet name: demo-<region>-<NNN>, e.g. demo-seattle-001",
+        ),
+        (
+            "disruption.protected[1]",
+            "'demo-seattle-0' is not a full node name: it protects nothing",
+            "nodes are named demo-<region>-<NNN>, e.g. demo-seattle-001",
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("regions.seattle.nodes", VALID.replace("nodes: 2", "nodes: off")),
+        ("regions.seattle.nodes", VALID.replace("nodes: 2", "nodes: yes")),
+        ("regions.dallas.nodes.max", VALID.replace("max: 3", "max: on")),
+        ("plans.baseline.rid", VALID.replace("rid: 52", "rid: true")),
+        ("ip_pools.shared.size", VALID.replace("size: 3", "size: no")),
+        ("health.cpu_alert", VALID + "health: {cpu_alert: true}\n"),
+    ],
+)
+def test_a_boolean_is_not_a_number(field: str, text: str) -> None:
+    problem = one(text)
+    assert problem.field == field
+    assert problem.message.startswith("expected a number, got the boolean ")
+
+
+def test_booleans_stay_booleans_where_booleans_are_meant() -> None:
+    assert load_spec_text(VALID + "scaling: {enabled: off}\nalerts: {webhook: null}\n")
+
+
+def test_pools_competing_for_one_regions_nodes() -> None:
+    # each pool fits on its own (dallas has at most 3 nodes); together they need 5
+    text = (
+        VALID.replace("size: 3", "size: 2").replace(
+            "regions: [seattle, dallas]", "regions: [dallas]"
+        )
+        + "  other:\n    size: 3\n    regions: [dallas]\n"
+    )
+    problem = one(text)
+    assert problem.field == "ip_pools.other.size"
+    assert problem.message == (
+        "pools shared, other compete for the nodes of dallas: together they need 5 IPs, "
+        "those regions provide at most 3"
+    )
+    # draining pools do not compete; disjoint regions do not either
+    assert load_spec_text(text + "    status: draining\n")
+    assert load_spec_text(text.replace("regions: [dallas]\n", "regions: [seattle]\n", 1))
+
+
+def test_the_budget_counts_pool_and_contract_prices() -> None:
+    # 3 nodes at the global price: 3 x (9.99 + 4.99) = 44.94 fits in 50
+    assert load_spec_text(VALID + "costs:\n  monthly_budget: 50\n  ip_monthly_price: 4.99\n")
+    over = one(
+        VALID.replace("size: 3", "size: 3\n    ip_monthly_price: 9.99")
+        + "costs:\n  monthly_budget: 50\n"
+    )
+    assert over.field == "costs.monthly_budget"
+    assert "already costs 59.94 USD/month (pool and contract prices included)" in over.message
+    contract = one(
+        VALID.replace("size: 3", "size: 3\n    contract: acme")
+        + "costs:\n  monthly_budget: 50\n  contracts:\n    acme: {plan_prices: {baseline: 19.99}}\n"
+    )
+    assert "already costs 74.94 USD/month" in contract.message
+
+
+def test_warmup_ramps_that_decrease_or_outrun_their_own_limit() -> None:
+    schedule = (
+        VALID.replace("size: 3", "size: 3\n    warmup: ramp")
+        + "warmup:\n  schedules:\n    ramp:\n      safety: {max_daily_increase: 20}\n"
+        + "      phases:\n"
+    )
+    fine = schedule + "        - {days: 1-10, start: 10, end: 100}\n"
+    assert load_spec_text(fine).warnings == ()
+    fast = load_spec_text(schedule + "        - {days: 1-10, start: 10, end: 1000}\n")
+    [warning] = fast.warnings
+    assert warning.field == "warmup.schedules.ramp.phases[0]"
+    assert "rise by 110 emails/day each day, above safety.max_daily_increase (20)" in (
+        warning.message
+    )
+    jump = load_spec_text(fine + "        - {days: 11-20, start: 500, end: 600}\n")
+    assert [w.field for w in jump.warnings] == ["warmup.schedules.ramp.phases[1].start"]
+    down = problems(fine + "        - {days: 11-20, start: 50, end: 40}\n")
+    assert [p.field for p in down] == [
+        "warmup.schedules.ramp.phases[1].start",
+        "warmup.schedules.ramp.phases[1].end",
+    ]
+    overlap = problems(fine + "        - {days: 5-20, start: 100, end: 200}\n")
+    assert "phases must be contiguous from day 1" in overlap[0].message
 
 
 def test_pool_larger_than_its_regions_can_provide() -> None:
