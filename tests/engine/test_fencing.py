@@ -140,7 +140,9 @@ def test_losing_leadership_cancels_calls_waiting_for_a_token() -> None:
         )
         await loser
         assert isinstance(result.error, LeadershipLostError)
-        assert "cancelled" in str(result.error)
+        # either the watcher cancelled the apply, or the first node's next call met the fence
+        # at the wire first: both stop everything, the waiting calls are cancelled
+        assert "cancelled" in str(result.error) or "refused" in str(result.error)
         return time.monotonic() - started
 
     elapsed = asyncio.run(go())
