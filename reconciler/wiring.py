@@ -24,13 +24,7 @@ from urllib.parse import urlsplit
 
 from providers.dns.resolving import DnsResolver
 from providers.dns.rfc2136 import Rfc2136Dns, load_tsig_key
-from providers.dnsbl.checking import (
-    DQS_KEY_ENV,
-    RESOLVER_ENV,
-    DnsblChecker,
-    DqsKey,
-    system_resolver,
-)
+from providers.dnsbl.checking import DnsblChecker, DqsKey, system_resolver
 from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_from_settings
 from providers.mail.dkimcheck import DkimVerifier
 from providers.mail.sink import MailSink
@@ -233,6 +227,11 @@ SINK_LISTEN_ENV = "RECONCILER_SINK_LISTEN"
 AGENT_URL_ENV = "RECONCILER_AGENT_URL"
 MASTER_SECRET_ENV = "RECONCILER_NODE_MASTER_SECRET"  # noqa: S105 (a variable name)
 MASTER_SECRET_FILE = "node-master.secret"  # noqa: S105 (a file name)
+#: operator settings of the blocklist checks: the recursive resolver DNSBL queries go through
+#: (before the spec's reputation.resolver) and the Spamhaus DQS key (a secret inside a DNS
+#: name: sent only through the operator's resolver, never one the spec alone names)
+RESOLVER_ENV = "RECONCILER_DNSBL_RESOLVER"
+DQS_KEY_ENV = "RECONCILER_DQS_KEY"
 
 
 def _master_secret(environ: Mapping[str, str], directory: Path, simulated: bool) -> bytes:
@@ -444,7 +443,9 @@ def build_blocklist_checker(
         try:
             key = DqsKey(key_text)
         except ValueError as exc:
-            raise UserError(str(exc), hint="copy the key from the Spamhaus DQS portal") from None
+            raise UserError(
+                f"{DQS_KEY_ENV}: {exc}", hint="copy the key from the Spamhaus DQS portal"
+            ) from None
     return DnsblChecker(
         compile_rules(policy),
         address,
@@ -452,6 +453,8 @@ def build_blocklist_checker(
         concurrency=policy.concurrency,
         dqs_key=key,
         dqs_allowed=operator_text is not None,
+        dqs_setting=DQS_KEY_ENV,
+        resolver_setting=f"{RESOLVER_ENV} or --resolver",
     )
 
 

@@ -1,8 +1,6 @@
 """DNS blocklist look-ups with dnspython (``checking.DnsblChecker``)."""
 
 from providers.dnsbl.checking import (
-    DQS_KEY_ENV,
-    RESOLVER_ENV,
     CircuitBreaker,
     DailyBudget,
     DnsblChecker,
@@ -12,8 +10,6 @@ from providers.dnsbl.checking import (
 )
 
 __all__ = [
-    "DQS_KEY_ENV",
-    "RESOLVER_ENV",
     "CircuitBreaker",
     "DailyBudget",
     "DnsblChecker",

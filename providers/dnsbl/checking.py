@@ -1,7 +1,7 @@
 """DNSBL checks: the blocklist adapter (``reconciler.core.ports.BlocklistPort``).
 
 - Queries go through **one named resolver** (the spec's ``reputation.resolver``, the
-  operator's ``RECONCILER_DNSBL_RESOLVER`` / ``--resolver``, else the system's), never a
+  operator's setting (``reconciler.wiring``) / ``--resolver``, else the system's), never a
   public one (Spamhaus answers those with error codes and they would see every IP we check).
 - Each zone is **probed** with its RFC 5782 test entries before its answers are trusted.
 - **Per zone**: a concurrency limit, a circuit breaker (after ``breaker_threshold``
@@ -43,8 +43,6 @@ from reconciler.core.reputation import (
 )
 from specs.blocklists import PUBLIC_RESOLVERS, ResolverAddress, is_dqs_zone
 
-DQS_KEY_ENV = "RECONCILER_DQS_KEY"
-RESOLVER_ENV = "RECONCILER_DNSBL_RESOLVER"
 _REDACTED = "<dqs-key>"
 
 
@@ -56,9 +54,7 @@ class DqsKey:
     def __init__(self, value: str) -> None:
         value = value.strip()
         if not (8 <= len(value) <= 64) or not value.isalnum() or not value.isascii():
-            raise ValueError(
-                f"{DQS_KEY_ENV} is not a DQS key (8-64 letters and digits, as Spamhaus issues)"
-            )
+            raise ValueError("not a DQS key (8-64 letters and digits, as Spamhaus issues)")
         self._value = value.lower()
 
     @property
@@ -196,8 +192,14 @@ class DnsblChecker:
         max_cache: int = 200_000,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        dqs_setting: str = "the operator's DQS key",
+        resolver_setting: str = "the operator's resolver",
     ) -> None:
+        """``dqs_setting`` / ``resolver_setting``: where the operator sets the DQS key and
+        the resolver (the operator's settings live in ``reconciler.wiring``), for messages."""
         self.resolver = resolver
+        self._dqs_setting = dqs_setting
+        self._resolver_setting = resolver_setting
         self._monotonic = monotonic
         self._wall = wall
         self._dqs_key = dqs_key
@@ -223,7 +225,7 @@ class DnsblChecker:
         self._blocked: str | None = None
         if resolver is None:
             self._blocked = (
-                "no resolver: set reputation.resolver (or RECONCILER_DNSBL_RESOLVER); "
+                f"no resolver: set reputation.resolver (or {resolver_setting}); "
                 "/etc/resolv.conf names none"
             )
         elif resolver.host in PUBLIC_RESOLVERS:
@@ -270,11 +272,11 @@ class DnsblChecker:
         labels = labels or reversed_name(ip)
         if self._zones[zone].dqs:
             if self._dqs_key is None:
-                return None, f"no DQS key: set {DQS_KEY_ENV} to query {zone}"
+                return None, f"no DQS key: set {self._dqs_setting} to query {zone}"
             if not self._dqs_allowed:
                 return None, (
                     f"the DQS key is sent only through a resolver the operator names "
-                    f"({RESOLVER_ENV} or --resolver), not one from the spec alone"
+                    f"({self._resolver_setting}), not one from the spec alone"
                 )
             labels = f"{labels}.{self._dqs_key.label}"
         return f"{labels}.{zone}", ""

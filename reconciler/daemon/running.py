@@ -131,7 +131,8 @@ class DaemonSettings:
     dry_run: bool = False
     #: seconds between polls of a changing server (engine); 0: suited to the provider
     poll_interval: float = 0.0
-    #: seconds between reputation assessments (rates every time; blocklists when due)
+    #: seconds between reputation assessments (rates every time; blocklists when due); at
+    #: most the spec's heartbeat interval (rates move as often as beats bring counts)
     reputation_poll: float = 30.0
     #: who may read GET /status (and see costs there); see daemon/statuspage.py
     status_tokens: StatusTokens = field(default_factory=StatusTokens)
@@ -599,7 +600,7 @@ class Daemon:
             scheduler.add_job(
                 self._job_reputation,
                 "interval",
-                seconds=max(1.0, self.settings.reputation_poll),
+                seconds=self._reputation_seconds(spec),
                 id="reputation",
                 next_run_time=now + timedelta(seconds=2),
                 **defaults,
@@ -614,6 +615,10 @@ class Daemon:
         )
         scheduler.start()
         self.scheduler = scheduler
+
+    def _reputation_seconds(self, spec: FleetSpec) -> float:
+        beat = spec.health.heartbeat_interval.total_seconds()
+        return max(1.0, min(self.settings.reputation_poll, beat))
 
     def _sweep_seconds(self, spec: FleetSpec) -> float:
         if self.settings.sweep_interval is not None:
@@ -639,6 +644,10 @@ class Daemon:
             self.scheduler.reschedule_job(
                 "sweep", trigger="interval", seconds=self._sweep_seconds(new)
             )
+            if self.reputation_job is not None:
+                self.scheduler.reschedule_job(
+                    "reputation", trigger="interval", seconds=self._reputation_seconds(new)
+                )
 
     def request_reconcile(self, why: str) -> None:
         """Run a reconcile now (or right after the one in flight)."""

@@ -163,6 +163,8 @@ class SyntheticFigures:
 
     rate: float = 0.0
     queue_length: int = 0
+    #: share of the mail that hard-bounces (Postfix status=bounced)
+    bounce_share: float = 0.0
     _last: float = field(default_factory=time.monotonic)
     _carry: float = 0.0
 
@@ -170,9 +172,10 @@ class SyntheticFigures:
         now = time.monotonic()
         self._carry += self.rate * (now - self._last)
         self._last = now
-        sent = int(self._carry)
-        self._carry -= sent
-        return Figures(0.3, 0.4, 0.5, self.queue_length, sent, 0, 0)
+        attempts = int(self._carry)
+        self._carry -= attempts
+        bounces = round(attempts * self.bounce_share)
+        return Figures(0.3, 0.4, 0.5, self.queue_length, attempts - bounces, bounces, 0)
 
 
 @dataclass
@@ -183,6 +186,8 @@ class Swarm:
     daemon_url: str
     interval: float
     rate: float
+    #: the node statuses whose agents beat (a paused node's agent keeps beating)
+    statuses: tuple[str, ...] = ("warming", "active", "unhealthy")
     silenced: set[str] = field(default_factory=set)
     started: set[str] = field(default_factory=set)
 
@@ -211,11 +216,7 @@ class Swarm:
             while not self._stop.is_set():
                 try:
                     document = (await client.get(f"{self.daemon_url}/v1/fleet")).json()
-                    names = [
-                        n["name"]
-                        for n in document["nodes"]
-                        if n["status"] in ("warming", "active", "unhealthy")
-                    ]
+                    names = [n["name"] for n in document["nodes"] if n["status"] in self.statuses]
                 except (httpx.HTTPError, ValueError, KeyError):
                     names = []
                 for name in names:

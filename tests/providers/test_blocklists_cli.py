@@ -67,3 +67,43 @@ def test_bad_input_is_a_clear_error(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_dnsbl_operator_settings_live_in_wiring_and_are_named_in_messages() -> None:
+    """The resolver and the DQS key are operator settings (reconciler.wiring, beside the other
+    credentials and endpoints): a bad key names its variable without showing it, and a DQS
+    zone asked through the spec's resolver alone says which setting would allow it."""
+    import asyncio
+
+    from reconciler.core.errors import UserError
+    from reconciler.wiring import DQS_KEY_ENV, RESOLVER_ENV, build_blocklist_checker
+    from specs.model import ReputationPolicy
+
+    assert (RESOLVER_ENV, DQS_KEY_ENV) == ("RECONCILER_DNSBL_RESOLVER", "RECONCILER_DQS_KEY")
+    policy = ReputationPolicy.model_validate(
+        {"blocklists": ["zen.dq.spamhaus.net"], "resolver": "127.0.0.1:5353"}
+    )
+    with pytest.raises(UserError) as bad:
+        build_blocklist_checker(policy, {DQS_KEY_ENV: "short!key"}, system_fallback=False)
+    assert DQS_KEY_ENV in bad.value.message
+    assert "short!key" not in str(bad.value)
+    with pytest.raises(UserError) as bad_resolver:
+        build_blocklist_checker(policy, {RESOLVER_ENV: "not a resolver"})
+    assert RESOLVER_ENV in bad_resolver.value.message
+    checker = build_blocklist_checker(
+        policy, {DQS_KEY_ENV: "abcdefgh12345678"}, system_fallback=False
+    )
+    assert checker is not None
+    secret_key = "abcdefgh12345678"
+
+    async def reasons() -> list[str]:
+        try:
+            _, verdicts = await checker.check(["192.0.2.1"])
+        finally:
+            await checker.aclose()
+        return [z.reason for v in verdicts for z in v.zones]
+
+    found = asyncio.run(reasons())
+    assert found, found
+    assert all(secret_key not in reason for reason in found)
+    assert any(f"{RESOLVER_ENV} or --resolver" in reason for reason in found), found
