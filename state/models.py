@@ -144,6 +144,8 @@ class SendingNode(Base):
     #: who took the node out of rotation (reputation, health, operator, quarantine): each
     #: rule brings back only what it took out; NULL while in rotation
     paused_by: Mapped[str | None] = mapped_column(sa.String(20))
+    #: the hold's kind: NULL (maintenance), "cordon" or "drain" (reconcile node cordon/drain)
+    maintenance_kind: Mapped[str | None] = mapped_column(sa.String(16))
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),

@@ -45,6 +45,7 @@ from reconciler.core.errors import (
 )
 from reconciler.core.fleet import (
     CostConstant,
+    HoldKind,
     HostKey,
     IntentStatus,
     IpStatus,
@@ -805,9 +806,50 @@ class SqlStore:
             "maintenance_ended_at": _maybe_aware(maintenance.ended_at, "ended_at")
             if maintenance
             else None,
+            "maintenance_kind": maintenance.kind.value
+            if maintenance and maintenance.kind is not HoldKind.MAINTENANCE
+            else None,
             "updated_at": now,
         }
         return self._update_node(fleet, name, values, "recording maintenance of")
+
+    def retry_steps(self, fleet: str, name: str) -> tuple[RecordedNode, tuple[str, ...]]:
+        """An operator's ``reconcile node retry``: forget the node's failed pipeline steps
+        (their attempt counts) in one transaction, so the next reconcile tries them again.
+        Returns the node and the steps forgotten."""
+        with self._tx(f"retrying the failed steps of node {name!r}") as connection:
+            row = connection.execute(
+                sa.select(m.SendingNode)
+                .where(
+                    m.SendingNode.fleet == fleet,
+                    m.SendingNode.name == name,
+                    m.SendingNode.closed_at.is_(None),
+                )
+                .with_for_update()
+            ).one_or_none()
+            if row is None:
+                raise UnknownNodeError(
+                    f"no recorded node {name!r} in fleet {fleet!r}",
+                    hint="`reconcile node list` lists the recorded nodes",
+                )
+            steps = dict(row.steps) if isinstance(row.steps, dict) else {}
+            failed = tuple(
+                sorted(
+                    step
+                    for step, entry in steps.items()
+                    if not isinstance(entry, dict) or entry.get("status") != "done"
+                )
+            )
+            if failed:
+                kept = {k: v for k, v in steps.items() if k not in failed}
+                connection.execute(
+                    sa.update(m.SendingNode)
+                    .where(m.SendingNode.id == row.id)
+                    .values(steps=kept or None, updated_at=self._now())
+                )
+        node = self.get_node(fleet, name)
+        assert node is not None
+        return node, failed
 
     def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
         values: dict[str, Any] = {"quarantine": None, "updated_at": self._now()}
@@ -1496,11 +1538,16 @@ def _maintenance_out(node: Any) -> Maintenance | None:
     if reason is None:
         return None
     since = node.maintenance_since or datetime.fromtimestamp(0, UTC)
+    try:
+        kind = HoldKind(getattr(node, "maintenance_kind", None) or HoldKind.MAINTENANCE.value)
+    except ValueError:
+        kind = HoldKind.CORDON  # an unknown kind written by a newer version: hold, at least
     return Maintenance(
         str(reason),
         str(node.maintenance_by or "unknown"),
         since,
         getattr(node, "maintenance_ended_at", None),
+        kind,
     )
 
 

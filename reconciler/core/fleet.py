@@ -172,20 +172,59 @@ class HostKey:
     fingerprint: str
 
 
+class HoldKind(StrEnum):
+    """What an operator's hold on a node does (``reconcile node maintenance|cordon|drain``).
+
+    - ``maintenance``: out of the sending rotation until ``resume`` (its queue drains).
+    - ``cordon``: out of the sending rotation (no new mail) and left alone by the health rule
+      (not paused or replaced as unhealthy) until ``uncordon``, like ``kubectl cordon``.
+    - ``drain``: a cordon that first waits for the node's queue to empty (status
+      ``draining``), then holds the node out (status ``maintenance``), like ``kubectl drain``.
+    """
+
+    MAINTENANCE = "maintenance"
+    CORDON = "cordon"
+    DRAIN = "drain"
+
+
 @dataclass(frozen=True, slots=True)
 class Maintenance:
-    """An operator took the node out of rotation (``reconcile node maintenance``)."""
+    """An operator's hold on a node (``reconcile node maintenance|cordon|drain``): who, why,
+    since when and what kind; kept in the store, so it survives spec changes and restarts."""
 
     reason: str
     by: str
     since: datetime
-    #: set by ``reconcile node resume`` (kept for the record): the next reconcile puts the
-    #: node back into rotation
+    #: set by ``reconcile node resume|uncordon`` (kept for the record): the next reconcile
+    #: puts the node back into rotation
     ended_at: datetime | None = None
+    kind: HoldKind = HoldKind.MAINTENANCE
 
     @property
     def active(self) -> bool:
         return self.ended_at is None
+
+    def verb(self, status: NodeStatus | None = None) -> str:
+        """``in maintenance``, ``cordoned``, ``draining`` (until the node's status is
+        ``maintenance``) or ``drained``; ``(ended)`` once lifted (plans, status, pages)."""
+        if not self.active:
+            return f"{_HOLD_VERBS[self.kind]} (ended)"
+        drained = (NodeStatus.MAINTENANCE, NodeStatus.PROVISIONING)
+        if self.kind is HoldKind.DRAIN and status not in drained:
+            return "draining"
+        return _HOLD_VERBS[self.kind]
+
+    def describe(self, status: NodeStatus | None = None) -> str:
+        """One line: ``cordoned by alice since 2026-12-01 06:00 UTC: disk check``."""
+        since = self.since.strftime("%Y-%m-%d %H:%M UTC")
+        return f"{self.verb(status)} by {self.by} since {since}: {self.reason}"
+
+
+_HOLD_VERBS = {
+    HoldKind.MAINTENANCE: "in maintenance",
+    HoldKind.CORDON: "cordoned",
+    HoldKind.DRAIN: "drained",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""An operator's hold on a node (pure): maintenance and quarantine.
+"""An operator's hold on a node (pure): maintenance, cordon, drain and quarantine.
 
 - **Maintenance** (``reconcile node maintenance NAME --reason``, recorded with who, why and
   since when; it survives spec changes and restarts because it lives in the store, and the
@@ -6,6 +6,12 @@
   its queue drains), and it stays out, with a note in every plan, until ``reconcile node
   resume NAME`` clears it; then it goes back into rotation (``warming`` or ``active``, by its
   warmup). A provisioning node in maintenance stops at its current step.
+- **Cordon** (``reconcile node cordon NAME --reason``, the same record with kind ``cordon``):
+  out of the sending rotation (status ``maintenance``) and left alone by the health rule (not
+  paused, not replaced as unhealthy) until ``reconcile node uncordon NAME``.
+- **Drain** (``reconcile node drain NAME --reason``, kind ``drain``): out of the rotation as
+  ``draining`` until its queue is empty (heartbeats; ``disruption.drain_timeout`` at most;
+  at once without queue figures), then held as ``maintenance`` until ``uncordon``.
 - **Quarantine** (a changed SSH host key, recorded by the bootstrap): the node is out of
   rotation and never worked on until an operator releases it (``reconcile node release``);
   then it goes back into rotation.
@@ -20,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.fleet import NodeStatus, PausedBy
+from reconciler.core.fleet import HoldKind, NodeStatus, PausedBy, RecordedNode
 from reconciler.core.matching import LiveNode
 from reconciler.core.pipeline import StepContext, node_change, rotation_status
 from reconciler.core.plans import Action, Change
@@ -31,6 +37,7 @@ __all__ = [
     "DEADLINE_REASON",
     "Hold",
     "breaker_open",
+    "held_by_operator",
     "hold",
     "provisioning_overdue",
 ]
@@ -87,7 +94,22 @@ class Hold:
     notes: list[str] = field(default_factory=list)
 
 
-def hold(node: LiveNode, ctx: StepContext) -> Hold:
+def held_by_operator(record: RecordedNode | None) -> bool:
+    """An active operator's hold (maintenance, cordon, drain): the health rule neither
+    pauses nor replaces the node, and its provisioning deadline does not run."""
+    return record is not None and record.maintenance is not None and record.maintenance.active
+
+
+def hold(
+    node: LiveNode,
+    ctx: StepContext,
+    *,
+    queue_empty: frozenset[str] = frozenset(),
+    metrics_known: bool = False,
+) -> Hold:
+    """The operator's hold on ``node`` (maintenance, cordon, drain, quarantine) for this plan.
+    ``queue_empty``/``metrics_known`` (from heartbeats) tell when a drain is complete: with
+    no queue figures (CLI runs) a drain counts as complete at once, as for scale-downs."""
     record = node.record
     result = Hold()
     if record is None:
@@ -96,23 +118,73 @@ def hold(node: LiveNode, ctx: StepContext) -> Hold:
     if maintenance is not None and maintenance.active:
         result.held = True
         since = maintenance.since.strftime("%Y-%m-%d %H:%M UTC")
-        result.notes.append(
-            f"{node.name}: in maintenance (by {maintenance.by} since {since}): "
-            f"{maintenance.reason}; `reconcile node resume {node.name}` ends it"
-        )
-        if node.status not in (NodeStatus.MAINTENANCE, NodeStatus.PROVISIONING):
+        who = f"{maintenance.kind.value} by {maintenance.by}: {maintenance.reason}"
+        if maintenance.kind is HoldKind.MAINTENANCE:
+            result.notes.append(
+                f"{node.name}: in maintenance (by {maintenance.by} since {since}): "
+                f"{maintenance.reason}; `reconcile node resume {node.name}` ends it"
+            )
+        else:
+            result.notes.append(
+                f"{node.name}: {maintenance.describe(node.status)}; "
+                f"`reconcile node uncordon {node.name}` ends it"
+            )
+        if node.status in (NodeStatus.MAINTENANCE, NodeStatus.PROVISIONING):
+            return result
+        if maintenance.kind is not HoldKind.DRAIN:
+            what = (
+                "its queue drains"
+                if maintenance.kind is HoldKind.MAINTENANCE
+                else "no new mail; not paused or replaced as unhealthy"
+            )
             result.changes.append(
                 node_change(
                     Action.PAUSE,
                     node,
-                    f"maintenance by {maintenance.by}: {maintenance.reason} "
-                    "(out of the sending rotation; its queue drains)",
+                    f"{who} (out of the sending rotation; {what})",
                     before={"status": node.status.value},
                     after={"status": NodeStatus.MAINTENANCE.value},
                     status=NodeStatus.MAINTENANCE,
                     paused_by=PausedBy.OPERATOR,
                 )
             )
+            return result
+        # drain: out of rotation (draining) until the queue is empty, then held
+        if node.status is not NodeStatus.DRAINING and metrics_known:
+            result.changes.append(
+                node_change(
+                    Action.DRAIN,
+                    node,
+                    f"{who} (out of the sending rotation; held once its queue is empty)",
+                    before={"status": node.status.value},
+                    after={"status": NodeStatus.DRAINING.value},
+                    status=NodeStatus.DRAINING,
+                    paused_by=PausedBy.OPERATOR,
+                )
+            )
+            return result
+        changed = record.status_changed_at
+        timeout = ctx.spec.disruption.drain_timeout
+        if not metrics_known:
+            done = "drained (no queue data)"
+        elif node.name in queue_empty:
+            done = "drained (queue empty)"
+        elif changed is not None and ctx.now - changed >= timeout:
+            done = "drain timeout reached"
+        else:
+            result.notes.append(f"{node.name}: draining, waiting for its queue to empty")
+            return result
+        result.changes.append(
+            node_change(
+                Action.DRAIN,
+                node,
+                f"{who}; {done}: held out of the sending rotation",
+                before={"status": node.status.value},
+                after={"status": NodeStatus.MAINTENANCE.value},
+                status=NodeStatus.MAINTENANCE,
+                paused_by=PausedBy.OPERATOR,
+            )
+        )
         return result
     if record.quarantine:
         result.held = True
@@ -148,16 +220,31 @@ def hold(node: LiveNode, ctx: StepContext) -> Hold:
             )
         )
         return result
-    if node.status is NodeStatus.MAINTENANCE and maintenance is not None:
-        # ended by `reconcile node resume` (a node another rule put in maintenance stays)
+    ours = maintenance is not None and (
+        node.status is NodeStatus.MAINTENANCE
+        or (node.status is NodeStatus.DRAINING and maintenance.kind is HoldKind.DRAIN)
+    )
+    changed, ended = record.status_changed_at, maintenance.ended_at if maintenance else None
+    if changed is not None and ended is not None and changed > ended:
+        ours = False  # out of rotation again since the hold ended: another rule's doing
+    if record.paused_by is not None and record.paused_by is not PausedBy.OPERATOR:
+        ours = False
+    if maintenance is not None and ours and not node.victim:
+        # ended by `reconcile node resume|uncordon` (a node another rule put in maintenance
+        # stays; a draining scale-down victim is the removals' business)
         back = rotation_status(node, ctx)
         result.held = True
+        over = {HoldKind.MAINTENANCE: "maintenance", HoldKind.CORDON: "cordon"}.get(
+            maintenance.kind, "drain"
+        )
         result.changes.append(
             node_change(
                 Action.RESUME,
                 node,
-                "maintenance over: back into the sending rotation",
-                before={"status": NodeStatus.MAINTENANCE.value},
+                f"{over} over (uncordoned): back into the sending rotation"
+                if maintenance.kind is not HoldKind.MAINTENANCE
+                else "maintenance over: back into the sending rotation",
+                before={"status": node.status.value},
                 after={"status": back.value},
                 status=back,
             )

@@ -26,7 +26,13 @@ from reconciler.core.fleet import (
     RecordedNode,
     ServerStatus,
 )
-from reconciler.core.lifecycle import BREAKER_HINT, breaker_open, hold, provisioning_overdue
+from reconciler.core.lifecycle import (
+    BREAKER_HINT,
+    breaker_open,
+    held_by_operator,
+    hold,
+    provisioning_overdue,
+)
 from reconciler.core.matching import (
     LiveNode,
     Matcher,
@@ -252,7 +258,7 @@ class _Planner:
                     if node.status is NodeStatus.PROVISIONING
                     else "server in ERROR state"
                 )
-            elif node.name in options.replace_unhealthy:
+            elif node.name in options.replace_unhealthy and not held_by_operator(node.record):
                 node.condemned = "unhealthy past the grace period: replace it"
             elif (late := provisioning_overdue(node, spec, self.now)) is not None:
                 node.condemned = late
@@ -704,7 +710,12 @@ class _Planner:
                 continue  # adopted out of rotation; the next run removes it
             server = node.server
             # an operator's hold (maintenance, quarantine: core.lifecycle) comes first
-            operator = hold(node, self.steps)
+            operator = hold(
+                node,
+                self.steps,
+                queue_empty=options.queue_empty,
+                metrics_known=options.metrics_known,
+            )
             for change in operator.changes:
                 out.add(change)
             out.notes.extend(operator.notes)

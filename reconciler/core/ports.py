@@ -177,6 +177,11 @@ class StorePort(Protocol):
         node. Raises StoreError naming the node when it is not recorded."""
         ...
 
+    def retry_steps(self, fleet: str, name: str) -> tuple[RecordedNode, tuple[str, ...]]:
+        """Forget the node's failed pipeline steps (and their attempts) so the next reconcile
+        tries them again; returns the node and the names of the steps forgotten."""
+        ...
+
     def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
         """An operator released a quarantined node; ``repin`` also forgets its host key so
         the next contact pins the key it presents now."""

@@ -131,6 +131,26 @@ class NodeRow:
     complaint_rate: float | None = None
     #: who took it out of rotation (reputation, health, operator, quarantine)
     paused_by: str | None = None
+    #: an operator's hold (maintenance, cordon, drain) while it lasts: kind, state, by,
+    #: reason, since, summary
+    hold: Mapping[str, str] | None = None
+    #: why the node is quarantined (a changed SSH host key), if it is
+    quarantine: str | None = None
+
+
+def hold_of(node: RecordedNode) -> dict[str, str] | None:
+    """The JSON form of an operator's hold on ``node`` while it lasts (None otherwise)."""
+    held = node.maintenance
+    if held is None or not held.active:
+        return None
+    return {
+        "kind": held.kind.value,
+        "state": held.verb(node.status),
+        "by": held.by,
+        "reason": held.reason,
+        "since": held.since.isoformat(),
+        "summary": held.describe(node.status),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +205,8 @@ class FleetView:
                     "queue_length": n.queue_length,
                     "bounce_rate": _round(n.bounce_rate, 4),
                     "complaint_rate": _round(n.complaint_rate, 5),
+                    "hold": dict(n.hold) if n.hold else None,
+                    "quarantine": n.quarantine,
                 }
                 for n in self.nodes
             ],
@@ -269,6 +291,8 @@ def build_view(
                 bounce_rate=sum(b.bounces for b in beats) / sent if sent > 0 else None,
                 complaint_rate=sum(b.complaints for b in beats) / sent if sent > 0 else None,
                 paused_by=node.paused_by.value if node.paused_by is not None else None,
+                hold=hold_of(node),
+                quarantine=node.quarantine,
             )
         )
     rows.sort(key=lambda r: (r.region, r.name))
@@ -390,6 +414,11 @@ def render_text(view: Mapping[str, Any]) -> str:
             )
         out.append("")
         out.append(_table(group_lines))
+    held = held_lines(view)
+    if held:
+        out.append("")
+        out.append("held by an operator:")
+        out.extend(f"  {line}" for line in held)
     leader = view.get("leader")
     lead = "" if leader is None else (", this daemon leads" if leader else ", standby daemon")
     out.append("")
@@ -408,6 +437,23 @@ def render_text(view: Mapping[str, Any]) -> str:
     for decision in view.get("decisions") or []:
         out.append(f"autoscaler: {decision}")
     return "\n".join(out)
+
+
+def held_lines(view: Mapping[str, Any]) -> list[str]:
+    """One line per node an operator holds out (cordon, drain, maintenance) or that is
+    quarantined, with who, why, since when and the command that ends it."""
+    lines: list[str] = []
+    for n in view["nodes"]:
+        hold = n.get("hold")
+        if hold:
+            ends = "resume" if hold["kind"] == "maintenance" else "uncordon"
+            lines.append(f"{n['name']}: {hold['summary']} (`reconcile node {ends} {n['name']}`)")
+        if n.get("quarantine"):
+            lines.append(
+                f"{n['name']}: quarantined: {n['quarantine']} "
+                f"(`reconcile node release {n['name']}`)"
+            )
+    return lines
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:

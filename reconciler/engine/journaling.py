@@ -116,6 +116,19 @@ class Journal:
         self.store.close_node(self.fleet, name, self.now(), epoch=self.epoch)
         self.nodes.pop(name, None)
 
+    def status_change(self, kind: str, before: RecordedNode, after: RecordedNode, why: str) -> None:
+        """Write ``after`` with a journal entry (``drain``, ``pause``, ``resume``,
+        ``activate``): from which status to which, and why (the plan's reason), so
+        ``reconcile history`` shows every move in or out of the rotation. Nothing is
+        written when the status does not change (a no-op reconcile writes nothing)."""
+        if before.status is after.status:
+            if before != after:
+                self.upsert(after)
+            return
+        params = {"from": before.status.value, "to": after.status.value, "why": why[:500]}
+        intent = self.begin(kind, after.name, params, node=after)
+        self.finish(intent, IntentStatus.DONE)
+
     def with_status(self, node: RecordedNode, status: NodeStatus) -> RecordedNode:
         """``node`` with ``status`` (and the time it changed), unchanged if it has it."""
         if node.status is status:

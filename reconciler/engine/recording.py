@@ -45,11 +45,18 @@ def repair(ctx: ApplyContext, change: Change) -> str:
 def out_of_rotation(ctx: ApplyContext, change: Change) -> str:
     """DRAIN (``draining``) and PAUSE (the status the plan gives, default ``paused``)."""
     node = ctx.node(change)
+    journal = ctx.journal
     if change.action is Action.DRAIN:
-        ctx.journal.upsert(ctx.journal.with_status(node, NodeStatus.DRAINING))
-        return "out of rotation (draining)"
-    paused = ctx.journal.with_status(node, change.status or NodeStatus.PAUSED)
+        # draining, or (an operator's drain complete) the status the plan gives
+        status = change.status or NodeStatus.DRAINING
+        drained = journal.with_status(node, status)
+        if change.paused_by is not None and drained.paused_by is not change.paused_by:
+            drained = replace(drained, paused_by=change.paused_by)
+        journal.status_change("drain", node, drained, change.reason)
+        return f"out of rotation ({status.value})"
+    status = change.status or NodeStatus.PAUSED
+    paused = journal.with_status(node, status)
     if change.paused_by is not None and paused.paused_by is not change.paused_by:
         paused = replace(paused, paused_by=change.paused_by)
-    ctx.journal.upsert(paused)
-    return "paused"
+    journal.status_change("pause", node, paused, change.reason)
+    return "paused" if status is NodeStatus.PAUSED else f"out of rotation ({status.value})"

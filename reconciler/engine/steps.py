@@ -109,7 +109,7 @@ class EnterRotationStep:
         if updated.warmup_started_at is None:
             updated = replace(updated, warmup_started_at=ctx.now())
         updated = with_step(updated, self.name, StepStatus.DONE, ctx)
-        ctx.journal.upsert(updated)
+        ctx.journal.status_change("activate", node, updated, change.reason)
         return updated
 
 
@@ -232,5 +232,6 @@ async def into_rotation(ctx: ApplyContext, change: Change) -> str:
         updated = ctx.journal.with_status(node, status)
         if status.in_rotation and updated.warmup_started_at is None:
             updated = replace(updated, warmup_started_at=ctx.now())
-        ctx.journal.upsert(updated)
+        kind = "resume" if change.action is Action.RESUME else "activate"
+        ctx.journal.status_change(kind, node, updated, change.reason)
     return f"in rotation ({status.value})"

@@ -116,6 +116,22 @@ def render_rich(view: Mapping[str, Any], console: Console) -> None:
                 Text(_pct(util), style="bold red" if util is not None and util >= 0.8 else ""),
             )
         console.print(table)
+    for node in nodes:
+        hold = node.get("hold")
+        if hold:
+            ends = "resume" if hold["kind"] == "maintenance" else "uncordon"
+            console.print(
+                f"held: {node['name']}: {hold['summary']} (`reconcile node {ends} {node['name']}`)",
+                highlight=False,
+                markup=False,
+            )
+        if node.get("quarantine"):
+            console.print(
+                f"quarantined: {node['name']}: {node['quarantine']} "
+                f"(`reconcile node release {node['name']}`)",
+                highlight=False,
+                markup=False,
+            )
     leader = view.get("leader")
     lead = "" if leader is None else (", this daemon leads" if leader else ", standby daemon")
     console.print(

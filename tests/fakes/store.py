@@ -26,6 +26,7 @@ from reconciler.core.fleet import (
     RecordedFleet,
     RecordedIntent,
     RecordedNode,
+    StepStatus,
 )
 from reconciler.core.ports import Lease, RunRecord
 
@@ -226,6 +227,14 @@ class InMemoryStore:
         self, fleet: str, name: str, maintenance: Maintenance | None
     ) -> RecordedNode:
         return self._update(fleet, name, maintenance=maintenance)
+
+    def retry_steps(self, fleet: str, name: str) -> tuple[RecordedNode, tuple[str, ...]]:
+        node = self.nodes.get((fleet, name))
+        if node is None or node.status is NodeStatus.DECOMMISSIONED:
+            raise StoreError(f"no recorded node {name!r} in fleet {fleet!r}")
+        failed = tuple(s.name for s in node.steps if s.status is not StepStatus.DONE)
+        kept = tuple(s for s in node.steps if s.status is StepStatus.DONE)
+        return self._update(fleet, name, steps=kept), failed
 
     def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
         if repin:

@@ -38,6 +38,7 @@ def test_list_and_show(fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "NODE",
         "REGION",
         "STATUS",
+        "HOLD",
         "PROTECTED",
         "IP",
         "SERVER",
