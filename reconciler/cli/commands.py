@@ -78,7 +78,9 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "recorded action on a node, with who and why).",
     ),
     "node": LazyCommand(
-        "nodes:node", "Operator actions on one node: maintenance, resume, release."
+        "nodes:node",
+        "Operator actions on one node: list, show, cordon, drain, uncordon, maintenance, "
+        "resume, retry, release, protect, unprotect.",
     ),
     "node-token": LazyCommand(
         "daemonizing:node_token",
