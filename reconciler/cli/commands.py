@@ -80,7 +80,7 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
     "node": LazyCommand(
         "nodes:node",
         "Operator actions on one node: list, show, cordon, drain, uncordon, maintenance, "
-        "resume, retry, release, protect, unprotect.",
+        "resume, retry, release, protect, unprotect (recorded with who and why).",
     ),
     "node-token": LazyCommand(
         "daemonizing:node_token",

@@ -313,7 +313,7 @@ def test_node_resume_command(
     after = rep.reputation_snapshot("acme", clock.now(), day_of(clock.now()))
     assert after.records["acme-dallas-001"].quarantine is None
     assert main(["node", "resume", "acme-dallas-009", "-f", str(path)]) == 1
-    assert "is not a node of fleet" in capsys.readouterr().err
+    assert "no recorded node 'acme-dallas-009'" in capsys.readouterr().err
     monkeypatch.setenv("RECONCILER_NODE_MASTER_SECRET", MASTER)
     assert main(["platform-token", "-f", str(path)]) == 0
     assert capsys.readouterr().out.strip() == platform_token(MASTER.encode(), "acme")
