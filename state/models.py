@@ -124,6 +124,9 @@ class SendingNode(Base):
     last_heartbeat: Mapped[datetime | None]
     #: count of heartbeats recorded; the next metrics slot is ``heartbeat_seq % window``
     heartbeat_seq: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    #: the node's own signed timestamp of its newest recorded beat (Unix seconds): a beat not
+    #: newer than this is a replay, refused by every daemon (across replicas and restarts)
+    last_beat_sent_at: Mapped[int | None] = mapped_column(sa.BigInteger())
     status_changed_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     #: recorded state of the node's pipeline steps (design §3b): step name ->

@@ -116,7 +116,35 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(url: URL, *, pool: bool = True) -> Engine:
+#: PostgreSQL session limits (design §5): a partition or a frozen server is noticed in
+#: seconds, never waited on for ever. ``connect_timeout`` bounds the whole connection set-up,
+#: TCP keepalives and ``tcp_user_timeout`` a dead peer; the statement and lock timeouts are
+#: enforced by the server.
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 30_000
+LOCK_TIMEOUT_MS = 10_000
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000
+TCP_KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+def postgres_options(statement_timeout_ms: int = STATEMENT_TIMEOUT_MS) -> str:
+    """The libpq ``options`` that set the server-side timeouts of every session."""
+    lock_ms = min(LOCK_TIMEOUT_MS, statement_timeout_ms)
+    return (
+        f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={lock_ms} "
+        f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+    )
+
+
+def make_engine(
+    url: URL, *, pool: bool = True, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS
+) -> Engine:
     """An engine for ``url`` with the per-engine settings above."""
     if is_embedded(url):
         engine = sa.create_engine(url, poolclass=NullPool if not pool else None)
@@ -126,7 +154,9 @@ def make_engine(url: URL, *, pool: bool = True) -> Engine:
     kwargs: dict[str, Any] = {
         "pool_pre_ping": True,
         "connect_args": {
-            "connect_timeout": 5,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "options": postgres_options(statement_timeout_ms),
+            **TCP_KEEPALIVE,
             "application_name": "fleet-reconciler",
             # no server-side prepared statements: generic plans made while a table has no
             # statistics yet can be very slow (and this keeps PgBouncer transaction mode safe)
@@ -167,6 +197,11 @@ def advisory_key(fleet: str) -> int:
     """The 64-bit PostgreSQL advisory lock key of a fleet (stable across processes)."""
     digest = hashlib.blake2b(f"fleet-reconciler:leader:{fleet}".encode(), digest_size=8)
     return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def leader_epoch_key(fleet: str, epoch: int) -> int:
+    """The advisory lock key a PostgreSQL leader holds for its epoch (state.leadership)."""
+    return advisory_key(f"{fleet}\x00epoch\x00{epoch}")
 
 
 def leader_lock_path(url: URL, fleet: str) -> Path:

@@ -63,10 +63,10 @@ from reconciler.core.ports import Lease, RunRecord
 from state import models as m
 from state.sessions import (
     ENV_VAR,
-    advisory_key,
     describe_db_error,
     ensure_schema,
     file_lock_held,
+    leader_epoch_key,
     leader_lock_path,
     make_engine,
     render_url,
@@ -197,7 +197,7 @@ def _upsert_stmt(connection: Connection, model: type[m.Base]) -> Any:
     return sqlite.insert(model)
 
 
-def _ensure_epoch_rows(connection: Connection, name: str) -> None:
+def ensure_epoch_rows(connection: Connection, name: str) -> None:
     for model in (m.Leadership, m.WriterLock):
         connection.execute(
             _upsert_stmt(connection, model).values(name=name, epoch=0).on_conflict_do_nothing()
@@ -235,7 +235,7 @@ def claim_leadership(
     """Record ``holder`` as the leader of ``name`` with a new epoch (fencing token), newer than
     any epoch granted so far for that name; returns it. Call inside a transaction, after the
     leadership itself (advisory or file lock) was taken."""
-    _ensure_epoch_rows(connection, name)
+    ensure_epoch_rows(connection, name)
     epoch = current_epoch(connection, name, lock="update") + 1
     connection.execute(
         sa.update(m.Leadership)
@@ -1113,7 +1113,7 @@ class SqlStore:
             raise InvalidRecordError("ttl_seconds must be positive")
         expires = now + timedelta(seconds=ttl_seconds)
         with self._tx(f"taking the writer lock {name!r}") as connection:
-            _ensure_epoch_rows(connection, name)
+            ensure_epoch_rows(connection, name)
             newest = current_epoch(connection, name, lock="update")
             row = connection.execute(sa.select(m.WriterLock).where(m.WriterLock.name == name)).one()
             self._refuse_if_a_daemon_leads(connection, name, owner)
@@ -1151,13 +1151,17 @@ class SqlStore:
         if row is None or row.holder is None or row.holder == owner:
             return
         if connection.dialect.name == "postgresql":
-            key = advisory_key(name) & 0xFFFFFFFFFFFFFFFF
+            # the daemon's lease (state.leadership): live while unexpired by the database's
+            # clock and its epoch's advisory lock is held (a dead session holds nothing)
+            key = leader_epoch_key(name, int(row.epoch)) & 0xFFFFFFFFFFFFFFFF
             live = connection.execute(
                 sa.text(
-                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-                    "AND granted AND classid = :high AND objid = :low AND objsubid = 1)"
+                    "SELECT EXISTS (SELECT 1 FROM leadership WHERE name = :name "
+                    "AND lease_expires_at > now()) AND EXISTS (SELECT 1 FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND granted AND classid = :high "
+                    "AND objid = :low AND objsubid = 1)"
                 ),
-                {"high": key >> 32, "low": key & 0xFFFFFFFF},
+                {"name": name, "high": key >> 32, "low": key & 0xFFFFFFFF},
             ).scalar_one()
         else:
             live = file_lock_held(leader_lock_path(self._url, name))
@@ -1275,8 +1279,16 @@ class SqlStore:
         ``INSERT ... SELECT FROM unnest(arrays) ON CONFLICT`` into the metrics ring (constant
         statements: cached and prepared). SQLite: a SELECT, an executemany UPDATE and an
         executemany upsert. Unknown (or closed) nodes are skipped; returns the beats recorded."""
+        return sum(self.record_beats(fleet, beats))
+
+    def record_beats(self, fleet: str, beats: Sequence[NodeMetrics]) -> list[bool]:
+        """As ``record_heartbeats``, saying for each beat whether it was recorded. A node's
+        beats carrying ``sent_at`` (the node's signed timestamp) are recorded only when newer
+        than the node's newest recorded ``sent_at`` (checked and advanced in the same UPDATE,
+        so two daemons cannot both record one beat); otherwise the node's beats of this call
+        are refused as a replay."""
         if not beats:
-            return 0
+            return []
         by_node: dict[str, list[NodeMetrics]] = defaultdict(list)
         for beat in beats:
             _aware(beat.at, f"heartbeat of {beat.node}: at")
@@ -1285,10 +1297,11 @@ class SqlStore:
             series.sort(key=lambda b: b.at)
         names = sorted(by_node)
         # concurrent recorders (several daemons) may deadlock on the same node rows
-        return _retrying(
+        recorded = _retrying(
             HEARTBEAT_ATTEMPTS,
             lambda: self._record_heartbeats_once(fleet, names, by_node, len(beats)),
         )
+        return [beat.node in recorded for beat in beats]
 
     def _record_heartbeats_once(
         self,
@@ -1296,8 +1309,8 @@ class SqlStore:
         names: Sequence[str],
         by_node: Mapping[str, Sequence[NodeMetrics]],
         count: int,
-    ) -> int:
-        recorded = 0
+    ) -> set[str]:
+        recorded: set[str] = set()
         window = self._window
         counts: dict[tuple[uuid.UUID, datetime], tuple[int, int, int, int]] = {}
         with self._tx(f"recording {count} heartbeat(s)") as connection:
@@ -1322,7 +1335,7 @@ class SqlStore:
                                 soft + int(beat.soft_bounces),
                                 complaints + int(beat.complaints),
                             )
-                    recorded += len(series)
+                    recorded.add(name)
                 if not rows:
                     continue
                 if postgres:
@@ -1363,6 +1376,8 @@ class SqlStore:
                 "names": list(names),
                 "counts": [len(by_node[name]) for name in names],
                 "ats": [by_node[name][-1].at.astimezone(UTC) for name in names],
+                "firsts": [_first_sent_at(by_node[name]) for name in names],
+                "lasts": [_last_sent_at(by_node[name]) for name in names],
             },
         )
         return [
@@ -1378,11 +1393,18 @@ class SqlStore:
     ) -> list[tuple[uuid.UUID, str, int]]:
         """SQLite (the database is locked for writing by BEGIN IMMEDIATE): read, then update."""
         node = m.SendingNode
-        known = connection.execute(
-            sa.select(node.id, node.name, node.heartbeat_seq).where(
+        rows = connection.execute(
+            sa.select(node.id, node.name, node.heartbeat_seq, node.last_beat_sent_at).where(
                 node.fleet == fleet, node.name.in_(names), node.closed_at.is_(None)
             )
         ).all()
+        known = [
+            row
+            for row in rows
+            if row.last_beat_sent_at is None
+            or (first := _first_sent_at(by_node[row.name])) is None
+            or row.last_beat_sent_at < first
+        ]
         if not known:
             return []
         at = sa.bindparam("b_at", type_=m.UtcDateTime())
@@ -1395,12 +1417,16 @@ class SqlStore:
                     (sa.or_(node.last_heartbeat.is_(None), node.last_heartbeat < at), at),
                     else_=node.last_heartbeat,
                 ),
+                last_beat_sent_at=sa.func.coalesce(
+                    sa.bindparam("b_sent_at", type_=sa.BigInteger()), node.last_beat_sent_at
+                ),
             ),
             [
                 {
                     "b_id": row.id,
                     "b_count": len(by_node[row.name]),
                     "b_at": by_node[row.name][-1].at,
+                    "b_sent_at": _last_sent_at(by_node[row.name]),
                 }
                 for row in known
             ],
@@ -1610,10 +1636,13 @@ _PG_TOUCH_NODES = sa.text(
     """
     UPDATE sending_nodes AS n
     SET heartbeat_seq = n.heartbeat_seq + b.b_count,
-        last_heartbeat = GREATEST(n.last_heartbeat, b.b_at)
-    FROM unnest(CAST(:names AS text[]), CAST(:counts AS integer[]), CAST(:ats AS timestamptz[]))
-        AS b(b_name, b_count, b_at)
+        last_heartbeat = GREATEST(n.last_heartbeat, b.b_at),
+        last_beat_sent_at = GREATEST(n.last_beat_sent_at, b.b_last)
+    FROM unnest(CAST(:names AS text[]), CAST(:counts AS integer[]), CAST(:ats AS timestamptz[]),
+                CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[]))
+        AS b(b_name, b_count, b_at, b_first, b_last)
     WHERE n.fleet = :fleet AND n.name = b.b_name AND n.closed_at IS NULL
+      AND (b.b_first IS NULL OR n.last_beat_sent_at IS NULL OR n.last_beat_sent_at < b.b_first)
     RETURNING n.id, n.name, n.heartbeat_seq
     """
 ).columns(sa.column("id", sa.Uuid()), sa.column("name", sa.String()), sa.column("heartbeat_seq"))
@@ -1665,6 +1694,16 @@ def add_send_counts(
             )
         )
     return len(rows)
+
+
+def _first_sent_at(series: Sequence[NodeMetrics]) -> int | None:
+    stamps = [beat.sent_at for beat in series if beat.sent_at is not None]
+    return min(stamps) if stamps else None
+
+
+def _last_sent_at(series: Sequence[NodeMetrics]) -> int | None:
+    stamps = [beat.sent_at for beat in series if beat.sent_at is not None]
+    return max(stamps) if stamps else None
 
 
 def _metric_params(node_id: uuid.UUID, slot: int, beat: NodeMetrics) -> dict[str, Any]:

@@ -346,3 +346,6 @@ class NodeMetrics:
     interval_seconds: float = 30.0
     #: soft bounces (temporary failures, Postfix status=deferred); not kept in the metrics ring
     soft_bounces: int = 0
+    #: the node's own signed timestamp (Unix seconds): the store records a beat only if it is
+    #: newer than the node's newest recorded one (replay refused across daemons and restarts)
+    sent_at: int | None = None

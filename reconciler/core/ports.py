@@ -220,6 +220,13 @@ class StorePort(Protocol):
         written; unknown nodes are skipped."""
         ...
 
+    def record_beats(self, fleet: str, beats: Sequence[NodeMetrics]) -> list[bool]:
+        """As ``record_heartbeats``, one atomic transaction, saying for each beat whether it
+        was recorded: False for an unknown or closed node and for a replay (a beat with
+        ``sent_at`` not newer than the node's newest recorded ``sent_at``). Callers pass at
+        most one beat with ``sent_at`` per node per call."""
+        ...
+
     def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
         """Per node name, the beats since ``since`` (oldest first)."""
         ...

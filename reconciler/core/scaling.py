@@ -27,6 +27,9 @@ from specs.model import FleetSpec, ScalingPolicy
 
 MINUTES_PER_DAY = 1440
 SECONDS_PER_DAY = 86400
+#: a node may report at most this multiple of its CPU-bound capacity: figures above it are
+#: implausible (refused at intake, and clamped to it wherever throughput is computed)
+PLAUSIBLE_CAPACITY_FACTOR = 3.0
 
 
 @dataclass(frozen=True, slots=True)

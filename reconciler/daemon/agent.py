@@ -256,6 +256,24 @@ class AgentStats:
     last_status: int | None = None
 
 
+#: a beat not acknowledged within this time is folded into a fresh one (the daemon refuses
+#: timestamps more than 300 s old)
+PENDING_MAX_AGE = 240
+
+
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    """A signed beat waiting for a definite answer, with the counts it carries."""
+
+    body: bytes
+    timestamp: int
+    sent: int
+    bounces: int
+    complaints: int
+    soft: int
+    span: float
+
+
 class Agent:
     def __init__(
         self,
@@ -283,20 +301,92 @@ class Agent:
         self._carry_complaints = 0
         self._carry_soft = 0
         self._since = monotonic()
+        self._pending: _Beat | None = None
+        self._last_timestamp = 0
         self.stats = AgentStats()
 
     def __repr__(self) -> str:
         return f"Agent(node={self.node!r}, url={self._endpoint!r}, secret=<redacted>)"
 
     async def beat_once(self) -> bool:
-        """Read figures and post one beat. True when the daemon accepted it."""
+        """Read figures and post one beat. True when the daemon recorded it.
+
+        A beat whose outcome is unknown (no answer, 5xx, 408, 429) is sent again *unchanged*
+        (same timestamp, body and signature) until the daemon answers: 2xx (recorded) or 409
+        (a replay: it was recorded before, e.g. the answer was lost) end it, and its counts are
+        never sent twice; figures read meanwhile wait for the next beat. A refused connection
+        certainly recorded nothing: its counts go into a fresh beat. A pending beat that
+        would become stale is folded into a fresh one. A definite refusal (401, 404, 422) is
+        not sent again: its counts are carried over to the next beat, except after 422 (the
+        figures were refused as implausible: carrying them would repeat the refusal)."""
         figures = await asyncio.to_thread(self._source.read)
-        sent = self._carry_sent + figures.sent
-        bounces = self._carry_bounces + figures.bounces
-        complaints = self._carry_complaints + figures.complaints
-        soft = self._carry_soft + figures.soft_bounces
+        self._carry_sent += figures.sent
+        self._carry_bounces += figures.bounces
+        self._carry_complaints += figures.complaints
+        self._carry_soft += figures.soft_bounces
         now = self._monotonic()
-        span = max(0.001, now - self._since)
+        pending = self._pending
+        if pending is not None and self._wall() - pending.timestamp > PENDING_MAX_AGE:
+            self._unsend(pending)
+            pending = self._pending = None
+        if pending is None:
+            pending = self._pending = self._new_beat(figures, now)
+        headers = signed_headers(
+            self.node, self._secret, "POST", HEARTBEATS_PATH, pending.body, pending.timestamp
+        )
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=10.0)
+        try:
+            response = await self._client.post(
+                self._endpoint, content=pending.body, headers=headers
+            )
+            status: int | None = response.status_code
+        except httpx.ConnectError as exc:  # never reached the daemon: certainly not recorded
+            self._pending = None
+            self._unsend(pending)
+            self.stats.failed += 1
+            self.stats.last_status = None
+            log.warning(
+                f"heartbeat not delivered ({type(exc).__name__}); figures kept for the next one",
+                extra={"event": "agent.unreachable", "node": self.node},
+            )
+            return False
+        except httpx.HTTPError as exc:
+            status = None
+            log.warning(
+                f"heartbeat outcome unknown ({type(exc).__name__}); it will be sent again",
+                extra={"event": "agent.unreachable", "node": self.node},
+            )
+        self.stats.last_status = status
+        if status is not None and (200 <= status < 300 or status == 409):
+            self._pending = None
+            self.stats.sent_ok += 1
+            return True
+        self.stats.failed += 1
+        if status is not None:
+            log.warning(
+                f"heartbeat refused: HTTP {status}",
+                extra={"event": "agent.refused", "node": self.node, "status": status},
+            )
+        if status is None or status >= 500 or status in (408, 429):
+            return False  # outcome unknown or the daemon asks to come back: send it again
+        self._pending = None
+        if status != 422:
+            self._unsend(pending)
+        return False
+
+    def _new_beat(self, figures: Figures, now: float) -> _Beat:
+        sent, bounces = self._carry_sent, self._carry_bounces
+        complaints, soft = self._carry_complaints, self._carry_soft
+        self._carry_sent = self._carry_bounces = self._carry_complaints = 0
+        self._carry_soft = 0
+        span = max(1.0, now - self._since)
+        if span > 3600.0:  # a beat may cover an hour at most: drop rather than send a bad figure
+            sent = bounces = complaints = soft = 0
+            span = min(span, 3600.0)
+        self._since = now
+        timestamp = max(int(self._wall()), self._last_timestamp + 1)
+        self._last_timestamp = timestamp
         body = json.dumps(
             {
                 "node": self.node,
@@ -308,50 +398,20 @@ class Agent:
                 "bounces": bounces,
                 "soft_bounces": soft,
                 "complaints": complaints,
-                "interval_seconds": round(min(span, 3600.0), 3),
+                "interval_seconds": round(span, 3),
                 "agent": AGENT_VERSION,
             },
             separators=(",", ":"),
         ).encode()
-        headers = signed_headers(
-            self.node, self._secret, "POST", HEARTBEATS_PATH, body, int(self._wall())
-        )
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10.0)
-        try:
-            response = await self._client.post(self._endpoint, content=body, headers=headers)
-            status: int | None = response.status_code
-        except httpx.HTTPError as exc:
-            status = None
-            log.warning(
-                f"heartbeat not delivered ({type(exc).__name__}); figures kept for the next one",
-                extra={"event": "agent.unreachable", "node": self.node},
-            )
-        self.stats.last_status = status
-        if status is not None and 200 <= status < 300:
-            self._carry_sent = self._carry_bounces = self._carry_complaints = 0
-            self._carry_soft = 0
-            self._since = now
-            self.stats.sent_ok += 1
-            return True
-        self.stats.failed += 1
-        if status is not None:
-            log.warning(
-                f"heartbeat refused: HTTP {status}",
-                extra={"event": "agent.refused", "node": self.node, "status": status},
-            )
-        if span < 3600.0:
-            self._carry_sent, self._carry_bounces, self._carry_complaints = (
-                sent,
-                bounces,
-                complaints,
-            )
-            self._carry_soft = soft
-        else:  # a beat may cover an hour at most: start again rather than send a bad figure
-            self._carry_sent = self._carry_bounces = self._carry_complaints = 0
-            self._carry_soft = 0
-            self._since = now
-        return False
+        return _Beat(body, timestamp, sent, bounces, complaints, soft, span)
+
+    def _unsend(self, beat: _Beat) -> None:
+        """Put a beat's counts back (it was not recorded) for the next beat to carry."""
+        self._carry_sent += beat.sent
+        self._carry_bounces += beat.bounces
+        self._carry_complaints += beat.complaints
+        self._carry_soft += beat.soft
+        self._since -= beat.span
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info(

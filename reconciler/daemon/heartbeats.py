@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from reconciler.core.errors import StoreError, UserError
 from reconciler.core.fleet import NodeMetrics
 from reconciler.core.ports import StorePort
+from reconciler.core.scaling import PLAUSIBLE_CAPACITY_FACTOR
 
 log = logging.getLogger("reconciler.daemon.heartbeats")
 
@@ -118,8 +120,12 @@ def signed_headers(
 
 # --- wire payload ------------------------------------------------------------------------
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=1_000_000_000)]
+#: physical bounds of a beat (docs/daemon.md "Plausibility"): a beat outside them is refused
+MIN_INTERVAL_SECONDS = 1.0
+MAX_INTERVAL_SECONDS = 3600.0
+MAX_QUEUE_LENGTH = 5_000_000
 
 
 class HeartbeatPayload(BaseModel):
@@ -131,15 +137,29 @@ class HeartbeatPayload(BaseModel):
     cpu: Fraction  # share of CPU busy over the interval
     memory: Fraction  # share of memory used
     disk: Fraction  # share of disk used
-    queue_length: Count  # Postfix queue (postqueue -j entries)
+    queue_length: Annotated[int, Field(ge=0, le=MAX_QUEUE_LENGTH)]  # Postfix queue entries
     sent: Count  # emails delivered since the previous beat
     bounces: Count = 0  # hard bounces
     soft_bounces: Count = 0  # deferrals (temporary failures)
     complaints: Count = 0
-    interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    interval_seconds: Annotated[
+        float, Field(ge=MIN_INTERVAL_SECONDS, le=MAX_INTERVAL_SECONDS, allow_inf_nan=False)
+    ] = 30.0
     agent: Annotated[str, Field(max_length=64)] | None = None
 
-    def metrics(self, at: datetime) -> NodeMetrics:
+    def implausible(self, per_minute_capacity: float | None) -> str | None:
+        """Why these figures cannot be true for a node of that capacity (emails/minute), or
+        None. Messages carry figures, never request text."""
+        rate = (self.sent + self.bounces + self.soft_bounces) * 60.0 / self.interval_seconds
+        if per_minute_capacity is not None and per_minute_capacity > 0:
+            bound = PLAUSIBLE_CAPACITY_FACTOR * per_minute_capacity
+            if rate > bound:
+                return f"{rate:.0f} emails/min reported, at most {bound:.0f} possible"
+        if self.complaints > self.sent + self.bounces + self.soft_bounces + 1000:
+            return f"{self.complaints} complaints for {self.sent} emails sent"
+        return None
+
+    def metrics(self, at: datetime, sent_at: int | None = None) -> NodeMetrics:
         return NodeMetrics(
             node=self.node,
             at=at,
@@ -152,6 +172,7 @@ class HeartbeatPayload(BaseModel):
             complaints=self.complaints,
             interval_seconds=self.interval_seconds,
             soft_bounces=self.soft_bounces,
+            sent_at=sent_at,
         )
 
 
@@ -172,13 +193,18 @@ class Rejection(StrEnum):
     BAD_BODY = "bad_body"
     TOO_LARGE = "too_large"
     OVERLOADED = "overloaded"
+    IMPLAUSIBLE = "implausible"
+    MALFORMED = "malformed"
+    SLOW_CLIENT = "slow_client"
+    STORE_UNAVAILABLE = "store_unavailable"
 
 
 class HeartbeatRejected(Exception):  # noqa: N818 (a verdict, not a failure of ours)
-    def __init__(self, reason: Rejection, status: int = 401) -> None:
+    def __init__(self, reason: Rejection, status: int = 401, *, detail: str = "") -> None:
         super().__init__(reason.value)
         self.reason = reason
         self.status = status
+        self.detail = detail  # for the log (figures only, never request text)
 
 
 class ReplayCache:
@@ -212,6 +238,9 @@ class ReplayCache:
             self._seen.popitem(last=False)
         return True
 
+    def forget(self, key: bytes) -> None:
+        self._seen.pop(key, None)
+
     def _expire(self, now: float) -> None:
         # entries are nearly in timestamp order; stop at the first one still inside the window
         horizon = now - self._window
@@ -235,9 +264,11 @@ class Verifier:
         known_node: Callable[[str], bool] | None = None,
         window_seconds: int = WINDOW_SECONDS,
         replay: ReplayCache | None = None,
+        capacity_per_minute: Callable[[str], float | None] | None = None,
     ) -> None:
         self._master = master
         self._known = known_node
+        self._capacity = capacity_per_minute
         self._window = window_seconds
         self._replay = replay or ReplayCache(window_seconds)
         self._secrets: OrderedDict[str, str] = OrderedDict()
@@ -259,6 +290,20 @@ class Verifier:
         body: bytes,
         now: float,
     ) -> HeartbeatPayload:
+        return self.verify_beat(headers, method, path, body, now).payload
+
+    def verify_beat(
+        self,
+        headers: Mapping[str, str],
+        method: str,
+        path: str,
+        body: bytes,
+        now: float,
+    ) -> VerifiedBeat:
+        """Check a request; raise ``HeartbeatRejected`` (never anything else) when refused.
+
+        Header values arrive decoded as Latin-1: only ASCII is accepted in them (``isdigit``
+        alone would let Unicode digits such as ``"\u0661"`` or ``"\u00b2"`` through)."""
         node = headers.get(NODE_HEADER.lower()) or headers.get(NODE_HEADER)
         ts_text = headers.get(TIMESTAMP_HEADER.lower()) or headers.get(TIMESTAMP_HEADER)
         signature = headers.get(SIGNATURE_HEADER.lower()) or headers.get(SIGNATURE_HEADER)
@@ -266,15 +311,17 @@ class Verifier:
             raise HeartbeatRejected(Rejection.MISSING_HEADERS)
         if len(body) > MAX_BODY_BYTES:
             raise HeartbeatRejected(Rejection.TOO_LARGE, 413)
-        if not ts_text.isdigit() or len(ts_text) > 12:
+        if not (ts_text.isascii() and ts_text.isdigit()) or len(ts_text) > 12:
             raise HeartbeatRejected(Rejection.BAD_TIMESTAMP)
         timestamp = int(ts_text)
         if timestamp < now - self._window:
             raise HeartbeatRejected(Rejection.STALE)
         if timestamp > now + self._window:
             raise HeartbeatRejected(Rejection.FUTURE)
-        if len(node) > 64:
+        if len(node) > 64 or not node.isascii() or not node.isprintable():
             raise HeartbeatRejected(Rejection.UNKNOWN_NODE)
+        if len(signature) > 128 or not signature.isascii():
+            raise HeartbeatRejected(Rejection.BAD_SIGNATURE)
         expected = sign(self._secret(node), ts_text, method, path, body)
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise HeartbeatRejected(Rejection.BAD_SIGNATURE)
@@ -287,9 +334,24 @@ class Verifier:
             raise HeartbeatRejected(Rejection.BAD_BODY, 422) from exc
         if payload.node != node:
             raise HeartbeatRejected(Rejection.NODE_MISMATCH, 401)
-        if not self._replay.check_and_add(ReplayCache.key(signature), timestamp, now):
+        why = payload.implausible(self._capacity(node) if self._capacity is not None else None)
+        if why is not None:
+            raise HeartbeatRejected(Rejection.IMPLAUSIBLE, 422, detail=why)
+        key = ReplayCache.key(signature)
+        if not self._replay.check_and_add(key, timestamp, now):
             raise HeartbeatRejected(Rejection.REPLAYED, 409)
-        return payload
+        return VerifiedBeat(payload, timestamp, key)
+
+    def forget(self, beat: VerifiedBeat) -> None:
+        """The beat was not recorded (store unavailable): the node may send it again."""
+        self._replay.forget(beat.replay_key)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedBeat:
+    payload: HeartbeatPayload
+    timestamp: int  # the node's signed timestamp
+    replay_key: bytes
 
 
 # --- batched ingestion -------------------------------------------------------------------
@@ -302,15 +364,34 @@ class IngestStats:
     batches: int = 0
     failed_batches: int = 0
     dropped: int = 0
+    replays: int = 0
+
+
+class Outcome(StrEnum):
+    """What became of one offered beat."""
+
+    RECORDED = "recorded"  # in the store (committed)
+    REPLAYED = "replayed"  # the store holds a beat of that node at least as new
+    UNAVAILABLE = "unavailable"  # the store could not take it: not recorded
+
+
+@dataclass(eq=False, slots=True)
+class _Entry:
+    beat: NodeMetrics
+    future: asyncio.Future[Outcome]
 
 
 class HeartbeatBatcher:
-    """Queues accepted beats and writes them with ``store.record_heartbeats`` in batches, in a
-    worker thread, so the event loop never waits on the database.
+    """Writes accepted beats to the store in batches (group commit), in a worker thread, so
+    the event loop never waits on the database and a beat is answered only once it is
+    committed (``offer`` returns a future of its ``Outcome``).
 
-    Flushes when ``max_batch`` beats are waiting or every ``flush_interval`` seconds. Beats are
-    dropped (and counted) when the queue is full: a heartbeat is a sample, the next one follows.
-    ``on_written`` receives each written batch (for the daemon's in-memory view).
+    The writer takes everything waiting (up to ``max_batch`` beats, at most one signed beat
+    per node: a second one waits for the next batch, so the store's replay check is exact),
+    writes it in one transaction, and starts again at once while beats wait; so a batch fills
+    with the requests that arrived during the previous write. ``offer`` refuses (None) when
+    ``max_queue`` beats already wait. A beat whose caller gave up (``abandon``) before its
+    batch started is not written. ``on_written`` receives each batch's recorded beats.
     """
 
     def __init__(
@@ -328,22 +409,32 @@ class HeartbeatBatcher:
         self._max_batch = max_batch
         self._interval = flush_interval
         self._max_queue = max_queue
-        self._pending: list[NodeMetrics] = []
+        self._pending: list[_Entry] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._on_written = on_written
         self.stats = IngestStats()
+        #: monotonic time of the last failed write, None once a write succeeded again
+        self.failing_since: float | None = None
 
-    def offer(self, beat: NodeMetrics) -> bool:
+    def offer(self, beat: NodeMetrics) -> asyncio.Future[Outcome] | None:
         if len(self._pending) >= self._max_queue:
             self.stats.dropped += 1
-            return False
-        self._pending.append(beat)
+            return None
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        if not self._stopping:
+            self.start()  # the writer runs whenever a beat waits (idempotent)
+        self._pending.append(_Entry(beat, future))
         self.stats.accepted += 1
-        if len(self._pending) >= self._max_batch:
-            self._wake.set()
-        return True
+        self._wake.set()
+        return future
+
+    def abandon(self, future: asyncio.Future[Outcome]) -> None:
+        """The caller stopped waiting: drop the beat if its batch has not started."""
+        self._pending = [entry for entry in self._pending if entry.future is not future]
+        if not future.done():
+            future.cancel()
 
     @property
     def pending(self) -> int:
@@ -355,33 +446,69 @@ class HeartbeatBatcher:
 
     async def _run(self) -> None:
         while not self._stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            self._wake.clear()
+            if not self._pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+                self._wake.clear()
             await self.flush()
 
+    def _take(self) -> list[_Entry]:
+        batch: list[_Entry] = []
+        rest: list[_Entry] = []
+        nodes: set[str] = set()
+        for entry in self._pending:
+            if entry.future.done():
+                continue  # abandoned
+            signed = entry.beat.sent_at is not None
+            if len(batch) >= self._max_batch or (signed and entry.beat.node in nodes):
+                rest.append(entry)
+                continue
+            if signed:
+                nodes.add(entry.beat.node)
+            batch.append(entry)
+        self._pending = rest
+        return batch
+
     async def flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+        """Write what waits now (the requests arriving meanwhile wait for the next batch)."""
+        rounds = 0
+        while self._pending and rounds < 1000:
+            rounds += 1
+            batch = self._take()
+            if not batch:
+                return
+            beats = [entry.beat for entry in batch]
             try:
-                written = await asyncio.to_thread(self._store.record_heartbeats, self._fleet, batch)
+                outcome = await asyncio.to_thread(self._store.record_beats, self._fleet, beats)
             except StoreError as exc:
                 self.stats.failed_batches += 1
-                self.stats.dropped += len(batch)
-                log.warning(
-                    "heartbeat batch not written",
-                    extra={
-                        "event": "heartbeats.write_failed",
-                        "beats": len(batch),
-                        "error": str(exc),
-                    },
-                )
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.warning(
+                        "heartbeats cannot be written: answered 503 until the store is back",
+                        extra={
+                            "event": "heartbeats.write_failed",
+                            "beats": len(batch),
+                            "error": str(exc),
+                        },
+                    )
+                for entry in batch:
+                    _settle(entry.future, Outcome.UNAVAILABLE)
                 return
+            if self.failing_since is not None:
+                self.failing_since = None
+                log.info(
+                    "heartbeats written again",
+                    extra={"event": "heartbeats.write_recovered"},
+                )
             self.stats.batches += 1
-            self.stats.written += written
-            if self._on_written is not None:
-                self._on_written(batch)
+            written = [entry.beat for entry, ok in zip(batch, outcome, strict=True) if ok]
+            self.stats.written += len(written)
+            self.stats.replays += len(batch) - len(written)
+            for entry, ok in zip(batch, outcome, strict=True):
+                _settle(entry.future, Outcome.RECORDED if ok else Outcome.REPLAYED)
+            if self._on_written is not None and written:
+                self._on_written(written)
 
     async def aclose(self) -> None:
         self._stopping = True
@@ -391,6 +518,14 @@ class HeartbeatBatcher:
                 await self._task
             self._task = None
         await self.flush()
+        for entry in self._pending:
+            _settle(entry.future, Outcome.UNAVAILABLE)
+        self._pending = []
+
+
+def _settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
 
 
 def utc_from_timestamp(seconds: float) -> datetime:

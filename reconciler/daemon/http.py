@@ -23,19 +23,24 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import httptools
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from reconciler.core.errors import UserError
 from reconciler.daemon.heartbeats import (
     HEARTBEATS_PATH,
     MAX_BODY_BYTES,
+    NODE_HEADER,
     HeartbeatBatcher,
     HeartbeatRejected,
+    Outcome,
     Rejection,
     Verifier,
     utc_from_timestamp,
@@ -45,6 +50,16 @@ from reconciler.daemon.sources import MAX_WEBHOOK_BYTES
 from reconciler.daemon.statuspage import CSP as STATUS_CSP
 
 log = logging.getLogger("reconciler.daemon.http")
+
+#: a client must send its request line and headers within this time (else the connection is
+#: closed), and its body within BODY_TIMEOUT_SECONDS (else 408)
+HEADER_TIMEOUT_SECONDS = 10.0
+BODY_TIMEOUT_SECONDS = 10.0
+#: how long a heartbeat waits for its batch to commit before it is answered 503
+WRITE_DEADLINE_SECONDS = 5.0
+#: /readyz answers 503 when the store did not answer within this time
+READINESS_DEADLINE_SECONDS = 2.0
+RETRY_AFTER_SECONDS = b"5"
 
 
 class DaemonState(Protocol):
@@ -75,12 +90,19 @@ def create_app(
     wall_clock: Callable[[], float] = time.time,
     lifespan_batcher: bool = True,
     extra_routes: Sequence[Route] = (),
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
+    write_deadline: float = WRITE_DEADLINE_SECONDS,
+    readiness_deadline: float = READINESS_DEADLINE_SECONDS,
 ) -> Starlette:
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        reachable = await state.store_reachable()
+        try:
+            async with asyncio.timeout(readiness_deadline):
+                reachable = await state.store_reachable()
+        except TimeoutError:
+            reachable = False
         body = {
             "status": "ready" if reachable else "unavailable",
             "store": "reachable" if reachable else "unreachable",
@@ -143,13 +165,31 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route(HEARTBEATS_PATH, HeartbeatEndpoint(metrics, verifier, batcher, wall_clock)),
+            Route(
+                HEARTBEATS_PATH,
+                HeartbeatEndpoint(
+                    metrics,
+                    verifier,
+                    batcher,
+                    wall_clock,
+                    body_timeout=body_timeout,
+                    write_deadline=write_deadline,
+                ),
+            ),
             Route("/v1/fleet", fleet, methods=["GET"]),
             *extra_routes,
             Route("/status", status, methods=["GET"]),
             Route("/v1/git/webhook", git_webhook, methods=["POST"]),
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                RequestGuard,
+                metrics=metrics,
+                body_timeout=body_timeout,
+                raw_paths=frozenset({HEARTBEATS_PATH}),
+            )
+        ],
     )
 
 
@@ -163,7 +203,11 @@ _REFUSALS = {reason: _json_bytes({"error": reason.value}) for reason in Rejectio
 
 class HeartbeatEndpoint:
     """``POST /v1/heartbeats`` as a bare ASGI app: the hot path of the daemon (thousands of
-    beats a second), so no Request/Response objects, no URL parsing, pre-rendered answers."""
+    beats a second), so no Request/Response objects, no URL parsing, pre-rendered answers.
+
+    A beat is answered 202 only once the store committed it (the batcher's group commit);
+    when the store cannot take it within ``write_deadline`` the answer is 503 with
+    ``Retry-After`` and the beat's signature is forgotten, so the node may send it again."""
 
     def __init__(
         self,
@@ -171,11 +215,17 @@ class HeartbeatEndpoint:
         verifier: Verifier,
         batcher: HeartbeatBatcher,
         wall_clock: Callable[[], float],
+        *,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
+        write_deadline: float = WRITE_DEADLINE_SECONDS,
     ) -> None:
         self._metrics = metrics
         self._verifier = verifier
         self._batcher = batcher
         self._wall = wall_clock
+        self._body_timeout = body_timeout
+        self._write_deadline = write_deadline
+        self._quarantine_log = LogLimiter(60.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -183,47 +233,298 @@ class HeartbeatEndpoint:
             return
         body = b""
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = bool(message.get("more_body", False))
-            if len(body) > MAX_BODY_BYTES:
-                self._refused(Rejection.TOO_LARGE)
-                await _answer(send, 413, _REFUSALS[Rejection.TOO_LARGE])
-                return
-        headers = {
-            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
-        }
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    body += message.get("body", b"")
+                    more = bool(message.get("more_body", False))
+                    if len(body) > MAX_BODY_BYTES:
+                        self._refused(Rejection.TOO_LARGE)
+                        await _answer(send, 413, _REFUSALS[Rejection.TOO_LARGE], close=True)
+                        return
+        except TimeoutError:
+            self._refused(Rejection.SLOW_CLIENT)
+            await _answer(send, 408, _REFUSALS[Rejection.SLOW_CLIENT], close=True)
+            return
         now = self._wall()
         try:
-            payload = self._verifier.verify(headers, "POST", scope["path"], body, now)
+            headers = {
+                key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+            }
+            beat = self._verifier.verify_beat(headers, "POST", scope["path"], body, now)
         except HeartbeatRejected as exc:
             self._refused(exc.reason)
+            if exc.reason is Rejection.IMPLAUSIBLE:
+                self._quarantined(headers, exc.detail)
             await _answer(send, exc.status, _REFUSALS[exc.reason])
             return
-        # the beat's time is the server's receive time: node clocks may drift in the window
-        if not self._batcher.offer(payload.metrics(utc_from_timestamp(now))):
-            self._refused(Rejection.OVERLOADED)
-            await _answer(send, 503, _REFUSALS[Rejection.OVERLOADED])
+        except Exception as exc:
+            self._refused(Rejection.MALFORMED)
+            _request_error_log.log(
+                "malformed",
+                f"heartbeat refused as malformed ({type(exc).__name__})",
+                event="http.malformed",
+            )
+            await _answer(send, 400, _REFUSALS[Rejection.MALFORMED])
             return
-        self._metrics.heartbeats_received.inc()
-        await _answer(send, 202, _ACCEPTED)
+        # the beat's time is the server's receive time: node clocks may drift in the window
+        future = self._batcher.offer(beat.payload.metrics(utc_from_timestamp(now), beat.timestamp))
+        if future is None:
+            self._verifier.forget(beat)
+            self._refused(Rejection.OVERLOADED)
+            await _answer(send, 503, _REFUSALS[Rejection.OVERLOADED], retry_after=True)
+            return
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(future), self._write_deadline)
+        except TimeoutError:
+            self._batcher.abandon(future)
+            outcome = Outcome.UNAVAILABLE
+        if outcome is Outcome.RECORDED:
+            self._metrics.heartbeats_received.inc()
+            await _answer(send, 202, _ACCEPTED)
+        elif outcome is Outcome.REPLAYED:
+            self._refused(Rejection.REPLAYED)
+            await _answer(send, 409, _REFUSALS[Rejection.REPLAYED])
+        else:
+            self._verifier.forget(beat)
+            self._refused(Rejection.STORE_UNAVAILABLE)
+            await _answer(send, 503, _REFUSALS[Rejection.STORE_UNAVAILABLE], retry_after=True)
 
     def _refused(self, reason: Rejection) -> None:
         self._metrics.heartbeats_rejected.labels(reason.value).inc()
 
+    def _quarantined(self, headers: Mapping[str, str], detail: str) -> None:
+        self._metrics.heartbeats_quarantined.inc()
+        node = headers.get(NODE_HEADER.lower(), "")  # authentic: the signature matched
+        self._quarantine_log.log(
+            node,
+            f"heartbeat of {node} quarantined: {detail}",
+            event="heartbeats.implausible",
+            node=node,
+            reason=detail,
+        )
 
-async def _answer(send: Send, status: int, body: bytes, *, allow: bool = False) -> None:
+
+class LogLimiter:
+    """At most one warning per key per ``every`` seconds (a flood of bad requests must not
+    become a flood of log lines); the lines skipped are counted in the next one."""
+
+    def __init__(self, every: float, *, max_keys: int = 10_000) -> None:
+        self._every = every
+        self._max_keys = max_keys
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def log(self, key: str, message: str, *, event: str, **fields: object) -> bool:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return False
+        if len(self._last) >= self._max_keys:
+            self._last.clear()
+            self._skipped.clear()
+        self._last[key] = now
+        skipped = self._skipped.pop(key, 0)
+        if skipped:
+            message += f" ({skipped} more like it since the last line)"
+        log.warning(message, extra={"event": event, "skipped": skipped, **fields})
+        return True
+
+
+_request_error_log = LogLimiter(60.0)
+
+
+class _SlowClient(Exception):  # noqa: N818 (a condition of the client)
+    pass
+
+
+_GUARD_ANSWERS = {
+    "slow_client": (408, _json_bytes({"error": "request body not received in time"})),
+    "malformed": (400, _json_bytes({"error": "malformed request"})),
+    "error": (500, _json_bytes({"error": "internal error"})),
+}
+
+
+class RequestGuard:
+    """Outermost ASGI layer: no request, however malformed, reaches a traceback.
+
+    - The body must arrive within ``body_timeout`` of the request's start (408 otherwise).
+    - An exception escaping an endpoint is answered without a traceback: 400 when the
+      request could not be decoded (``UnicodeError``, ``ValueError``, ``LookupError``: bad
+      encodings, bad numbers, missing keys in a body), else 500; it is counted in
+      ``reconciler_http_requests_rejected_total{reason}`` and logged in one line at most
+      once a minute per reason (with the traceback for ``error``: a bug of ours).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: DaemonMetrics,
+        *,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
+        raw_paths: frozenset[str] = frozenset(),
+    ) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._body_timeout = body_timeout
+        self._raw_paths = raw_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        deadline = asyncio.get_running_loop().time() + self._body_timeout
+        complete = False
+
+        async def bounded() -> Message:
+            nonlocal complete
+            if complete:  # the body is in: waiting for a disconnect is not slow
+                return await receive()
+            remaining = deadline - asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(max(0.0, remaining)):
+                    message = await receive()
+            except TimeoutError:
+                raise _SlowClient from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        # the heartbeat endpoint bounds its own body read
+        guarded = receive if scope.get("path") in self._raw_paths else bounded
+
+        try:
+            await self._app(scope, guarded, tracked_send)
+        except _SlowClient:
+            await self._reject("slow_client", started, send, None)
+        except (UnicodeError, ValueError, LookupError) as exc:
+            await self._reject("malformed", started, send, exc)
+        except Exception as exc:
+            await self._reject("error", started, send, exc)
+
+    async def _reject(
+        self, reason: str, started: bool, send: Send, exc: BaseException | None
+    ) -> None:
+        self._metrics.requests_rejected.labels(reason).inc()
+        what = type(exc).__name__ if exc is not None else "timeout"
+        if reason == "error" and exc is not None:
+            if _request_error_log.log(
+                reason, f"request failed: {what}", event="http.error", error=what
+            ):
+                log.debug("request failure traceback", exc_info=exc)
+        else:
+            _request_error_log.log(
+                reason, f"request refused ({reason}: {what})", event="http.refused"
+            )
+        if started:
+            return  # the answer is under way: the server closes the connection
+        status, body = _GUARD_ANSWERS[reason]
+        with contextlib.suppress(Exception):
+            await _answer(send, status, body, close=True)
+
+
+async def _answer(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    allow: bool = False,
+    retry_after: bool = False,
+    close: bool = False,
+) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
     if allow:
         headers.append((b"allow", b"POST"))
+    if retry_after:
+        headers.append((b"retry-after", RETRY_AFTER_SECONDS))
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for the request line and headers: a
+    client that opens a connection (or starts a request on a kept-alive one) and does not
+    complete its headers within ``HEADER_TIMEOUT_SECONDS`` is disconnected (slowloris)."""
+
+    header_timeout = HEADER_TIMEOUT_SECONDS
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self._arm_header_timer()  # a new request starts on this connection
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # no WebSocket here: refused like any request the parser cannot take
+            self._refuse_unparsable()
+        except httptools.HttpParserError:
+            self._refuse_unparsable()
+
+    def _refuse_unparsable(self) -> None:
+        """uvicorn logs a warning for each unparsable request (a flood under attack): here
+        it is counted (``reconciler_http_requests_rejected_total{reason="malformed"}``) and
+        logged at most once a minute."""
+        self._disarm_header_timer()
+        if self.on_malformed is not None:
+            self.on_malformed()
+        _request_error_log.log(
+            "unparsable", "request refused: not valid HTTP", event="http.refused"
+        )
+        self.send_400_response("Invalid HTTP request received.")
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # headers done, the request runs (the body has its own deadline)
+        if self.on_slow_headers is not None:
+            self.on_slow_headers()
+        self.transport.close()
+
+    #: called for each connection closed for slow headers (set per server by make_server)
+    on_slow_headers: Callable[[], None] | None = None
+    #: called for each request the HTTP parser refused
+    on_malformed: Callable[[], None] | None = None
 
 
 class QuietServer(uvicorn.Server):
@@ -243,7 +544,34 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def make_server(app: Starlette, host: str, port: int) -> QuietServer:
+def make_server(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    metrics: DaemonMetrics | None = None,
+    header_timeout: float = HEADER_TIMEOUT_SECONDS,
+) -> QuietServer:
+    """A server whose connections must complete their headers within ``header_timeout``;
+    closed connections are counted as ``slow_client`` rejections in ``metrics``."""
+
+    def slow() -> None:
+        if metrics is not None:
+            metrics.requests_rejected.labels("slow_client").inc()
+
+    def malformed() -> None:
+        if metrics is not None:
+            metrics.requests_rejected.labels("malformed").inc()
+
+    protocol = type(
+        "DaemonHttpProtocol",
+        (GuardedHttpProtocol,),
+        {
+            "header_timeout": header_timeout,
+            "on_slow_headers": staticmethod(slow),
+            "on_malformed": staticmethod(malformed),
+        },
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -252,6 +580,8 @@ def make_server(app: Starlette, host: str, port: int) -> QuietServer:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=5,
+        http=protocol,
+        timeout_keep_alive=5,
     )
     return QuietServer(config)
 

@@ -1,14 +1,21 @@
 """Holding leadership (design §5) on top of the store's ``LeadershipPort``.
 
 ``LeaderGuard`` is polled by the daemon (``tick``) and consulted before every mutating step
-(``before_mutation``, handed to the engine). It takes leadership when it can, checks it while
-held, and on any doubt (the check fails, the lock connection drops) stops mutations at once:
-``before_mutation`` raises ``LeadershipLostError`` from then on, the epoch is forgotten, and
-the guard keeps trying to take leadership again with backoff.
+(``before_mutation``, handed to the engine). It takes leadership when it can, renews it while
+held (the port's ``check``), and on any doubt (the renewal fails, the lock connection drops,
+the lease's deadline passes) stops mutations at once: ``before_mutation`` raises
+``LeadershipLostError`` from then on, the epoch is forgotten, and the guard keeps trying to
+take leadership again with backoff.
 
-The port's calls are blocking (a database round trip): ``tick`` runs them in a worker thread;
-``before_mutation`` runs the check inline (one ``SELECT 1`` on the lock connection), because
-the engine calls it synchronously right before each mutation. A lock serialises the two.
+A port with a lease (``valid_until``, a time on the monotonic clock) bounds leadership by
+time: past it the guard is not the leader, even if the renewal is stuck in a frozen database
+or the process itself was frozen (SIGSTOP) — nothing needs to answer for it to stop.
+
+The port's calls are blocking (a database round trip): ``tick`` runs them in a worker thread
+and never waits for one longer than ``check_wait`` (a stuck call is left running, and no
+second one is started beside it); ``before_mutation`` runs the renewal inline, because the
+engine calls it synchronously right before each mutation. A lock serialises the two. Nothing
+blocking runs on the event loop: a release after a loss runs in a thread too.
 """
 
 from __future__ import annotations
@@ -19,12 +26,17 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
 
 from reconciler.core.errors import LeadershipLostError, ReconcilerError
 from reconciler.core.ports import LeadershipPort
 from reconciler.daemon.metrics import DaemonMetrics
 
 log = logging.getLogger("reconciler.daemon.leadership")
+
+_T = TypeVar("_T")
 
 
 class LeaderGuard:
@@ -39,6 +51,7 @@ class LeaderGuard:
         monotonic: Callable[[], float] = time.monotonic,
         on_change: Callable[[bool], None] | None = None,
         check_wait: float = 2.0,
+        mutation_wait: float = 1.0,
     ) -> None:
         self._port = port
         self._metrics = metrics
@@ -48,58 +61,100 @@ class LeaderGuard:
         self._monotonic = monotonic
         self._on_change = on_change
         self._check_wait = check_wait
+        self._mutation_wait = min(mutation_wait, check_wait)
+        self._pending_check: Future[bool | None] | None = None
         self._lock = threading.Lock()
         self._epoch: int | None = None
         self._next_attempt = 0.0
         self._failures = 0
         self._closed = False
+        #: a port call still running in its thread (a frozen database), with what it runs
+        self._inflight: tuple[Callable[[], Any], asyncio.Future[Any]] | None = None
 
     @property
     def epoch(self) -> int | None:
-        return self._epoch
+        return self._epoch if self._lease_valid() else None
 
     @property
     def is_leader(self) -> bool:
-        return self._epoch is not None
+        return self._epoch is not None and self._lease_valid()
+
+    def _lease_valid(self) -> bool:
+        until = getattr(self._port, "valid_until", None)
+        return until is None or self._monotonic() < float(until)
 
     # --- the mutation gate ---------------------------------------------------------------
 
     def before_mutation(self) -> None:
         """Raise LeadershipLostError unless this process leads right now (checked live).
 
-        Bounded: if a check is already stuck (a network partition can hang a socket), the
-        mutation is refused after ``check_wait`` seconds instead of waiting for it."""
+        Bounded: the lease's deadline is checked first (no round trip); the live renewal runs
+        in a worker thread and the mutation is refused when it does not answer within
+        ``mutation_wait`` (a frozen database or a partition can hang a socket), so a caller on
+        the event loop is never held longer than that."""
         if self._epoch is None:
             raise LeadershipLostError("not the leader: mutation refused")
-        if not self._lock.acquire(timeout=self._check_wait):
+        if not self._lease_valid():
+            self._lose("the lease expired before it was renewed", release=False)
+            raise LeadershipLostError("lease expired: mutation refused")
+        if self._pending_check is not None and not self._pending_check.done():
             self._lose("leadership check did not answer in time", release=False)
             raise LeadershipLostError("leadership unconfirmed: mutation refused")
+        future: Future[bool | None] = Future()
+        self._pending_check = future
+
+        def check() -> None:
+            try:
+                future.set_result(self._checked_within(self._mutation_wait))
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        # a daemon thread: one stuck in a frozen database never holds the process's exit
+        threading.Thread(target=check, name="leader-check", daemon=True).start()
         try:
-            ok = self._port.check()
-        except ReconcilerError:
-            ok = False
-        finally:
-            self._lock.release()
+            ok = future.result(timeout=self._mutation_wait)
+        except FutureTimeout:
+            self._lose("leadership check did not answer in time", release=False)
+            raise LeadershipLostError("leadership unconfirmed: mutation refused") from None
+        if ok is None:
+            self._lose("leadership check did not answer in time", release=False)
+            raise LeadershipLostError("leadership unconfirmed: mutation refused")
         if not ok:
             self._lose("leadership check failed before a mutation")
             raise LeadershipLostError("leadership lost: mutation refused")
 
+    def _checked_within(self, wait: float) -> bool | None:
+        """The live check, or None when another check holds the lock longer than ``wait``."""
+        if not self._lock.acquire(timeout=wait):
+            return None
+        try:
+            return self._port.check()
+        except ReconcilerError:
+            return False
+        finally:
+            self._lock.release()
+
     # --- the loop ------------------------------------------------------------------------
 
     async def tick(self) -> bool:
-        """Check (when leading) or try to take (when due). Returns whether we lead."""
+        """Renew (when leading) or try to take (when due). Returns whether we lead."""
         if self._closed:
             return False
         if self._epoch is not None:
-            ok = await asyncio.to_thread(self._checked)
-            if not ok:
+            if not self._lease_valid():
+                self._lose("the lease expired before it was renewed", release=False)
+                return False
+            done, ok = await self._bounded(self._checked)
+            if done and not ok:
                 self._lose("leadership check failed")
-            return self._epoch is not None
+            elif not done and not self._lease_valid():
+                self._lose("the lease renewal did not answer in time", release=False)
+            return self.is_leader
         now = self._monotonic()
         if now < self._next_attempt:
             return False
         try:
-            epoch = await asyncio.to_thread(self._acquire)
+            done, epoch = await self._bounded(self._acquire)
         except ReconcilerError as exc:
             self._failures += 1
             delay = min(self._backoff_max, self._backoff_initial * 2 ** (self._failures - 1))
@@ -110,6 +165,8 @@ class LeaderGuard:
                 extra={"event": "leadership.unreachable", "retry_in": round(delay, 1)},
             )
             return False
+        if not done:
+            return False  # still trying (a slow database): the next tick looks again
         self._failures = 0
         if epoch is None:
             self._next_attempt = now + self._standby_poll
@@ -121,6 +178,28 @@ class LeaderGuard:
         )
         self._changed(True, "taken")
         return True
+
+    async def _bounded(self, call: Callable[[], _T]) -> tuple[bool, _T | None]:
+        """Run ``call`` in a thread, waiting at most ``check_wait``: (finished, result).
+
+        A call still running from an earlier tick is awaited (bounded) instead of starting
+        another one beside it; its result is used when it is the same call."""
+        if self._inflight is not None:
+            previous, running = self._inflight
+            if not running.done():
+                await asyncio.wait({running}, timeout=self._check_wait)
+                if not running.done():
+                    return False, None
+            self._inflight = None
+            if previous == call:
+                return True, running.result()
+        future: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(call))
+        self._inflight = (call, future)
+        await asyncio.wait({future}, timeout=self._check_wait)
+        if not future.done():
+            return False, None
+        self._inflight = None
+        return True, future.result()
 
     def _checked(self) -> bool:
         with self._lock:
@@ -142,18 +221,26 @@ class LeaderGuard:
             f"{why}: mutations stopped (epoch {epoch}); will try to take over again",
             extra={"event": "leadership.lost", "epoch": epoch},
         )
-        if release and self._lock.acquire(timeout=self._check_wait):
-            try:
-                self._port.release()
-            except ReconcilerError as exc:
-                log.info(
-                    f"release after loss failed: {type(exc).__name__}",
-                    extra={"event": "leadership.release_failed"},
-                )
-            finally:
-                self._lock.release()
+        if release:
+            # off the event loop: a release is a database round trip
+            threading.Thread(
+                target=self._release_quietly, name="leader-release", daemon=True
+            ).start()
         self._next_attempt = self._monotonic() + self._backoff_initial
         self._changed(False, "lost")
+
+    def _release_quietly(self) -> None:
+        if not self._lock.acquire(timeout=self._check_wait):
+            return
+        try:
+            self._port.release()
+        except ReconcilerError as exc:
+            log.info(
+                f"release after loss failed: {type(exc).__name__}",
+                extra={"event": "leadership.release_failed"},
+            )
+        finally:
+            self._lock.release()
 
     def _changed(self, leading: bool, event: str) -> None:
         if self._metrics is not None:
@@ -168,10 +255,11 @@ class LeaderGuard:
         epoch = self._epoch
         self._epoch = None
         try:
-            await asyncio.to_thread(self._release)
-        except ReconcilerError as exc:
+            # bounded: a frozen database must not hold the shutdown (the lease expires anyway)
+            await asyncio.wait_for(asyncio.to_thread(self._release), 2 * self._check_wait + 1)
+        except (ReconcilerError, TimeoutError) as exc:
             log.warning(
-                f"leadership release failed: {type(exc).__name__}",
+                f"leadership release failed: {type(exc).__name__}; the lease expires by itself",
                 extra={"event": "leadership.release_failed"},
             )
         if epoch is not None:
@@ -182,5 +270,9 @@ class LeaderGuard:
             self._changed(False, "released")
 
     def _release(self) -> None:
-        with self._lock:
+        if not self._lock.acquire(timeout=2 * self._check_wait):
+            raise TimeoutError("the leadership lock is held by a stuck call")
+        try:
             self._port.release()
+        finally:
+            self._lock.release()

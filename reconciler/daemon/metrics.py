@@ -88,6 +88,18 @@ class DaemonMetrics:
             ["reason"],
             registry=r,
         )
+        self.requests_rejected = Counter(
+            "reconciler_http_requests_rejected",
+            "Requests answered with an error by the HTTP guard (malformed, slow_client, "
+            "error), any endpoint",
+            ["reason"],
+            registry=r,
+        )
+        self.heartbeats_quarantined = Counter(
+            "reconciler_heartbeats_quarantined",
+            "Authentic heartbeats refused for implausible figures (never counted)",
+            registry=r,
+        )
         self.heartbeats_written = Counter(
             "reconciler_heartbeats_written", "Heartbeats written to the store", registry=r
         )

@@ -275,7 +275,11 @@ class Daemon:
             dedupe_window=loaded.spec.alerts.dedupe_window,
         )
         self._known: set[str] = set()
-        self.verifier = Verifier(master, known_node=self._known.__contains__)
+        #: node -> CPU-bound capacity (emails/minute): plausibility bound of its beats
+        self._capacity: dict[str, float] = {}
+        self.verifier = Verifier(
+            master, known_node=self._known.__contains__, capacity_per_minute=self._capacity.get
+        )
         self.batcher = HeartbeatBatcher(store, loaded.spec.name, on_written=self._beats_written)
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
@@ -494,7 +498,7 @@ class Daemon:
                     ],
                 )
                 sock = bind_socket(*self.settings.listen)
-                server = make_server(app, *self.settings.listen)
+                server = make_server(app, *self.settings.listen, metrics=self.metrics)
                 serving = loop.create_task(serve(server, sock), name="http")
                 await wait_started(server, serving)
                 host, port = self.settings.listen
@@ -915,6 +919,12 @@ class Daemon:
         self._known.clear()
         self._known.update(
             n.name for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED
+        )
+        self._capacity.clear()
+        self._capacity.update(
+            (n.name, float(spec.node_capacity_per_minute(n.plan)))
+            for n in recorded.nodes
+            if n.plan in spec.plans
         )
         return True
 

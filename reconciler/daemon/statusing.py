@@ -6,6 +6,7 @@ Everything here is computed from the spec, the recorded fleet, the recent heartb
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,9 +17,11 @@ from reconciler.core.costs import CostResolver, cents
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet, RecordedNode
 from reconciler.core.health import Grade, HealthAssessment, assess, grade_beats
 from reconciler.core.scaling import (
+    PLAUSIBLE_CAPACITY_FACTOR,
     NodeLoad,
     ScalingDecision,
     Utilization,
+    cpu_capacity_per_day,
     node_capacity_per_day,
     utilization_by,
 )
@@ -60,16 +63,29 @@ def warmup_limit(spec: FleetSpec, node: RecordedNode, now: datetime) -> tuple[in
 
 
 def recent_throughput(
-    beats: Sequence[NodeMetrics], now: datetime, horizon: timedelta
+    beats: Sequence[NodeMetrics],
+    now: datetime,
+    horizon: timedelta,
+    ceiling: float | None = None,
 ) -> float | None:
-    """Emails/day over the beats inside ``horizon`` (None when there are none)."""
-    inside = [b for b in beats if now - horizon <= b.at <= now + timedelta(seconds=5)]
+    """Emails/day over the beats inside ``horizon`` (None when there are none): the median
+    of the beats' rates (a robust statistic: one absurd beat among several moves nothing),
+    never above ``ceiling`` (the plausible bound of the node's capacity), always finite."""
+    inside = [
+        b
+        for b in beats
+        if now - horizon <= b.at <= now + timedelta(seconds=5)
+        and math.isfinite(b.interval_seconds)
+        and b.interval_seconds >= 1.0
+    ]
     if not inside:
         return None
-    seconds = sum(b.interval_seconds for b in inside)
-    if seconds <= 0:
-        return None
-    return sum(b.sent for b in inside) * 86400.0 / seconds
+    rates = sorted(b.sent * 86400.0 / b.interval_seconds for b in inside)
+    middle = len(rates) // 2
+    rate = rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+    if ceiling is not None:
+        rate = min(rate, ceiling)
+    return rate if math.isfinite(rate) else None
 
 
 def figures_horizon(spec: FleetSpec) -> timedelta:
@@ -97,7 +113,13 @@ def node_loads(
                 pool=node.pool,
                 vcpu=vcpu,
                 daily_limit=limit,
-                sent_per_day=recent_throughput(recent.get(node.name, ()), now, horizon),
+                sent_per_day=recent_throughput(
+                    recent.get(node.name, ()),
+                    now,
+                    horizon,
+                    PLAUSIBLE_CAPACITY_FACTOR
+                    * cpu_capacity_per_day(vcpu, spec.scaling.per_core_rate),
+                ),
                 counted=node.status in COUNTED,
                 serving=node.status.in_rotation and node.name not in unhealthy,
                 ips=spec.costs.ips_per_node,

@@ -32,7 +32,7 @@ def run_migrations_online() -> None:
     from state.sessions import make_engine, resolve_url
 
     url = context.config.get_main_option("sqlalchemy.url")
-    engine = make_engine(resolve_url(url), pool=False)
+    engine = make_engine(resolve_url(url), pool=False, statement_timeout_ms=0)
     try:
         with engine.connect() as conn:
             _run(conn)

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.applications import Starlette
 
+from reconciler.daemon.http import make_server
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -20,11 +22,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Starlette) -> Iterator[str]:
+def serve_in_thread(app: Starlette, *, header_timeout: float | None = None) -> Iterator[str]:
+    """``header_timeout``: serve with the daemon's guarded protocol (slow headers closed)."""
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
     )
+    if header_timeout is not None:
+        config = make_server(app, "127.0.0.1", port, header_timeout=header_timeout).config
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()

@@ -6,6 +6,7 @@ served to the sending platform with each node's remaining warmup allowance."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -225,6 +226,7 @@ def test_agent_bounces_over_the_pause_level_quarantine_the_node(
                 Reporting(),
                 client=client,
                 wall_clock=lambda: clock.now().timestamp(),
+                monotonic=itertools.count(0.0, 30.0).__next__,  # a beat covers 30 s
             )
             assert await agent.beat_once()
             await daemon.batcher.flush()

@@ -50,6 +50,10 @@ class InMemoryStore:
         self._closed = False
         #: every write, in order: (operation, target) — lets tests count journal writes
         self.writes: list[tuple[str, str]] = []
+        #: per (fleet, node): the newest recorded beat's signed timestamp (replays refused)
+        self.beat_sent_at: dict[tuple[str, str], int] = {}
+        #: set to a StoreError to make heartbeat writes fail (a store outage)
+        self.fail_heartbeats: StoreError | None = None
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -331,16 +335,28 @@ class InMemoryStore:
     # --- heartbeats ----------------------------------------------------------------------
 
     def record_heartbeats(self, fleet: str, beats: Sequence[NodeMetrics]) -> int:
+        return sum(self.record_beats(fleet, beats))
+
+    def record_beats(self, fleet: str, beats: Sequence[NodeMetrics]) -> list[bool]:
         self._check(None)
-        written = 0
+        if self.fail_heartbeats is not None:
+            raise self.fail_heartbeats
+        outcome: list[bool] = []
         for beat in beats:
             node = self.nodes.get((fleet, beat.node))
             if node is None or node.status is NodeStatus.DECOMMISSIONED:
+                outcome.append(False)
                 continue
+            newest = self.beat_sent_at.get((fleet, beat.node))
+            if beat.sent_at is not None and newest is not None and beat.sent_at <= newest:
+                outcome.append(False)  # a replay
+                continue
+            if beat.sent_at is not None:
+                self.beat_sent_at[(fleet, beat.node)] = beat.sent_at
             self.nodes[(fleet, beat.node)] = replace(node, last_heartbeat=beat.at)
             self.metrics.setdefault((fleet, beat.node), []).append(beat)
-            written += 1
-        return written
+            outcome.append(True)
+        return outcome
 
     def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
         result: dict[str, list[NodeMetrics]] = {}

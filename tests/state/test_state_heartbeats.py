@@ -123,3 +123,33 @@ def test_a_deadlocked_batch_is_run_again(shared_postgres_url: str, clock: FakeCl
         assert store.load_fleet("acme").nodes[0].last_heartbeat == clock.now()
     finally:
         store.close()
+
+
+def test_signed_beats_are_recorded_once_across_recorders_and_reopens(
+    store: SqlStore, store_url: str, clock: FakeClock
+) -> None:
+    """A beat carries the node's signed timestamp (``sent_at``): a beat not newer than the
+    newest recorded one of its node is refused by every store handle (replica, restart)."""
+    from dataclasses import replace
+
+    store.upsert_nodes([make_node("a"), make_node("b")])
+    t = clock.advance(30)
+    first = replace(beat("a", t), sent_at=1_000)
+    assert store.record_beats("acme", [first, replace(beat("b", t), sent_at=5)]) == [True, True]
+    other = open_store(store_url)  # another daemon on the same database
+    try:
+        assert other.record_beats("acme", [first]) == [False]  # the same beat again
+        older = replace(beat("a", t + timedelta(seconds=1)), sent_at=999)
+        newer = replace(beat("a", t + timedelta(seconds=2)), sent_at=1_001)
+        assert other.record_beats("acme", [older, replace(beat("b", t), sent_at=6)]) == [
+            False,
+            True,
+        ]
+        assert other.record_beats("acme", [newer]) == [True]
+        assert store.record_beats("acme", [newer]) == [False]
+        # unsigned beats (no sent_at) are not checked
+        assert store.record_heartbeats("acme", [beat("a", t + timedelta(seconds=3))]) == 1
+    finally:
+        other.close()
+    sent = [m.at for m in store.recent_metrics("acme", t - timedelta(seconds=1))["a"]]
+    assert len(sent) == 3  # first, newer, the unsigned one

@@ -12,7 +12,7 @@ from state_builders import make_node
 from reconciler.core.errors import LeadershipLostError
 from reconciler.core.ports import LeadershipPort
 from state import FileLeadership, PostgresLeadership, SqlStore, leadership_for, open_store
-from state.sessions import advisory_key
+from state.sessions import leader_epoch_key
 
 
 @pytest.fixture
@@ -31,8 +31,12 @@ def pg_store(pg_url: str) -> Iterator[SqlStore]:
 
 
 def _holder_pid(url: str, fleet: str) -> int | None:
-    key = advisory_key(fleet) & 0xFFFFFFFFFFFFFFFF
+    """The backend holding the current leader's epoch lock."""
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        epoch = conn.execute("SELECT epoch FROM leadership WHERE name = %s", (fleet,)).fetchone()
+        if epoch is None:
+            return None
+        key = leader_epoch_key(fleet, int(epoch[0])) & 0xFFFFFFFFFFFFFFFF
         row = conn.execute(
             "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
             "AND classid = %s AND objid = %s AND objsubid = 1",
