@@ -57,6 +57,9 @@ class State:
     def fleet_document(self) -> dict[str, Any]:
         return {"fleet": FLEET, "nodes": []}
 
+    def spec_status(self) -> dict[str, Any]:
+        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
+
     def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
         return (401, "token required") if authorization is None else (200, "<html></html>")
 
