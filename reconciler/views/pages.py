@@ -394,8 +394,12 @@ def attention_items(inputs: StatusInputs) -> list[tuple[str, str, str]]:
         status = str(n.get("status"))
         if n.get("unhealthy"):
             items.append(("bad", name, f"unhealthy: {n.get('missed_beats', 0)} heartbeats missed"))
+        elif isinstance(hold := n.get("hold"), Mapping):
+            ends = "resume" if hold.get("kind") == "maintenance" else "uncordon"
+            items.append(("warn", name, f"{hold.get('summary')} (reconcile node {ends} {name})"))
         elif status in ("paused", "maintenance", "draining"):
-            items.append(("warn", name, status))
+            by = n.get("paused_by")
+            items.append(("warn", name, f"{status} (by {by})" if by else status))
         if n.get("ip_state") == "quarantined":
             why = "; ".join(str(r) for r in n.get("reputation_reasons") or []) or "quarantined"
             items.append(("bad", name, f"quarantined: {why} (reconcile node resume {name})"))
@@ -519,7 +523,7 @@ def _node_row(n: Mapping[str, Any], now: datetime, show_costs: bool) -> str:
     return (
         f'<tr id="node-{_e(n.get("name"))}"><td>{_e(n.get("name"))}</td>'
         f"<td>{_e(n.get('region'))}</td><td>{_e(n.get('pool') or '-')}</td>"
-        f"<td>{_e(n.get('phase') or n.get('status'))}</td><td>{_e(n.get('ip') or '-')}</td>"
+        f"<td{_hold_title(n)}>{_e(_status_cell(n))}</td><td>{_e(n.get('ip') or '-')}</td>"
         f'<td class="num {age_css}">{_e(age)}</td>'
         f'<td class="num">{"-" if n.get("queue_length") is None else n["queue_length"]}</td>'
         f'<td class="num">{per_minute}</td>'
@@ -533,6 +537,23 @@ def _node_row(n: Mapping[str, Any], now: datetime, show_costs: bool) -> str:
         + (f'<td class="num">${_e(n.get("monthly_cost"))}</td>' if show_costs else "")
         + "</tr>"
     )
+
+
+def _status_cell(n: Mapping[str, Any]) -> str:
+    """The phase (or status); an operator's hold shows as kubectl shows a cordoned node:
+    ``maintenance,cordoned``, ``draining,draining``, ``maintenance,drained``."""
+    status = str(n.get("phase") or n.get("status"))
+    hold = n.get("hold")
+    if isinstance(hold, Mapping) and hold.get("kind") != "maintenance":
+        return f"{status},{hold.get('state')}"
+    return status
+
+
+def _hold_title(n: Mapping[str, Any]) -> str:
+    hold = n.get("hold")
+    if isinstance(hold, Mapping):
+        return f' title="{_e(hold.get("summary"))}"'
+    return ""
 
 
 def _node_table(inputs: StatusInputs, now: datetime) -> str:

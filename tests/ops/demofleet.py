@@ -12,7 +12,7 @@ import random
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedNode
+from reconciler.core.fleet import HoldKind, Maintenance, NodeMetrics, NodeStatus, RecordedNode
 from reconciler.core.ports import StorePort
 
 REGIONS = ("dallas", "seattle", "amsterdam", "newyork")
@@ -119,3 +119,12 @@ def populate(store: StorePort, fleet: str, count: int, now: datetime, seed: int 
             )
     store.upsert_nodes(nodes)
     store.record_heartbeats(fleet, beats)
+    # operators' holds: nodes out of rotation are cordoned, drained or in maintenance
+    kinds = (HoldKind.CORDON, HoldKind.DRAIN, HoldKind.MAINTENANCE)
+    held = [n for n in nodes if n.status in (NodeStatus.MAINTENANCE, NodeStatus.DRAINING)]
+    for index, node in enumerate(held):
+        kind = HoldKind.DRAIN if node.status is NodeStatus.DRAINING else kinds[index % 3]
+        since = now - timedelta(hours=rng.randint(1, 48))
+        store.set_maintenance(
+            fleet, node.name, Maintenance("disk check", "cli ops@host", since, kind=kind)
+        )

@@ -115,7 +115,12 @@ def test_the_page_renders_1000_nodes_in_chromium_and_matches_the_fleet_api(
     column = {name: i for i, name in enumerate(header)}
     for row, node in zip(rows, nodes, strict=True):
         assert row[column["node"]] == node["name"]
-        assert row[column["status"]] == node["status"]
+        hold = node["hold"]
+        if hold is not None and hold["kind"] != "maintenance":
+            # as kubectl shows a cordoned node: "maintenance,cordoned", "draining,draining"
+            assert row[column["status"]] == f"{node['status']},{hold['state']}"
+        else:
+            assert row[column["status"]] == node["status"]
         assert row[column["queue"]] == (
             "-" if node["queue_length"] is None else str(node["queue_length"])
         )
@@ -136,7 +141,14 @@ def test_the_page_renders_1000_nodes_in_chromium_and_matches_the_fleet_api(
     # needs attention: every unhealthy node is listed
     unhealthy = [n["name"] for n in nodes if n["unhealthy"]]
     assert unhealthy
-    assert int(page.by_id["attention-count"]) >= len(unhealthy)
+    held = [n["name"] for n in nodes if n["hold"]]
+    assert held
+    assert int(page.by_id["attention-count"]) >= len(unhealthy) + len(held)
+    attention = dump_dom(url + "/status").split('id="attention"', 1)[1].split("</section>")[0]
+    for name in held[:20]:
+        assert f"<b>{name}</b>: " in attention
+    assert "cordoned by cli ops@host since" in attention
+    assert "(reconcile node uncordon " in attention
     # warmup curves and utilization against the target line are drawn
     assert "warmup" in page.by_id
     assert daemon.is_leader
