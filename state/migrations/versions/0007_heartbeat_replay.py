@@ -1,8 +1,8 @@
 """The node's signed timestamp of its newest recorded heartbeat: replays are refused by every
 daemon, across replicas and restarts (docs/daemon.md "Heartbeats are durable or refused").
 
-Revision ID: 0006_heartbeat_replay
-Revises: 0005_paused_by_complaints
+Revision ID: 0007_heartbeat_replay
+Revises: 0006_operator_holds
 Create Date: 2026-12-01 06:00:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_heartbeat_replay"
-down_revision: str | None = "0005_paused_by_complaints"
+revision: str = "0007_heartbeat_replay"
+down_revision: str | None = "0006_operator_holds"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
