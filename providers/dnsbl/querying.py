@@ -5,7 +5,8 @@ alone (``wait_for`` per query) and builds and parses full ``dns.message`` object
 0.5 ms of CPU per query. A DNSBL check is thousands of tiny, identical questions (``A`` of
 ``<reversed ip>.<zone>``) whose answers are a few ``127.0.0.x`` records, so here:
 
-- one connected UDP socket per resolver carries up to ``max_in_flight`` queries; answers are
+- one connected UDP socket per resolver carries up to ``max_in_flight`` queries, read straight
+  from the selector (every waiting datagram per wake-up, no transport object); answers are
   matched by id **and** question (name, type, class: what ``dns.message.Message.is_response``
   checks), so a late, forged or stray datagram is ignored;
 - queries are encoded directly (a 12-byte header and the name's labels) and the common answers
@@ -162,13 +163,20 @@ class _Pending:
     tries_left: int
 
 
-class _Channel(asyncio.DatagramProtocol):
-    """One connected UDP socket. Every query waits the same ``per_attempt``, so deadlines are
-    kept in send order in a deque that one sweeper task walks (cheaper than a timer per
-    query)."""
+class _Channel:
+    """One connected, non-blocking UDP socket read straight from the event loop's selector
+    (``add_reader``): each wake-up drains every datagram waiting (up to ``DRAIN``), where an
+    asyncio datagram transport reads one per loop iteration; sends go straight to the socket
+    (a full send buffer counts as a lost datagram: the sweeper sends it again). Every query
+    waits the same ``per_attempt``, so deadlines are kept in send order in a deque that one
+    sweeper task walks (cheaper than a timer per query)."""
 
-    def __init__(self, per_attempt: float) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+    DRAIN = 512
+    MAX_DATAGRAM = 4096
+
+    def __init__(self, sock: socket.socket, per_attempt: float) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
         self.pending: dict[int, _Pending] = {}
         self.closed = False
         self.per_attempt = per_attempt
@@ -176,6 +184,7 @@ class _Channel(asyncio.DatagramProtocol):
         self._deadlines: deque[tuple[float, int, _Pending]] = deque()
         self._sweeper: asyncio.Task[None] | None = None
         self._ids = b""
+        self.loop.add_reader(sock.fileno(), self._readable)
 
     def new_id(self) -> int:
         while True:
@@ -186,23 +195,26 @@ class _Channel(asyncio.DatagramProtocol):
             if qid not in self.pending:
                 return qid
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # a datagram transport
-
     def send(self, qid: int, entry: _Pending) -> None:
-        if self.transport is None or self.closed:
+        if self.closed:
             self._fail(qid, QueryFailedError("failed", "socket closed"))
             return
         entry.tries_left -= 1
-        self.transport.sendto(entry.wire)
+        try:
+            self.sock.send(entry.wire)
+        except (BlockingIOError, InterruptedError):
+            pass  # the send buffer is full: lost like a dropped datagram, sent again later
+        except OSError as exc:
+            self.error_received(exc)
+            return
         self.sent += 1
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._deadlines.append((loop.time() + self.per_attempt, qid, entry))
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = loop.create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         tick = max(0.005, min(0.05, self.per_attempt / 4))
         while self._deadlines and not self.closed:
             now = loop.time()
@@ -222,7 +234,19 @@ class _Channel(asyncio.DatagramProtocol):
         if entry is not None and not entry.future.done():
             entry.future.set_exception(error)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+    def _readable(self) -> None:
+        recv = self.sock.recv
+        for _ in range(self.DRAIN):
+            try:
+                data = recv(self.MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # ICMP port unreachable and the like
+                self.error_received(exc)
+                return
+            self.datagram_received(data)
+
+    def datagram_received(self, data: bytes) -> None:
         if len(data) < 12:
             return
         qid = int.from_bytes(data[:2], "big")
@@ -240,12 +264,17 @@ class _Channel(asyncio.DatagramProtocol):
         entry.future.set_result((truncated, answer))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: fail what is waiting, at once
+        # fail what is waiting, at once (the resolver's port is closed, the network is down)
         for qid in list(self.pending):
             self._fail(qid, QueryFailedError("failed", type(exc).__name__))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        if self.closed:
+            return
         self.closed = True
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
         for qid in list(self.pending):
             self._fail(qid, QueryFailedError("failed", "socket closed"))
         self._deadlines.clear()
@@ -286,21 +315,14 @@ class StubResolver:
             return self._channel
         async with self._opening:
             if self._channel is None or self._channel.closed:
-                loop = asyncio.get_running_loop()
                 per_attempt = self.timeout / self.attempts
                 try:
-                    transport, protocol = await loop.create_datagram_endpoint(
-                        lambda: _Channel(per_attempt), remote_addr=(self.host, self.port)
-                    )
+                    sock = await _connected_udp(self.host, self.port)
                 except OSError as exc:
                     raise QueryFailedError(
-                        "failed", f"cannot reach the resolver: {exc.strerror}"
+                        "failed", f"cannot reach the resolver: {exc.strerror or exc}"
                     ) from exc
-                sock = transport.get_extra_info("socket")
-                if sock is not None:  # room for a burst of answers
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                self._channel = protocol
+                self._channel = _Channel(sock, per_attempt)
             return self._channel
 
     async def query_a(self, name: str, wire_name: bytes | None = None) -> Answer:
@@ -351,10 +373,26 @@ class StubResolver:
         channel, self._channel = self._channel, None
         if channel is not None:
             self._sent += channel.sent
-        if channel is not None and channel.transport is not None:
-            channel.transport.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0)  # let the transport finish closing its socket
+            channel.close()
+
+
+async def _connected_udp(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket connected to (host, port), with room for a burst of answers."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"no address for {host}")
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.connect(address)  # UDP: no packet sent, only the peer fixed
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _checked(answer: Answer) -> Answer:
