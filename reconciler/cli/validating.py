@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -34,7 +35,13 @@ def _summary(paths: tuple[str, ...], loaded: LoadedSpec) -> str:
 
 @click.command()
 @click.argument("paths", nargs=-1, metavar="PATH...")
-def validate(paths: tuple[str, ...]) -> int:
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="Also check the plan ids (rid) and locations against the provider's account "
+    "(get_price_list, get_locations): two reads, nothing changed.",
+)
+def validate(paths: tuple[str, ...], remote: bool) -> int:
     """Check spec files (or directories of them) and report every problem.
 
     With no PATH, checks ./fleet.yaml. Exits 0 when valid, 1 on any problem.
@@ -42,10 +49,36 @@ def validate(paths: tuple[str, ...]) -> int:
     if not paths:
         paths = (DEFAULT_SPEC,)
     loaded = load_spec(list(paths))  # a SpecError is rendered by main: problems, count, exit 1
+    if remote:
+        _check_remote(loaded)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning.render()}", err=True)
-    click.echo(_summary(paths, loaded))
+    click.echo(_summary(paths, loaded) + (" and offered by the provider" if remote else ""))
     return 0
+
+
+def _check_remote(loaded: LoadedSpec) -> None:
+    """Problems (with file:line) for every rid and location the provider does not offer."""
+    import asyncio
+    import os
+
+    from reconciler.core.offers import offer_problems
+    from reconciler.wiring import build_cloud
+    from specs.errors import SpecError, SpecProblem
+
+    async def fetch() -> tuple[list[Any], list[Any]]:
+        async with build_cloud(loaded, environ=os.environ) as cloud:
+            return await cloud.price_list(), await cloud.locations()
+
+    prices, locations = asyncio.run(fetch())
+    problems = []
+    for found in offer_problems(loaded.spec, prices, locations):
+        file, line, column = loaded.locate(found.path)
+        problems.append(
+            SpecProblem(file, line, column, ".".join(found.path), found.message, found.hint)
+        )
+    if problems:
+        raise SpecError(problems, warnings=loaded.warnings)
 
 
 def render_schema() -> str:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from reconciler.core.errors import (
     GuardRefusedError,
+    ProviderError,
     ReconcilerError,
     SpecError,
     StalePlanError,
@@ -23,6 +24,7 @@ from reconciler.core.errors import (
 )
 from reconciler.core.fleet import IntentStatus
 from reconciler.core.lifecycle import DEADLINE_REASON
+from reconciler.core.offers import OfferError, offer_problems, plan_uses
 from reconciler.core.planning import PlanOptions
 from reconciler.core.planning import plan as compute_plan
 from reconciler.core.plans import GuardWarning, Plan
@@ -276,6 +278,27 @@ class Reconciler:
             return run_id
         return run_id
 
+    async def check_offers(self, plan: Plan) -> None:
+        """Raise ``OfferError`` when a create or resize of ``plan`` needs a plan id or a
+        location the provider does not offer (two reads, only for plans that need them). A
+        provider that cannot answer does not stop the run: the apply reports its own errors."""
+        plans, regions = plan_uses(plan)
+        if not plans and not regions:
+            return
+        try:
+            prices = await self.cloud.price_list()
+            locations = await self.cloud.locations()
+        except ProviderError:
+            return
+        problems = offer_problems(self.spec, prices, locations, plans=plans, regions=regions)
+        if problems:
+            locate = getattr(self.loaded, "locate", None)  # a LoadedSpec knows file:line
+            where = [
+                ":".join(str(part) for part in locate(p.path)) if locate is not None else ""
+                for p in problems
+            ]
+            raise OfferError(problems, where)
+
     def record_spec_protection(self, snapshot: Snapshot, epoch: int | None = None) -> list[str]:
         """Record in the store the protection the spec gives recorded nodes (journalled as a
         ``protect`` by ``spec``), so that it survives the node's removal from the spec: the
@@ -324,6 +347,7 @@ class Reconciler:
             else:
                 plan = self.plan(snapshot, request.options)
             hooks.planned(plan, snapshot)
+            await self.check_offers(plan)
         except (ReconcilerError, SpecError) as exc:
             self._record(mode, plan, "failed", _error_text(exc))
             return RunResult("failed", plan=plan, snapshot=snapshot, error=exc)
