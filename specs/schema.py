@@ -127,11 +127,17 @@ def json_schema() -> dict[str, Any]:
     document = FleetSpec.model_json_schema(mode="validation", schema_generator=_SpecSchema)
     _describe(document)
     _polish(document)
+    # every file of a split spec (a directory: regions.yaml, pools.yaml...) is checked
+    # against this schema by editors, so no top-level section is required here; a whole
+    # spec's metadata and plans are required by `reconcile validate`, which merges the files
+    document.pop("required", None)
     document["$schema"] = SCHEMA_DIALECT
     document["$id"] = SCHEMA_ID
     document["title"] = f"fleet-reconciler fleet spec ({API_VERSION})"
     document["description"] = (
         "A fleet of email-sending servers on Hostwinds, as declared for fleet-reconciler. "
-        "Durations are strings like 30s, 5m, 6w; money is a decimal amount in USD."
+        "Durations are strings like 30s, 5m, 6w; money is a decimal amount in USD. Each file "
+        "of a split spec is valid on its own: metadata and plans are required of the merged "
+        "spec (reconcile validate), not of each file."
     )
     return document

@@ -118,7 +118,7 @@ def test_schema_prints_sorted_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert document["$schema"] == SCHEMA_DIALECT
     assert document["$id"].endswith(".json")
     assert "fleet spec" in document["title"]
-    assert set(document["required"]) == {"metadata", "plans"}
+    assert "required" not in document  # each file of a split spec is valid on its own
 
 
 def test_schema_output_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -162,6 +162,26 @@ def test_schema_validates_the_examples(name: str, document: Any) -> None:
     jsonschema.Draft202012Validator.check_schema(json_schema())
     errors = [e.message for e in validator.iter_errors(document)]
     assert errors == [], name
+
+
+@pytest.mark.parametrize(
+    "path", sorted((EXAMPLES / "production").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_schema_accepts_each_file_of_a_split_spec(path: Path) -> None:
+    """An editor checks one file at a time: each file of examples/production/ on its own,
+    and each names the schema on its first line."""
+    text = path.read_text()
+    assert text.startswith("# yaml-language-server: $schema=../../docs/fleet.schema.json\n")
+    validator = jsonschema.Draft202012Validator(json_schema())
+    assert [e.message for e in validator.iter_errors(yaml.safe_load(text))] == []
+
+
+def test_schema_still_checks_what_a_split_file_holds() -> None:
+    validator = jsonschema.Draft202012Validator(json_schema())
+    regions_only = {"regions": {"seattle": {"location_id": 12, "plan": "baseline"}}}
+    assert [e.message for e in validator.iter_errors(regions_only)] == [
+        "'nodes' is a required property"
+    ]
 
 
 def test_schema_refuses_what_validation_refuses() -> None:
