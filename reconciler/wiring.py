@@ -311,6 +311,9 @@ async def build_provisioning(
                     return inst.srvrname
             return None
 
+        def alive() -> set[str]:
+            return {inst.srvrname for inst in list(world.instances.values())}
+
         stand_ins = StandIns(
             directory,
             zone=settings.zone,
@@ -318,6 +321,7 @@ async def build_provisioning(
             ptr_source=ptr,
             name_of=name_of,
             agent_starter=agent_starter,
+            alive=alive,
         )
         await stand_ins.start()
         try:

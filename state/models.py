@@ -149,6 +149,9 @@ class SendingNode(Base):
     paused_by: Mapped[str | None] = mapped_column(sa.String(20))
     #: the hold's kind: NULL (maintenance), "cordon" or "drain" (reconcile node cordon/drain)
     maintenance_kind: Mapped[str | None] = mapped_column(sa.String(16))
+    #: nodes of this node's slot that missed their provisioning deadline before it (written
+    #: when the record is created, reset by an operator's release; never by upserts)
+    slot_failures: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),

@@ -852,7 +852,8 @@ class SqlStore:
         return node, failed
 
     def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
-        values: dict[str, Any] = {"quarantine": None, "updated_at": self._now()}
+        # a failed slot (provisioning.replacements used up) gets a fresh set of replacements
+        values: dict[str, Any] = {"quarantine": None, "slot_failures": 0, "updated_at": self._now()}
         if repin:
             values["host_key"] = None
         return self._update_node(fleet, name, values, "releasing")
@@ -1541,6 +1542,7 @@ def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
         "bundle_version": node.bundle_version,
         "quarantine": node.quarantine[:MAX_ERROR_TEXT] if node.quarantine else None,
         "paused_by": node.paused_by.value if node.paused_by is not None else None,
+        "slot_failures": max(0, min(node.slot_failures, 1000)),
     }
 
 
@@ -1751,6 +1753,7 @@ def _node_out(node: Any) -> RecordedNode:
         quarantine=node.quarantine,
         maintenance=_maintenance_out(node),
         paused_by=_paused_by_out(getattr(node, "paused_by", None)),
+        slot_failures=int(node.slot_failures or 0),
     )
 
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import stat
 import tempfile
@@ -473,6 +474,38 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 # --- the set of stand-ins -----------------------------------------------------------------
 
 
+RUN_FOLDER_PREFIX = "fleet-reconciler-nodes-"
+#: in a temporary run folder: the state folder it belongs to
+OWNER_FILE = ".state-folder"
+
+
+def _check_own_folder(folder: Path) -> None:
+    """A folder of ours in the shared temporary folder: a real directory owned by us (not a
+    link or a folder someone else made there to catch our files)."""
+    info = folder.lstat()
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise StandInError(
+            f"{folder} exists and is not a folder of this user: refusing to use it",
+            hint="remove it (another user or program made it), then run again",
+        )
+
+
+def sweep_stale_run_folders(tmp: Path) -> list[Path]:
+    """Remove node folders this user left under ``tmp`` for state folders that no longer
+    exist (a deleted ``.reconciler/``, a test's temporary folder); returns what went."""
+    removed: list[Path] = []
+    for folder in sorted(tmp.glob(RUN_FOLDER_PREFIX + "*")):
+        try:
+            _check_own_folder(folder)
+            owner = Path((folder / OWNER_FILE).read_text().strip())
+        except (OSError, StandInError, ValueError):
+            continue  # not ours, or not marked: left alone
+        if owner.is_absolute() and not owner.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 class NodeStandIns:
     """Node stand-ins by IP, started on first contact, under ``folder/<name>/``."""
 
@@ -487,6 +520,7 @@ class NodeStandIns:
         uid: int = UNPRIVILEGED_UID,
         ready_key: Path | None = None,
         agent_starter: AgentStarter | None = None,
+        alive: Callable[[], set[str]] | None = None,
     ) -> None:
         self.ready_key = ready_key
         self.agent_starter = agent_starter
@@ -495,13 +529,20 @@ class NodeStandIns:
         #: the unprivileged user cannot reach ``folder``, e.g. under /root or a 0700 temporary
         #: folder) a folder of ours under the system's temporary folder, linked from ``folder``
         self.run_folder = self.folder
+        #: names of the simulated account's servers (None: unknown); folders of nodes no
+        #: longer in it are removed from the temporary folder at ``aclose``
+        self.alive = alive
         if os.geteuid() == 0:
             self.folder.mkdir(parents=True, exist_ok=True)
             if not reachable(self.folder, uid):
+                tmp = Path(tempfile.gettempdir())
+                sweep_stale_run_folders(tmp)
                 digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:16]
-                self.run_folder = Path(tempfile.gettempdir()) / f"fleet-reconciler-nodes-{digest}"
+                self.run_folder = tmp / f"{RUN_FOLDER_PREFIX}{digest}"
                 self.run_folder.mkdir(mode=0o711, exist_ok=True)
+                _check_own_folder(self.run_folder)
                 self.run_folder.chmod(0o711)
+                (self.run_folder / OWNER_FILE).write_text(str(self.folder) + "\n")
         self.authorized = authorized
         self.name_of = name_of
         self.relay = relay
@@ -557,6 +598,28 @@ class NodeStandIns:
         for node in list(self.nodes.values()):
             await node.stop()
         self.nodes.clear()
+        self.prune()
+
+    def prune(self) -> list[str]:
+        """Remove the temporary-folder copies (and their links) of nodes whose servers are
+        gone from the simulated account; returns their names. Only the folders this process
+        made under the system's temporary folder (run as root): the ones under the state
+        folder stay for the user to read."""
+        if self.run_folder == self.folder or self.alive is None or not self.run_folder.is_dir():
+            return []
+        alive = self.alive()
+        removed: list[str] = []
+        for entry in sorted(self.run_folder.iterdir()):
+            if entry.name == OWNER_FILE or entry.name in alive or entry.is_symlink():
+                continue
+            if not entry.is_dir():
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+            link = self.folder / entry.name
+            if link.is_symlink():
+                link.unlink()
+            removed.append(entry.name)
+        return removed
 
 
 class StandInRemote:

@@ -74,6 +74,7 @@ class StandIns:
         name_of: Callable[[str], str | None] | None = None,
         first_boot_seconds: float = 0.0,
         agent_starter: AgentStarter | None = None,
+        alive: Callable[[], set[str]] | None = None,
     ) -> None:
         self.folder = folder
         self.zone = zone
@@ -100,6 +101,7 @@ class StandIns:
             relay=smtp_relay(route),
             first_boot_seconds=first_boot_seconds,
             agent_starter=agent_starter,
+            alive=alive,
         )
 
     async def start(self) -> None:

@@ -493,7 +493,8 @@ def release(
     reason: str | None,
     by: str | None,
 ) -> int:
-    """Release a node quarantined for a changed SSH host key (after checking why)."""
+    """Release a node quarantined (a changed SSH host key, drift) or whose slot failed
+    (provisioning.replacements used up; the slot gets a fresh set), after checking why."""
     fleet_name = _fleet_of(files, fleet)
     why = _optional_reason(reason)
     who = _by(by)

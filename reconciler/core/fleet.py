@@ -268,6 +268,10 @@ class RecordedNode:
     maintenance: Maintenance | None = None
     #: who took the node out of rotation (None while in rotation, or never paused)
     paused_by: PausedBy | None = None
+    #: how many nodes of this node's slot missed their provisioning deadline before it (a
+    #: replacement carries its predecessor's count + 1; bounded by
+    #: ``provisioning.replacements``, then the slot fails); an operator's release resets it
+    slot_failures: int = 0
 
     def step(self, name: str) -> StepState | None:
         """The recorded state of pipeline step ``name``, if any."""

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from reconciler.core.fleet import HoldKind, NodeStatus, PausedBy, RecordedNode
+from reconciler.core.fleet import HoldKind, NodeStatus, PausedBy, RecordedNode, StepStatus
 from reconciler.core.matching import LiveNode
 from reconciler.core.pipeline import StepContext, node_change, rotation_status
 from reconciler.core.plans import Action, Change
@@ -35,11 +35,13 @@ from specs.model import FleetSpec
 __all__ = [
     "BREAKER_HINT",
     "DEADLINE_REASON",
+    "SLOT_HINT",
     "Hold",
     "breaker_open",
     "held_by_operator",
     "hold",
     "provisioning_overdue",
+    "slot_failed",
 ]
 
 #: the destroy reason (and journal marker) of a node that missed its provisioning deadline
@@ -66,6 +68,31 @@ def provisioning_overdue(node: LiveNode, spec: FleetSpec, now: datetime) -> str 
     stuck = next((s.name for s in record.steps if s.error), None) or "verification"
     minutes = int(settings.deadline.total_seconds() // 60)
     return f"{DEADLINE_REASON} ({minutes} min, stuck at {stuck}): replace it"
+
+
+SLOT_HINT = (
+    "the node is kept (not destroyed, no replacement) so its failed steps can be examined: "
+    "see `reconcile node show NAME` and the plan's notes; once the cause is fixed, "
+    "`reconcile node release NAME` gives its slot a fresh set of replacements"
+)
+
+
+def slot_failed(node: LiveNode, spec: FleetSpec, now: datetime) -> str | None:
+    """A HIGH message when a node missed its provisioning deadline and its slot has used up
+    its replacements (``provisioning.replacements``): the slot fails instead of trying again
+    (the node stays, out of rotation, until an operator releases it)."""
+    settings = spec.provisioning
+    record = node.record
+    if settings is None or record is None:
+        return None
+    late = provisioning_overdue(node, spec, now)
+    if late is None or record.slot_failures < settings.replacements:
+        return None
+    return (
+        f"HIGH: slot of {node.name} failed: {late.removesuffix(': replace it')}, after "
+        f"{record.slot_failures} replacement(s) of nodes that missed theirs (limit "
+        f"provisioning.replacements = {settings.replacements}); not replaced again"
+    )
 
 
 def breaker_open(spec: FleetSpec, region: str, failures: Mapping[str, int] | None) -> str | None:
@@ -229,6 +256,9 @@ def hold(
         ours = False  # out of rotation again since the hold ended: another rule's doing
     if record.paused_by is not None and record.paused_by is not PausedBy.OPERATOR:
         ours = False
+    rebootstrap = record.step("rebootstrap")
+    if rebootstrap is not None and rebootstrap.status is StepStatus.FAILED:
+        ours = False  # out of rotation for a re-bootstrap (core.upkeep) that is unfinished
     if maintenance is not None and ours and not node.victim:
         # ended by `reconcile node resume|uncordon` (a node another rule put in maintenance
         # stays; a draining scale-down victim is the removals' business)

@@ -28,10 +28,13 @@ from reconciler.core.fleet import (
 )
 from reconciler.core.lifecycle import (
     BREAKER_HINT,
+    DEADLINE_REASON,
+    SLOT_HINT,
     breaker_open,
     held_by_operator,
     hold,
     provisioning_overdue,
+    slot_failed,
 )
 from reconciler.core.matching import (
     LiveNode,
@@ -57,6 +60,7 @@ from reconciler.core.plans import (
     Resolution,
     UnmanagedServer,
 )
+from reconciler.core.upkeep import upkeep
 from specs.model import FleetSpec, PoolStatus
 
 #: order of the changes of one address: the order the engine must apply them in
@@ -121,6 +125,10 @@ class PlanOptions:
     #: per region: nodes destroyed for missing their provisioning deadline within the
     #: circuit breaker's window (from the journal)
     provisioning_failures: Mapping[str, int] | None = None
+    #: node name -> the bootstrap bundle version (content hash) the node should run now
+    #: (from the engine); a node in service on another version is re-bootstrapped, rolling
+    #: within the disruption budget (core.upkeep). None: not compared.
+    bundle_versions: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -260,6 +268,8 @@ class _Planner:
                 )
             elif node.name in options.replace_unhealthy and not held_by_operator(node.record):
                 node.condemned = "unhealthy past the grace period: replace it"
+            elif (failed := slot_failed(node, spec, self.now)) is not None:
+                out.warn("slot_failed", failed, hint=SLOT_HINT)
             elif (late := provisioning_overdue(node, spec, self.now)) is not None:
                 node.condemned = late
 
@@ -850,6 +860,20 @@ class _Planner:
                 "nodes (scale the region down and up again)",
             )
         self.resize(resizes)
+        # nodes in service: rolling re-bootstrap of a changed bundle, drift checks
+        kept = upkeep(
+            [n for n in nodes if n.condemned is None and not n.victim],
+            self.spec,
+            self.steps,
+            bundle_versions=options.bundle_versions,
+            budget=self.disruption_left,
+            busy=frozenset(c.address for c in out.changes),
+            now=self.now,
+        )
+        self.disruption_left -= kept.disrupted
+        for change in kept.changes:
+            out.add(change)
+        out.notes.extend(kept.notes)
 
     def resize(self, resizes: list[tuple[LiveNode, str]]) -> None:
         out = self.out
@@ -908,10 +932,21 @@ class _Planner:
         for node in nodes:
             if node.pool is not None and node.condemned is None and not node.victim:
                 pool_ips[node.pool] += ips
+        # a replacement of a node that missed its provisioning deadline inherits its slot's
+        # count of such failures (+1): bounded per slot by provisioning.replacements
+        inherited: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for node in nodes:
+            if (
+                node.record is not None
+                and node.condemned is not None
+                and node.condemned.startswith(DEADLINE_REASON)
+            ):
+                inherited[node.region].append((node.record.slot_failures + 1, node.name))
         for region in regions:
             count = missing.get(region, 0)
             if count <= 0:
                 continue
+            slots = sorted(inherited.get(region, ()), reverse=True)
             tripped = breaker_open(spec, region, self.options.provisioning_failures)
             if tripped is not None:
                 self.out.warn("circuit_breaker", tripped, hint=BREAKER_HINT)
@@ -935,12 +970,21 @@ class _Planner:
                 after = {"plan": region_spec.plan, "location_id": str(region_spec.location_id)}
                 if pool is not None:
                     after["pool"] = pool
+                failures, why = 0, reason
+                if slots:
+                    failures, predecessor = slots.pop(0)
+                    limit = spec.provisioning.replacements if spec.provisioning else 0
+                    why = (
+                        f"replaces {predecessor} (missed its provisioning deadline; "
+                        f"replacement {failures} of {limit} for this slot)"
+                    )
+                    after["slot_failures"] = str(failures)
                 self.out.add(
                     Change(
                         Action.CREATE,
                         name,
                         region,
-                        reason,
+                        why,
                         after=after,
                         monthly_cost_delta=cents(self.cost(region_spec.plan, pool)),
                         plan=region_spec.plan,
@@ -948,6 +992,7 @@ class _Planner:
                         location_id=region_spec.location_id,
                         rid=self.rid(region_spec.plan),
                         hostname=node_hostname(spec, name),
+                        slot_failures=failures,
                     )
                 )
 

@@ -104,6 +104,9 @@ class Change:
     ip: str | None = None
     #: PAUSE: who takes the node out of rotation (recorded with the status)
     paused_by: PausedBy | None = None
+    #: CREATE replacing a node that missed its provisioning deadline: the slot's count of
+    #: such failures the new node's record carries (``RecordedNode.slot_failures``)
+    slot_failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)

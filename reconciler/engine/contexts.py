@@ -51,6 +51,9 @@ class ApplySettings:
     poll_interval: float = 5.0
     #: how long to look a just-created name up before leaving it to the next run's RESOLVE
     find_timeout: timedelta = timedelta(seconds=60)
+    #: nodes in their provisioning steps at once (DNS, SSH, mail: no API calls, so not
+    #: bounded by ``concurrency``, which paces the cloud calls)
+    remote_concurrency: int = 64
 
     @classmethod
     def from_spec(cls, spec: FleetSpec, *, poll_interval: float = 5.0) -> ApplySettings:
@@ -116,6 +119,8 @@ class ApplyContext:
         self.settings = settings
         #: at most ``concurrency`` nodes making calls at once (waiting for a build holds none)
         self.slots = asyncio.Semaphore(settings.concurrency)
+        #: at most ``remote_concurrency`` nodes in their provisioning steps (DNS, SSH, mail)
+        self.remote_slots = asyncio.Semaphore(max(1, settings.remote_concurrency))
         self.watcher = ServerWatcher(cloud, clock, settings.poll_interval)
         #: names created in this run: never twice
         self.created: set[str] = set()

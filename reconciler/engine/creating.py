@@ -86,6 +86,7 @@ async def create_fresh(ctx: ApplyContext, change: Change, params: Mapping[str, s
         status_changed_at=ctx.now(),
         observed_generation=ctx.spec_hash,
         approximate_cost=ctx.cost(params["plan"], params.get("pool") or None),
+        slot_failures=change.slot_failures,
     )
     request = CreateRequest(
         name=name,

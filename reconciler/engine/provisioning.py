@@ -23,6 +23,7 @@ import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import NoReturn
 
 from reconciler.core.dnsrecords import (
     RecordSet,
@@ -44,8 +45,12 @@ from reconciler.core.errors import (
 from reconciler.core.fleet import (
     HostKey,
     IntentStatus,
+    NodeStatus,
     ObservedServer,
+    PausedBy,
+    RecordedIntent,
     RecordedNode,
+    StepState,
     StepStatus,
 )
 from reconciler.core.mailprobes import probe_id, probe_message
@@ -72,6 +77,7 @@ from specs.provisioning import ProvisioningSpec
 
 __all__ = [
     "PROVISIONING_EXECUTORS",
+    "UPKEEP_EXECUTORS",
     "BootstrapResult",
     "ProbeResult",
     "Provisioner",
@@ -335,6 +341,38 @@ class Provisioner:
         lines = [line for line in result.stdout.splitlines() if line.strip()][:10]
         return "; ".join(lines) or f"check failed (exit {result.exit_status})"
 
+    async def read_dkim(self, target: RemoteTarget, bundle: Bundle) -> str | None:
+        public = await self._run(
+            target, commands.read_dkim_command(bundle.version), what="reading the DKIM key"
+        )
+        return "".join(public.split()) or None
+
+    async def reset(self, target: RemoteTarget, bundle: Bundle) -> str:
+        """Make the finished bundle runnable again (drift repair); 'running' if it runs."""
+        out = await self._run(
+            target, commands.reset_command(bundle.version), what="resetting the bundle"
+        )
+        return out.strip()
+
+    async def dns_drift(
+        self, node: str, hostname: str, ip: str, dkim_public: str | None
+    ) -> list[str]:
+        """What differs between DNS and what provisioning published for the node: its A
+        record and DKIM key on the zone's primary, and forward-confirmed reverse DNS."""
+        problems: list[str] = []
+        if await self.dns.published(hostname, "A") != (ip,):
+            problems.append(f"A {hostname} is not {ip}")
+        if dkim_public is not None:
+            record = RecordSet(
+                dkim_name(node, self.settings.domain), "TXT", (dkim_txt(dkim_public),)
+            )
+            if await self.dns.published(record.name, "TXT") != tuple(sorted(record.values)):
+                problems.append(f"DKIM key {record.name} differs from the node's")
+        fcrdns = await self.check_fcrdns(hostname, ip)
+        if fcrdns is not None:
+            problems.append(f"FCrDNS: {fcrdns}")
+        return problems
+
     # --- verification --------------------------------------------------------------------
 
     async def send_probe(self, target: RemoteTarget, hostname: str, probe: str) -> None:
@@ -419,6 +457,11 @@ def bundle_settings(spec: ProvisioningSpec, node: str, agent_url: str | None) ->
         ssh_port=spec.ssh.port,
         install_timeout=max(60, int(spec.step_timeout.total_seconds()) - 30),
     )
+
+
+def bundle_version(spec: ProvisioningSpec, node: str, agent_url: str | None) -> str:
+    """The content hash of the bundle ``node`` gets from ``spec`` now."""
+    return render_bundle(bundle_settings(spec, node, agent_url)).version
 
 
 class _Executor:
@@ -626,4 +669,253 @@ class HeartbeatStep(_Executor):
         return self.succeeded(ctx, node)
 
 
+def _mark(
+    ctx: ApplyContext,
+    node: RecordedNode,
+    name: str,
+    status: StepStatus,
+    *,
+    error: str | None = None,
+    count: bool = True,
+) -> RecordedNode:
+    """``node`` with step ``name`` recorded; ``count``: a new attempt (else the attempt that
+    was recorded at its start ends)."""
+    previous = node.step(name)
+    attempts = (previous.attempts if previous is not None else 0) + (1 if count else 0)
+    state = StepState(name, status, max(1, attempts), ctx.now(), error[:200] if error else None)
+    steps = tuple(sorted((*(s for s in node.steps if s.name != name), state), key=lambda s: s.name))
+    return replace(node, steps=steps)
+
+
+class RebootstrapStep(_Executor):
+    """A node in service onto a changed bundle version (core.upkeep: rolling, within the
+    disruption budget): out of rotation (``maintenance``) before anything runs, the new bundle
+    run and checked, the DKIM key published again, then back into rotation. Out of attempts
+    (``provisioning.step_attempts``), the node is quarantined: never back unverified."""
+
+    name = "rebootstrap"
+
+    def done(self, node: RecordedNode) -> bool:
+        return False  # the executor compares versions itself
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        provisioner, ports = self.provisioner(ctx)
+        settings = provisioner.settings
+        ip = _ip(node, server)
+        bundle = render_bundle(bundle_settings(settings, node.name, ports.agent_url))
+        back = change.status or NodeStatus.WARMING
+        previous = node.step(self.name)
+        attempts = 1 + (previous.attempts if previous is not None else 0)
+        # out of rotation first, recorded before anything runs on the node
+        held = _mark(
+            ctx,
+            ctx.journal.with_status(node, NodeStatus.MAINTENANCE),
+            self.name,
+            StepStatus.FAILED,
+            error=f"in progress: updating to {bundle.short}",
+        )
+        ctx.journal.upsert(held)
+        old = (node.bundle_version or "none")[:12]
+        intent = ctx.journal.begin(
+            "rebootstrap", node.name, {"ip": ip, "from": old, "to": bundle.short}
+        )
+        target = provisioner.target(ip, node.host_key)
+        problem: str | None = None
+        try:
+            result = await provisioner.bootstrap(
+                target,
+                bundle,
+                ports.token_for(node.name),
+                deadline=ctx.now() + settings.step_timeout,
+                rerun_failed=True,
+            )
+            if result.done:
+                problem = await provisioner.drift(target, bundle)
+                if problem is None and result.dkim_public:
+                    await provisioner.publish_dkim(node.name, result.dkim_public)
+        except HostKeyMismatchError as exc:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            self._give_up(ctx, held, error_text(exc), quarantine=True)
+            raise ChangeFailedError(f"{node.name} QUARANTINED: {error_text(exc)}") from exc
+        except ProviderError as exc:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            self._give_up(ctx, held, error_text(exc), quarantine=attempts >= settings.step_attempts)
+            raise ChangeFailedError(f"{node.name}: re-bootstrap: {error_text(exc)}") from exc
+        if not result.done and result.status == "running":
+            ctx.journal.finish(intent, IntentStatus.FAILED, error="still running")
+            raise Waiting(
+                f"{node.name}: re-bootstrap {bundle.short} still running (in maintenance)"
+            )
+        if not result.done or problem is not None:
+            tail = " | ".join(result.log_tail.strip().splitlines()[-3:])
+            why = (
+                f"re-bootstrap {bundle.short} {result.status}: {tail}"
+                if not result.done
+                else f"re-bootstrap {bundle.short} done but the check failed: {problem}"
+            )[:400]
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=why)
+            out = self._give_up(ctx, held, why, quarantine=attempts >= settings.step_attempts)
+            state = "QUARANTINED" if out.quarantine else "stays in maintenance, retried"
+            raise ChangeFailedError(f"{node.name} {state}: {why}")
+        updated = replace(ctx.journal.with_status(held, back), bundle_version=bundle.version)
+        updated = _mark(ctx, updated, self.name, StepStatus.DONE, count=False)
+        ctx.journal.upsert(updated)
+        ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
+        return updated
+
+    def _give_up(
+        self, ctx: ApplyContext, node: RecordedNode, error: str, *, quarantine: bool
+    ) -> RecordedNode:
+        updated = _mark(ctx, node, self.name, StepStatus.FAILED, error=error, count=False)
+        if quarantine:
+            updated = replace(updated, quarantine=f"re-bootstrap failed: {error}"[:500])
+        ctx.journal.upsert(updated)
+        return updated
+
+
+class DriftStep(_Executor):
+    """A scheduled check of a node in service (core.upkeep) against what provisioning left:
+
+    - the SSH host key (every command runs over the pinned key): a different key quarantines
+      the node at once, out of rotation;
+    - its DNS: the A record and DKIM key on the zone's primary, SPF and DMARC of the domain,
+      forward-confirmed reverse DNS by real queries: republished (and the PTR set again
+      through the API); still wrong: quarantined, out of rotation;
+    - the bootstrap's own check (``check.sh``: files and services): out of rotation while
+      the bundle runs again; still wrong: quarantined.
+
+    What it found and what it did go into the ``drift`` step's record and the journal."""
+
+    name = "drift"
+
+    def done(self, node: RecordedNode) -> bool:
+        return False
+
+    async def run(
+        self, ctx: ApplyContext, change: Change, node: RecordedNode, server: ObservedServer
+    ) -> RecordedNode:
+        provisioner, ports = self.provisioner(ctx)
+        settings = provisioner.settings
+        ip = _ip(node, server)
+        hostname = settings.hostname(node.name)
+        bundle = render_bundle(bundle_settings(settings, node.name, ports.agent_url))
+        target = provisioner.target(ip, node.host_key)
+        intent = ctx.journal.begin("drift", node.name, {"ip": ip, "bundle": bundle.short})
+        found: list[str] = []
+        try:
+            files = await provisioner.drift(target, bundle)
+            dkim = await provisioner.read_dkim(target, bundle)
+            dns_problems = await provisioner.dns_drift(node.name, hostname, ip, dkim)
+            async with ctx.dns_lock:
+                ips = {n.ip_address for n in ctx.journal.nodes.values() if n.ip_address}
+                domain = await provisioner.sync_domain_records(sorted(ips | {ip}))
+            found.extend(f"repaired {name}" for name in domain)
+            if dns_problems:
+                found.extend(dns_problems)
+                await self._repair_dns(ctx, provisioner, ports, node, server, hostname, dkim)
+                left = await provisioner.dns_drift(node.name, hostname, ip, dkim)
+                if left:
+                    why = "DNS drift not repaired: " + "; ".join(left)
+                    return self._quarantine(ctx, node, intent, why, found)
+                found.append("DNS republished")
+            if files is not None:
+                found.append(f"bootstrap check: {files}")
+                node = ctx.journal.with_status(node, NodeStatus.MAINTENANCE)
+                ctx.journal.upsert(node)
+                if await provisioner.reset(target, bundle) != "running":
+                    result = await provisioner.bootstrap(
+                        target,
+                        bundle,
+                        ports.token_for(node.name),
+                        deadline=ctx.now() + settings.step_timeout,
+                        rerun_failed=True,
+                    )
+                    left_files = (
+                        await provisioner.drift(target, bundle)
+                        if result.done
+                        else (f"bootstrap {result.status}")
+                    )
+                else:
+                    left_files = "the bootstrap is running (started by someone else)"
+                if left_files is not None:
+                    return self._quarantine(
+                        ctx, node, intent, f"bootstrap drift not repaired: {left_files}", found
+                    )
+                found.append("bootstrap run again")
+                node = ctx.journal.with_status(node, change.status or NodeStatus.WARMING)
+        except HostKeyMismatchError as exc:
+            return self._quarantine(ctx, node, intent, error_text(exc), found)
+        except (ProviderError, SpfOverflowError) as exc:
+            ctx.journal.finish(intent, IntentStatus.FAILED, error=error_text(exc))
+            failed = _mark(ctx, node, self.name, StepStatus.FAILED, error=error_text(exc))
+            ctx.journal.upsert(failed)
+            raise ChangeFailedError(f"{node.name}: drift check: {error_text(exc)}") from exc
+        report = "; ".join(found)[:200] or None
+        updated = _mark(ctx, node, self.name, StepStatus.DONE, error=report)
+        ctx.journal.upsert(updated)
+        ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
+        return updated
+
+    async def _repair_dns(
+        self,
+        ctx: ApplyContext,
+        provisioner: Provisioner,
+        ports: ProvisioningPorts,
+        node: RecordedNode,
+        server: ObservedServer,
+        hostname: str,
+        dkim: str | None,
+    ) -> None:
+        ip = _ip(node, server)
+        async with ctx.dns_lock:
+            ips = {n.ip_address for n in ctx.journal.nodes.values() if n.ip_address}
+            await provisioner.publish(hostname, ip, sorted(ips | {ip}))
+        if dkim is not None:
+            await provisioner.publish_dkim(node.name, dkim)
+        if await provisioner.check_fcrdns(hostname, ip) is not None:
+            # the PTR (Hostwinds set_rdns), journaled like the rdns step
+            rdns = ctx.journal.begin(
+                "set_rdns", node.name, {"service_id": str(server.service_id), "ip": ip}
+            )
+            async with ctx.slots:
+                ctx.journal.mutating()
+                try:
+                    await ctx.cloud.set_rdns(server.service_id, ip, hostname)
+                except ProviderError as exc:
+                    ctx.journal.finish(rdns, IntentStatus.FAILED, error=error_text(exc))
+                    raise
+            ctx.journal.finish(rdns, IntentStatus.DONE)
+        waited = 0.0
+        while await provisioner.check_fcrdns(hostname, ip) is not None:
+            if waited >= ports.fcrdns_wait:
+                break
+            await ctx.clock.sleep(ports.poll_interval)
+            waited += ports.poll_interval
+
+    def _quarantine(
+        self,
+        ctx: ApplyContext,
+        node: RecordedNode,
+        intent: RecordedIntent,
+        why: str,
+        found: list[str],
+    ) -> NoReturn:
+        updated = replace(node, quarantine=f"drift: {why}"[:500])
+        if node.status.in_rotation:
+            updated = replace(
+                ctx.journal.with_status(updated, NodeStatus.PAUSED), paused_by=PausedBy.QUARANTINE
+            )
+        updated = _mark(ctx, updated, self.name, StepStatus.FAILED, error=why)
+        ctx.journal.upsert(updated)
+        ctx.journal.finish(intent, IntentStatus.FAILED, error=why)
+        raise ChangeFailedError(
+            f"{node.name} QUARANTINED (out of rotation): {why}"
+            + (f" (found: {'; '.join(found)})" if found else "")
+        )
+
+
 PROVISIONING_EXECUTORS = (HostKeyStep(), DnsStep(), BootstrapStep(), VerifyStep(), HeartbeatStep())
+#: upkeep of nodes in service (core.upkeep): not pipeline steps, planned by their own rule
+UPKEEP_EXECUTORS = (RebootstrapStep(), DriftStep())

@@ -9,7 +9,7 @@ in the store's run history. It works through the ports only; the composition roo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ from reconciler.core.errors import (
     StoreError,
     UserError,
 )
-from reconciler.core.fleet import IntentStatus
+from reconciler.core.fleet import IntentStatus, RecordedNode
 from reconciler.core.lifecycle import DEADLINE_REASON
 from reconciler.core.offers import OfferError, offer_problems, plan_uses
 from reconciler.core.planning import PlanOptions
@@ -32,7 +32,7 @@ from reconciler.core.ports import Clock, CloudPort, RunRecord, StorePort
 from reconciler.engine.applying import Applier, ApplyReport, ApplySettings, ProgressHooks
 from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot, observe
-from reconciler.engine.provisioning import ProvisioningPorts
+from reconciler.engine.provisioning import ProvisioningPorts, bundle_version
 from specs.model import FleetSpec
 
 #: ``RunRequest.overridable`` that overrides every blocking guard (``allow_blocked=True``)
@@ -158,10 +158,13 @@ class Reconciler:
         *,
         poll_interval: float = 5.0,
         provisioning: ProvisioningPorts | None = None,
+        agent_url: str | None = None,
     ) -> None:
         self.loaded = loaded
         #: the provisioning steps' adapters (DNS, SSH, sink...): None without them
         self.provisioning = provisioning
+        #: the heartbeat URL in the nodes' bundle (a dry run has no ports but the same URL)
+        self.agent_url = provisioning.agent_url if provisioning is not None else agent_url
         self.cloud = cloud
         self.store = store
         self.clock = clock
@@ -192,9 +195,25 @@ class Reconciler:
             options = dataclasses.replace(
                 options, provisioning_failures=self.provisioning_failures()
             )
+        if self.spec.provisioning is not None and options.bundle_versions is None:
+            options = dataclasses.replace(
+                options, bundle_versions=self.bundle_versions(snapshot.recorded.nodes)
+            )
         return compute_plan(
             self.spec, snapshot.observed, snapshot.recorded, self.clock.now(), options
         )
+
+    def bundle_versions(self, nodes: Iterable[RecordedNode]) -> dict[str, str]:
+        """Per recorded node that finished a bootstrap: the bundle version (content hash) the
+        spec and the operator's settings make for it now (a change rolls through the fleet)."""
+        settings = self.spec.provisioning
+        if settings is None:
+            return {}
+        return {
+            node.name: bundle_version(settings, node.name, self.agent_url)
+            for node in nodes
+            if node.bundle_version is not None
+        }
 
     def provisioning_failures(self) -> dict[str, int]:
         """Per region: nodes destroyed for missing their provisioning deadline within the

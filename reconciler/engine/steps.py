@@ -17,6 +17,7 @@ same name (docs/engine.md, "Adding a pipeline step").
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Protocol
 
@@ -32,7 +33,7 @@ from reconciler.core.fleet import (
 from reconciler.core.pipeline import PIPELINE, pipeline_for
 from reconciler.core.plans import Action, Change
 from reconciler.engine.contexts import ApplyContext, ChangeFailedError, error_text, with_step
-from reconciler.engine.provisioning import PROVISIONING_EXECUTORS
+from reconciler.engine.provisioning import PROVISIONING_EXECUTORS, UPKEEP_EXECUTORS
 
 ADDRESS = "address"
 
@@ -115,7 +116,13 @@ class EnterRotationStep:
 
 #: step name -> its executor (every step of core.pipeline.PIPELINE but ``address``)
 EXECUTORS: dict[str, StepExecutor] = {
-    step.name: step for step in (ReverseDnsStep(), *PROVISIONING_EXECUTORS, EnterRotationStep())
+    step.name: step
+    for step in (
+        ReverseDnsStep(),
+        *PROVISIONING_EXECUTORS,
+        EnterRotationStep(),
+        *UPKEEP_EXECUTORS,
+    )
 }
 
 
@@ -154,10 +161,19 @@ async def run_step(ctx: ApplyContext, change: Change) -> str:
     server = ctx.owned(change, service_id)
     if server is None or server.status is not ServerStatus.ACTIVE or not server.main_ip:
         server = await wait_for_address(ctx, service_id)
-    async with ctx.slots:
+    async with _slot_for(ctx, executor.name):
         node = ctx.journal.nodes.get(node.name, node)
         updated = await executor.run(ctx, change, node, server)
     return _describe(executor.name, updated, server)
+
+
+#: the steps that call the cloud API (held under ``ctx.slots``, which paces API calls); the
+#: others talk to DNS, the node and the sink, under ``ctx.remote_slots``
+API_STEPS = frozenset({"rdns"})
+
+
+def _slot_for(ctx: ApplyContext, step: str) -> asyncio.Semaphore:
+    return ctx.slots if step in API_STEPS else ctx.remote_slots
 
 
 def _describe(step: str, node: RecordedNode, server: ObservedServer) -> str:
@@ -173,6 +189,12 @@ def _describe(step: str, node: RecordedNode, server: ObservedServer) -> str:
         return f"bootstrap {node.bundle_version[:12]} done, DKIM key published"
     if step == "verify":
         return "test mail received by the sink, DKIM signature verified"
+    if step == "rebootstrap":
+        return f"re-bootstrapped onto {(node.bundle_version or '?')[:12]}, back in rotation"
+    if step == "drift":
+        state = node.step("drift")
+        found = state.error if state is not None and state.error else "no drift"
+        return f"drift check: {found}"
     if step == "heartbeat":
         return "first heartbeat not checked (no daemon receives heartbeats in this run)"
     return f"{step} done"
@@ -184,25 +206,28 @@ async def bring_up(ctx: ApplyContext, change: Change, node: RecordedNode, verb: 
     if node.service_id is None:
         raise ChangeFailedError(f"{node.name}: no server id recorded")
     server = await wait_for_address(ctx, node.service_id)
-    async with ctx.slots:
-        node = ctx.journal.nodes.get(node.name, node)
-        ran: list[str] = []
-        for step in pipeline_for(ctx.spec):
-            if step.name == ADDRESS:
-                continue
-            executor = EXECUTORS[step.name]
-            if executor.done(node):
-                continue
+    # each step holds the slot of what it talks to (the API's or the nodes'), not the whole
+    # way: a node waiting for its bootstrap or its test mail never holds up another's API call
+    node = ctx.journal.nodes.get(node.name, node)
+    ran: list[str] = []
+    for step in pipeline_for(ctx.spec):
+        if step.name == ADDRESS:
+            continue
+        executor = EXECUTORS[step.name]
+        if executor.done(node):
+            continue
+        async with _slot_for(ctx, executor.name):
+            node = ctx.journal.nodes.get(node.name, node)
             node = await executor.run(ctx, change, node, server)
-            ran.append(executor.name)
-        if node.ip_address != server.main_ip or (
-            node.warmup_started_at is None and node.status.in_rotation
-        ):
-            updated = replace(node, ip_address=server.main_ip)
-            if updated.warmup_started_at is None and updated.status.in_rotation:
-                updated = replace(updated, warmup_started_at=ctx.now())
-            ctx.journal.upsert(updated)
-            node = updated
+        ran.append(executor.name)
+    if node.ip_address != server.main_ip or (
+        node.warmup_started_at is None and node.status.in_rotation
+    ):
+        updated = replace(node, ip_address=server.main_ip)
+        if updated.warmup_started_at is None and updated.status.in_rotation:
+            updated = replace(updated, warmup_started_at=ctx.now())
+        ctx.journal.upsert(updated)
+        node = updated
     if ctx.spec.provisioning is not None:
         return f"{verb}; ACTIVE at {server.main_ip}; steps: {', '.join(ran) or 'none left'}"
     return f"{verb}; ACTIVE at {server.main_ip}, rDNS {node.hostname}"

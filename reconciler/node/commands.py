@@ -17,6 +17,7 @@ __all__ = [
     "bundle_dir",
     "check_command",
     "read_dkim_command",
+    "reset_command",
     "start_command",
     "status_command",
     "token_command",
@@ -87,3 +88,11 @@ def check_command(version: str) -> str:
 
 def install_log_command(version: str, lines: int = 20) -> str:
     return f"tail -n {int(lines)} {bundle_dir(version)}/install.log 2>/dev/null"
+
+
+def reset_command(version: str) -> str:
+    """Makes a finished (or failed) run of the bundle runnable again (drift repair): its
+    ``status`` goes, so the next start runs ``install.sh`` once more. A running one is left
+    alone (its ``lock`` is held)."""
+    d = bundle_dir(version)
+    return f"[ -d {d}/lock ] && echo running || {{ rm -f {d}/status; echo reset; }}"

@@ -89,6 +89,7 @@ class InMemoryStore:
                 bundle_version=node.bundle_version or old.bundle_version,
                 quarantine=node.quarantine or old.quarantine,
                 maintenance=old.maintenance,
+                slot_failures=old.slot_failures,
             )
         else:
             node = replace(node, maintenance=None)
@@ -242,8 +243,8 @@ class InMemoryStore:
 
     def clear_quarantine(self, fleet: str, name: str, *, repin: bool = False) -> RecordedNode:
         if repin:
-            return self._update(fleet, name, quarantine=None, host_key=None)
-        return self._update(fleet, name, quarantine=None)
+            return self._update(fleet, name, quarantine=None, host_key=None, slot_failures=0)
+        return self._update(fleet, name, quarantine=None, slot_failures=0)
 
     def _update(self, fleet: str, name: str, **values: object) -> RecordedNode:
         self._check(None)

@@ -71,6 +71,21 @@ async def test_decommission_removes_dns_before_destroying(reachable_dir: Path) -
             for i in journal
             if i.target == victim.name and i.kind in ("unpublish", "destroy")
         )
+        # each decommission step recorded, in order, once
+        steps = [
+            i.params["step"]
+            for i in journal
+            if i.target == victim.name and i.kind == "decommission"
+        ]
+        assert steps == ["rotation", "drain", "dns", "server", "ip", "record"]
+        details = {
+            i.params["step"]: i.params["detail"]
+            for i in journal
+            if i.target == victim.name and i.kind == "decommission"
+        }
+        assert f"{victim.ip_address} out of SPF" in details["dns"]
+        assert details["ip"].startswith(f"{victim.ip_address} released")
+        assert kinds.index("unpublish") < kinds.index("destroy")
 
 
 def test_node_commands_name_what_is_wrong(
@@ -87,3 +102,36 @@ def test_node_commands_name_what_is_wrong(
     assert "no recorded node 'cl-seattle-009'" in capsys.readouterr().err
     assert main(["node", "maintenance", "cl-seattle-001", "--reason", " ", "-f", str(spec)]) == 1
     assert "--reason is empty" in capsys.readouterr().err
+
+
+async def test_a_decommission_interrupted_after_dns_resumes_without_repeating_it(
+    reachable_dir: Path,
+) -> None:
+    from providers.simulator.faults import FaultSettings
+
+    async with world(reachable_dir, spec_yaml("dr2", {"seattle": 2})) as w:
+        await w.run()
+        before = w.nodes("dr2")
+        w.spec_path.write_text(spec_yaml("dr2", {"seattle": 1}))
+        # every terminate fails (HTTP 503): the DNS step is recorded, the server stays
+        w.server.app.faults.configure(FaultSettings(http_5xx_rate=1.0, actions=["terminate"]))
+        for _ in range(3):
+            await w.run()
+        journal = w.store.journal("dr2", limit=300)
+        victims = {i.target for i in journal if i.kind == "unpublish"}
+        assert len(victims) == 1
+        (victim,) = victims
+        assert victim in w.nodes("dr2")  # not closed: its server is still there
+        assert w.nodes("dr2")[victim].step_done("decommission.dns")
+        w.server.app.faults.configure(FaultSettings())
+        for _ in range(2):
+            await w.run()
+            if len(w.nodes("dr2")) == 1:
+                break
+        assert victim not in w.nodes("dr2")
+        journal = sorted(w.store.journal("dr2", limit=300), key=lambda i: i.id)
+        mine = [i for i in journal if i.target == victim]
+        assert sum(1 for i in mine if i.kind == "unpublish") == 1  # not repeated
+        steps = [i.params["step"] for i in mine if i.kind == "decommission"]
+        assert steps == ["rotation", "drain", "dns", "server", "ip", "record"]
+        assert set(before) - set(w.nodes("dr2")) == {victim}

@@ -170,3 +170,50 @@ async def test_a_node_past_its_deadline_is_replaced_until_the_breaker_opens(
         breaker = [w_ for w_ in plan.warnings if w_.guard == "circuit_breaker"]
         assert breaker
         assert "circuit breaker open in seattle" in breaker[0].message
+
+
+async def test_a_slot_is_replaced_at_most_replacements_times_then_fails(
+    reachable_dir: Path,
+) -> None:
+    from datetime import timedelta
+
+    from tests.provisioning.harness import LaterClock
+
+    text = spec_yaml("sl", {"seattle": 1}, deadline="5m", step_timeout="2m", replacements=1)
+    text = text.replace("step_attempts: 2", "step_attempts: 1\n  circuit_breaker: {failures: 9}")
+    async with world(reachable_dir, text) as w:
+        w.stand_ins.nodes.relay = None  # test mails never arrive: verify always fails
+        w.ports = with_ports(w.ports, probe_wait=0.2)
+        await w.run()
+        (first,) = w.nodes("sl").values()
+        assert first.slot_failures == 0
+        later = LaterClock(timedelta(minutes=6))
+        plan, _ = await w.run(dry_run=True, clock=later)
+        create = next(c for c in plan.changes if c.action is Action.CREATE)
+        assert create.slot_failures == 1
+        assert f"replaces {first.name}" in create.reason
+        assert "replacement 1 of 1 for this slot" in create.reason
+        await w.run(clock=later)
+        (second,) = w.nodes("sl").values()
+        assert second.name != first.name
+        assert second.slot_failures == 1  # store-backed: the count survives in the record
+        # the replacement misses its deadline too: the slot has no replacement left
+        much_later = LaterClock(timedelta(minutes=12))
+        plan, _ = await w.run(dry_run=True, clock=much_later)
+        assert not any(c.action in (Action.CREATE, Action.DESTROY) for c in plan.changes)
+        failed = [x for x in plan.warnings if x.guard == "slot_failed"]
+        assert len(failed) == 1
+        assert failed[0].message.startswith(f"HIGH: slot of {second.name} failed")
+        assert failed[0].hint is not None
+        assert "reconcile node release" in failed[0].hint
+        await w.run(clock=much_later)
+        assert set(w.nodes("sl")) == {second.name}  # kept for examination, not replaced
+        # a later spec change or restart does not forget it (the count is in the store)
+        plan, _ = await w.run(dry_run=True, clock=much_later)
+        assert [x.guard for x in plan.warnings].count("slot_failed") == 1
+        # the operator's release gives the slot a fresh set of replacements
+        w.store.clear_quarantine("sl", second.name)
+        plan, _ = await w.run(dry_run=True, clock=much_later)
+        assert not [x for x in plan.warnings if x.guard == "slot_failed"]
+        assert any(c.action is Action.DESTROY and c.address == second.name for c in plan.changes)
+        assert next(c for c in plan.changes if c.action is Action.CREATE).slot_failures == 1
