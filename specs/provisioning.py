@@ -240,7 +240,9 @@ class ProvisioningSpec(_Model):
     """Replacements of a failed node per slot before the slot waits for an operator."""
     circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
     """Per-region circuit breaker."""
-    drift_check: Duration = timedelta(hours=1)
+    drift_check: Annotated[Duration, within(timedelta(minutes=1), timedelta(days=7))] = timedelta(
+        hours=1
+    )
     """How often a node in service is checked against what provisioning left (its host key,
     its DNS records and FCrDNS, its bootstrap files and services): drift is repaired or the
     node is quarantined."""
@@ -264,8 +266,6 @@ class ProvisioningSpec(_Model):
             raise ValueError("deadline must be between 1m and 1d")
         if self.step_timeout > self.deadline:
             raise ValueError("step_timeout is longer than the deadline")
-        if self.drift_check < timedelta(minutes=1) or self.drift_check > timedelta(days=7):
-            raise ValueError("drift_check must be between 1m and 7d")
         return self
 
     @property
