@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from providers.dnsbl.querying import QueryFailedError, StubResolver, encode_name
+from providers.dnsbl.querying import QueryFailedError, Slots, StubResolver, encode_name
 from reconciler.core.reputation import (
     TEST_LISTED,
     TEST_NOT_LISTED,
@@ -163,7 +163,7 @@ class ZoneStats:
 @dataclass
 class _Zone:
     rules: ZoneRules
-    semaphore: asyncio.Semaphore
+    semaphore: Slots
     breaker: CircuitBreaker
     budget: DailyBudget
     stats: ZoneStats = field(default_factory=ZoneStats)
@@ -207,11 +207,12 @@ class DnsblChecker:
         self._probe_ttl = probe_ttl
         self._max_ttl = max_ttl
         self._max_cache = max_cache
+        self._day: tuple[float, date] | None = None
         self._cache: OrderedDict[tuple[str, str], tuple[float, ZoneAnswer]] = OrderedDict()
         self._zones = {
             zone: _Zone(
                 zone_rules,
-                asyncio.Semaphore(concurrency),
+                Slots(concurrency),
                 CircuitBreaker(breaker_threshold, breaker_cooldown, monotonic),
                 DailyBudget(zone_rules.daily_budget),
                 dqs=is_dqs_zone(zone),
@@ -261,6 +262,12 @@ class DnsblChecker:
         if state is not None:
             state.budget.day, state.budget.used = day, max(0, used)
 
+    def _today(self, now: float) -> date:
+        """The UTC day for the budgets, read from the wall clock at most once a second."""
+        if self._day is None or now - self._day[0] >= 1.0:
+            self._day = (now, self._wall().date())
+        return self._day[1]
+
     def redact(self, text: str) -> str:
         return self._dqs_key.redact(text) if self._dqs_key is not None else text
 
@@ -295,7 +302,7 @@ class DnsblChecker:
                 if hit[0] > now:
                     state.stats.cache_hits += 1
                     self._cache.move_to_end(key)
-                    return hit[1]
+                    return _cached(hit[1])
                 del self._cache[key]
         qname, why = self._qname(ip, zone, labels)
         if qname is None:
@@ -321,7 +328,7 @@ class DnsblChecker:
                 # it opened while this query waited for a slot
                 state.stats.refused_by_breaker += 1
                 return ZoneAnswer(zone, ip, AnswerKind.CIRCUIT_OPEN, detail="circuit open")
-            if not state.budget.take(self._wall().date()):
+            if not state.budget.take(self._today(now)):
                 state.stats.refused_by_budget += 1
                 if trial:
                     breaker.failure()  # not tried: stays open, another query tries later
@@ -350,7 +357,7 @@ class DnsblChecker:
             answer = ZoneAnswer(zone, ip, kind, (), raw.ttl)
         ttl = min(float(raw.ttl), self._max_ttl)
         if ttl > 0:
-            self._cache[key] = (self._monotonic() + ttl, _cached(answer))
+            self._cache[key] = (self._monotonic() + ttl, answer)
             if len(self._cache) > self._max_cache:
                 self._cache.popitem(last=False)
         return answer

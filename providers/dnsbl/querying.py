@@ -155,6 +155,52 @@ def _with_dnspython(data: bytes, question: bytes) -> tuple[int, bool, Answer]:
     )
 
 
+class Slots:
+    """A counting semaphore for the look-up's hot path: ``asyncio.Semaphore`` scans its
+    waiters on every acquire (``locked()``), about a tenth of a look-up's CPU here. A free
+    slot is taken without awaiting; a released slot goes straight to the oldest waiter (FIFO,
+    no barging), and a waiter cancelled after it was handed a slot gives it back."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, value: int) -> None:
+        if value < 1:
+            raise ValueError("at least one slot")
+        self._free = value
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # handed a slot, then cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot changes hands: _free unchanged
+                return
+        self._free += 1
+
+
 @dataclass(eq=False, slots=True)
 class _Pending:
     future: asyncio.Future[tuple[bool, Answer]]
@@ -300,7 +346,7 @@ class StubResolver:
         self.port = port
         self.timeout = timeout
         self.attempts = max(1, attempts)
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
         self._channel: _Channel | None = None
         self._opening = asyncio.Lock()
         self._sent = 0

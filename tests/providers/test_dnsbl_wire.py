@@ -163,3 +163,51 @@ def test_daily_budget_resets_each_day() -> None:
     assert not budget.take(day)
     assert budget.take(date(2026, 11, 24))
     assert DailyBudget(None).take(day)
+
+
+def test_slots_bound_the_holders_hand_over_in_order_and_survive_cancellation() -> None:
+    """The hot-path semaphore: never more holders than slots, waiters served first come first
+    served, and a waiter cancelled (before or after it was handed a slot) leaks nothing."""
+    from providers.dnsbl.querying import Slots
+
+    async def scenario() -> None:
+        slots = Slots(2)
+        holding = 0
+        peak = 0
+        order: list[int] = []
+
+        async def hold(index: int, delay: float) -> None:
+            nonlocal holding, peak
+            async with slots:
+                holding += 1
+                peak = max(peak, holding)
+                order.append(index)
+                await asyncio.sleep(delay)
+                holding -= 1
+
+        await asyncio.gather(*(hold(i, 0.001 * (i % 3)) for i in range(20)))
+        assert peak == 2
+        assert order == sorted(order)  # FIFO: no barging
+        assert slots.free == 2
+        # a waiter cancelled while it waits
+        async with slots, slots:
+            waiting = asyncio.ensure_future(hold(99, 0))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        assert slots.free == 2
+        # a waiter handed a slot and cancelled before it runs gives the slot back
+        async with slots:
+            await slots.__aenter__()
+            handed = asyncio.ensure_future(hold(100, 0))
+            await asyncio.sleep(0)
+            await slots.__aexit__(None, None, None)  # hands the slot to `handed`
+            handed.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await handed
+        assert slots.free == 2
+        with pytest.raises(ValueError, match="at least one slot"):
+            Slots(0)
+
+    asyncio.run(scenario())
