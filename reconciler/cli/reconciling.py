@@ -41,11 +41,23 @@ from reconciler.engine.reconciling import (
     SavedPlan,
     lock_name,
 )
-from reconciler.views.documents import plan_from_document, plan_to_document, spec_paths_of
+from reconciler.views.documents import (
+    plan_from_document,
+    plan_to_document,
+    spec_paths_of,
+    state_dir_of,
+)
 from reconciler.views.human import render_plan
 from reconciler.views.markdown import render_markdown
 from reconciler.views.progress import BarProgress, PlainProgress, render_report
-from reconciler.wiring import build_cloud, build_provisioning, build_reconciler, build_store
+from reconciler.wiring import (
+    STATE_DIR_ENV,
+    build_cloud,
+    build_provisioning,
+    build_reconciler,
+    build_store,
+    default_state_dir,
+)
 from specs.loading import LoadedSpec, load_spec
 
 DEFAULT_SPEC = "fleet.yaml"
@@ -57,6 +69,10 @@ DEFAULT_LOCK_TTL = 120.0
 
 class NoSpecError(UserError):
     """No spec file given and ./fleet.yaml is absent."""
+
+
+#: the state database's URL (``state.sessions.ENV_VAR``; unset: ./.reconciler/state.db)
+DATABASE_URL_ENV = "RECONCILER_DATABASE_URL"
 
 
 class PlanFileError(UserError):
@@ -77,6 +93,21 @@ def run(ctx: click.Context, **options: Any) -> int:
     loaded = _load(files)
     for warning in loaded.warnings:
         click.echo(f"warning: {warning.render()}", err=True)
+    environ: Mapping[str, str] = os.environ
+    # with neither variable set, the database and the simulated account live in
+    # ./.reconciler/: a saved plan names that folder, and --plan run elsewhere uses it (the
+    # local default would be another database and another account)
+    default = not (environ.get(STATE_DIR_ENV) or environ.get(DATABASE_URL_ENV))
+    state_dir = str(default_state_dir(environ).resolve()) if default else None
+    if plan_file is not None and default:
+        made_in = _state_dir_of_plan(Path(str(plan_file)))
+        if made_in and made_in != state_dir:
+            environ = {
+                **environ,
+                STATE_DIR_ENV: made_in,
+                DATABASE_URL_ENV: f"sqlite:///{Path(made_in) / 'state.db'}",
+            }
+            click.echo(f"using the state folder the plan was made against: {made_in}", err=True)
     settings = _Settings(
         dry_run=bool(options.get("dry_run")),
         yes=bool(options.get("yes")),
@@ -87,8 +118,9 @@ def run(ctx: click.Context, **options: Any) -> int:
         allow_mass_destroy=bool(options.get("allow_mass_destroy")),
         color=_color(bool(options.get("no_color")), str(options.get("output") or "text")),
         spec_paths=tuple(str(Path(p).resolve()) for p in (files or (DEFAULT_SPEC,))),
+        state_dir=state_dir,
     )
-    return asyncio.run(_reconcile(loaded, settings, os.environ))
+    return asyncio.run(_reconcile(loaded, settings, environ))
 
 
 class _Settings:
@@ -104,9 +136,12 @@ class _Settings:
         allow_mass_destroy: bool,
         color: bool,
         spec_paths: tuple[str, ...] = (),
+        state_dir: str | None = None,
     ) -> None:
         #: the spec paths, absolute (recorded in a saved plan so that --plan finds them)
         self.spec_paths = spec_paths
+        #: the state folder, absolute, when no database URL is set (recorded likewise)
+        self.state_dir = state_dir
         self.dry_run = dry_run
         self.yes = yes
         self.output = output
@@ -190,7 +225,11 @@ class _CliHooks(RunHooks):
     def planned(self, plan: Plan, snapshot: Snapshot) -> None:
         if self.settings.out_file is not None:
             _write_plan(
-                self.settings.out_file, plan, snapshot.fingerprint, self.settings.spec_paths
+                self.settings.out_file,
+                plan,
+                snapshot.fingerprint,
+                self.settings.spec_paths,
+                self.settings.state_dir,
             )
         _print_plan(plan, snapshot, self.settings)
         if self.settings.out_file is not None:
@@ -363,8 +402,16 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _write_plan(path: Path, plan: Plan, fingerprint: str, spec_paths: tuple[str, ...] = ()) -> None:
-    document = plan_to_document(plan, fingerprint=fingerprint, spec_paths=spec_paths)
+def _write_plan(
+    path: Path,
+    plan: Plan,
+    fingerprint: str,
+    spec_paths: tuple[str, ...] = (),
+    state_dir: str | None = None,
+) -> None:
+    document = plan_to_document(
+        plan, fingerprint=fingerprint, spec_paths=spec_paths, state_dir=state_dir
+    )
     try:
         _write_private(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
     except OSError as exc:
@@ -383,6 +430,16 @@ def _say_where_the_plan_went(path: Path, plan: Plan, settings: _Settings) -> Non
         f"the store or the cloud changed since): reconcile --plan {shlex.quote(str(path))}",
         err=True,
     )
+
+
+def _state_dir_of_plan(path: Path) -> str | None:
+    """The state folder a saved plan names, if it still exists."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # _read_plan reports it properly
+    made_in = state_dir_of(document)
+    return made_in if made_in is not None and Path(made_in).is_dir() else None
 
 
 def _spec_paths_of_plan(path: Path) -> tuple[str, ...]:

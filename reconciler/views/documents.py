@@ -164,6 +164,9 @@ class _PlanDoc(_Doc):
     summary: _SummaryDoc
     #: where the spec the plan was made from lives (``--out``), so ``--plan`` finds it
     spec_paths: list[str] = Field(default_factory=list)
+    #: the state folder (SQLite database, simulator account) the plan was made against, when
+    #: no database URL was set, so that ``--plan`` run elsewhere uses the same state
+    state_dir: str | None = None
 
     @field_validator("generated_at")
     @classmethod
@@ -206,14 +209,29 @@ def change_to_document(change: Change) -> dict[str, Any]:
 
 
 def plan_to_document(
-    plan: Plan, *, fingerprint: str | None = None, spec_paths: Sequence[str] = ()
+    plan: Plan,
+    *,
+    fingerprint: str | None = None,
+    spec_paths: Sequence[str] = (),
+    state_dir: str | None = None,
 ) -> dict[str, Any]:
-    """The plan as a JSON-able dict (``json.dumps`` works as is). ``spec_paths`` (a saved
-    plan) records where its spec lives, so that ``--plan`` can find it."""
+    """The plan as a JSON-able dict (``json.dumps`` works as is). ``spec_paths`` and
+    ``state_dir`` (a saved plan) record where its spec and its state live, so that ``--plan``
+    can find them."""
     document = _plan_document(plan, fingerprint)
     if spec_paths:
         document["spec_paths"] = list(spec_paths)
+    if state_dir:
+        document["state_dir"] = state_dir
     return document
+
+
+def state_dir_of(doc: Mapping[str, Any]) -> str | None:
+    """The state folder a saved plan document names (None when it names none)."""
+    value = doc.get("state_dir") if isinstance(doc, Mapping) else None
+    if not isinstance(value, str) or not value or len(value) >= 4096 or "\x00" in value:
+        return None
+    return value
 
 
 def spec_paths_of(doc: Mapping[str, Any]) -> list[str]:

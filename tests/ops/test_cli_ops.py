@@ -273,6 +273,43 @@ def test_out_says_where_the_plan_went_and_plan_finds_its_spec(
     assert "pass the spec with -f PATH" in err
 
 
+def test_plan_applied_elsewhere_uses_the_state_it_was_made_against(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quickstart's way: no database URL, the state in ./.reconciler/. A plan saved in one
+    folder and applied from another uses the first folder's state (not a fresh, empty one)."""
+    monkeypatch.delenv("RECONCILER_STATE_DIR", raising=False)
+    monkeypatch.delenv("RECONCILER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("HOSTWINDS_API_URL", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "fleet.yaml").write_text(QUICKSTART.read_text())
+    assert main(["--dry-run", "--out", "plan.json"]) == 0
+    capsys.readouterr()
+    document = json.loads((work / "plan.json").read_text())
+    assert document["state_dir"] == str((work / ".reconciler").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["--plan", str(work / "plan.json"), "--yes"]) == 0
+    captured = capsys.readouterr()
+    assert "using the state folder the plan was made against" in captured.err
+    assert "done: 3" in captured.out
+    assert not (elsewhere / ".reconciler").exists()
+    monkeypatch.chdir(work)
+    assert main(["--dry-run", "--detailed-exitcode"]) == 0  # converged, in the plan's state
+    capsys.readouterr()
+    # with a database URL set, a saved plan names no state folder (the URL says where)
+    monkeypatch.setenv("RECONCILER_DATABASE_URL", f"sqlite:///{work / '.reconciler' / 'state.db'}")
+    assert (
+        main(["--dry-run", "--out", str(elsewhere / "p2.json"), "-f", str(work / "fleet.yaml")])
+        == 0
+    )
+    capsys.readouterr()
+    assert "state_dir" not in json.loads((elsewhere / "p2.json").read_text())
+
+
 def test_errors_name_the_endpoint_they_failed_to_reach(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
