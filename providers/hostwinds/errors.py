@@ -113,7 +113,7 @@ def error_for_http_status(action: str, status: int, *, mutation: bool) -> Provid
     of a mutation unknown."""
     if status == 429:
         return TransientError(
-            f"{action} refused: HTTP 429 (rate limited); nothing happened, retry later",
+            f"{action} failed: HTTP 429 (rate limited): refused, nothing happened; retry later",
             refused=True,
         )
     if status >= 500:

@@ -66,8 +66,9 @@ class TokenBucket:
         and hand out no token before ``retry_after`` seconds (``Retry-After``)."""
         self._refill()
         self.rate = max(self.max_rate / 16, self.rate / 2)
-        floor = -(retry_after or 0.0) * self.rate
-        self._tokens = min(self._tokens, floor, 0.0)
+        # one token becomes free exactly when Retry-After has passed
+        floor = min(0.0, 1.0 - (retry_after or 0.0) * self.rate)
+        self._tokens = min(self._tokens, floor)
 
     def recover(self) -> None:
         """A request went through: the rate grows back by a tenth of the configured one

@@ -22,22 +22,27 @@ from contextvars import ContextVar
 
 __all__ = ["check_fence", "fenced"]
 
-_CHECK: ContextVar[Callable[[], None] | None] = ContextVar("reconciler_fence", default=None)
+_CHECKS: ContextVar[tuple[Callable[[], None], ...]] = ContextVar("reconciler_fence", default=())
 
 
 def check_fence() -> None:
-    """Run the installed writer check (raises ``LeadershipLostError``); no fence: nothing."""
-    check = _CHECK.get()
-    if check is not None:
+    """Run the installed checks in order (the writer's fence first; it raises
+    ``LeadershipLostError``); none installed: nothing."""
+    for check in _CHECKS.get():
         check()
 
 
 @contextmanager
 def fenced(check: Callable[[], None] | None) -> Iterator[None]:
-    """Install ``check`` as the fence of the mutating calls made inside (and in the tasks
-    started inside) this block."""
-    token = _CHECK.set(check)
+    """Add ``check`` to the checks run right before the mutating requests made inside (and in
+    the tasks started inside) this block. The applier installs the writer's fence for the
+    whole apply; a create adds the write of its intent for its one request (design §3: the
+    intent is written after the rate-limit token, marked sent, right before the request)."""
+    if check is None:
+        yield
+        return
+    token = _CHECKS.set((*_CHECKS.get(), check))
     try:
         yield
     finally:
-        _CHECK.reset(token)
+        _CHECKS.reset(token)

@@ -11,7 +11,7 @@ summary) and ``core.pipeline`` (each node's next step into service).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -335,7 +335,9 @@ class _Planner:
         self.keepers(nodes)
 
         # 10. creates
-        self.creates(regions, missing, desired, present_count, nodes, inventory.max_seq)
+        self.creates(
+            regions, missing, desired, present_count, nodes, inventory.max_seq, inventory.pending
+        )
 
         return self.finish(nodes, inventory.unmanaged)
 
@@ -514,6 +516,10 @@ class _Planner:
             node.name,
         )
 
+    def grace_expired(self, item: PendingCreate) -> bool:
+        created = item.intent.created_at
+        return created is None or self.now >= created + self.spec.reconcile.adoption_grace
+
     def resolve_pending(self, item: PendingCreate) -> None:
         intent = item.intent
         grace = self.spec.reconcile.adoption_grace
@@ -550,7 +556,11 @@ class _Planner:
             plan_name = region_spec.plan
         pool = intent.params.get("pool") or None
         location = region_spec.location_id if region_spec is not None else None
-        delta = self.cost(plan_name, pool) if item.recreate else Decimal(0)
+        # a create in flight (WAIT) is bought already: it counts in the cost before (finish);
+        # a re-create buys anew
+        delta = (
+            self.cost(plan_name, pool) if resolution is Resolution.RECREATE else Decimal(0)
+        )
         self.out.add(
             Change(
                 Action.RESOLVE,
@@ -924,14 +934,20 @@ class _Planner:
         present: Mapping[str, int],
         nodes: list[LiveNode],
         max_seq: Mapping[str, int],
+        pending: Sequence[PendingCreate],
     ) -> None:
         spec = self.spec
         ips = spec.costs.ips_per_node
-        # pool occupancy after this plan: nodes that stay, counted in IPs
+        # pool occupancy after this plan: nodes that stay, counted in IPs, and the pending
+        # creates that still hold their slot (sent and not seen yet, or created anew)
         pool_ips: dict[str, int] = defaultdict(int)
         for node in nodes:
             if node.pool is not None and node.condemned is None and not node.victim:
                 pool_ips[node.pool] += ips
+        for item in pending:
+            pool = item.intent.params.get("pool") or None
+            if pool is not None and (item.recreate or not self.grace_expired(item)):
+                pool_ips[pool] += ips
         # a replacement of a node that missed its provisioning deadline inherits its slot's
         # count of such failures (+1): bounded per slot by provisioning.replacements
         inherited: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -1016,6 +1032,12 @@ class _Planner:
             and s.status is not ServerStatus.DELETED
             and self.parse(s.name) is not None
         )
+        # creates sent and not seen yet are bought already: they count in the cost (and the
+        # budget) and in the node count
+        for change in changes:
+            if change.action is Action.RESOLVE and change.resolution is Resolution.WAIT:
+                before += self.cost(change.plan, change.pool)
+                count_before += 1
         delta = sum((c.monthly_cost_delta for c in changes), Decimal(0))
         creates = sum(1 for c in changes if c.action is Action.CREATE)
         recreates = sum(

@@ -1,7 +1,10 @@
 """Creating, resolving and adopting servers: the create protocol (design §3).
 
-1. ``begin_intent(kind="create")`` with the node record (``provisioning``), then and only then
-2. ``create_server`` (``add_instance``; no id comes back);
+1. ``begin_intent(kind="create")`` with the node record (``provisioning``), written at the wire:
+   after the rate-limit token and the writer's fence, right before the request (params
+   ``sent=yes``), then and only then
+2. ``create_server`` (``add_instance``; no id comes back); a known refusal (429, 4xx, an error
+   in the answer, a request that never reached the server) closes the intent at once;
 3. look the name up (whatever the call said), until it shows up or ``find_timeout``;
 4. ``finish_intent(done)`` with the server's id; then the node's pipeline (``steps.bring_up``).
 
@@ -18,6 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from reconciler.core.errors import ProviderError, TransientError
+from reconciler.core.fencing import fenced
 from reconciler.core.fleet import (
     CreateRequest,
     IntentStatus,
@@ -96,15 +100,47 @@ async def create_fresh(ctx: ApplyContext, change: Change, params: Mapping[str, s
         ssh_keys=tuple(provider.ssh_keys),
         billing_cycle=provider.billing_cycle,
     )
+    sent: RecordedIntent | None = None
+
+    def at_the_wire() -> None:
+        """After the rate-limit token and the writer's fence, right before the request: the
+        intent is written, marked sent (design §3, §3c). A create that waits for a token or
+        a slot when the process dies has written nothing: nothing to resolve, nothing to
+        wait for. A request retried by the adapter (never reached the server) writes once."""
+        nonlocal sent
+        if sent is None:
+            sent = journal.begin("create", name, {**params, "sent": "yes"}, node=node)
+
     async with ctx.slots:
-        intent = journal.begin("create", name, params, node=node)
         ctx.created.add(name)
-        journal.mutating()
         call_error: ProviderError | None = None
         try:
-            await ctx.cloud.create_server(request)
+            with fenced(at_the_wire):
+                await ctx.cloud.create_server(request)
         except ProviderError as exc:
             call_error = exc
+        if sent is None:
+            if call_error is not None:
+                # refused before the wire: nothing was sent, nothing written
+                raise ChangeFailedError(
+                    f"{name}: create not sent ({error_text(call_error)}); the next run "
+                    "tries again"
+                )
+            # an adapter that does not run the wire checks: journal it now (the protocol's
+            # look-up below finds the server)
+            at_the_wire()
+        assert sent is not None
+        intent = sent
+        if call_error is not None and call_error.refused:
+            # a known refusal (429, 4xx, an error in the answer, never reached): nothing
+            # happened; close the intent at once, the next run retries without waiting for
+            # the adoption grace
+            journal.finish(intent, IntentStatus.FAILED, error=error_text(call_error))
+            journal.close(name)
+            raise ChangeFailedError(
+                f"{name}: create refused ({error_text(call_error)}); nothing was bought, "
+                "the next run creates it again"
+            )
     # find it by name, whatever the call said (it may have reached the server); waiting
     # for it to show up holds no slot, and concurrent creates share list rounds
     server = await find(ctx, name, patient=call_error is None)
@@ -114,8 +150,9 @@ async def create_fresh(ctx: ApplyContext, change: Change, params: Mapping[str, s
                 raise Waiting(
                     f"{name}: created but not visible yet; the next run resolves it"
                     if call_error is None
-                    else f"{name}: create call failed ({error_text(call_error)}) and the "
-                    "server is not visible; the next run resolves it after the grace period"
+                    else f"{name}: create call failed ({error_text(call_error)}) with an "
+                    "unknown outcome and the server is not visible; the next run resolves it "
+                    "after the adoption grace"
                 )
             journal.finish(intent, IntentStatus.FAILED, error=error_text(call_error))
             journal.close(name)

@@ -5,6 +5,8 @@ and never touched; a server discovered unrecorded is adopted, never destroyed in
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -153,3 +155,31 @@ def test_no_change_ever_touches_another_fleets_servers(
         p = plan(spec, *world(observed, recorded_nodes), NOW, PlanOptions(allow_mass_destroy=True))
         assert not touched(p) & {s.service_id for s in theirs}
         assert not [c for c in p.changes if c.address in {s.name for s in theirs}]
+
+
+# --- pending creates count (issue 9) -------------------------------------------------------
+
+
+def test_pending_creates_hold_their_pool_slot_and_count_in_cost_and_budget() -> None:
+    pools = {"dedicated": {"size": 2, "regions": ["dallas"]}}
+    spec = spec_of({"dallas": 3}, pools=pools, costs={"monthly_budget": "40"})
+    young = replace(
+        intent(7, "acme-dallas-001", age=timedelta(minutes=1)),
+        params={"region": "dallas", "plan": "baseline", "pool": "dedicated"},
+    )
+    also = replace(
+        intent(8, "acme-dallas-002", age=timedelta(minutes=1)),
+        params={"region": "dallas", "plan": "baseline", "pool": "dedicated"},
+    )
+    p = plan(spec, *world([], [], [young, also]), NOW)
+    creates = [c for c in p.changes if c.action is Action.CREATE]
+    assert [c.address for c in creates] == ["acme-dallas-003"]
+    # the pool of two is full with the two creates in flight: no third IP from it
+    assert creates[0].pool is None
+    # the two creates in flight are bought already: the cost before counts them
+    assert p.summary.node_count_before == 2
+    assert p.summary.monthly_cost_before == Decimal("29.96")
+    assert p.summary.node_count_after == 3
+    assert p.summary.monthly_cost_after == Decimal("44.94")
+    # so the budget guard sees them (before issue 9: $0 -> $14.98, under the budget)
+    assert guards(p)["budget"] is True

@@ -539,3 +539,46 @@ async def test_an_answer_that_never_ends_hits_the_overall_deadline() -> None:
         with pytest.raises(TransientError, match="outcome is unknown"):
             await client.terminate(5)
         assert dict(client.calls) == {"get_instances": 2, "terminate": 1}
+
+
+# --- known refusals (issue 9, design §3c) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "refused"),
+    [
+        (Reply(raw=b"Too Many Requests", status=429, headers={"Retry-After": "3"}), True),
+        (Reply(raw=b"Bad Request", status=400), True),
+        (Reply(body=api_error("Location Id is invalid.")), True),
+        (Reply(body=api_error("An unexpected error occurred.")), True),  # error in a 200
+        (Reply(error=httpx.ConnectError), True),  # never reached the server
+        (Reply(raw=b"<h1>502 Bad Gateway</h1>", status=502), False),
+        (Reply(error=httpx.ReadTimeout), False),
+        (Reply(error=httpx.RemoteProtocolError), False),
+    ],
+)
+async def test_a_mutation_knows_whether_it_was_refused(reply: Reply, refused: bool) -> None:
+    api = ScriptedApi()
+    api.queue("add_instance", reply, times=5)
+    async with client_for(api, max_read_retries=0) as (client, _):
+        with pytest.raises(ProviderError) as caught:
+            await client.create_server(REQUEST)
+    assert caught.value.refused is refused, caught.value
+
+
+async def test_a_429_slows_the_bucket_and_the_next_request_waits_for_retry_after() -> None:
+    api = ScriptedApi()
+    api.raw("add_instance", b"Too Many Requests", status=429, headers={"Retry-After": "4"})
+    api.json("add_instance", command_ok("Add Instance"), times=30)
+    async with client_for(api, rate_limit=2.0) as (client, clock):
+        with pytest.raises(TransientError) as caught:
+            await client.create_server(REQUEST)
+        assert caught.value.refused
+        assert client.rate_limit == 1.0  # halved
+        started = clock.monotonic()
+        await client.create_server(REQUEST)
+        assert clock.monotonic() - started >= 4.0  # Retry-After honoured
+        for _ in range(20):
+            await client.create_server(REQUEST)
+        assert client.rate_limit == 2.0  # grew back after successes
+    assert api.actions.count("add_instance") == 22  # the refused request was not repeated
