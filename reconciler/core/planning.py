@@ -558,9 +558,7 @@ class _Planner:
         location = region_spec.location_id if region_spec is not None else None
         # a create in flight (WAIT) is bought already: it counts in the cost before (finish);
         # a re-create buys anew
-        delta = (
-            self.cost(plan_name, pool) if resolution is Resolution.RECREATE else Decimal(0)
-        )
+        delta = self.cost(plan_name, pool) if resolution is Resolution.RECREATE else Decimal(0)
         self.out.add(
             Change(
                 Action.RESOLVE,

@@ -123,8 +123,7 @@ async def create_fresh(ctx: ApplyContext, change: Change, params: Mapping[str, s
             if call_error is not None:
                 # refused before the wire: nothing was sent, nothing written
                 raise ChangeFailedError(
-                    f"{name}: create not sent ({error_text(call_error)}); the next run "
-                    "tries again"
+                    f"{name}: create not sent ({error_text(call_error)}); the next run tries again"
                 )
             # an adapter that does not run the wire checks: journal it now (the protocol's
             # look-up below finds the server)

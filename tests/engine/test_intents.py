@@ -55,9 +55,7 @@ def test_an_unknown_outcome_waits_for_the_adoption_grace(world: World) -> None:
     assert report is not None
     assert report.waiting
     plan = world.plan(spec)
-    assert [(c.action, c.resolution) for c in plan.changes] == [
-        (Action.RESOLVE, Resolution.WAIT)
-    ]
+    assert [(c.action, c.resolution) for c in plan.changes] == [(Action.RESOLVE, Resolution.WAIT)]
 
 
 def test_a_crash_before_the_wire_leaves_nothing_to_wait_for(world: World) -> None:
