@@ -20,28 +20,25 @@ import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from providers.dns.resolving import DnsResolver
-from providers.dns.rfc2136 import Rfc2136Dns, load_tsig_key
-from providers.dnsbl.checking import DnsblChecker, DqsKey, system_resolver
 from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_from_settings
-from providers.mail.dkimcheck import DkimVerifier
-from providers.mail.sink import MailSink
-from providers.simulator.nodes import AgentStarter
-from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
-from providers.simulator.standins import StandIns
-from providers.ssh.remote import SshRemote, load_client_key
 from reconciler.core.errors import UserError
 from reconciler.core.ports import CloudPort, ReputationStorePort, StorePort
-from reconciler.core.reputation import compile_rules
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, SpecSource
-from specs.blocklists import ResolverAddress, parse_resolver
 from specs.model import DEFAULT_ENDPOINT, FleetSpec, ProviderType, ReputationPolicy
-from state.reputation import SqlReputationStore
 from state.store import SqlStore, open_store
+
+# The adapters that only some commands use (SSH, DNS, DNSBL, mail, the simulator's server and
+# stand-ins, the reputation store) are imported by the functions that build them: a dry-run
+# or `reconcile status` does not pay for asyncssh, dnspython or aiosmtpd (issue 14).
+if TYPE_CHECKING:
+    from providers.dnsbl.checking import DnsblChecker
+    from providers.simulator.nodes import AgentStarter
+    from providers.simulator.serving import AsyncSimulatorServer
 
 __all__ = [
     "ALLOWED_ENDPOINTS_ENV",
@@ -176,6 +173,8 @@ async def build_cloud(
         finally:
             await client.aclose()
         return
+    from providers.simulator.serving import DEFAULT_API_KEY, AsyncSimulatorServer
+
     url = (environ.get(ENDPOINT_ENV) or "").strip()
     if url:
         endpoint, key_env = provider_credentials(spec, environ)
@@ -294,6 +293,13 @@ async def build_provisioning(
     directory = state_dir if state_dir is not None else default_state_dir(environ)
     directory.mkdir(parents=True, exist_ok=True)
     agent_url = (environ.get(AGENT_URL_ENV) or "").strip() or None
+    from providers.dns.resolving import DnsResolver
+    from providers.dns.rfc2136 import Rfc2136Dns, load_tsig_key
+    from providers.mail.dkimcheck import DkimVerifier
+    from providers.mail.sink import MailSink
+    from providers.simulator.standins import StandIns
+    from providers.ssh.remote import SshRemote, load_client_key
+
     server = _EMBEDDED.get(id(cloud))
     if server is not None:
         master = _master_secret(environ, directory, simulated=True)
@@ -427,6 +433,10 @@ def build_blocklist_checker(
     A Spamhaus DQS key
     (``$RECONCILER_DQS_KEY``) is used only through a resolver the operator chose: a spec edit
     alone can never send it anywhere new (design §3e)."""
+    from providers.dnsbl.checking import DnsblChecker, DqsKey, system_resolver
+    from reconciler.core.reputation import compile_rules
+    from specs.blocklists import ResolverAddress, parse_resolver
+
     operator_text = resolver or environ.get(RESOLVER_ENV) or None
     address: ResolverAddress | None
     if operator_text is not None:
@@ -464,4 +474,6 @@ def build_blocklist_checker(
 
 def reputation_store_for(store: StorePort) -> ReputationStorePort | None:
     """The reputation store on the same database (None for a store that is not SQL)."""
+    from state.reputation import SqlReputationStore
+
     return SqlReputationStore(store) if isinstance(store, SqlStore) else None

@@ -12,25 +12,26 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from reconciler.core.errors import StoreError, StoreUnavailableError, UserError
+
+if TYPE_CHECKING:  # Alembic is imported when a migration runs or a check needs it
+    from alembic.config import Config
 
 ENV_VAR = "RECONCILER_DATABASE_URL"
 DEFAULT_URL = "sqlite:///.reconciler/state.db"
@@ -237,6 +238,8 @@ def file_lock_held(path: Path) -> bool:
 def alembic_config(connection: Connection | None = None) -> Config:
     """Programmatic Alembic configuration (no alembic.ini): the migrations live in the package
     and env.py uses the connection given here."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
@@ -245,6 +248,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships its migrations
         raise StoreError("the state migrations are missing from the installation")
@@ -277,7 +282,52 @@ def _connected(url: URL) -> Iterator[Connection]:
         engine.dispose()
 
 
+_REVISION = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*\"([^\"]+)\"\s*$", re.MULTILINE)
+_DOWN_REVISION = re.compile(
+    r"^down_revision(?:\s*:\s*str\s*\|\s*None)?\s*=\s*(None|\"[^\"]+\")\s*$", re.MULTILINE
+)
+
+
+@functools.cache
+def declared_head() -> str | None:
+    """The head revision as the migration files declare it (``revision = "..."``,
+    ``down_revision = "..."``), read without importing Alembic; None when a file does not
+    declare them plainly (a merge, a tuple) or the chain has not exactly one head: then the
+    caller asks Alembic. A test pins it equal to :func:`head_revision`."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("[0-9]*.py")):
+        text = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.findall(text), _DOWN_REVISION.findall(text)
+        if len(revision) != 1 or len(down) != 1:
+            return None
+        revisions.add(revision[0])
+        if down[0] != "None":
+            parents.add(down[0].strip('"'))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 and parents <= revisions else None
+
+
+def _at_declared_head(connection: Connection) -> bool:
+    """True when the database's ``alembic_version`` is exactly the declared head: the check
+    every store opening makes, in one query and without Alembic (whose import and reading of
+    every migration cost more than a whole no-op reconcile of a small fleet)."""
+    head = declared_head()
+    if head is None:
+        return False
+    try:
+        rows = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    except SQLAlchemyError:
+        connection.rollback()  # no such table yet: PostgreSQL aborted the transaction
+        return False
+    if connection.in_transaction():
+        connection.commit()
+    return [row[0] for row in rows] == [head]
+
+
 def _status(connection: Connection, url: URL) -> SchemaStatus:
+    from alembic.runtime.migration import MigrationContext
+
     context = MigrationContext.configure(connection)
     current = context.get_current_revision()
     tables = sa.inspect(connection).get_table_names()
@@ -318,6 +368,7 @@ def downgrade(
 
 
 def _run_alembic(connection: Connection, url: URL, what: str, revision: str) -> None:
+    from alembic import command
     from alembic.util.exc import CommandError
 
     config = alembic_config(connection)
@@ -352,6 +403,8 @@ def ensure_schema(engine: Engine, url: URL, *, upgrade: bool | None) -> None:
     """
     try:
         with engine.connect() as connection:
+            if upgrade is not True and _at_declared_head(connection):
+                return
             status = _status(connection, url)
             auto = upgrade is None and is_embedded(url) and status.empty
             if not status.is_head and (upgrade or auto):

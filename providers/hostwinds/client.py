@@ -26,7 +26,6 @@ from typing import Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from pydantic import ValidationError
 
 from providers.hostwinds.errors import (
     MissingCredentialError,
@@ -40,9 +39,9 @@ from providers.hostwinds.wire import (
     ApiFailure,
     ApiSuccess,
     InstanceIdWire,
-    InstanceWire,
     PriceEntryWire,
     entries,
+    parse_instance,
     parse_ips,
     parse_locations,
     read_envelope,
@@ -507,8 +506,8 @@ def _observed(
     action: str, entry: Mapping[str, object], fallback_id: int | None = None
 ) -> ObservedServer:
     try:
-        wire = InstanceWire.model_validate(entry)
-    except ValidationError:
+        wire = parse_instance(entry)
+    except (ValueError, TypeError):
         # never include the payload: it carries the root password
         raise TransientError(f"{action} failed: an instance object did not parse") from None
     if wire.service_id is None and fallback_id is not None:

@@ -184,6 +184,7 @@ class SimulatorApp:
         (a trailing write on the event loop catches the last change; ``flush`` at stop)."""
         if self.state is None:
             return
+        self._dirty = True
         now = time.monotonic()
         wait = self.persist_interval - (now - self._last_save)
         if wait <= 0:
@@ -203,6 +204,16 @@ class SimulatorApp:
     def _trailing_flush(self) -> None:
         self._flush_pending = False
         if self._dirty:
+            self.flush()
+
+    def flush_changes(self) -> None:
+        """Write the state file if a mutation has not been written yet, or if there is no file
+        yet. A session that only read (a dry-run of a 10,000-server account) leaves the file
+        as it was instead of rewriting megabytes. Transitions that fell due meanwhile need no
+        write: the file keeps their due times and a reload completes them alike."""
+        if self.state is None:
+            return
+        if self._dirty or not self.state.path.exists():
             self.flush()
 
     def flush(self) -> None:

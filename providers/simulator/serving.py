@@ -241,7 +241,7 @@ class SimulatorServer(_SimulatorHost):
             self._socket.close()
         self._thread = self._server = self._socket = None
         self._url = None
-        self.app.flush()
+        self.app.flush_changes()
 
     def __enter__(self) -> Self:
         self.start()
@@ -289,7 +289,7 @@ class AsyncSimulatorServer(_SimulatorHost):
             self._socket.close()
         self._task = self._server = self._socket = None
         self._url = None
-        self.app.flush()
+        self.app.flush_changes()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -330,4 +330,4 @@ def serve_foreground(
             signal.signal(sig, handler)
         app.closing.set()
         sock.close()
-        app.flush()
+        app.flush_changes()

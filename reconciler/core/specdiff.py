@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from deepdiff import DeepDiff
-
 from specs.loading import canonical_document
 from specs.model import FleetSpec
 
@@ -80,6 +78,8 @@ def diff_specs(old: FleetSpec | None, new: FleetSpec | None) -> list[SpecChange]
         before = _skeleton(after or {})
     if after is None:
         after = _skeleton(before)
+    from deepdiff import DeepDiff  # here: `reconcile diff` needs it, a plan's Markdown does not
+
     tree = DeepDiff(before, after, view="tree", verbose_level=2)
     changes: dict[str, SpecChange] = {}
     for report_type, levels in tree.items():

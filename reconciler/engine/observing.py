@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from reconciler.core.fleet import (
     Observed,
@@ -25,13 +26,18 @@ from reconciler.core.ports import CloudPort, StorePort
 FINGERPRINT_VERSION = "1"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Snapshot:
-    """What one observation saw, and the fingerprint of it."""
+    """What one observation saw, and the fingerprint of it (computed when first asked for:
+    only a saved plan needs it, and at 10,000 nodes it costs as much as the plan)."""
 
     observed: Observed
     recorded: RecordedFleet
-    fingerprint: str
+    spec_hash: str
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return fingerprint(self.spec_hash, self.recorded, self.observed)
 
     def server(self, service_id: int | None) -> ObservedServer | None:
         if service_id is None:
@@ -138,8 +144,4 @@ async def observe(
     servers = await cloud.list_servers()
     recorded = store.load_fleet(fleet)
     observed = Observed(servers=tuple(servers), observed_at=now)
-    return Snapshot(
-        observed=observed,
-        recorded=recorded,
-        fingerprint=fingerprint(spec_hash, recorded, observed),
-    )
+    return Snapshot(observed=observed, recorded=recorded, spec_hash=spec_hash)

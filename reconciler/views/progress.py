@@ -10,19 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from typing import TYPE_CHECKING, Protocol, Self
 
 from reconciler.core.plans import Change
+
+if TYPE_CHECKING:  # rich is imported by BarProgress only (a dry-run never draws a bar)
+    from rich.console import Console
+    from rich.progress import TaskID
 
 
 class OutcomeLike(Protocol):
@@ -86,6 +80,15 @@ class BarProgress:
     shows from the start of the apply (``on_start``) and stops at its end or on leaving."""
 
     def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self._console = console or Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),

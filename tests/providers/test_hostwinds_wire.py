@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from providers.hostwinds.redacting import MASK, Secret, redact
 from providers.hostwinds.wire import (
@@ -16,6 +17,7 @@ from providers.hostwinds.wire import (
     InstanceWire,
     PriceEntryWire,
     Unrecognised,
+    parse_instance,
     parse_ips,
     parse_locations,
     read_envelope,
@@ -196,3 +198,98 @@ def test_redact_removes_secret_fields_and_the_key_everywhere(value: object, key:
     assert isinstance(cleaned, dict)
     assert cleaned["API"] == MASK
     assert cleaned["password"] == MASK
+
+
+# --- the fast instance parse (issue 14): the same object as pydantic's, for any entry ------
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["12", " 42abc", "-7", "1", "0", "true", "", "  ", "2048", "9" * 25]),
+    st.sampled_from(
+        [
+            "2026-01-02 03:04:05",
+            "2026-01-02T03:04:05",
+            "2026-01-02",
+            "2026-13-02 03:04:05",
+            "2026-02-30",
+            "2026-01-02 25:00:00",
+            "2026-01-02T03:04:05Z",
+            "2026-01-02T03:04:05+02:00",
+            "2026-1-2 3:04:05",
+            " 2026-01-02 03:04:05 ",
+            "２０２６-01-02",
+        ]
+    ),
+)
+_VALUES = st.one_of(
+    _SCALARS,
+    st.lists(_SCALARS, max_size=3),
+    st.lists(st.fixed_dictionaries({"ip": _SCALARS}), max_size=2),
+    st.dictionaries(st.text(max_size=3), _SCALARS, max_size=2),
+)
+_ENTRIES = st.dictionaries(
+    st.sampled_from([*InstanceWire.model_fields, "password", "configkey", "other"]),
+    _VALUES,
+    max_size=12,
+)
+
+
+@given(_ENTRIES)
+def test_the_fast_instance_parse_equals_pydantics(entry: dict[str, object]) -> None:
+    expected = InstanceWire.model_validate(entry)
+    fast = parse_instance(entry)
+    assert fast.model_dump() == expected.model_dump()
+    if expected.service_id is not None:
+        assert fast.to_observed() == expected.to_observed()
+
+
+@pytest.mark.parametrize("entry", [None, [], "x", 3])
+def test_the_fast_instance_parse_refuses_what_pydantic_refuses(entry: object) -> None:
+    with pytest.raises(ValidationError):
+        InstanceWire.model_validate(entry)
+    with pytest.raises(ValueError, match="not a JSON object"):
+        parse_instance(entry)
+
+
+def test_the_fast_parse_drops_the_root_secrets() -> None:
+    parsed = parse_instance(INSTANCE)
+    assert "root-pw-canary" not in repr(parsed.model_dump())
+    assert parsed.created_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def _strptime_parse(value: str) -> datetime | None:
+    """The parse before issue 14: strptime with each API form, then fromisoformat."""
+    text = value.strip()
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_DATE_TEXT = st.one_of(
+    st.builds(
+        lambda d, sep: d.replace(microsecond=0).isoformat(sep=sep),
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)),
+        st.sampled_from([" ", "T"]),
+    ),
+    st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}( [0-9]{2}:[0-9]{2}:[0-9]{2})?", fullmatch=True),
+    st.text(alphabet="0123456789-: TZ+", max_size=25),
+)
+
+
+@given(_DATE_TEXT)
+def test_the_fast_date_parse_gives_what_strptime_gave(text: str) -> None:
+    from providers.hostwinds.wire import _to_datetime
+
+    assume(text.strip())
+    assert _to_datetime(text) == _strptime_parse(text)

@@ -113,3 +113,46 @@ def test_writes_are_debounced_but_never_lost(tmp_path: Path, http: httpx.Client)
         assert sim.app.state is not None
         assert sim.app.state.saves < 40
     assert len(json.loads(path.read_text())["instances"]) == 40
+
+
+def test_a_session_that_only_reads_leaves_the_file_untouched(
+    tmp_path: Path, http: httpx.Client
+) -> None:
+    # a dry-run of a large account must not rewrite megabytes on its way out (issue 14)
+    state = tmp_path / "sim.json"
+    with SimulatorServer(state_path=state, api_key=KEY, build_seconds=10) as sim:
+        create(make_call(http, sim), "keep-1")
+    written = state.read_bytes()
+    state.touch()
+    mtime = state.stat().st_mtime_ns
+    with SimulatorServer(state_path=state, api_key=KEY, build_seconds=10) as sim:
+        call = make_call(http, sim)
+        assert len(call("get_instances")["success"]) == 1
+        call("get_instance", serviceid=call("get_instances")["success"][0]["serviceid"])
+    assert state.stat().st_mtime_ns == mtime
+    assert state.read_bytes() == written
+
+
+def test_a_mutation_is_still_written_and_survives_the_stop(
+    tmp_path: Path, http: httpx.Client
+) -> None:
+    state = tmp_path / "sim.json"
+    with SimulatorServer(state_path=state, api_key=KEY, build_seconds=10) as sim:
+        create(make_call(http, sim), "keep-1")
+    with SimulatorServer(
+        state_path=state, api_key=KEY, build_seconds=10, persist_interval=3600
+    ) as sim:
+        call = make_call(http, sim)
+        create(call, "keep-2")  # written at once (the first write of the session)
+        create(call, "keep-3")  # its trailing write is an hour away: only the stop saves it
+        pending = {i["srvrname"] for i in json.loads(state.read_text())["instances"]}
+    assert pending == {"keep-1", "keep-2"}
+    names = {i["srvrname"] for i in json.loads(state.read_text())["instances"]}
+    assert names == {"keep-1", "keep-2", "keep-3"}
+
+
+def test_a_fresh_account_file_is_created_even_without_a_mutation(tmp_path: Path) -> None:
+    state = tmp_path / "new" / "sim.json"
+    with SimulatorServer(state_path=state, api_key=KEY):
+        pass
+    assert json.loads(state.read_text())["instances"] == []

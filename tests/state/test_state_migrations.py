@@ -138,3 +138,79 @@ def test_downgrade_asks_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["db", "downgrade", "base", "--url", url]) == 1  # no terminal: not confirmed
     assert "pass --yes" in capsys.readouterr().err
     assert sessions.schema_status(url).is_head
+
+
+# --- the check at every opening, without Alembic (issue 14) ---------------------------------
+
+
+def test_the_declared_head_is_alembics_head() -> None:
+    assert sessions.declared_head() == sessions.head_revision()
+
+
+def test_opening_a_store_at_head_does_not_import_alembic(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    open_store(url, upgrade=True).close()
+    probe = (
+        "import json, sys\n"
+        "from state.store import open_store\n"
+        f"open_store({url!r}).close()\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not [name for name in modules if name.split(".")[0] == "alembic"]
+
+
+def test_a_database_behind_head_is_still_refused_without_alembic_at_hand(
+    database_url: str,
+) -> None:
+    sessions.upgrade(database_url, revision="0001_initial")
+    with pytest.raises(SchemaOutOfDateError, match="revision 0001_initial"):
+        open_store(database_url, upgrade=False)
+
+
+def test_a_database_with_a_foreign_revision_is_refused(database_url: str) -> None:
+    sessions.upgrade(database_url)
+    engine = sessions.make_engine(sessions.resolve_url(database_url), pool=False)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE alembic_version SET version_num = 'zz_other'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaOutOfDateError, match="zz_other"):
+        open_store(database_url, upgrade=False)
+
+
+def test_declared_head_gives_up_on_a_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    (versions / "0001_a.py").write_text('revision: str = "a"\ndown_revision: str | None = None\n')
+    (versions / "0002_b.py").write_text('revision: str = "b"\ndown_revision: str | None = "a"\n')
+    (versions / "0003_c.py").write_text('revision: str = "c"\ndown_revision: str | None = "a"\n')
+    monkeypatch.setattr(sessions, "MIGRATIONS_DIR", tmp_path)
+    sessions.declared_head.cache_clear()
+    try:
+        assert sessions.declared_head() is None  # two heads: Alembic decides
+        (versions / "0003_c.py").write_text('revision: str = "c"\ndown_revision = ("a", "b")\n')
+        sessions.declared_head.cache_clear()
+        assert sessions.declared_head() is None  # a merge: Alembic decides
+        (versions / "0003_c.py").write_text(
+            'revision: str = "c"\ndown_revision: str | None = "b"\n'
+        )
+        sessions.declared_head.cache_clear()
+        assert sessions.declared_head() == "c"
+    finally:
+        sessions.declared_head.cache_clear()
