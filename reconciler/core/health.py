@@ -251,3 +251,123 @@ def alert_conditions(
                 )
             )
     return tuple(result)
+
+
+# --- decisions only from trustworthy observations (issue 10) -----------------------------
+
+#: a region (or the fleet) is disrupted when at least this share of its nodes that ever beat
+#: went silent at once (the Kubernetes node-lifecycle controller's unhealthyZoneThreshold)
+DISRUPTED_SHARE = 0.55
+#: ... and at least this many of them (two silent nodes of three are not a zone outage)
+DISRUPTION_MIN_SILENT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Disruption:
+    """Many nodes silent at once: the observer's or the network's problem, not the nodes'."""
+
+    scope: str  # a region's name, or "fleet"
+    silent: int
+    watched: int
+
+    @property
+    def message(self) -> str:
+        where = "the fleet" if self.scope == "fleet" else f"region {self.scope}"
+        return (
+            f"{self.silent} of {self.watched} nodes of {where} went silent at once: treated as "
+            "an observer or network problem; no replacement, pauses throttled"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedHealth:
+    """The assessment health decisions may act on, and why some were held back."""
+
+    assessment: HealthAssessment
+    #: health decisions wait until then (a full detection window since observing resumed)
+    blind_until: datetime | None
+    disruptions: tuple[Disruption, ...]
+    #: nodes the raw assessment would pause or replace that were held back
+    held: frozenset[str]
+
+
+def detection_window(policy: HealthPolicy) -> timedelta:
+    return policy.heartbeat_interval * policy.missed_beats
+
+
+def guard_assessment(
+    raw: HealthAssessment,
+    nodes: Sequence[RecordedNode],
+    now: datetime,
+    policy: HealthPolicy,
+    *,
+    observing_since: datetime,
+    paused: frozenset[str] = frozenset(),
+    pause_step: int = 1,
+) -> GuardedHealth:
+    """Hold back health decisions the observations cannot justify.
+
+    - **Observation gap**: until a full detection window (``missed_beats x interval``) has
+      passed since ``observing_since`` (the daemon's start, or the end of a store outage or of
+      an intake stop), no node is newly paused and none is replaced; pauses already in force
+      (``paused``) stay. A replacement's ``replace_after`` counts from the later of the node's
+      unhealthy time and the end of that window.
+    - **Zone disruption**: when at least ``DISRUPTED_SHARE`` (and ``DISRUPTION_MIN_SILENT``)
+      of a region's nodes that ever beat are silent at once (or of the whole fleet: then every
+      region), nothing there is replaced, and at most ``pause_step`` more nodes are paused per
+      evaluation (throttled), beside those already paused.
+    """
+    window = detection_window(policy)
+    blind_until = observing_since + window
+    details = {live.node: live for live in raw.details}
+    if now < blind_until:
+        kept = raw.unhealthy & paused
+        waiting = (raw.unhealthy - kept) | raw.replace
+        blind = HealthAssessment(kept, frozenset(), raw.silent, raw.details)
+        return GuardedHealth(blind, blind_until, (), frozenset(waiting))
+    replace = {
+        name
+        for name in raw.replace
+        if (since := details[name].unhealthy_since) is not None
+        and now - max(since, blind_until) >= policy.replace_after
+    }
+    region_of = {node.name: node.region for node in nodes}
+    watched: dict[str, int] = {}
+    silent: dict[str, int] = {}
+    for live in raw.details:
+        if live.never_beaten:
+            continue
+        region = region_of.get(live.node, "")
+        watched[region] = watched.get(region, 0) + 1
+        if live.unhealthy:
+            silent[region] = silent.get(region, 0) + 1
+    disruptions: list[Disruption] = []
+    total_watched, total_silent = sum(watched.values()), sum(silent.values())
+    if _disrupted(total_silent, total_watched):
+        disruptions.append(Disruption("fleet", total_silent, total_watched))
+        disrupted = set(watched)
+    else:
+        disrupted = set()
+        for region in sorted(watched):
+            if _disrupted(silent.get(region, 0), watched[region]):
+                disruptions.append(Disruption(region, silent.get(region, 0), watched[region]))
+                disrupted.add(region)
+    unhealthy = set(raw.unhealthy)
+    held: set[str] = set(raw.replace - replace)
+    if disrupted:
+        in_zone = {name for name in raw.unhealthy | raw.replace if region_of.get(name) in disrupted}
+        held |= replace & in_zone
+        replace -= in_zone
+        newly = sorted(
+            (name for name in raw.unhealthy & in_zone if name not in paused),
+            key=lambda name: (details[name].unhealthy_since or now, name),
+        )
+        for name in newly[pause_step:]:
+            unhealthy.discard(name)
+            held.add(name)
+    guarded = HealthAssessment(frozenset(unhealthy), frozenset(replace), raw.silent, raw.details)
+    return GuardedHealth(guarded, None, tuple(disruptions), frozenset(held))
+
+
+def _disrupted(silent: int, watched: int) -> bool:
+    return silent >= DISRUPTION_MIN_SILENT and watched > 0 and silent / watched >= DISRUPTED_SHARE

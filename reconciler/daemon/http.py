@@ -300,7 +300,7 @@ class HeartbeatEndpoint:
         self._metrics.heartbeats_quarantined.inc()
         node = headers.get(NODE_HEADER.lower(), "")  # authentic: the signature matched
         self._quarantine_log.log(
-            node,
+            "implausible",  # one line a minute at most, however many nodes
             f"heartbeat of {node} quarantined: {detail}",
             event="heartbeats.implausible",
             node=node,
@@ -312,7 +312,10 @@ class LogLimiter:
     """At most one warning per key per ``every`` seconds (a flood of bad requests must not
     become a flood of log lines); the lines skipped are counted in the next one."""
 
-    def __init__(self, every: float, *, max_keys: int = 10_000) -> None:
+    def __init__(
+        self, every: float, *, max_keys: int = 10_000, logger: logging.Logger | None = None
+    ) -> None:
+        self._log = logger or log
         self._every = every
         self._max_keys = max_keys
         self._last: dict[str, float] = {}
@@ -331,7 +334,7 @@ class LogLimiter:
         skipped = self._skipped.pop(key, 0)
         if skipped:
             message += f" ({skipped} more like it since the last line)"
-        log.warning(message, extra={"event": event, "skipped": skipped, **fields})
+        self._log.warning(message, extra={"event": event, "skipped": skipped, **fields})
         return True
 
 

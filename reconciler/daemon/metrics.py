@@ -115,6 +115,26 @@ class DaemonMetrics:
             ["region"],
             registry=r,
         )
+        self.job_overruns = Counter(
+            "reconciler_job_overruns",
+            "Scheduled runs skipped because the previous run of the job still ran (coalesced) "
+            "or missed, by job and kind (skipped, missed)",
+            ["job", "kind"],
+            registry=r,
+        )
+        self.health_held = Gauge(
+            "reconciler_health_decisions_held",
+            "Nodes whose pause or replacement is held back: an observation gap (health waits a "
+            "full detection window) or a zone disruption",
+            registry=r,
+        )
+        self.disruptions = Gauge(
+            "reconciler_zone_disruption",
+            "1 while a large share of a region's (scope=region) or the fleet's (scope=fleet) "
+            "nodes is silent at once: no replacement, pauses throttled",
+            ["scope"],
+            registry=r,
+        )
         self.monthly_cost = Gauge(
             "reconciler_monthly_cost_usd",
             "Approximate monthly cost of the recorded fleet",

@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import Route
 
@@ -49,7 +50,16 @@ from reconciler.core.errors import (
     StoreError,
 )
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet
-from reconciler.core.health import AlertCondition, HealthAssessment, alert_conditions, assess
+from reconciler.core.health import (
+    AlertCondition,
+    GuardedHealth,
+    HealthAssessment,
+    Severity,
+    alert_conditions,
+    assess,
+    detection_window,
+    guard_assessment,
+)
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Change, Plan
 from reconciler.core.ports import (
@@ -74,7 +84,14 @@ from reconciler.daemon.agent import Agent, Figures
 from reconciler.daemon.alerts import Alerter
 from reconciler.daemon.counting import CountingCloud
 from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifier
-from reconciler.daemon.http import bind_socket, create_app, make_server, serve, wait_started
+from reconciler.daemon.http import (
+    LogLimiter,
+    bind_socket,
+    create_app,
+    make_server,
+    serve,
+    wait_started,
+)
 from reconciler.daemon.leadership import LeaderGuard
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.reputation import BlocklistChecker, ReputationJob, rotation_document
@@ -113,6 +130,13 @@ from specs.model import FleetSpec
 from state.leadership import leadership_for
 
 log = logging.getLogger("reconciler.daemon")
+
+
+def _quiet_overruns(record: logging.LogRecord) -> bool:
+    """APScheduler warns once per skipped or missed run (a flood when a job overruns): those
+    lines are dropped here; the daemon counts and summarises them (``_job_overrun``)."""
+    message = str(record.msg)
+    return not ("maximum number of running instances" in message or "was missed by" in message)
 
 
 @dataclass(frozen=True)
@@ -303,6 +327,14 @@ class Daemon:
         self._rerun = False
         self._costs_due = False
         self._store_ok = True
+        # observation (decisions only from trustworthy observations, core.health)
+        self._observed_since = self.clock.now()  # a (re)start is a gap
+        self._last_sweep: datetime | None = None
+        self._intake_failures = 0
+        self._blind_until: datetime | None = None
+        self._disrupted: set[str] = set()
+        self._disruption_pause: datetime | None = None
+        self._overrun_log = LogLimiter(600.0, logger=log)
         self.reconcile_count = 0
         self.last_plan: Plan | None = None
         # reputation: blocklists, rates, warmup safety, the rotation (reconciler.daemon.reputation)
@@ -474,9 +506,15 @@ class Daemon:
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit code (0)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop, sig.name)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # signals whose default action would kill the process without a word
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._ignored_signal, sig.name)
         server = None
         serving: asyncio.Task[None] | None = None
         self.events.attach()
@@ -518,6 +556,19 @@ class Daemon:
         finally:
             await self._shutdown(server, serving)
         return 0
+
+    def reload(self) -> None:
+        """SIGHUP: read the spec again now (as daemons usually do); logged."""
+        log.info(
+            "SIGHUP received: reloading the spec",
+            extra={"event": "spec.reload_requested", "signal": "SIGHUP"},
+        )
+        self.request_spec_poll("SIGHUP")
+
+    def _ignored_signal(self, name: str) -> None:
+        log.warning(
+            f"{name} received and ignored", extra={"event": "daemon.signal", "signal": name}
+        )
 
     def stop(self, why: str = "stop") -> None:
         if not self.stopping.is_set():
@@ -617,8 +668,25 @@ class Daemon:
             next_run_time=now + timedelta(seconds=5),
             **defaults,
         )
+        scheduler.add_listener(self._job_overrun, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        for name in ("apscheduler.scheduler", "apscheduler.executors.default"):
+            logging.getLogger(name).addFilter(_quiet_overruns)
         scheduler.start()
         self.scheduler = scheduler
+
+    def _job_overrun(self, event: JobEvent) -> None:
+        """A run skipped because the previous one still runs (coalesced), or missed: counted,
+        and logged once per job per ten minutes (never a line per skipped run)."""
+        kind = "missed" if event.code == EVENT_JOB_MISSED else "skipped"
+        self.metrics.job_overruns.labels(event.job_id, kind).inc()
+        self._overrun_log.log(
+            f"{event.job_id}:{kind}",
+            f"job {event.job_id}: a run was {kind} (the previous one still ran); coalesced, "
+            "counted in reconciler_job_overruns_total",
+            event="scheduler.overrun",
+            job=event.job_id,
+            kind=kind,
+        )
 
     def _reputation_seconds(self, spec: FleetSpec) -> float:
         beat = spec.health.heartbeat_interval.total_seconds()
@@ -909,6 +977,7 @@ class Daemon:
             recorded, recent = await asyncio.to_thread(self._load, since)
         except StoreError as exc:
             self._store_ok = False
+            self._observed_since = now  # blind while the store is out
             log.warning(f"store unavailable: {exc.message}", extra={"event": "store.unavailable"})
             if initial:
                 raise
@@ -943,20 +1012,47 @@ class Daemon:
         spec = self.spec
         now = self.clock.now()
         nodes = [n for n in self.recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
-        assessment = assess(nodes, now, spec.health)
+        recorded_unhealthy = frozenset(n.name for n in nodes if n.status is NodeStatus.UNHEALTHY)
+        raw = assess(nodes, now, spec.health)
+        # paused: recorded so, or decided by an earlier sweep (the reconcile applies it)
+        paused_before = recorded_unhealthy | self.assessment.unhealthy
+        guarded = guard_assessment(
+            raw,
+            nodes,
+            now,
+            spec.health,
+            observing_since=self._observing_since(now),
+            paused=paused_before,
+            # in a disruption, one more pause per detection window at most
+            pause_step=1
+            if self._disruption_pause is None
+            or now - self._disruption_pause >= detection_window(spec.health)
+            else 0,
+        )
+        if guarded.disruptions and guarded.assessment.unhealthy - paused_before:
+            self._disruption_pause = now
+        assessment = guarded.assessment
         self.assessment = assessment
+        self._report_guarded(guarded)
         for live in assessment.details:
             if live.unhealthy:
                 log.debug(live.reason, extra={"event": "health.unhealthy", "node": live.node})
-        conditions = alert_conditions(nodes, assessment, self.recent, spec.health, spec.reputation)
+        conditions = alert_conditions(nodes, raw, self.recent, spec.health, spec.reputation)
         if self.reputation_job is not None:
             # bounces are judged by the reputation job (windows, minimum volume)
             conditions = tuple(c for c in conditions if not c.key.startswith("bounce:"))
+        # a node held back (observation gap, disruption) raises no alert of its own: a zone
+        # disruption raises one high alert for its scope instead
+        conditions = tuple(
+            c for c in conditions if not (c.key.startswith("down:") and c.node in guarded.held)
+        ) + tuple(
+            AlertCondition(f"disruption:{d.scope}", Severity.HIGH, None, d.message)
+            for d in guarded.disruptions
+        )
         self._health_conditions = tuple(conditions)
         await self._update_alerts(now)
         self._update_view(now)
         release_memory()
-        recorded_unhealthy = frozenset(n.name for n in nodes if n.status is NodeStatus.UNHEALTHY)
         key = (assessment.unhealthy, assessment.replace, recorded_unhealthy)
         if key != self._health_key:
             changed = self._health_key is not None
@@ -981,6 +1077,54 @@ class Daemon:
                 )
             if changed or newly or back or assessment.replace:
                 self.request_reconcile("node health changed")
+
+    def _observing_since(self, now: datetime) -> datetime:
+        """Since when this daemon has observed without a gap: its start, the end of a store
+        outage, a heartbeat intake that could not write, or a stall of the sweep itself (the
+        process or its loop was frozen): health decisions wait a full detection window."""
+        failed = self.batcher.stats.failed_batches
+        if failed != self._intake_failures or self.batcher.failing_since is not None:
+            self._intake_failures = failed
+            self._observed_since = now
+        last = self._last_sweep
+        stall = timedelta(seconds=3 * self._sweep_seconds(self.spec) + 5)
+        if last is not None and now - last > stall:
+            self._observed_since = now
+        self._last_sweep = now
+        return self._observed_since
+
+    def _report_guarded(self, guarded: GuardedHealth) -> None:
+        """One log line when health decisions start/stop waiting or a disruption starts/ends."""
+        blind = guarded.blind_until
+        if (blind is None) != (self._blind_until is None):
+            if blind is not None:
+                log.warning(
+                    "health decisions wait for a full detection window of fresh heartbeats "
+                    f"(until {blind.isoformat(timespec='seconds')}): the daemon could not observe",
+                    extra={"event": "health.observation_gap", "until": blind.isoformat()},
+                )
+            else:
+                log.info(
+                    "health decisions resume: a full detection window observed",
+                    extra={"event": "health.observing"},
+                )
+        self._blind_until = blind
+        scopes = {d.scope: d for d in guarded.disruptions}
+        for scope in sorted(set(scopes) - self._disrupted):
+            log.error(
+                scopes[scope].message,
+                extra={"event": "health.disruption", "scope": scope, "state": "started"},
+            )
+        for scope in sorted(self._disrupted - set(scopes)):
+            log.info(
+                f"disruption of {scope} over: normal health rules again",
+                extra={"event": "health.disruption", "scope": scope, "state": "ended"},
+            )
+        self._disrupted = set(scopes)
+        self.metrics.health_held.set(len(guarded.held))
+        self.metrics.disruptions.clear()
+        for scope in scopes:
+            self.metrics.disruptions.labels(scope).set(1)
 
     def _update_view(self, now: datetime) -> None:
         spec = self.spec

@@ -164,10 +164,11 @@ def test_silent_node_is_paused_then_replaced_and_a_returning_one_resumes(tmp_pat
         plan = await daemon.reconcile_now()
         assert plan is not None
         assert [(c.action, c.address) for c in plan.changes] == [(Action.RESUME, names[0])]
-        # silent again, past replace_after: replaced
-        world.clock.advance(250)
-        world.store.record_heartbeats("acme", [beat(names[1], world, 10)])
-        await daemon._job_sweep()
+        # silent again, past replace_after (the daemon observing all along): replaced
+        for _ in range(25):
+            world.clock.advance(10)
+            world.store.record_heartbeats("acme", [beat(names[1], world, 10)])
+            await daemon._job_sweep()
         assert daemon.assessment.replace == {names[0]}
         plan = await daemon.reconcile_now()
         assert plan is not None
