@@ -179,9 +179,11 @@ def _load(files: tuple[str, ...]) -> LoadedSpec:
 
 
 def _color(no_color: bool, output: str) -> bool:
-    if no_color or output != "text" or os.environ.get("NO_COLOR"):
-        return False
-    return sys.stdout.isatty()
+    """Colors and the progress bar: only on an interactive terminal that can show them
+    (``TERM=dumb``, an unset ``TERM``, ``NO_COLOR`` and ``--no-color`` mean plain text)."""
+    from reconciler.views.tables import wants_rich
+
+    return output == "text" and wants_rich(sys.stdout, color=not no_color)
 
 
 def _echo_info(settings: _Settings) -> Callable[[str], None]:
@@ -311,7 +313,7 @@ def _confirm_destroys(plan: Plan, settings: _Settings) -> None:
 
 @contextlib.contextmanager
 def _progress(settings: _Settings) -> Iterator[ProgressHooks]:
-    if settings.output == "text" and sys.stdout.isatty():
+    if settings.color:
         with BarProgress() as bar:
             yield bar
         return

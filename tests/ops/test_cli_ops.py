@@ -147,6 +147,11 @@ def test_every_command_accepts_the_root_log_options(capsys: pytest.CaptureFixtur
 
 def _status_on_a_terminal(tmp_path: Path, term: str, *extra: str) -> str:
     """`reconcile status` with its stdout on a pseudo-terminal (as a person would run it)."""
+    return _on_a_terminal(tmp_path, term, "status", "-f", str(QUICKSTART), *extra)
+
+
+def _on_a_terminal(tmp_path: Path, term: str, *argv: str) -> str:
+    """`reconcile ARGV` with its stdout and stderr on a pseudo-terminal."""
     import pty
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILER_", "NO_COLOR"))}
@@ -156,15 +161,16 @@ def _status_on_a_terminal(tmp_path: Path, term: str, *extra: str) -> str:
         RECONCILER_STATE_DIR=str(tmp_path / "state"),
         RECONCILER_DATABASE_URL=f"sqlite:///{tmp_path / 'state.db'}",
     )
-    _record_a_node(env["RECONCILER_DATABASE_URL"])
+    if argv[0] == "status":
+        _record_a_node(env["RECONCILER_DATABASE_URL"])
     leader, follower = pty.openpty()
     errors = tmp_path / "stderr.txt"
     try:
         with errors.open("wb") as stderr:
             process = subprocess.Popen(
-                [str(BIN / "reconcile"), "status", "-f", str(QUICKSTART), *extra],
+                [str(BIN / "reconcile"), *argv],
                 stdout=follower,
-                stderr=stderr,
+                stderr=follower if argv[0] != "status" else stderr,
                 env=env,
                 cwd=tmp_path,
             )
@@ -221,6 +227,18 @@ def test_status_draws_tables_on_a_terminal_and_plain_text_with_term_dumb(tmp_pat
     assert "NODE" in dumb  # the plain table's header
     plain = _status_on_a_terminal(tmp_path, "xterm-256color", "--no-color")
     assert "\x1b[" not in plain
+
+
+def test_plans_and_progress_honour_term_dumb(tmp_path: Path) -> None:
+    """`reconcile` (plan, then apply with its progress) on a terminal: colors and the live bar
+    on xterm; with TERM=dumb plain lines, no escape sequence."""
+    fancy = _on_a_terminal(tmp_path, "xterm-256color", "--dry-run", "-f", str(QUICKSTART))
+    assert "\x1b[" in fancy
+    dumb = _on_a_terminal(tmp_path, "dumb", "-f", str(QUICKSTART), "--yes")
+    assert "\x1b[" not in dumb
+    assert "+ demo-dallas-001" in dumb
+    assert "[1/3] ok" in dumb  # the plain progress lines, not the live bar
+    assert "done: 3" in dumb
 
 
 def test_wants_rich_rules() -> None:
