@@ -197,7 +197,8 @@ def status(files: tuple[str, ...], url: str | None, output: str, no_color: bool)
     if url:
         document = _fetch_fleet(url)
     else:
-        from reconciler.wiring import SystemClock, build_store
+        from reconciler.core.reputation import day_of
+        from reconciler.wiring import SystemClock, build_store, reputation_store_for
         from specs.loading import load_spec
 
         loaded = load_spec(list(_paths(files)))
@@ -206,9 +207,20 @@ def status(files: tuple[str, ...], url: str | None, output: str, no_color: bool)
             now = SystemClock().now()
             recorded = store.load_fleet(loaded.spec.name)
             recent = store.recent_metrics(loaded.spec.name, now - figures_horizon(loaded.spec) * 2)
+            reputation = reputation_store_for(store)
+            ip_states = (
+                {
+                    name: record.ip_state.value
+                    for name, record in reputation.reputation_snapshot(
+                        loaded.spec.name, now, day_of(now)
+                    ).records.items()
+                }
+                if reputation is not None
+                else None
+            )
         finally:
             store.close()
-        document = build_view(loaded.spec, recorded, recent, now).to_json()
+        document = build_view(loaded.spec, recorded, recent, now, ip_states=ip_states).to_json()
     if output == "json":
         click.echo(json.dumps(document, indent=2, sort_keys=True))
         return 0

@@ -399,6 +399,11 @@ class Daemon:
             self._view_at or self.clock.now(),
             assessment=self.assessment,
             decisions=self.decisions,
+            ip_states=(
+                {name: a.ip_state.value for name, a in self.reputation_job.view.nodes.items()}
+                if self.reputation_job is not None
+                else None
+            ),
         )
 
     def fleet_document(self) -> dict[str, Any]:

@@ -153,6 +153,8 @@ class NodeRow:
     complaint_rate: float | None = None
     #: who took it out of rotation (reputation, health, operator, quarantine)
     paused_by: str | None = None
+    #: the IP life cycle (warming, warmed, degraded, listed, quarantined; None: not assessed)
+    ip_state: str | None = None
     #: an operator's hold (maintenance, cordon, drain) while it lasts: kind, state, by,
     #: reason, since, summary
     hold: Mapping[str, str] | None = None
@@ -211,6 +213,7 @@ class FleetView:
                     "pool": n.pool,
                     "status": n.status,
                     "paused_by": n.paused_by,
+                    "ip_state": n.ip_state,
                     "ip": n.ip,
                     "plan": n.plan,
                     "warmup_day": n.warmup_day,
@@ -262,6 +265,7 @@ def build_view(
     assessment: HealthAssessment | None = None,
     decisions: Sequence[ScalingDecision] = (),
     leader: bool | None = None,
+    ip_states: Mapping[str, str] | None = None,
 ) -> FleetView:
     nodes = [n for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
     health = assessment or assess(nodes, now, spec.health)
@@ -313,6 +317,7 @@ def build_view(
                 bounce_rate=sum(b.bounces for b in beats) / sent if sent > 0 else None,
                 complaint_rate=sum(b.complaints for b in beats) / sent if sent > 0 else None,
                 paused_by=node.paused_by.value if node.paused_by is not None else None,
+                ip_state=(ip_states or {}).get(node.name),
                 hold=hold_of(node),
                 quarantine=node.quarantine,
             )
@@ -371,6 +376,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+def status_text(node: Mapping[str, Any]) -> str:
+    """A node's status, with who took it out of rotation (``paused (reputation)``)."""
+    status = str(node["status"])
+    by = node.get("paused_by")
+    return f"{status} ({by})" if by and status != "maintenance" else status
+
+
 def render_text(view: Mapping[str, Any]) -> str:
     """Plain-text table from the JSON document (so it works for local and remote views)."""
     now = datetime.fromisoformat(str(view["generated_at"]))
@@ -380,6 +392,7 @@ def render_text(view: Mapping[str, Any]) -> str:
         "POOL",
         "STATUS",
         "IP",
+        "IP STATE",
         "PLAN",
         "WARMUP",
         "LIMIT/DAY",
@@ -396,8 +409,9 @@ def render_text(view: Mapping[str, Any]) -> str:
                 n["name"],
                 n["region"],
                 n["pool"] or "-",
-                n["status"],
+                status_text(n),
                 n["ip"] or "-",
+                n.get("ip_state") or "-",
                 n["plan"],
                 f"day {n['warmup_day']}" if n["warmup_day"] else "-",
                 str(n["daily_limit"]) if n["daily_limit"] is not None else "-",

@@ -70,6 +70,7 @@ def render_rich(view: Mapping[str, Any], console: Console) -> None:
             ("pool", "left"),
             ("status", "left"),
             ("ip", "left"),
+            ("ip state", "left"),
             ("plan", "left"),
             ("warmup", "right"),
             ("limit/day", "right"),
@@ -86,8 +87,14 @@ def render_rich(view: Mapping[str, Any], console: Console) -> None:
                 n["name"],
                 n["region"],
                 n["pool"] or "-",
-                Text(status, style=_STATUS_STYLE.get(status, "")),
+                Text(
+                    f"{status} ({n['paused_by']})"
+                    if n.get("paused_by") and status != "maintenance"
+                    else status,
+                    style=_STATUS_STYLE.get(status, ""),
+                ),
                 n["ip"] or "-",
+                n.get("ip_state") or "-",
                 n["plan"],
                 f"day {n['warmup_day']}" if n["warmup_day"] else "-",
                 str(n["daily_limit"]) if n["daily_limit"] is not None else "-",

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from reconciler.cli.main import main
-from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet, RecordedNode
+from reconciler.core.fleet import NodeMetrics, NodeStatus, PausedBy, RecordedFleet, RecordedNode
 from reconciler.core.health import AlertCondition, Severity
 from reconciler.daemon.agent import (
     Agent,
@@ -284,9 +284,56 @@ def test_status_view_and_text() -> None:
     assert second["daily_limit"] is None  # not warming: CPU capacity
     assert document["monthly_cost"] == "29.96"
     text = render_text(document)
-    assert "acme-dallas-001  dallas  shared  warming  198.51.100.2  baseline  day 15" in text
+    assert (
+        "acme-dallas-001  dallas  shared  warming  198.51.100.2  -         baseline  day 15" in text
+    )
     assert "fleet acme: 2 nodes, monthly cost $29.96" in text
     assert "REGION" in text
+    assert "IP STATE" in text
+
+
+def test_status_shows_the_ip_state_and_who_paused_a_node() -> None:
+    """The IP life cycle (from the reputation assessment) and the owner of a pause are in the
+    fleet view's JSON and in its text."""
+    spec = FleetSpec.model_validate(SPEC)
+    now = T0 + timedelta(days=14, minutes=1)
+    nodes = (
+        RecordedNode(
+            id="1",
+            fleet="acme",
+            name="acme-dallas-001",
+            region="dallas",
+            plan="baseline",
+            status=NodeStatus.PAUSED,
+            pool="shared",
+            ip_address="198.51.100.2",
+            warmup_started_at=T0,
+            paused_by=PausedBy.REPUTATION,
+        ),
+        RecordedNode(
+            id="2",
+            fleet="acme",
+            name="acme-dallas-002",
+            region="dallas",
+            plan="baseline",
+            status=NodeStatus.ACTIVE,
+            ip_address="198.51.100.3",
+        ),
+    )
+    states = {"acme-dallas-001": "listed", "acme-dallas-002": "warmed"}
+    document = build_view(spec, RecordedFleet("acme", nodes), {}, now, ip_states=states).to_json()
+    first, second = document["nodes"]
+    assert (first["status"], first["paused_by"], first["ip_state"]) == (
+        "paused",
+        "reputation",
+        "listed",
+    )
+    assert (second["paused_by"], second["ip_state"]) == (None, "warmed")
+    text = render_text(document)
+    assert "paused (reputation)  198.51.100.2  listed" in text
+    assert "active               198.51.100.3  warmed" in text
+    unassessed = build_view(spec, RecordedFleet("acme", nodes), {}, now).to_json()
+    assert [n["ip_state"] for n in unassessed["nodes"]] == [None, None]
 
 
 def test_node_token_command(
