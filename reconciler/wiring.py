@@ -27,6 +27,7 @@ from providers.hostwinds.client import ENDPOINT_ENV, HostwindsClient, client_fro
 from reconciler.core.errors import UserError
 from reconciler.core.ports import CloudPort, ReputationStorePort, StorePort
 from reconciler.engine.clocks import SystemClock
+from reconciler.engine.pricing import PriceListCache
 from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, SpecSource
 from specs.model import DEFAULT_ENDPOINT, FleetSpec, ProviderType, ReputationPolicy
@@ -416,6 +417,7 @@ def build_reconciler(
         SystemClock(),
         poll_interval=poll_interval_for(loaded.spec),
         provisioning=provisioning,
+        prices=PriceListCache(),  # plans warn when a spec price is not the provider's
     )
 
 

@@ -745,6 +745,79 @@ class SqlStore:
         for chunk in _chunks(ip_rows):
             connection.execute(stmt, list(chunk))
 
+    def refresh_costs(
+        self,
+        fleet: str,
+        costs: Mapping[str, tuple[Decimal, Decimal]],
+        *,
+        epoch: int | None = None,
+    ) -> list[str]:
+        """Bring the recorded monthly costs of open nodes to ``costs`` (name -> (total, IP
+        part)): ``sending_nodes``, ``vps_instances`` (total - IP part) and the open
+        ``smtp_ip_addresses`` rows. Only rows that differ are written (one read, then one
+        update per changed node); returns the names of the nodes changed, sorted."""
+        now = self._now()
+        wanted = {
+            name: (
+                _money(total, f"{name}: approximate_cost"),
+                _money(ip, f"{name}: ip cost"),
+            )
+            for name, (total, ip) in costs.items()
+        }
+        with self._tx(f"refreshing the recorded costs of {fleet!r}") as connection:
+            self._fence(connection, fleet, epoch)
+            rows = connection.execute(
+                sa.select(
+                    m.SendingNode.id,
+                    m.SendingNode.name,
+                    m.SendingNode.approximate_cost,
+                    m.VpsInstance.approximate_cost.label("vps_cost"),
+                    m.SmtpIpAddress.approximate_cost.label("ip_cost"),
+                    m.SmtpIpAddress.id.label("ip_id"),
+                )
+                .outerjoin(m.VpsInstance, m.VpsInstance.node_id == m.SendingNode.id)
+                .outerjoin(
+                    m.SmtpIpAddress,
+                    sa.and_(
+                        m.SmtpIpAddress.node_id == m.SendingNode.id,
+                        m.SmtpIpAddress.released_at.is_(None),
+                    ),
+                )
+                .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
+            ).all()
+            changed: set[str] = set()
+            for row in rows:
+                target = wanted.get(row.name)
+                if target is None:
+                    continue
+                total, ip = target
+                assert total is not None
+                assert ip is not None
+                has_ip = row.ip_id is not None
+                vps = total - ip if has_ip else total
+                if row.approximate_cost != total:
+                    connection.execute(
+                        sa.update(m.SendingNode)
+                        .where(m.SendingNode.id == row.id)
+                        .values(approximate_cost=total, updated_at=now)
+                    )
+                    changed.add(row.name)
+                if row.vps_cost != vps:
+                    connection.execute(
+                        sa.update(m.VpsInstance)
+                        .where(m.VpsInstance.node_id == row.id)
+                        .values(approximate_cost=vps, updated_at=now)
+                    )
+                    changed.add(row.name)
+                if has_ip and row.ip_cost != ip:
+                    connection.execute(
+                        sa.update(m.SmtpIpAddress)
+                        .where(m.SmtpIpAddress.id == row.ip_id)
+                        .values(approximate_cost=ip, updated_at=now)
+                    )
+                    changed.add(row.name)
+        return sorted(changed)
+
     def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
         """Decommission: status decommissioned, ``closed_at`` set, IPs released. The record stays
         for audit and leaves ``load_fleet``. Closing an already closed node does nothing."""

@@ -258,6 +258,10 @@ class PriceEntryWire(_Wire):
     disk: Any = None
     bandwidth: Any = None
     monthly: Any = None
+    promo: Any = None
+    percent: Any = None
+    firsts: Any = None
+    cycles: Any = None
 
     def to_plan(self, key: object = None) -> PricePlan | None:
         rid = self.rid if self.rid is not None else self.id
@@ -280,7 +284,30 @@ class PriceEntryWire(_Wire):
             disk_gb=int(disk) if disk is not None else 0,
             bandwidth=bandwidth,
             monthly=monthly,
+            promo=_truthy(self.promo),
+            promo_percent=decimal_from(self.percent) or Decimal(0),
+            first_payment=decimal_from(self.firsts),
+            cycles=_cycles(self.cycles),
         )
+
+
+def _truthy(value: object) -> bool:
+    """The API's flags: 1/0, "1"/"0", true/false (strings or not)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    return text not in ("", "0", "false", "no", "none", "null")
+
+
+def _cycles(value: object) -> tuple[str, ...]:
+    """``cycles`` as a list of names, or a mapping keyed by them (shape not fixed)."""
+    if isinstance(value, Mapping):
+        return tuple(str(k) for k in value)
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value if isinstance(v, str | int))
+    if isinstance(value, str) and value.strip():
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return ()
 
 
 class CommandResultWire(_Wire):

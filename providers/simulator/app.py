@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -92,6 +93,16 @@ _PATCH_STATES: dict[str, tuple[str, str | None, int]] = {
 }
 
 
+class Reprice(BaseModel):
+    """``POST /sim/prices``: the provider changes a plan's price (or runs a promotion)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rid: int
+    monthly: Decimal = Field(ge=0, le=100_000, decimal_places=2)
+    promo_percent: Decimal = Field(default=Decimal(0), ge=0, le=100, decimal_places=2)
+
+
 class ClockAdvance(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -141,6 +152,7 @@ class SimulatorApp:
         self.lock = threading.RLock()
         self.closing = threading.Event()
         self._initial_lifecycle = dataclasses.replace(world.settings)
+        self._initial_catalogue = world.catalogue
         self._starlette = Starlette(
             routes=[
                 Route(API_PATH, self.api, methods=["POST", "GET"]),
@@ -152,6 +164,7 @@ class SimulatorApp:
                 Route("/sim/clock", self.clock_endpoint, methods=["GET"]),
                 Route("/sim/clock/advance", self.clock_advance, methods=["POST"]),
                 Route("/sim/instances", self.instances_endpoint, methods=["GET", "POST"]),
+                Route("/sim/prices", self.prices_endpoint, methods=["GET", "POST"]),
                 Route(
                     "/sim/instances/{serviceid:int}",
                     self.instance_endpoint,
@@ -337,6 +350,7 @@ class SimulatorApp:
         """Empty account, no faults, start-up lifecycle settings, zeroed stats and clock offset."""
         with self.lock:
             self.world.reset()
+            self.world.catalogue = self._initial_catalogue
             self.world.settings = dataclasses.replace(self._initial_lifecycle)
             self.faults.configure(FaultSettings())
             self.stats.reset()
@@ -426,6 +440,26 @@ class SimulatorApp:
             self.world.settle()
             self._save()
             return _json(self._clock_view())
+
+    async def prices_endpoint(self, request: Request) -> Response:
+        """``GET /sim/prices``: the price list; ``POST``: change one plan's price (kept until
+        ``/sim/reset``)."""
+        if request.method == "GET":
+            return _json(self.world.catalogue.price_list())
+        data = await self._admin_json(request)
+        if isinstance(data, Response):
+            return data
+        try:
+            change = Reprice.model_validate(data)
+        except ValidationError as exc:
+            return _problem(_validation_message(exc))
+        with self.lock:
+            if self.world.catalogue.plan(change.rid) is None:
+                return _problem(f"no plan with rid {change.rid}", 404)
+            self.world.catalogue = self.world.catalogue.repriced(
+                change.rid, change.monthly, change.promo_percent
+            )
+            return _json(self.world.catalogue.price_list()[str(change.rid)])
 
     async def instances_endpoint(self, request: Request) -> Response:
         if request.method == "GET":

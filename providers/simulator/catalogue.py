@@ -7,6 +7,7 @@ image list are simulator placeholders ([GUESS]).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,8 @@ class Plan:
     bandwidth_gb: int  # monthly transfer
     monthly: Decimal
     sort: int
+    #: a promotion on the first payment, in percent (0: none); ``POST /sim/prices`` sets it
+    promo_percent: Decimal = Decimal(0)
 
     @property
     def ram_mb(self) -> int:
@@ -46,6 +49,7 @@ class Plan:
     def wire(self, *, current: bool = False) -> dict[str, Any]:
         """The ``get_price_list`` entry. Numbers are strings, as documented."""
         monthly = str(self.monthly.quantize(Decimal("0.01")))
+        first = self.monthly * (100 - self.promo_percent) / 100
         return {
             "id": str(self.rid),
             "name": self.name,
@@ -61,12 +65,12 @@ class Plan:
             "triennially": str(self.price(36)),
             "mysort": str(self.sort),
             "current": 1 if current else 0,
-            "promo": 0,
-            "percent": "0",
+            "promo": 1 if self.promo_percent else 0,
+            "percent": format(self.promo_percent.normalize(), "f"),
             "rid": str(self.rid),
             "mtotal": monthly,
             "cycles": list(BILLING_CYCLES),
-            "firsts": monthly,
+            "firsts": str(first.quantize(Decimal("0.01"))),
             "resource": "cloud",
         }
 
@@ -173,6 +177,16 @@ class Catalogue:
         if found is None:
             found = self._images.get(normalise_template(template))
         return found
+
+    def repriced(self, rid: int, monthly: Decimal, promo_percent: Decimal) -> Catalogue:
+        """A copy where plan ``rid`` costs ``monthly`` (with a first-payment promotion)."""
+        plans = tuple(
+            dataclasses.replace(p, monthly=monthly, promo_percent=promo_percent)
+            if p.rid == rid
+            else p
+            for p in self.plans
+        )
+        return Catalogue(plans, self.locations, self.images)
 
     def price_list(self, *, current_rid: int | None = None) -> dict[str, Any]:
         return {str(p.rid): p.wire(current=p.rid == current_rid) for p in self.plans}

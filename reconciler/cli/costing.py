@@ -10,14 +10,20 @@ import getpass
 import json
 import os
 import re
+import socket
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 import click
 
 from reconciler.core.costs import IP_KEY, PLAN_KEY
-from reconciler.core.errors import UserError
+from reconciler.core.errors import LockHeldError, UserError
+from reconciler.core.ports import StorePort
+from reconciler.engine.costing import refresh_recorded_costs
+from reconciler.engine.reconciling import lock_name
 from reconciler.wiring import build_store
+from specs.loading import load_spec
+from specs.model import FleetSpec
 
 _SCOPE = re.compile(r"^(global|(pool|plan|contract):[a-z][a-z0-9_-]*)$")
 
@@ -134,15 +140,53 @@ def show(history: bool, output: str) -> int:
     "(plan_monthly_price)",
 )
 @click.option("--by", "set_by", default=None, help="who sets it (default: the current user)")
-def set_constant(key: str, value: str, scope: str, set_by: str | None) -> int:
+@click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    metavar="PATH",
+    help="The fleet's spec (repeatable): the recorded costs of its nodes follow at once "
+    "(without it: at the next apply, or the daemon's next sweep).",
+)
+def set_constant(
+    key: str, value: str, scope: str, set_by: str | None, files: tuple[str, ...]
+) -> int:
     """Set KEY to VALUE (USD per month) for a scope; the old value goes to the history."""
     amount = _parse_amount(value)
     _check_scope(key, scope)
     who = (set_by or _who()).strip() or "unknown"
+    loaded = load_spec(list(files)) if files else None
     store = build_store()
     try:
         store.set_cost_constant(key, scope, amount, who, datetime.now(UTC))
+        click.echo(f"{key} [{scope}] = {_money(amount)} (set by {who})")
+        if loaded is not None:
+            _refresh_now(store, loaded.spec)
+        else:
+            click.echo(
+                "Recorded node costs follow at the next apply or daemon sweep "
+                "(give -f SPEC to refresh them now)."
+            )
     finally:
         store.close()
-    click.echo(f"{key} [{scope}] = {_money(amount)} (set by {who})")
     return 0
+
+
+def _refresh_now(store: StorePort, spec: FleetSpec) -> None:
+    """Refresh the fleet's recorded costs under the fleet's writer lock (a run holding it
+    refreshes them itself when it ends)."""
+    owner = f"costs {socket.gethostname()}:{os.getpid()}"
+    try:
+        lease = store.acquire_lock(lock_name(spec.name), owner, 60.0, datetime.now(UTC))
+    except LockHeldError as exc:
+        click.echo(
+            f"Recorded node costs not refreshed now: {exc.message}. The holder refreshes them: "
+            "a run when it ends, the leading daemon at its next sweep."
+        )
+        return
+    try:
+        changed = refresh_recorded_costs(spec, store, epoch=lease.epoch)
+    finally:
+        store.release_lock(lease)
+    click.echo(f"Recorded monthly cost refreshed for {len(changed)} node(s) of {spec.name}.")

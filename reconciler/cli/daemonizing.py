@@ -239,9 +239,14 @@ def status(files: tuple[str, ...], url: str | None, output: str, no_color: bool)
 def _fetch_fleet(url: str) -> dict[str, object]:
     import httpx
 
+    from reconciler.daemon.statuspage import COST_TOKEN_ENV
+
     endpoint = url.rstrip("/") + "/v1/fleet"
     try:
-        response = httpx.get(endpoint, timeout=10.0)
+        # cost figures come only with the cost token (statuspage.may_see_costs)
+        token = (os.environ.get(COST_TOKEN_ENV) or "").strip()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = httpx.get(endpoint, timeout=10.0, headers=headers)
     except httpx.HTTPError as exc:
         raise UserError(
             f"cannot reach the daemon at {endpoint}: {type(exc).__name__}",

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
-from reconciler.core.fleet import CostConstant
-from reconciler.core.plans import AppliedConstant
+from reconciler.core.fleet import CostConstant, NodeStatus, PricePlan, RecordedNode
+from reconciler.core.plans import AppliedConstant, GuardWarning
 from specs.model import FleetSpec
 
 IP_KEY = "ip_monthly_price"
@@ -131,6 +131,85 @@ class CostResolver:
         result = (total, tuple(used))
         self._cache[(plan, pool)] = result
         return result
+
+
+def node_cost_split(
+    resolver: CostResolver, spec: FleetSpec, plan: str | None, pool: str | None
+) -> tuple[Decimal, Decimal]:
+    """A node's recorded monthly cost in cents and the part of it its dedicated IPs make up
+    (``vps_instances`` gets the difference, ``smtp_ip_addresses`` the IP part)."""
+    total = cents(resolver.node(plan, pool)[0])
+    ips = cents(resolver.ip_price(pool).value * spec.costs.ips_per_node)
+    return total, min(ips, total)
+
+
+def recorded_costs(
+    spec: FleetSpec, nodes: Iterable[RecordedNode], overrides: Sequence[CostConstant] = ()
+) -> dict[str, tuple[Decimal, Decimal]]:
+    """Per open node, the monthly cost to record today and its IP part, in cents: what a
+    refresh writes (``StorePort.refresh_costs``).
+
+    One number everywhere: every view (plan, status, metrics, ``/v1/fleet``, the status page)
+    sums these per-node figures, so they agree to the cent once they are recorded.
+    """
+    resolver = CostResolver(spec, overrides)
+    return {
+        node.name: node_cost_split(resolver, spec, node.plan, node.pool)
+        for node in nodes
+        if node.status is not NodeStatus.DECOMMISSIONED
+    }
+
+
+PRICES_GUARD = "prices"
+
+
+def _usd(value: Decimal) -> str:
+    exact = value.quantize(CENT)
+    return f"${exact}" if exact == value else f"${format(value.normalize(), 'f')}"
+
+
+def price_warnings(spec: FleetSpec, price_list: Sequence[PricePlan]) -> list[GuardWarning]:
+    """A warning (never blocking) for each spec plan whose ``monthly_price`` is not what the
+    provider's price list charges for its ``rid``, with both figures; and for each spec plan
+    whose ``rid`` the price list does not carry. Promotions and billing cycles are quoted as
+    the API reports them: the comparison is on the regular monthly price."""
+    by_rid = {p.rid: p for p in price_list}
+    warnings: list[GuardWarning] = []
+    for name in sorted(spec.plans):
+        plan = spec.plans[name]
+        offer = by_rid.get(plan.rid)
+        if offer is None:
+            warnings.append(
+                GuardWarning(
+                    PRICES_GUARD,
+                    f"plan {name} (rid {plan.rid}): not in the provider's price list; "
+                    f"the spec's {_usd(plan.monthly_price)}/month cannot be checked",
+                    hint="check the rid against `get_price_list`",
+                )
+            )
+            continue
+        if offer.monthly == plan.monthly_price:
+            continue
+        extra = []
+        if offer.promo or offer.promo_percent:
+            promo = f"promotion {format(offer.promo_percent.normalize(), 'f')} %"
+            if offer.first_payment is not None and offer.first_payment != offer.monthly:
+                promo += f", first payment {_usd(offer.first_payment)}"
+            extra.append(promo)
+        if offer.cycles:
+            extra.append("cycles " + ", ".join(offer.cycles))
+        detail = f" ({'; '.join(extra)})" if extra else ""
+        warnings.append(
+            GuardWarning(
+                PRICES_GUARD,
+                f"plan {name} (rid {plan.rid}): the spec says {_usd(plan.monthly_price)}/month, "
+                f"the provider's price list {_usd(offer.monthly)}/month for "
+                f"{offer.name!r}{detail}",
+                hint=f"set plans.{name}.monthly_price to {offer.monthly} (or ask finance for "
+                f"`reconcile costs set plan_monthly_price {offer.monthly} --scope plan:{name}`)",
+            )
+        )
+    return warnings
 
 
 def node_monthly_cost(

@@ -80,6 +80,13 @@ class PricePlan:
     disk_gb: int
     bandwidth: str
     monthly: Decimal
+    #: the API's ``promo`` flag and ``percent`` (a promotion on the first payment)
+    promo: bool = False
+    promo_percent: Decimal = Decimal(0)
+    #: the API's ``firsts``: what the first payment costs (promotions), when it says
+    first_payment: Decimal | None = None
+    #: billing cycles the plan is sold in (``cycles``), as the API names them
+    cycles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from reconciler.core.addresses import node_hostname, node_name
-from reconciler.core.costs import CostResolver, cents, sort_constants
+from reconciler.core.costs import CostResolver, cents, price_warnings, sort_constants
 from reconciler.core.fleet import (
     NodeStatus,
     Observed,
     PausedBy,
+    PricePlan,
     RecordedFleet,
     RecordedNode,
     ServerStatus,
@@ -129,6 +130,9 @@ class PlanOptions:
     #: (from the engine); a node in service on another version is re-bootstrapped, rolling
     #: within the disruption budget (core.upkeep). None: not compared.
     bundle_versions: Mapping[str, str] | None = None
+    #: the provider's price list (``get_price_list``, cached by the caller): spec plans whose
+    #: ``monthly_price`` differs get a warning with both figures. None: not checked
+    price_list: tuple[PricePlan, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -211,7 +215,8 @@ class _Planner:
     def cost(self, plan_name: str | None, pool: str | None) -> Decimal:
         value, constants = self.costs.node(plan_name, pool)
         self.used_constants.update(constants)
-        return value
+        # per node in cents, as recorded: plan totals and status sums agree to the cent
+        return cents(value)
 
     def rid(self, plan_name: str | None) -> int | None:
         plan_spec = self.spec.plans.get(plan_name) if plan_name is not None else None
@@ -1045,6 +1050,8 @@ class _Planner:
         counts = {action.value: 0 for action in Action}
         for change in changes:
             counts[change.action.value] += 1
+        if self.options.price_list is not None:
+            self.out.warnings.extend(price_warnings(spec, self.options.price_list))
         before_c = cents(before)
         after_c = before_c + delta
         budget = spec.costs.monthly_budget

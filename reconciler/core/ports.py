@@ -163,6 +163,17 @@ class StorePort(Protocol):
         """Batch form of upsert_node, one transaction."""
         ...
 
+    def refresh_costs(
+        self,
+        fleet: str,
+        costs: Mapping[str, tuple[Decimal, Decimal]],
+        *,
+        epoch: int | None = None,
+    ) -> list[str]:
+        """Set open nodes' recorded monthly cost (name -> (total, IP part)); only differing
+        rows are written. Returns the names changed, sorted."""
+        ...
+
     def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
         """Decommission: the record is closed (kept for audit), the name may not be reused
         while a server with it exists."""

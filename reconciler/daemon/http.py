@@ -5,7 +5,8 @@
   which spec runs (with the last refused revision and its error, if any).
 - ``GET /metrics``: Prometheus text format from the daemon's own registry.
 - ``POST /v1/heartbeats``: a signed heartbeat (see ``heartbeats``); 202 when accepted.
-- ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``).
+- ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``); cost figures only for
+  the cost token (``RECONCILER_COST_TOKEN``, or loopback when none is configured).
 - ``GET /v1/rotation``, ``POST /v1/complaints``: the sending platform's (``rotation``).
 - ``GET /status``: the status page (HTML, read-only; see ``statuspage``).
 - ``POST /v1/git/webhook``: a push notification from the git host (authenticated with the
@@ -74,6 +75,11 @@ class DaemonState(Protocol):
 
     def fleet_document(self) -> dict[str, Any]: ...
 
+    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
+        """``GET /v1/fleet``: the fleet document, without cost figures unless the reader
+        presents the cost token (or reads on loopback and no cost token is configured)."""
+        ...
+
     def status_page(
         self, authorization: str | None, query_token: str | None
     ) -> tuple[int, str]: ...
@@ -118,7 +124,14 @@ def create_app(
 
     async def fleet(request: Request) -> Response:
         # built off the event loop: a 10,000-node view must not stall heartbeat ingestion
-        return JSONResponse(await asyncio.to_thread(state.fleet_document))
+        return JSONResponse(
+            await asyncio.to_thread(
+                state.fleet_for,
+                request.headers.get("authorization"),
+                request.query_params.get("token"),
+            ),
+            headers={"Cache-Control": "no-store"},
+        )
 
     async def status(request: Request) -> Response:
         # rendered off the event loop: 10,000 rows must not stall heartbeat ingestion

@@ -40,7 +40,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from starlette.routing import Route
 
 from reconciler import package_version
-from reconciler.core.costs import CostResolver, cents
+from reconciler.core.costs import CostResolver
 from reconciler.core.errors import (
     GuardRefusedError,
     LeadershipLostError,
@@ -106,13 +106,28 @@ from reconciler.daemon.sources import (
     off_loop,
     webhook_authentic,
 )
-from reconciler.daemon.statusing import COUNTED, FleetView, build_view, figures_horizon, node_loads
-from reconciler.daemon.statuspage import EventLog, StatusTokens, authorize, presented_token
+from reconciler.daemon.statusing import (
+    COUNTED,
+    FleetView,
+    build_view,
+    figures_horizon,
+    node_loads,
+    without_costs,
+)
+from reconciler.daemon.statuspage import (
+    EventLog,
+    StatusTokens,
+    authorize,
+    may_see_costs,
+    presented_token,
+)
 from reconciler.daemon.statuspage import render as render_status
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
+from reconciler.engine.costing import refresh_recorded_costs
 from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot
+from reconciler.engine.pricing import PriceListCache
 from reconciler.engine.provisioning import ProvisioningPorts
 from reconciler.engine.reconciling import Reconciler, RunHooks, RunRequest, RunResult
 from reconciler.wiring import (
@@ -326,6 +341,8 @@ class Daemon:
         self._reconcile_task: asyncio.Task[None] | None = None
         self._rerun = False
         self._costs_due = False
+        #: the provider's price list, read at most once an hour for every plan
+        self.prices = PriceListCache()
         self._store_ok = True
         # observation (decisions only from trustworthy observations, core.health)
         self._observed_since = self.clock.now()  # a (re)start is a gap
@@ -423,6 +440,15 @@ class Daemon:
         document["reputation"] = self.reputation_document()
         document["spec"] = self.source.status().to_json()
         return document
+
+    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
+        """``GET /v1/fleet``: cost figures only for the cost token (statuspage.may_see_costs)."""
+        document = self.fleet_document()
+        host = self.settings.listen[0] if self.settings.listen else "127.0.0.1"
+        presented = presented_token(authorization, query_token)
+        if may_see_costs(host, self.settings.status_tokens, presented):
+            return document
+        return without_costs(document)
 
     def reputation_document(self) -> dict[str, Any]:
         """Each node's IP state, why it is out of rotation, its warmup hold and allowance, and
@@ -988,8 +1014,15 @@ class Daemon:
                 raise
             return False
         self._store_ok = True
+        constants_changed = not initial and _constants_key(recorded) != _constants_key(
+            self.recorded
+        )
         self.recorded = recorded
         self.recent = recent
+        if constants_changed and self.guard.epoch is not None and not self.settings.dry_run:
+            # finance changed a cost constant: the recorded costs follow now, not tomorrow
+            self._costs_due = True
+            self.request_reconcile("cost constants changed")
         self._known.clear()
         self._known.update(
             n.name for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED
@@ -1364,6 +1397,7 @@ class Daemon:
             self.clock,
             poll_interval=self.settings.poll_interval,
             provisioning=self.provisioning,
+            prices=self.prices,
         )
         dry_run = self.settings.dry_run
         request = RunRequest(
@@ -1455,33 +1489,31 @@ class Daemon:
         epoch = self.guard.epoch
         if epoch is None or self.settings.dry_run:
             return
-        spec = self.spec
-        try:
-            recorded = await asyncio.to_thread(self.store.load_fleet, self.fleet)
-        except StoreError as exc:
-            log.warning(f"cost refresh skipped: {exc.message}", extra={"event": "costs.failed"})
-            return
         self._costs_due = False
-        costs = CostResolver(spec, recorded.cost_overrides)
-        updates = []
-        for node in recorded.nodes:
-            if node.status is NodeStatus.DECOMMISSIONED:
-                continue
-            cost = cents(costs.node(node.plan, node.pool)[0])
-            if node.approximate_cost != cost:
-                updates.append(dataclasses.replace(node, approximate_cost=cost))
-        if not updates:
-            return
         try:
-            self.guard.before_mutation()
-            await asyncio.to_thread(self.store.upsert_nodes, updates, epoch=epoch)
+            changed = await asyncio.to_thread(
+                refresh_recorded_costs,
+                self.spec,
+                self.store,
+                epoch=epoch,
+                before_mutation=self.guard.before_mutation,
+            )
         except (LeadershipLostError, StoreError) as exc:
             log.warning(f"cost refresh not written: {exc.message}", extra={"event": "costs.failed"})
             return
-        log.info(
-            f"recorded monthly cost refreshed for {len(updates)} node(s)",
-            extra={"event": "costs.refreshed", "nodes": len(updates)},
+        if changed:
+            log.info(
+                f"recorded monthly cost refreshed for {len(changed)} node(s)",
+                extra={"event": "costs.refreshed", "nodes": len(changed)},
+            )
+
+
+def _constants_key(recorded: RecordedFleet) -> tuple[tuple[str, str, str, str], ...]:
+    return tuple(
+        sorted(
+            (c.key, c.scope, str(c.value), c.set_at.isoformat()) for c in recorded.cost_overrides
         )
+    )
 
 
 def start_stand_in_agent(node: str, url: str, token: str) -> Callable[[], Awaitable[None]]:

@@ -252,6 +252,31 @@ class FleetView:
         }
 
 
+#: what the fleet document says instead of costs to a reader without the cost token
+COSTS_HIDDEN = "hidden: cost figures need the cost token (RECONCILER_COST_TOKEN)"
+
+
+def money_or_hidden(value: object) -> str:
+    """``$12.34``, or ``(hidden)`` when the document came without costs."""
+    return "(hidden)" if value is None else f"${value}"
+
+
+def without_costs(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The fleet document without any cost figure (for readers without the cost token)."""
+    out = {k: v for k, v in document.items() if k != "monthly_cost"}
+    for part in ("nodes", "groups"):
+        rows = document.get(part)
+        if isinstance(rows, list):
+            out[part] = [
+                {k: v for k, v in row.items() if k != "monthly_cost"}
+                if isinstance(row, Mapping)
+                else row
+                for row in rows
+            ]
+    out["costs"] = COSTS_HIDDEN
+    return out
+
+
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
@@ -417,7 +442,7 @@ def render_text(view: Mapping[str, Any]) -> str:
                 str(n["daily_limit"]) if n["daily_limit"] is not None else "-",
                 _pct(n["utilization"]),
                 _ago(datetime.fromisoformat(last) if last else None, now),
-                f"${n['monthly_cost']}",
+                money_or_hidden(n.get("monthly_cost")),
                 n["health"],
             )
         )
@@ -445,7 +470,7 @@ def render_text(view: Mapping[str, Any]) -> str:
                     f"{g['capacity_per_day']:,}",
                     f"{g['throughput_per_day']:,.0f}",
                     _pct(g["utilization"]),
-                    f"${g['monthly_cost']}",
+                    money_or_hidden(g.get("monthly_cost")),
                 )
             )
         out.append("")
@@ -460,7 +485,7 @@ def render_text(view: Mapping[str, Any]) -> str:
     out.append("")
     out.append(
         f"fleet {view['fleet']}: {len(view['nodes'])} nodes, monthly cost "
-        f"${view['monthly_cost']}{lead}"
+        f"{money_or_hidden(view.get('monthly_cost'))}{lead}"
     )
     spec = view.get("spec") or {}
     if spec.get("applied_revision"):

@@ -79,6 +79,12 @@ def presented_token(authorization: str | None, query_token: str | None) -> str |
     return query_token or None
 
 
+def may_see_costs(listen_host: str, tokens: StatusTokens, presented: str | None) -> bool:
+    """Cost figures are for finance (and admins): the cost token, or loopback when no cost
+    token is configured (the same rule as the status page's cost section)."""
+    return _matches(presented, tokens.costs) or (is_loopback(listen_host) and tokens.costs is None)
+
+
 def authorize(listen_host: str, tokens: StatusTokens, presented: str | None) -> Verdict:
     """Who may read the page, and whether they see costs."""
     loopback = is_loopback(listen_host)

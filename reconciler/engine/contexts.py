@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from reconciler.core.addresses import node_hostname
-from reconciler.core.costs import CostResolver
+from reconciler.core.costs import CostResolver, cents
 from reconciler.core.fleet import (
     ObservedServer,
     RecordedNode,
@@ -138,7 +138,7 @@ class ApplyContext:
 
     def cost(self, plan: str | None, pool: str | None) -> Decimal:
         """Approximate monthly cost of a node: plan price plus its IPs (core.costs)."""
-        return self._costs.node(plan, pool)[0].quantize(Decimal("0.01"))
+        return cents(self._costs.node(plan, pool)[0])
 
     def region_budget(self, region: str) -> asyncio.Semaphore:
         """Resizes roll through a region at most ``max_unavailable`` at a time."""

@@ -22,7 +22,7 @@ from reconciler.core.errors import (
     StoreError,
     UserError,
 )
-from reconciler.core.fleet import IntentStatus, RecordedNode
+from reconciler.core.fleet import IntentStatus, PricePlan, RecordedNode
 from reconciler.core.lifecycle import DEADLINE_REASON
 from reconciler.core.offers import OfferError, offer_problems, plan_uses
 from reconciler.core.planning import PlanOptions
@@ -30,8 +30,10 @@ from reconciler.core.planning import plan as compute_plan
 from reconciler.core.plans import GuardWarning, Plan
 from reconciler.core.ports import Clock, CloudPort, RunRecord, StorePort
 from reconciler.engine.applying import Applier, ApplyReport, ApplySettings, ProgressHooks
+from reconciler.engine.costing import refresh_recorded_costs
 from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot, observe
+from reconciler.engine.pricing import PriceListCache
 from reconciler.engine.provisioning import ProvisioningPorts, bundle_version
 from specs.model import FleetSpec
 
@@ -119,6 +121,10 @@ class RunResult:
     #: the error that ended the run (None when it ran to the end)
     error: ReconcilerError | SpecError | None = None
     run_id: int | None = None
+    #: nodes whose recorded monthly cost this run brought in line with the cost constants
+    costs_refreshed: tuple[str, ...] = ()
+    #: why the recorded costs could not be refreshed (the run itself is not failed by it)
+    costs_error: str | None = None
 
 
 class SpecSource(Protocol):
@@ -159,8 +165,12 @@ class Reconciler:
         poll_interval: float = 5.0,
         provisioning: ProvisioningPorts | None = None,
         agent_url: str | None = None,
+        prices: PriceListCache | None = None,
     ) -> None:
         self.loaded = loaded
+        #: the provider's price list, cached (None: plans do not check prices)
+        self.prices = prices
+        self._price_list: tuple[PricePlan, ...] | None = None
         #: the provisioning steps' adapters (DNS, SSH, sink...): None without them
         self.provisioning = provisioning
         #: the heartbeat URL in the nodes' bundle (a dry run has no ports but the same URL)
@@ -185,12 +195,27 @@ class Reconciler:
         return self.loaded.spec_hash
 
     async def observe(self) -> Snapshot:
+        if self.prices is not None:
+            self._price_list = await self.prices.get(self.cloud, self.clock.now())
         return await observe(self.cloud, self.store, self.fleet, self.spec_hash, self.clock.now())
 
     def plan(self, snapshot: Snapshot, options: PlanOptions | None = None) -> Plan:
         options = options if options is not None else PlanOptions(spec_hash=self.spec_hash)
         if not options.spec_hash:
             options = dataclasses.replace(options, spec_hash=self.spec_hash)
+        if self.prices is not None and options.price_list is None:
+            if self._price_list is not None:
+                options = dataclasses.replace(options, price_list=self._price_list)
+            if self.prices.error is not None:
+                options = dataclasses.replace(
+                    options,
+                    notes=(
+                        *options.notes,
+                        f"provider prices not checked: {self.prices.error}"
+                        if self._price_list is None
+                        else f"provider prices from an older read ({self.prices.error})",
+                    ),
+                )
         if self.spec.provisioning is not None and options.provisioning_failures is None:
             options = dataclasses.replace(
                 options, provisioning_failures=self.provisioning_failures()
@@ -379,8 +404,15 @@ class Reconciler:
         self.record_spec_protection(snapshot, request.epoch)
         if plan.is_empty:
             run_id = self._record(mode, plan, "ok")
+            refreshed, costs_error = self._refresh_costs(request, hooks)
             return RunResult(
-                "ok", plan=plan, snapshot=snapshot, report=ApplyReport(), run_id=run_id
+                "ok",
+                plan=plan,
+                snapshot=snapshot,
+                report=ApplyReport(),
+                run_id=run_id,
+                costs_refreshed=refreshed,
+                costs_error=costs_error,
             )
         refused_by = tuple(
             w
@@ -428,7 +460,28 @@ class Reconciler:
             self._record(mode, plan, "failed", _error_text(exc), run_id=run_id)
             raise
         self._record(mode, plan, report.outcome, _failures(report), run_id=run_id)
-        return RunResult(report.outcome, plan=plan, snapshot=snapshot, report=report, run_id=run_id)
+        refreshed, costs_error = self._refresh_costs(request, hooks)
+        return RunResult(
+            report.outcome,
+            plan=plan,
+            snapshot=snapshot,
+            report=report,
+            run_id=run_id,
+            costs_refreshed=refreshed,
+            costs_error=costs_error,
+        )
+
+    def _refresh_costs(
+        self, request: RunRequest, hooks: RunHooks
+    ) -> tuple[tuple[str, ...], str | None]:
+        """After an apply: the recorded costs follow today's constants (engine.costing)."""
+        try:
+            names = refresh_recorded_costs(
+                self.spec, self.store, epoch=request.epoch, before_mutation=hooks.before_mutation
+            )
+        except ReconcilerError as exc:
+            return (), _error_text(exc)
+        return tuple(names), None
 
     async def reconcile_once(
         self,

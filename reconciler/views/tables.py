@@ -100,7 +100,7 @@ def render_rich(view: Mapping[str, Any], console: Console) -> None:
                 str(n["daily_limit"]) if n["daily_limit"] is not None else "-",
                 _pct(n["utilization"]),
                 Text(_ago(n["last_heartbeat"], now), style="red" if n["unhealthy"] else ""),
-                f"${n['monthly_cost']}",
+                _money_or_hidden(n.get("monthly_cost")),
                 Text(grade, style=_GRADE_STYLE.get(grade, "")),
             )
         console.print(table)
@@ -143,8 +143,13 @@ def render_rich(view: Mapping[str, Any], console: Console) -> None:
     lead = "" if leader is None else (", this daemon leads" if leader else ", standby daemon")
     console.print(
         f"fleet [bold]{view['fleet']}[/bold]: {len(nodes)} nodes, monthly cost "
-        f"${view['monthly_cost']}{lead}",
+        f"{_money_or_hidden(view.get('monthly_cost'))}{lead}",
         highlight=False,
     )
     for decision in view.get("decisions") or []:
         console.print(f"autoscaler: {decision}", highlight=False, markup=False)
+
+
+def _money_or_hidden(value: object) -> str:
+    """``$12.34``, or ``(hidden)`` when the document came without costs (no cost token)."""
+    return "(hidden)" if value is None else f"${value}"

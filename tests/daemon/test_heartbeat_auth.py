@@ -45,6 +45,9 @@ class State:
     def spec_status(self) -> dict[str, Any]:
         return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
 
+    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
+        return self.fleet_document()
+
 
 @pytest.fixture
 def store() -> InMemoryStore:

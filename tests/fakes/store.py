@@ -207,6 +207,26 @@ class InMemoryStore:
             raise
         self.writes.append(("upsert_nodes", str(len(nodes))))
 
+    def refresh_costs(
+        self,
+        fleet: str,
+        costs: Mapping[str, tuple[Decimal, Decimal]],
+        *,
+        epoch: int | None = None,
+    ) -> list[str]:
+        self._check(epoch, fleet)
+        changed: list[str] = []
+        for (f, name), node in list(self.nodes.items()):
+            target = costs.get(name)
+            if f != fleet or target is None or node.status is NodeStatus.DECOMMISSIONED:
+                continue
+            total, ip = target
+            if node.approximate_cost != total or node.ip_cost != ip:
+                self.nodes[(f, name)] = replace(node, approximate_cost=total, ip_cost=ip)
+                changed.append(name)
+        self.writes.append(("refresh_costs", str(len(changed))))
+        return sorted(changed)
+
     def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
         self._check(epoch, fleet)
         node = self.nodes.get((fleet, name))
