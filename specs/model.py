@@ -146,7 +146,7 @@ class PlanSpec(_Model):
     disk_gb: Annotated[int, Field(ge=1, le=10000)]
     """Disk in GB."""
     transfer_tb: Annotated[Decimal, Field(ge=0, le=100)] = Decimal(1)
-    """Monthly transfer in TB."""
+    """Monthly transfer in TB (checked against the price list by validate --remote)."""
     monthly_price: Money
     """Price in USD per month."""
     production_ready: bool = True
@@ -177,7 +177,7 @@ class RegionSpec(_Model):
     location_id: Annotated[int, Field(ge=1, le=1_000_000_000)]
     """Hostwinds location id (12 = Seattle is the only attested id)."""
     location: str | None = None  # display name: Seattle, Dallas, Amsterdam
-    """Display name: Seattle, Dallas, Amsterdam."""
+    """A name for people reading the spec (Seattle, Dallas, Amsterdam); nothing reads it."""
     plan: str
     """A plan name from plans."""
     nodes: Annotated[int, Field(ge=0, le=10000)] | NodeRange
@@ -224,7 +224,7 @@ class PoolSpec(_Model):
     contract: str | None = None  # names a costs.contracts entry
     """A contract name under costs.contracts."""
     kind: Literal["shared", "dedicated", "warmup"] = "shared"
-    """shared, dedicated or warmup."""
+    """Not yet supported: refused when written (a pool's kind changes nothing yet)."""
     description: str | None = None
     """Free text."""
 
@@ -251,9 +251,9 @@ class CostsSpec(_Model):
     ip_monthly_price: Money = Decimal("4.99")
     """USD per dedicated IP per month."""
     ips_per_node: Annotated[int, Field(ge=1, le=64)] = 1
-    """Dedicated IPs carried by each node."""
+    """Dedicated IPs carried by each node: only 1 is supported (extra IPs are never ordered)."""
     hours_per_month: Annotated[Decimal, Field(gt=0, le=744)] = Decimal(730)
-    """Hours in a billing month, for hourly prices."""
+    """Not yet supported: refused when written (nothing prices hourly billing yet)."""
     monthly_budget: Money | None = None
     """Optional monthly budget in USD; the declared minimum fleet must fit in it."""
     contracts: dict[str, ContractSpec] = Field(default_factory=dict)

@@ -486,6 +486,7 @@ class _Checker:
         self.check_contracts()
         self.check_schedules()
         self.check_protected()
+        self.check_not_supported()
         self.check_booleans(self.data, ())
         self.check_competing_pools()
         self.check_budget()
@@ -723,6 +724,15 @@ class _Checker:
                         "it protects only a node already recorded in the store",
                     )
 
+    def check_not_supported(self) -> None:
+        """Fields the schema documents that nothing reads yet are refused when written, so a
+        spec never says something the tool does not do (``NOT_YET_SUPPORTED``)."""
+        for pattern, (why, allowed) in NOT_YET_SUPPORTED.items():
+            for path, value in _matches(self.data, pattern):
+                if allowed is not None and value == allowed:
+                    continue
+                self.error(path, f"not yet supported: {why}", "remove it", at_key=True)
+
     def check_booleans(self, value: Any, path: FieldPath) -> None:
         """``nodes: off`` / ``nodes: yes`` are YAML booleans, not counts: a boolean where a
         number is expected is an error (pydantic would read it as 0 or 1)."""
@@ -894,6 +904,38 @@ class _Checker:
         webhook = _mapping(self.data.get("alerts")).get("webhook")
         if isinstance(webhook, str) and not webhook.startswith(("https://", "http://")):
             self.error(("alerts", "webhook"), f"{webhook!r} is not an http(s) URL")
+
+
+#: Documented fields that nothing reads yet: refused when written (with the one value that
+#: says what the tool does anyway, if any). ``*`` matches any name.
+NOT_YET_SUPPORTED: dict[FieldPath, tuple[str, Any]] = {
+    ("costs", "hours_per_month"): (
+        "nothing prices hourly billing yet (plans are priced per month)",
+        None,
+    ),
+    ("costs", "ips_per_node"): (
+        "a node carries one dedicated IP; extra IPs are never ordered (Hostwinds documents "
+        "no action to buy them), so only 1 is accepted",
+        1,
+    ),
+    ("ip_pools", "*", "kind"): ("a pool's kind changes nothing yet", None),
+}
+
+
+def _matches(data: Any, pattern: FieldPath) -> list[tuple[FieldPath, Any]]:
+    """(path, value) of every key of ``data`` that ``pattern`` names (``*``: any name)."""
+    found: list[tuple[FieldPath, Any]] = []
+    level: list[tuple[FieldPath, Any]] = [((), data)]
+    for part in pattern:
+        following: list[tuple[FieldPath, Any]] = []
+        for path, node in level:
+            if not isinstance(node, dict):
+                continue
+            keys = list(node) if part == "*" else [part] if part in node else []
+            following.extend(((*path, key), node[key]) for key in keys)
+        level = following
+    found.extend(level)
+    return found
 
 
 def semantic_findings(data: Any, source_map: SourceMap) -> Findings:

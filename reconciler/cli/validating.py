@@ -62,7 +62,7 @@ def _check_remote(loaded: LoadedSpec) -> None:
     import asyncio
     import os
 
-    from reconciler.core.offers import offer_problems
+    from reconciler.core.offers import offer_problems, plan_mismatches
     from reconciler.wiring import build_cloud
     from specs.errors import SpecError, SpecProblem
 
@@ -77,8 +77,16 @@ def _check_remote(loaded: LoadedSpec) -> None:
         problems.append(
             SpecProblem(file, line, column, ".".join(found.path), found.message, found.hint)
         )
+    warnings = list(loaded.warnings)
+    for found in plan_mismatches(loaded.spec, prices):
+        file, line, column = loaded.locate(found.path)
+        warnings.append(
+            SpecProblem(file, line, column, ".".join(found.path), found.message, found.hint)
+        )
     if problems:
-        raise SpecError(problems, warnings=loaded.warnings)
+        raise SpecError(problems, warnings=warnings)
+    for warning in warnings[len(loaded.warnings) :]:
+        click.echo(f"warning: {warning.render()}", err=True)
 
 
 def render_schema() -> str:

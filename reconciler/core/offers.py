@@ -11,13 +11,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from reconciler.core.errors import UserError
 from reconciler.core.fleet import Location, PricePlan
 from reconciler.core.plans import Action, Plan
 from specs.model import FleetSpec
 
-__all__ = ["OfferError", "OfferProblem", "offer_problems", "plan_uses"]
+__all__ = ["OfferError", "OfferProblem", "offer_problems", "plan_mismatches", "plan_uses"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,37 @@ def _near(value: int, offered: Iterable[int]) -> str:
     close = difflib.get_close_matches(str(value), texts, n=3, cutoff=0.5)
     shown = close or texts[:12]
     return ", ".join(shown) + (" ..." if not close and len(texts) > 12 else "")
+
+
+def plan_mismatches(spec: FleetSpec, prices: Sequence[PricePlan]) -> list[OfferProblem]:
+    """A plan whose declared size (vcpu, ram_gb, disk_gb, transfer_tb) is not the size of
+    the provider's plan with its ``rid``: the capacity and cost figures would be wrong."""
+    by_rid = {p.rid: p for p in prices}
+    found: list[OfferProblem] = []
+    for name in sorted(spec.plans):
+        plan = spec.plans[name]
+        offered = by_rid.get(plan.rid)
+        if offered is None:
+            continue
+        declared: list[tuple[str, object, object]] = [
+            ("vcpu", plan.vcpu, offered.vcpu),
+            ("ram_gb", plan.ram_gb, offered.ram_gb),
+            ("disk_gb", plan.disk_gb, offered.disk_gb),
+        ]
+        bandwidth = offered.bandwidth.strip()
+        if bandwidth.isdigit() and "transfer_tb" in plan.model_fields_set:  # GB per month
+            declared.append(("transfer_tb", plan.transfer_tb, Decimal(bandwidth) / 1000))
+        for field, mine, theirs in declared:
+            if Decimal(str(mine)) != Decimal(str(theirs)):
+                found.append(
+                    OfferProblem(
+                        ("plans", name, field),
+                        f"{field} is {mine}, but the provider's plan rid {plan.rid} "
+                        f"({offered.name}) has {theirs}",
+                        "copy the size from the price list",
+                    )
+                )
+    return found
 
 
 def offer_problems(

@@ -80,3 +80,18 @@ def test_a_plan_creating_on_an_unoffered_rid_or_location_creates_nothing() -> No
     before = dict(world.cloud.calls)
     asyncio.run(world.reconciler(converged).reconcile_once(dry_run=True))
     assert world.cloud.calls["get_price_list"] == before["get_price_list"]
+
+
+def test_validate_remote_warns_when_a_plans_size_is_not_the_providers(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = workdir / "fleet.yaml"
+    text = VALID.replace("rid: 540", "rid: 54").replace("location_id: 99", "location_id: 14")
+    path.write_text(text.replace("disk_gb: 50,", "disk_gb: 50, transfer_tb: 5,"))
+    assert main(["validate", "--remote", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err == (
+        f"warning: {path}:5:56: plans.baseline.transfer_tb: transfer_tb is 5, but the "
+        "provider's plan rid 52 (Unmanaged Linux VPS 2GB) has 2 (copy the size from the "
+        "price list)\n"
+    )
