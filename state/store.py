@@ -19,6 +19,7 @@ Works on SQLite (embedded default) and PostgreSQL. Rules kept here:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -195,6 +196,117 @@ def _upsert_stmt(connection: Connection, model: type[m.Base]) -> Any:
     if connection.dialect.name == "postgresql":
         return postgresql.insert(model)
     return sqlite.insert(model)
+
+
+def _insert_for(dialect: str, model: type[m.Base]) -> Any:
+    return postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
+
+
+@functools.cache
+def _node_upsert(dialect: str) -> Any:
+    """The nodes' ``INSERT ... ON CONFLICT DO UPDATE`` (built once per dialect: building it
+    costs more than running it, and it is the store's most frequent write)."""
+    table = m.SendingNode
+    stmt = _insert_for(dialect, table)
+    excluded = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[table.fleet, table.name],
+        index_where=table.closed_at.is_(None),
+        set_={
+            "provider_id": sa.func.coalesce(excluded.provider_id, table.provider_id),
+            "ip_address": sa.func.coalesce(excluded.ip_address, table.ip_address),
+            "hostname": sa.func.coalesce(excluded.hostname, table.hostname),
+            "region": excluded.region,
+            "plan": excluded.plan,
+            "pool": sa.func.coalesce(excluded.pool, table.pool),
+            "status": excluded.status,
+            "reputation_score": excluded.reputation_score,
+            "current_load": excluded.current_load,
+            "approximate_cost": sa.func.coalesce(excluded.approximate_cost, table.approximate_cost),
+            "protected": sa.or_(table.protected, excluded.protected),
+            "rdns_done": excluded.rdns_done,
+            "warmup_started_at": sa.func.coalesce(
+                excluded.warmup_started_at, table.warmup_started_at
+            ),
+            "observed_generation": sa.func.coalesce(
+                excluded.observed_generation, table.observed_generation
+            ),
+            "updated_at": excluded.updated_at,
+            "last_heartbeat": sa.func.coalesce(table.last_heartbeat, excluded.last_heartbeat),
+            "status_changed_at": sa.case(
+                (table.status != excluded.status, excluded.status_changed_at),
+                else_=table.status_changed_at,
+            ),
+            # a record written without step state keeps the recorded one
+            "steps": sa.func.coalesce(excluded.steps, table.steps),
+            # provisioning facts: a record written without them keeps the recorded
+            # ones (clearing is an operator's act: clear_quarantine); maintenance is
+            # never written here (set_maintenance only)
+            "host_key": sa.func.coalesce(excluded.host_key, table.host_key),
+            "bundle_version": sa.func.coalesce(excluded.bundle_version, table.bundle_version),
+            "quarantine": sa.func.coalesce(excluded.quarantine, table.quarantine),
+            # who holds the node out of rotation goes with the status it writes
+            "paused_by": excluded.paused_by,
+        },
+    ).returning(table.id, table.fleet, table.name, table.ip_address, table.pool)
+
+
+@functools.cache
+def _vps_upsert(dialect: str) -> Any:
+    """The VPS rows' upsert that follows every node upsert (built once per dialect)."""
+    vps = m.VpsInstance
+    stmt = _insert_for(dialect, vps)
+    return stmt.on_conflict_do_update(
+        index_elements=[vps.node_id],
+        set_={
+            "provider_id": sa.func.coalesce(stmt.excluded.provider_id, vps.provider_id),
+            "plan": stmt.excluded.plan,
+            "approximate_cost": sa.func.coalesce(
+                stmt.excluded.approximate_cost, vps.approximate_cost
+            ),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
+
+
+@functools.cache
+def _ip_upsert(dialect: str) -> Any:
+    """The IP rows' upsert that follows a node upsert with an IP (built once per dialect)."""
+    ips = m.SmtpIpAddress
+    stmt = _insert_for(dialect, ips)
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[ips.node_id, ips.ip_address],
+        set_={
+            "pool": sa.func.coalesce(new.pool, ips.pool),
+            # statuses only move forward along assigned -> warming -> warmed here;
+            # degraded / burned / quarantined are set by set_ip_status
+            "status": sa.case(
+                (
+                    sa.and_(
+                        new.status == IpStatus.WARMED.value,
+                        sa.or_(
+                            ips.status == IpStatus.ASSIGNED.value,
+                            ips.status == IpStatus.WARMING.value,
+                        ),
+                    ),
+                    new.status,
+                ),
+                (
+                    sa.and_(
+                        new.status == IpStatus.WARMING.value,
+                        ips.status == IpStatus.ASSIGNED.value,
+                    ),
+                    new.status,
+                ),
+                (ips.released_at.is_not(None), new.status),
+                else_=ips.status,
+            ),
+            "approximate_cost": sa.func.coalesce(new.approximate_cost, ips.approximate_cost),
+            "released_at": None,
+            "updated_at": new.updated_at,
+        },
+    )
 
 
 def ensure_epoch_rows(connection: Connection, name: str) -> None:
@@ -544,51 +656,7 @@ class SqlStore:
         params = [_node_params(node, now) for node in batch]
         self._check_service_ids(connection, batch)
 
-        table = m.SendingNode
-        stmt = _upsert_stmt(connection, table)
-        excluded = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.fleet, table.name],
-            index_where=table.closed_at.is_(None),
-            set_={
-                "provider_id": sa.func.coalesce(excluded.provider_id, table.provider_id),
-                "ip_address": sa.func.coalesce(excluded.ip_address, table.ip_address),
-                "hostname": sa.func.coalesce(excluded.hostname, table.hostname),
-                "region": excluded.region,
-                "plan": excluded.plan,
-                "pool": sa.func.coalesce(excluded.pool, table.pool),
-                "status": excluded.status,
-                "reputation_score": excluded.reputation_score,
-                "current_load": excluded.current_load,
-                "approximate_cost": sa.func.coalesce(
-                    excluded.approximate_cost, table.approximate_cost
-                ),
-                "protected": sa.or_(table.protected, excluded.protected),
-                "rdns_done": excluded.rdns_done,
-                "warmup_started_at": sa.func.coalesce(
-                    excluded.warmup_started_at, table.warmup_started_at
-                ),
-                "observed_generation": sa.func.coalesce(
-                    excluded.observed_generation, table.observed_generation
-                ),
-                "updated_at": excluded.updated_at,
-                "last_heartbeat": sa.func.coalesce(table.last_heartbeat, excluded.last_heartbeat),
-                "status_changed_at": sa.case(
-                    (table.status != excluded.status, excluded.status_changed_at),
-                    else_=table.status_changed_at,
-                ),
-                # a record written without step state keeps the recorded one
-                "steps": sa.func.coalesce(excluded.steps, table.steps),
-                # provisioning facts: a record written without them keeps the recorded
-                # ones (clearing is an operator's act: clear_quarantine); maintenance is
-                # never written here (set_maintenance only)
-                "host_key": sa.func.coalesce(excluded.host_key, table.host_key),
-                "bundle_version": sa.func.coalesce(excluded.bundle_version, table.bundle_version),
-                "quarantine": sa.func.coalesce(excluded.quarantine, table.quarantine),
-                # who holds the node out of rotation goes with the status it writes
-                "paused_by": excluded.paused_by,
-            },
-        ).returning(table.id, table.fleet, table.name, table.ip_address, table.pool)
+        stmt = _node_upsert(connection.dialect.name)
         returned = {}
         for chunk in _chunks(params):
             for row in connection.execute(stmt, list(chunk)):
@@ -676,19 +744,7 @@ class SqlStore:
                         "updated_at": now,
                     }
                 )
-        vps = m.VpsInstance
-        stmt = _upsert_stmt(connection, vps)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[vps.node_id],
-            set_={
-                "provider_id": sa.func.coalesce(stmt.excluded.provider_id, vps.provider_id),
-                "plan": stmt.excluded.plan,
-                "approximate_cost": sa.func.coalesce(
-                    stmt.excluded.approximate_cost, vps.approximate_cost
-                ),
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
+        stmt = _vps_upsert(connection.dialect.name)
         for chunk in _chunks(vps_rows):
             connection.execute(stmt, list(chunk))
         if not ip_rows:
@@ -708,40 +764,7 @@ class SqlStore:
         )
         for chunk in _chunks(releases):
             connection.execute(release, list(chunk))
-        stmt = _upsert_stmt(connection, ips)
-        new = stmt.excluded
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[ips.node_id, ips.ip_address],
-            set_={
-                "pool": sa.func.coalesce(new.pool, ips.pool),
-                # statuses only move forward along assigned -> warming -> warmed here;
-                # degraded / burned / quarantined are set by set_ip_status
-                "status": sa.case(
-                    (
-                        sa.and_(
-                            new.status == IpStatus.WARMED.value,
-                            sa.or_(
-                                ips.status == IpStatus.ASSIGNED.value,
-                                ips.status == IpStatus.WARMING.value,
-                            ),
-                        ),
-                        new.status,
-                    ),
-                    (
-                        sa.and_(
-                            new.status == IpStatus.WARMING.value,
-                            ips.status == IpStatus.ASSIGNED.value,
-                        ),
-                        new.status,
-                    ),
-                    (ips.released_at.is_not(None), new.status),
-                    else_=ips.status,
-                ),
-                "approximate_cost": sa.func.coalesce(new.approximate_cost, ips.approximate_cost),
-                "released_at": None,
-                "updated_at": new.updated_at,
-            },
-        )
+        stmt = _ip_upsert(connection.dialect.name)
         for chunk in _chunks(ip_rows):
             connection.execute(stmt, list(chunk))
 
