@@ -342,3 +342,43 @@ def test_the_daemon_never_uses_a_resolver_nobody_named(
     assert job.view.probes == {}
     assert [c.key for c in job.view.conditions] == ["blocklists:unchecked"]
     assert len(job.rotation(store.load_fleet("acme"), frozenset())) == 2
+
+
+class _StoreDown:
+    """The platform side of a daemon whose store fails while it records complaints."""
+
+    complaint_window = timedelta(days=7)
+
+    def rotation_document(self) -> dict[str, Any]:
+        return {"nodes": []}
+
+    def node_for(self, name: str | None, ip: str | None) -> str | None:
+        return name
+
+    async def record_complaints(self, complaints: list[Any]) -> tuple[int, int]:
+        from reconciler.core.errors import StoreError
+
+        raise StoreError("state store failed (sqlite) while adding complaints: disk I/O error")
+
+
+def test_complaints_are_refused_with_503_when_the_store_fails() -> None:
+    """Nothing is counted (one transaction), so the platform is told to send them again."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    _, complaints = create_handlers(_StoreDown(), "platform-token")
+    app = Starlette(routes=[Route("/v1/complaints", complaints, methods=["POST"])])
+
+    async def scenario() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+            return await client.post(
+                "/v1/complaints",
+                json={"complaints": [{"node": "acme-dallas-001", "id": "fbl-9"}]},
+                headers={"Authorization": "Bearer platform-token"},
+            )
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 503
+    assert answer.json() == {"error": "store_unavailable"}
+    assert "disk I/O" not in answer.text
