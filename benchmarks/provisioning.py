@@ -238,8 +238,9 @@ def main() -> None:
         print(f"2. {n} nodes, client rate limit 2 req/s (default), build 5 s")
         print(
             f"   nodes between add_instance and verified at the same time: at most "
-            f"{max_overlap(spans)} (reconcile.concurrency 8 caps the SSH/DNS work, not the "
-            f"waits); {par['verified']}/{n} verified in {par['elapsed']:.1f} s"
+            f"{max_overlap(spans)} (reconcile.concurrency paces the API calls only; up to 64 "
+            f"nodes in their DNS/SSH/mail steps at once); {par['verified']}/{n} verified in "
+            f"{par['elapsed']:.1f} s"
         )
         burst = max(1, math.ceil(2.0))
         floor2 = max((1 + 2 * n - burst) / 2.0, max(0, 1 + n - burst) / 2.0 + 5.0)

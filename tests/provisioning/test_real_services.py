@@ -235,3 +235,97 @@ async def test_the_bootstrap_over_openssh(request: pytest.FixtureRequest) -> Non
             await remote.aclose()
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_dns_drift_found_and_repaired_against_bind(request: pytest.FixtureRequest) -> None:
+    """The drift check's DNS part (docs/provisioning.md, "Drift checks") against BIND: the
+    A record and DKIM key on the primary, FCrDNS by real queries; republishing repairs it."""
+    server = _bind(request)
+    dns = _dns(server)
+    resolver = DnsResolver([server.address], timeout=5.0)
+    provisioner = Provisioner(
+        spec_settings(),
+        dns=dns,
+        resolver=resolver,
+        remote=None,  # type: ignore[arg-type]
+        sink=None,  # type: ignore[arg-type]
+        dkim=None,  # type: ignore[arg-type]
+        clock=SystemClock(),
+    )
+    public = base64.b64encode(b"k" * 270).decode()
+    await provisioner.publish(HOST, IP, [IP])
+    await provisioner.publish_dkim("n1", public)
+    assert await provisioner.dns_drift("n1", HOST, IP, public) == []
+    # someone removes the A record and replaces the DKIM key behind our back
+    await dns.delete(HOST, "A")
+    await dns.replace(RecordSet(f"n1._domainkey.{ZONE}", "TXT", (dkim_txt("AAAA"),)))
+    problems = await provisioner.dns_drift("n1", HOST, IP, public)
+    assert f"A {HOST} is not {IP}" in problems
+    assert f"DKIM key n1._domainkey.{ZONE} differs from the node's" in problems
+    assert any(p.startswith("FCrDNS:") for p in problems)
+    await provisioner.publish(HOST, IP, [IP])
+    await provisioner.publish_dkim("n1", public)
+    assert await provisioner.dns_drift("n1", HOST, IP, public) == []
+
+
+async def test_drift_repair_and_rebootstrap_over_openssh(request: pytest.FixtureRequest) -> None:
+    """Over OpenSSH's sshd (unprivileged, stub tools): check.sh finds a changed file, the
+    reset makes the finished bundle run again and repairs it, and a new bundle version (a new
+    Postfix tuning) replaces the old one on the node."""
+    from providers.simulator.nodes import _write_stubs
+    from reconciler.node.bundle import PostfixTuning
+
+    root = Path(tempfile.mkdtemp(prefix="fr-node-root-", dir="/tmp"))
+    os.chmod(root, 0o777)
+    try:
+        sshd = request.getfixturevalue("sshd_server")
+        _write_stubs(sshd.folder)
+        remote = SshRemote(load_client_key(sshd.client_key), connect_timeout=10)
+        try:
+            provisioner = Provisioner(
+                spec_settings(),
+                dns=None,  # type: ignore[arg-type]
+                resolver=None,  # type: ignore[arg-type]
+                remote=_Rooted(remote, root),
+                sink=None,  # type: ignore[arg-type]
+                dkim=None,  # type: ignore[arg-type]
+                clock=SystemClock(),
+                poll_interval=0.1,
+            )
+            key = await remote.scan_host_key(sshd.host, sshd.port)
+            target = RemoteTarget(sshd.host, sshd.port, sshd.user, key)
+            bundle = render_bundle(BundleSettings(node="n1", hostname=HOST, domain=ZONE))
+            deadline = datetime.now(UTC) + timedelta(seconds=120)
+            assert (await provisioner.bootstrap(target, bundle, "t" * 64, deadline=deadline)).done
+            main_cf = root / "etc/postfix/main.cf"
+            good = main_cf.read_text()
+            main_cf.write_text(good + "relayhost = [evil.example]\n")
+            found = await provisioner.drift(target, bundle)
+            assert found is not None
+            assert "changed: /etc/postfix/main.cf" in found
+            assert await provisioner.reset(target, bundle) == "reset"
+            again = await provisioner.bootstrap(
+                target, bundle, "t" * 64, deadline=deadline, rerun_failed=True
+            )
+            assert again.done
+            assert main_cf.read_text() == good
+            assert await provisioner.drift(target, bundle) is None
+            # a new Postfix tuning: a new version, run beside the old one's folder
+            tuned = render_bundle(
+                BundleSettings(
+                    node="n1",
+                    hostname=HOST,
+                    domain=ZONE,
+                    postfix=PostfixTuning(default_process_limit=120),
+                )
+            )
+            assert tuned.version != bundle.version
+            update = await provisioner.bootstrap(target, tuned, "t" * 64, deadline=deadline)
+            assert update.done
+            assert update.dkim_public == again.dkim_public  # the node keeps its DKIM key
+            assert "default_process_limit = 120" in main_cf.read_text()
+            assert await provisioner.drift(target, tuned) is None
+        finally:
+            await remote.aclose()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
