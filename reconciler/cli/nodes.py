@@ -526,7 +526,9 @@ def retry(
 ) -> int:
     """Forget NAME's failed provisioning steps (and their attempt counts): the next reconcile
     tries them again (within the node's provisioning deadline; hold the node with `node
-    maintenance` to stop the deadline while you look)."""
+    maintenance` to stop the deadline while you look). For a failed create slot (sent, never
+    appeared, its re-creates used up) the slot is released instead: the next reconcile creates
+    a new node (check the account for a server of that name first)."""
     fleet_name = _fleet_of(files, fleet)
     why = _optional_reason(reason)
     who = _by(by)
@@ -534,6 +536,13 @@ def retry(
     forgotten: tuple[str, ...] = ()
     try:
         current = _node(store, fleet_name, name)
+        if _retry_failed_slot(store, fleet_name, current, who, why):
+            click.echo(
+                f"{name}: the failed create slot is released (its intents closed); the next "
+                "reconcile creates a new node. A server of this name that shows up later is "
+                "adopted, never bought twice."
+            )
+            return 0
         failed = [s.name for s in current.steps if s.status.value != "done"]
         if failed:
 
@@ -560,6 +569,36 @@ def retry(
         "them again."
     )
     return 0
+
+
+def _retry_failed_slot(
+    store: StorePort, fleet: str, node: RecordedNode, who: str, why: str
+) -> bool:
+    """Release a failed create slot (issue 9): the node was never seen (no server id) and its
+    pending create intent is a re-create already (``attempt`` >= 2). A slot still in its first
+    attempt may be building: it is left alone (the planner resolves it)."""
+    from reconciler.core.planning import create_attempt
+
+    if node.service_id is not None:
+        return False
+    intents = [
+        i
+        for i in store.load_fleet(fleet).pending_intents
+        if i.kind == "create" and i.target == node.name
+    ]
+    if not intents or max(create_attempt(i.params) for i in intents) < 2:
+        return False
+
+    def act() -> RecordedNode:
+        for intent in intents:
+            store.finish_intent(
+                intent.id, IntentStatus.FAILED, error=f"slot failed; retried by {who}"
+            )
+        store.close_node(fleet, node.name, datetime.now(UTC))
+        return node
+
+    _record(store, fleet, "retry", node.name, {"by": who, "why": why, "slot": "create"}, act)
+    return True
 
 
 @click.command("platform-token")

@@ -126,6 +126,9 @@ class PlanOptions:
     #: per region: nodes destroyed for missing their provisioning deadline within the
     #: circuit breaker's window (from the journal)
     provisioning_failures: Mapping[str, int] | None = None
+    #: re-creates allowed per slot after a create was sent and its server never appeared
+    #: (default one retry); then the slot fails and waits for `reconcile node retry NAME`
+    create_retries: int = 1
     #: node name -> the bootstrap bundle version (content hash) the node should run now
     #: (from the engine); a node in service on another version is re-bootstrapped, rolling
     #: within the disruption budget (core.upkeep). None: not compared.
@@ -155,6 +158,12 @@ def _never_served(node: LiveNode) -> bool:
     return node.server.status is ServerStatus.ERROR or (
         node.status is NodeStatus.PROVISIONING and node.condemned is not None
     )
+
+
+def create_attempt(params: Mapping[str, str]) -> int:
+    """Which attempt of its slot a create intent is (``params["attempt"]``, 1 when absent)."""
+    raw = params.get("attempt", "1")
+    return int(raw) if raw.isdigit() and 0 < len(raw) < 4 else 1
 
 
 def desired_count(spec: FleetSpec, region: str, options: PlanOptions) -> int:
@@ -538,6 +547,8 @@ class _Planner:
             "intent_ids": ids,
             "recreate": "yes" if item.recreate else "no",
         }
+        attempt = create_attempt(intent.params)
+        exhausted = item.recreate and attempt > max(0, self.options.create_retries)
         if not expired and created is not None:
             resolution = Resolution.WAIT
             after["grace_until"] = (created + grace).isoformat()
@@ -545,10 +556,27 @@ class _Planner:
                 "pending create intent: no server with this name yet; wait for it until "
                 f"{(created + grace).isoformat()} (adoption grace)"
             )
+        elif exhausted:
+            resolution = Resolution.EXHAUSTED
+            after["recreate"] = "no"
+            after["attempts"] = str(attempt)
+            reason = (
+                f"create sent {attempt} time(s) and the server never appeared: the slot "
+                "failed; it holds its place until an operator decides"
+            )
+            self.out.warn(
+                "create_failed",
+                f"{item.name}: create sent {attempt} time(s), the server never appeared "
+                f"(reconcile.create_retries = {self.options.create_retries}): the slot "
+                "failed and nothing more is bought for it",
+                hint=f"check the Hostwinds account for a server of this name (orders, "
+                f"invoices), then run `reconcile node retry {item.name}` to try again",
+            )
         elif item.recreate:
             reason = (
                 "pending create intent: no server with this name after the adoption grace; "
-                "fail the intent and create it anew"
+                f"fail the intent and create it anew (attempt {attempt + 1} of "
+                f"{1 + max(0, self.options.create_retries)})"
             )
         else:
             reason = (

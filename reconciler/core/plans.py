@@ -62,6 +62,9 @@ class Resolution(StrEnum):
     WAIT = "wait"  # no server yet, inside the adoption grace: wait
     RECREATE = "recreate"  # no server after the grace, still needed: fail them, create anew
     ABANDON = "abandon"  # no server after the grace, no longer needed: fail them, close
+    #: no server after the grace and the slot's create attempts are used up: the slot failed;
+    #: the intent stays (it holds the slot), an operator decides (`reconcile node retry`)
+    EXHAUSTED = "exhausted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from reconciler.core.fleet import (
     RecordedIntent,
     RecordedNode,
 )
+from reconciler.core.planning import create_attempt
 from reconciler.core.plans import Change, Resolution
 from reconciler.engine.contexts import (
     ApplyContext,
@@ -182,6 +183,13 @@ async def resolve(ctx: ApplyContext, change: Change) -> str:
         for i in ctx.snapshot.recorded.pending_intents
         if i.kind == "create" and i.target == change.address and (not wanted or i.id in wanted)
     ]
+    if change.resolution is Resolution.EXHAUSTED:
+        # the slot failed (its create attempts are used up): nothing is bought, nothing is
+        # closed; the intent holds the slot until `reconcile node retry NAME`
+        raise ChangeFailedError(
+            f"{change.address}: slot failed: {change.reason}; run `reconcile node retry "
+            f"{change.address}` once the account is checked"
+        )
     if change.resolution is Resolution.RECORDED:
         async with ctx.slots:
             for intent in intents:
@@ -242,6 +250,11 @@ async def resolve_intents(
         params = dict(newest.params)
         if not {"region", "plan", "rid", "location_id"} <= params.keys():
             params = create_params(ctx, change)
+        # the slot's next attempt (bounded by the planner: reconcile.create_retries)
+        params = {
+            k: v for k, v in params.items() if k not in ("sent", "actor", "revision", "epoch")
+        }
+        params["attempt"] = str(create_attempt(newest.params) + 1)
         return await create_fresh(ctx, change, params)
     if not can_come_up(server):
         return f"adopted server {server.service_id} ({server.status.value})"

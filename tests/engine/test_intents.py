@@ -71,3 +71,52 @@ def test_a_crash_before_the_wire_leaves_nothing_to_wait_for(world: World) -> Non
     assert [c.action for c in plan.changes] == [Action.CREATE]
     assert world.converge(spec) == 1
     world.assert_sound(spec)
+
+
+def test_re_creates_are_bounded_per_slot_then_the_slot_fails(world: World) -> None:
+    """A create sent whose server never appears: one retry after the grace (default), then
+    the slot fails (warning create_failed, the change fails) and nothing more is bought, run
+    after run, until an operator releases the slot (`reconcile node retry NAME`)."""
+    from reconciler.cli.nodes import _retry_failed_slot
+
+    spec = make_spec({"dallas": 1})
+    lost = TransientError("add_instance failed: timed out; the outcome is unknown")
+    world.cloud.fail_next("add_instance", lost, times=2)  # sent, never appears (twice)
+    world.run(spec)
+    world.clock.advance(6 * 60)
+    plan, _ = world.run(spec)  # after the grace: the one retry
+    assert [(c.action, c.resolution) for c in plan.changes] == [
+        (Action.RESOLVE, Resolution.RECREATE)
+    ]
+    assert world.cloud.calls["add_instance"] == 2
+    pending = world.store.load_fleet("acme").pending_intents
+    assert [i.params.get("attempt") for i in pending] == ["2"]
+    for _ in range(4):  # a daemon would run every few minutes: nothing more is bought
+        world.clock.advance(6 * 60)
+        plan, report = world.run(spec)
+        assert [(c.action, c.resolution) for c in plan.changes] == [
+            (Action.RESOLVE, Resolution.EXHAUSTED)
+        ]
+        assert {w.guard for w in plan.warnings} == {"create_failed"}
+        assert "reconcile node retry acme-dallas-001" in (plan.warnings[0].hint or "")
+        assert report is not None
+        assert report.failed
+        assert "slot failed" in report.failed[0].message
+    assert world.cloud.calls["add_instance"] == 2
+    # the operator checked the account and releases the slot: a new node is created
+    (node,) = world.store.load_fleet("acme").nodes
+    assert _retry_failed_slot(world.store, "acme", node, "ops@test", "checked the invoices")
+    world.converge(spec)
+    world.assert_sound(spec)
+    assert world.cloud.calls["add_instance"] == 3
+
+
+def test_retry_leaves_a_slot_in_its_first_attempt_alone(world: World) -> None:
+    from reconciler.cli.nodes import _retry_failed_slot
+
+    spec = make_spec({"dallas": 1})
+    world.cloud.fail_next("add_instance", TransientError("timed out; outcome unknown"))
+    world.run(spec)
+    (node,) = world.store.load_fleet("acme").nodes
+    assert not _retry_failed_slot(world.store, "acme", node, "ops@test", "")
+    assert world.store.load_fleet("acme").pending_intents

@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from reconciler.cli.nodes import _retry_failed_slot
 from reconciler.core.addresses import owned_by_fleet, parse_node_name
 from reconciler.core.errors import GuardRefusedError, TerminalError, TransientError
 from reconciler.core.fleet import ObservedServer, ServerStatus
 from reconciler.core.planning import PlanOptions
+from reconciler.core.plans import Plan, Resolution
 from specs.model import FleetSpec
 from tests.engine.conftest import LOCATIONS, Crash, World, crash_at, make_spec
 
@@ -185,6 +187,15 @@ class FleetMachine(RuleBasedStateMachine):
         for node in self.world.store.load_fleet("acme").nodes:
             assert owned_by_fleet("acme", node.name)
 
+    def operator_retries_failed_slots(self, plan: Plan) -> None:
+        """A slot whose re-creates are used up waits for an operator (issue 9): before that,
+        no more than 1 + create_retries creates were sent for it (no double spend); the
+        operator then releases it (`reconcile node retry NAME`)."""
+        failed = {c.address for c in plan.changes if c.resolution is Resolution.EXHAUSTED}
+        for node in self.world.store.load_fleet("acme").nodes:
+            if node.name in failed:
+                assert _retry_failed_slot(self.world.store, "acme", node, "ops", "checked")
+
     def teardown(self) -> None:
         """A few quiet runs (no new faults; queued ones drain) converge."""
         world = self.world
@@ -193,9 +204,11 @@ class FleetMachine(RuleBasedStateMachine):
         for _ in range(QUIET_RUNS):
             world.clock.advance(400)  # past builds and the adoption grace
             try:
-                if world.plan(spec, ALLOW).is_empty:
+                plan = world.plan(spec, ALLOW)
+                if plan.is_empty:
                     converged = True
                     break
+                self.operator_retries_failed_slots(plan)
                 world.run(spec, options=ALLOW)
             except TransientError:
                 continue
