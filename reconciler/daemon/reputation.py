@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from reconciler.core.fleet import NodeStatus, RecordedFleet, RecordedNode
 from reconciler.core.health import AlertCondition
 from reconciler.core.health import Severity as AlertSeverity
+from reconciler.core.lifecycle import held_by_operator
 from reconciler.core.ports import ReputationStorePort, StorePort
 from reconciler.core.reputation import (
     IpVerdict,
@@ -336,7 +337,8 @@ class ReputationJob:
                 ip=node.ip_address,
                 region=node.region,
                 pool=node.pool,
-                status=node.status,
+                # an operator's cordon or drain counts at once, before the reconcile
+                status=NodeStatus.MAINTENANCE if held_by_operator(node) else node.status,
                 unhealthy=node.name in unhealthy or node.status is NodeStatus.UNHEALTHY,
                 reputation=self.view.nodes.get(node.name),
             )

@@ -60,6 +60,7 @@ from reconciler.core.health import (
     detection_window,
     guard_assessment,
 )
+from reconciler.core.lifecycle import held_by_operator
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Change, Plan
 from reconciler.core.ports import (
@@ -351,6 +352,8 @@ class Daemon:
         self._blind_until: datetime | None = None
         self._disrupted: set[str] = set()
         self._disruption_pause: datetime | None = None
+        #: nodes an operator holds (cordon, drain, maintenance), as the last sweep saw them
+        self._held: frozenset[str] | None = None
         self._overrun_log = LogLimiter(600.0, logger=log)
         self.reconcile_count = 0
         self.last_plan: Plan | None = None
@@ -818,7 +821,8 @@ class Daemon:
                     n.ip_address,
                     n.region,
                     n.pool,
-                    n.status,
+                    # an operator's cordon or drain counts at once, before the reconcile
+                    NodeStatus.MAINTENANCE if held_by_operator(n) else n.status,
                     n.name in self.assessment.unhealthy,
                     None,
                 )
@@ -1050,6 +1054,12 @@ class Daemon:
         spec = self.spec
         now = self.clock.now()
         nodes = [n for n in self.recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
+        held = frozenset(n.name for n in nodes if held_by_operator(n))
+        if held != self._held:
+            # `reconcile node cordon|drain|uncordon` wrote the store: act on it now
+            if self._held is not None:
+                self.request_reconcile("an operator's hold changed")
+            self._held = held
         recorded_unhealthy = frozenset(n.name for n in nodes if n.status is NodeStatus.UNHEALTHY)
         raw = assess(nodes, now, spec.health)
         # paused: recorded so, or decided by an earlier sweep (the reconcile applies it)

@@ -145,3 +145,33 @@ def test_a_no_op_reconcile_logs_one_line(tmp_path: Path, caplog: pytest.LogCaptu
     lines = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].getMessage().startswith("no changes: fleet acme matches the spec (revision ")
+
+
+def test_a_cordon_leaves_the_rotation_list_at_the_next_sweep(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sending platform's list (GET /v1/rotation) drops a cordoned node as soon as the
+    daemon's sweep reads the store, and the sweep asks for a reconcile to act on it."""
+    world = make_world(tmp_path)
+    daemon = world.daemon
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        world.store.record_heartbeats("acme", [beat(n, world, 10) for n in names])
+        await daemon._job_sweep()
+        listed = {e["node"] for e in daemon.rotation_document()["nodes"]}
+        assert names[0] in listed
+        _hold(world, names[0], HoldKind.CORDON)
+        with caplog.at_level(logging.INFO):
+            await daemon._job_sweep()
+        listed = {e["node"] for e in daemon.rotation_document()["nodes"]}
+        assert names[0] not in listed
+        assert names[1] in listed
+        assert "reconcile requested: an operator's hold changed" in caplog.messages
+        _lift(world, names[0])
+        await daemon._job_sweep()
+        assert names[0] in {e["node"] for e in daemon.rotation_document()["nodes"]}
+
+    asyncio.run(scenario())
