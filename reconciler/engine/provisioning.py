@@ -341,9 +341,10 @@ class Provisioner:
         lines = [line for line in result.stdout.splitlines() if line.strip()][:10]
         return "; ".join(lines) or f"check failed (exit {result.exit_status})"
 
-    async def read_dkim(self, target: RemoteTarget, bundle: Bundle) -> str | None:
+    async def read_dkim(self, target: RemoteTarget, version: str) -> str | None:
+        """The DKIM public key the node made (its bundle ``version``'s copy)."""
         public = await self._run(
-            target, commands.read_dkim_command(bundle.version), what="reading the DKIM key"
+            target, commands.read_dkim_command(version), what="reading the DKIM key"
         )
         return "".join(public.split()) or None
 
@@ -804,9 +805,15 @@ class DriftStep(_Executor):
         target = provisioner.target(ip, node.host_key)
         intent = ctx.journal.begin("drift", node.name, {"ip": ip, "bundle": bundle.short})
         found: list[str] = []
+        # the bundle this run renders is the node's only when this run knows the same agent
+        # URL (core.upkeep plans no check of an outdated node when it knows the URL)
+        own = node.bundle_version == bundle.version
+        if not own:
+            found.append("bootstrap files not checked (this run's bundle differs: agent URL?)")
         try:
-            files = await provisioner.drift(target, bundle)
-            dkim = await provisioner.read_dkim(target, bundle)
+            # over the pinned host key: a different key raises here, before anything else
+            dkim = await provisioner.read_dkim(target, node.bundle_version or bundle.version)
+            files = await provisioner.drift(target, bundle) if own else None
             dns_problems = await provisioner.dns_drift(node.name, hostname, ip, dkim)
             async with ctx.dns_lock:
                 ips = {n.ip_address for n in ctx.journal.nodes.values() if n.ip_address}

@@ -220,7 +220,14 @@ class Reconciler:
             options = dataclasses.replace(
                 options, provisioning_failures=self.provisioning_failures()
             )
-        if self.spec.provisioning is not None and options.bundle_versions is None:
+        # the bundle names the agent's heartbeat URL: a run that does not know it (a CLI run
+        # without RECONCILER_AGENT_URL beside a daemon) must not roll nodes onto a bundle
+        # without it, so only a run that knows the URL compares versions
+        if (
+            self.spec.provisioning is not None
+            and options.bundle_versions is None
+            and self.agent_url is not None
+        ):
             options = dataclasses.replace(
                 options, bundle_versions=self.bundle_versions(snapshot.recorded.nodes)
             )

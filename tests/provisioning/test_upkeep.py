@@ -11,9 +11,12 @@ import pytest
 
 from reconciler.core.fleet import IntentStatus, NodeStatus, StepStatus
 from reconciler.core.plans import Action
-from tests.provisioning.harness import LaterClock, spec_yaml, world
+from tests.provisioning.harness import LaterClock, spec_yaml, with_ports, world
 
 pytestmark = pytest.mark.anyio
+
+
+AGENT_URL = "http://127.0.0.1:9/v1/heartbeats"  # the daemon's (never reached here)
 
 
 def _one_at_a_time(text: str) -> str:
@@ -24,6 +27,7 @@ async def test_a_changed_bundle_rolls_through_within_the_disruption_budget(
     reachable_dir: Path,
 ) -> None:
     async with world(reachable_dir, _one_at_a_time(spec_yaml("rb", {"seattle": 3}))) as w:
+        w.ports = with_ports(w.ports, agent_url=AGENT_URL)
         await w.run()
         before = w.nodes("rb")
         assert all(n.status is NodeStatus.WARMING for n in before.values())
@@ -35,6 +39,12 @@ async def test_a_changed_bundle_rolls_through_within_the_disruption_budget(
         w.spec_path.write_text(
             _one_at_a_time(spec_yaml("rb", {"seattle": 3}, postfix={"default_process_limit": 120}))
         )
+        # a run that does not know the nodes' heartbeat URL (a CLI run beside a daemon)
+        # never rolls them onto a bundle without it
+        w.ports = with_ports(w.ports, agent_url=None)
+        plan, _ = await w.run(dry_run=True)
+        assert not [c for c in plan.changes if c.step == "rebootstrap"]
+        w.ports = with_ports(w.ports, agent_url=AGENT_URL)
         plan, _ = await w.run(dry_run=True)
         rolling = [c for c in plan.changes if c.step == "rebootstrap"]
         assert len(rolling) == 1  # max_unavailable 1: one node at a time
@@ -70,6 +80,7 @@ async def test_a_failing_rebootstrap_keeps_the_node_out_then_quarantines_it(
     reachable_dir: Path,
 ) -> None:
     async with world(reachable_dir, _one_at_a_time(spec_yaml("rf", {"seattle": 2}))) as w:
+        w.ports = with_ports(w.ports, agent_url=AGENT_URL)
         await w.run()
         names = sorted(w.nodes("rf"))
         w.spec_path.write_text(
