@@ -373,5 +373,15 @@ def load_spec_text(
     max_alias_nodes: int = MAX_ALIAS_NODES,
 ) -> LoadedSpec:
     """Load and validate a spec given as YAML text (``source`` names it in problems)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise SpecError(
+            [
+                _whole_file_problem(
+                    source,
+                    f"the text is longer than the {MAX_FILE_BYTES:,}-character limit",
+                    "split the fleet into several files in one directory",
+                )
+            ]
+        )
     parsed = parse_text(text, source, max_alias_nodes=max_alias_nodes)
     return _finish([parsed], (), [])

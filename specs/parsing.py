@@ -50,6 +50,11 @@ MAX_DECIMAL_DIGITS = 30
 MAX_EXPONENT = 30
 #: The longest value quoted back in a problem.
 MAX_SHOWN = 60
+#: Most values (scalars, mappings, lists) one file may hold: a real fleet has hundreds, a
+#: 10,000-region fleet ~50,000; a megabyte of tiny flow mappings ~500,000 would cost seconds
+#: of building and validating for nothing.
+MAX_VALUES = 250_000
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 FieldPath = tuple[str | int, ...]
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
@@ -90,7 +95,7 @@ def shown(value: str, limit: int = MAX_SHOWN) -> str:
 def has_surrogate(text: str) -> bool:
     """True when ``text`` holds a lone UTF-16 surrogate (``"\\ud800"`` in a quoted YAML
     string): not a character, and not writable as UTF-8."""
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+    return _SURROGATE.search(text) is not None
 
 
 def _decimal_in_range(number: Decimal) -> bool:
@@ -488,19 +493,59 @@ def _problem_from_yaml_error(source: str, text: str, exc: yaml.YAMLError) -> Spe
     return SpecProblem(source, 1, 1, "", f"cannot parse YAML: {exc}")  # pragma: no cover
 
 
-#: libyaml (C) composes about 4x faster, but recurses in C without a depth guard: it is used
-#: only when the text cannot nest deeply (few flow brackets; block nesting is bounded by the
-#: size cap, since each level costs indentation on every line).
+#: libyaml (C) composes many times faster than the pure-Python parser (a 1 MiB file of flow
+#: mappings: ~1 s instead of minutes on a loaded machine), but its composer recurses in C
+#: without a depth guard. So the text is first *parsed* by libyaml (an event stream from a
+#: state machine with explicit stacks: no recursion) to measure its nesting, and composed by
+#: libyaml only when that is within ``MAX_DEPTH``; deeper input is refused without composing.
 _C_LOADER: type[yaml.CSafeLoader] | None = getattr(yaml, "CSafeLoader", None)
-_C_MAX_BRACKETS = 1000
+
+
+class _TooDeepError(Exception):
+    """The text nests collections deeper than ``MAX_DEPTH``, or holds more than
+    ``MAX_VALUES`` values (measured before composing)."""
+
+    def __init__(self, mark: Any, message: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message or "nested too deeply")
+        self.mark: Any = mark
+        self.message = message or f"nested more than {MAX_DEPTH} levels deep"
+        self.hint = hint or "a fleet spec is only a few levels deep"
+
+
+def _c_depth(text: str) -> int:
+    """The deepest nesting of mappings and sequences in ``text``, from libyaml's events."""
+    assert _C_LOADER is not None
+    depth = deepest = values = 0
+    for event in yaml.parse(text, Loader=_C_LOADER):
+        if isinstance(event, yaml.NodeEvent):
+            values += 1
+            if values > MAX_VALUES:
+                raise _TooDeepError(
+                    event.start_mark,
+                    f"the file holds more than {MAX_VALUES:,} values",
+                    "a fleet spec holds hundreds; split the fleet or write less",
+                )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_DEPTH + 1:
+                    raise _TooDeepError(event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return deepest
 
 
 def _compose(text: str) -> Node | None:
     """Compose one document. Invalid input is always re-read by the pure-Python parser, so
     the problem reported (message and position) does not depend on libyaml being there."""
-    if _C_LOADER is not None and text.count("[") + text.count("{") <= _C_MAX_BRACKETS:
+    if _C_LOADER is not None:
         try:
+            _c_depth(text)
             return yaml.compose(text, Loader=_C_LOADER)
+        except yaml.MarkedYAMLError as exc:
+            if "maximum nesting depth" in str(exc.problem):  # libyaml's own limit (1,000)
+                raise _TooDeepError(exc.problem_mark) from None
         except yaml.YAMLError:
             pass
     return yaml.compose(text, Loader=yaml.SafeLoader)
@@ -513,6 +558,14 @@ def parse_text(text: str, source: str, *, max_alias_nodes: int = MAX_ALIAS_NODES
         root = _compose(text)
     except yaml.YAMLError as exc:
         return ParsedFile(source, None, empty, [_problem_from_yaml_error(source, text, exc)])
+    except _TooDeepError as deep:
+        line, column = (deep.mark.line + 1, deep.mark.column + 1) if deep.mark else (1, 1)
+        return ParsedFile(
+            source,
+            None,
+            empty,
+            [SpecProblem(source, line, column, "", deep.message, deep.hint)],
+        )
     except RecursionError:
         return ParsedFile(
             source,

@@ -407,13 +407,31 @@ def _problem(item: _Located, source_map: SourceMap) -> SpecProblem:
     )
 
 
+#: problems described in full (a report lists at most 100)
+_DETAILED = 1000
+
+
 def model_problems(data: Any, source_map: SourceMap) -> tuple[FleetSpec | None, list[SpecProblem]]:
     """Validate ``data`` against FleetSpec; problems point into the files."""
     try:
         return FleetSpec.model_validate(data), []
     except ValidationError as exc:
         located = [_locate_error(e, data) for e in exc.errors(include_url=False)]
-        problems = [_problem(item, source_map) for item in _collapse_unions(located, data)]
+        collapsed = _collapse_unions(located, data)
+        # words and hints (did-you-mean) for the first problems; the rest, which no report
+        # lists, are only located: 100,000 unknown keys must not cost a difflib each
+        problems = [_problem(item, source_map) for item in collapsed[:_DETAILED]]
+        for item in collapsed[_DETAILED:]:
+            position = source_map.key_position(item.path)
+            problems.append(
+                SpecProblem(
+                    position.file,
+                    position.line,
+                    position.column,
+                    dotted(item.path),
+                    str(item.error["msg"])[:200],
+                )
+            )
         return None, problems
 
 

@@ -256,3 +256,25 @@ def test_file_problems_exit_1_through_the_cli(
     finally:
         if make == "mode000":
             path.chmod(0o600)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested more than 64 levels deep"),
+        ("a: " + '["]", ' * 5000 + "1" + "]" * 5000 + "\n", "nested more than 64 levels deep"),
+        (
+            "a: [" + ", ".join(["{x: 1}"] * 130_000) + "]\n",
+            "the file holds more than 250,000 values",
+        ),
+        ("k: v\n" * 300_000, "longer than the 1,048,576-character limit"),
+    ],
+    ids=["deep-flow", "deep-with-quoted-brackets", "too-many-values", "too-long"],
+)
+def test_size_and_depth_are_refused_before_composing(text: str, message: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text, source=SOURCE)
+    assert time.monotonic() - started < 10.0
+    [problem] = caught.value.problems
+    assert message in problem.message

@@ -291,3 +291,29 @@ def test_the_unmutated_quickstart_round_trips() -> None:
     assert isinstance(dumped, LoadedSpec)
     assert direct.spec_hash == dumped.spec_hash
     assert direct.spec.plans["baseline"].monthly_price == Decimal("9.99")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_validate_never_exits_70(tmp_path_factory: Any, data: st.DataObject) -> None:
+    """Through the real entry point: any text is a valid spec (0) or problems (1), never an
+    internal error (70) nor a traceback."""
+    import contextlib
+    import io
+
+    from reconciler.cli.main import main
+
+    text = QUICKSTART_TEXT
+    spots = _scalar_spots(text)
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3))):
+        start, end = data.draw(st.sampled_from(spots))
+        text = text[:start] + data.draw(odd_scalar_texts) + text[end:]
+        spots = _scalar_spots(text)
+    text += data.draw(st.lists(yaml_tokens, max_size=8).map("".join))
+    path = tmp_path_factory.mktemp("prop") / "fleet.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["validate", str(path)])
+    assert code in (0, 1), err.getvalue()
+    assert "Traceback" not in err.getvalue()
