@@ -19,16 +19,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
-from providers.dnsbl.querying import QueryFailedError, Slots, StubResolver, encode_name
+from providers.dnsbl.querying import (
+    Answer,
+    QueryFailedError,
+    Slots,
+    StubResolver,
+    checked,
+    encode_name,
+)
 from reconciler.core.reputation import (
     TEST_LISTED,
     TEST_NOT_LISTED,
@@ -288,15 +295,15 @@ class DnsblChecker:
             labels = f"{labels}.{self._dqs_key.label}"
         return f"{labels}.{zone}", ""
 
-    async def _ask(
-        self, ip: str, zone: str, *, use_cache: bool = True, labels: str | None = None
-    ) -> ZoneAnswer:
-        state = self._zones[zone]
+    def _prepare(
+        self, ip: str, zone: str, state: _Zone, now: float, labels: str | None, use_cache: bool
+    ) -> ZoneAnswer | tuple[str, bytes, bool]:
+        """Before a query: the answer when none is needed (blocked, cached, no name, open
+        breaker), else (query name, its wire form, whether it is the breaker's trial)."""
         if self._blocked is not None:
             return ZoneAnswer(zone, ip, AnswerKind.FAILED, detail=self._blocked)
-        now = self._monotonic()
-        key = (zone, ip)
         if use_cache:
+            key = (zone, ip)
             hit = self._cache.get(key)
             if hit is not None:
                 if hit[0] > now:
@@ -321,34 +328,31 @@ class DnsblChecker:
                 detail=f"{breaker.failures} consecutive failures: not asked for "
                 f"{breaker.cooldown:g}s",
             )
-        trial = breaker.is_open  # the one query that tries an open zone again
-        assert self._stub is not None
-        async with state.semaphore:
-            if breaker.is_open and not trial:
-                # it opened while this query waited for a slot
-                state.stats.refused_by_breaker += 1
-                return ZoneAnswer(zone, ip, AnswerKind.CIRCUIT_OPEN, detail="circuit open")
-            if not state.budget.take(self._today(now)):
-                state.stats.refused_by_budget += 1
-                if trial:
-                    breaker.failure()  # not tried: stays open, another query tries later
-                return ZoneAnswer(
-                    zone,
-                    ip,
-                    AnswerKind.BUDGET,
-                    detail=f"daily budget of {state.budget.limit:,} queries spent",
-                )
-            state.stats.queries += 1
-            try:
-                raw = await self._stub.query_a(qname, wire)
-            except QueryFailedError as exc:
-                state.stats.failures += 1
-                breaker.failure()
-                return ZoneAnswer(zone, ip, AnswerKind(exc.kind), detail=self.redact(exc.detail))
-            except asyncio.CancelledError:
-                if trial:
-                    breaker.failure()  # never leave the breaker waiting for a lost trial
-                raise
+        return qname, wire, breaker.is_open  # open: the one query that tries the zone again
+
+    def _spend(
+        self, ip: str, zone: str, state: _Zone, now: float, trial: bool
+    ) -> ZoneAnswer | None:
+        """Take one query from the zone's daily budget (None: taken)."""
+        if not state.budget.take(self._today(now)):
+            state.stats.refused_by_budget += 1
+            if trial:
+                state.breaker.failure()  # not tried: stays open, another query tries later
+            return ZoneAnswer(
+                zone,
+                ip,
+                AnswerKind.BUDGET,
+                detail=f"daily budget of {state.budget.limit:,} queries spent",
+            )
+        state.stats.queries += 1
+        return None
+
+    def _failed(self, ip: str, zone: str, state: _Zone, exc: QueryFailedError) -> ZoneAnswer:
+        state.stats.failures += 1
+        state.breaker.failure()
+        return ZoneAnswer(zone, ip, AnswerKind(exc.kind), detail=self.redact(exc.detail))
+
+    def _answered(self, ip: str, zone: str, state: _Zone, raw: Answer) -> ZoneAnswer:
         state.breaker.success()
         if raw.addresses:
             answer = ZoneAnswer(zone, ip, AnswerKind.ADDRESSES, raw.addresses, raw.ttl)
@@ -357,10 +361,132 @@ class DnsblChecker:
             answer = ZoneAnswer(zone, ip, kind, (), raw.ttl)
         ttl = min(float(raw.ttl), self._max_ttl)
         if ttl > 0:
-            self._cache[key] = (self._monotonic() + ttl, answer)
+            self._cache[(zone, ip)] = (self._monotonic() + ttl, answer)
             if len(self._cache) > self._max_cache:
                 self._cache.popitem(last=False)
         return answer
+
+    async def _ask(
+        self, ip: str, zone: str, *, use_cache: bool = True, labels: str | None = None
+    ) -> ZoneAnswer:
+        state = self._zones[zone]
+        now = self._monotonic()
+        prepared = self._prepare(ip, zone, state, now, labels, use_cache)
+        if isinstance(prepared, ZoneAnswer):
+            return prepared
+        qname, wire, trial = prepared
+        breaker = state.breaker
+        assert self._stub is not None
+        async with state.semaphore:
+            if breaker.is_open and not trial:
+                # it opened while this query waited for a slot
+                state.stats.refused_by_breaker += 1
+                return ZoneAnswer(zone, ip, AnswerKind.CIRCUIT_OPEN, detail="circuit open")
+            refused = self._spend(ip, zone, state, now, trial)
+            if refused is not None:
+                return refused
+            try:
+                raw = await self._stub.query_a(qname, wire)
+            except QueryFailedError as exc:
+                return self._failed(ip, zone, state, exc)
+            except asyncio.CancelledError:
+                if trial:
+                    breaker.failure()  # never leave the breaker waiting for a lost trial
+                raise
+        return self._answered(ip, zone, state, raw)
+
+    async def _sweep_zone(
+        self,
+        zone: str,
+        ips: Sequence[str],
+        names: Mapping[str, str],
+        window: int,
+        results: dict[tuple[str, str], ZoneAnswer],
+    ) -> None:
+        """Every IP on one zone with at most ``window`` queries in flight, driven by the
+        answers' callbacks (``StubResolver.submit``): no coroutine or future per look-up.
+        The same rules as ``_ask``: cache, breaker (its trial), budget, failures."""
+        state = self._zones[zone]
+        stub = self._stub
+        assert stub is not None
+        channel = await stub.channel()
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        pending = iter(ips)
+        in_flight = 0
+        issuing = False
+
+        def finish(error: BaseException | None = None) -> None:
+            if finished.done():
+                return
+            if error is not None:
+                finished.set_exception(error)
+            else:
+                finished.set_result(None)
+
+        def issue() -> None:
+            nonlocal in_flight, issuing
+            if issuing:
+                return  # an answer arrived while issuing: the loop below goes on
+            issuing = True
+            try:
+                while in_flight < window:
+                    ip = next(pending, None)
+                    if ip is None:
+                        break
+                    now = self._monotonic()
+                    prepared = self._prepare(ip, zone, state, now, names[ip], True)
+                    if isinstance(prepared, ZoneAnswer):
+                        results[(zone, ip)] = prepared
+                        continue
+                    qname, wire, trial = prepared
+                    refused = self._spend(ip, zone, state, now, trial)
+                    if refused is not None:
+                        results[(zone, ip)] = refused
+                        continue
+                    in_flight += 1
+                    stub.submit(channel, wire, functools.partial(done, ip, qname))
+            except Exception as exc:  # a bug must not hang the check
+                finish(exc)
+            finally:
+                issuing = False
+            if in_flight == 0:
+                finish()
+
+        def settle(ip: str, answer: ZoneAnswer) -> None:
+            nonlocal in_flight
+            results[(zone, ip)] = answer
+            in_flight -= 1
+            issue()
+
+        def done(ip: str, qname: str, outcome: tuple[bool, Answer] | QueryFailedError) -> None:
+            try:
+                if isinstance(outcome, QueryFailedError):
+                    settle(ip, self._failed(ip, zone, state, stub.timeout_error(outcome)))
+                    return
+                truncated, raw = outcome
+                if truncated:  # rare: ask again over TCP, then settle
+                    task = loop.create_task(self._over_tcp(ip, zone, state, qname))
+                    task.add_done_callback(lambda t: _settled_task(t, ip, settle, finish))
+                    return
+                try:
+                    answer = self._answered(ip, zone, state, checked(raw))
+                except QueryFailedError as exc:
+                    answer = self._failed(ip, zone, state, exc)
+                settle(ip, answer)
+            except Exception as exc:  # a bug must not hang the check
+                finish(exc)
+
+        issue()
+        await finished
+
+    async def _over_tcp(self, ip: str, zone: str, state: _Zone, qname: str) -> ZoneAnswer:
+        assert self._stub is not None
+        try:
+            raw = checked(await self._stub.tcp(qname))
+        except QueryFailedError as exc:
+            return self._failed(ip, zone, state, exc)
+        return self._answered(ip, zone, state, raw)
 
     def _wire(self, qname: str, labels: str | None, zone: str, state: _Zone) -> bytes:
         """The query name's wire form, from cached pieces (labels of the IP, the zone)."""
@@ -435,20 +561,27 @@ class DnsblChecker:
             else:
                 usable.append(zone)
         names = {ip: reversed_name(ip) for ip in ips}
-        # a pool of workers per zone (no coroutine per pair): the zone's concurrency, shared
-        # fairly within the resolver's in-flight limit
+        # per zone a window of queries in flight, driven by the answers (no coroutine or
+        # future per look-up): the zone's concurrency, shared fairly within the resolver's
+        # in-flight limit
         workers = max(1, min(self._concurrency, self._max_in_flight // max(1, len(usable))))
         results: dict[tuple[str, str], ZoneAnswer] = {}
-
-        async def work(zone: str, queue: Iterator[str]) -> None:
-            for ip in queue:
-                results[(zone, ip)] = await self._ask(ip, zone, labels=names[ip])
-
-        tasks: list[Coroutine[Any, Any, None]] = []
-        for zone in usable:
-            queue = iter(ips)
-            tasks.extend(work(zone, queue) for _ in range(min(workers, len(ips))))
-        await asyncio.gather(*tasks)
+        if self._blocked is not None or self._stub is None:
+            for zone in usable:
+                for ip in ips:
+                    results[(zone, ip)] = await self._ask(ip, zone, labels=names[ip])
+        elif ips:
+            try:
+                await self._stub.channel()
+            except QueryFailedError as exc:
+                for zone in usable:
+                    state = self._zones[zone]
+                    for ip in ips:
+                        results[(zone, ip)] = self._failed(ip, zone, state, exc)
+            else:
+                await asyncio.gather(
+                    *(self._sweep_zone(zone, ips, names, workers, results) for zone in usable)
+                )
         answers.extend(results[(zone, ip)] for zone in usable for ip in ips)
         return answers
 
@@ -477,3 +610,17 @@ def _cached(answer: ZoneAnswer) -> ZoneAnswer:
     return ZoneAnswer(
         answer.zone, answer.ip, answer.kind, answer.addresses, answer.ttl, answer.detail, True
     )
+
+
+def _settled_task(
+    task: asyncio.Task[ZoneAnswer],
+    ip: str,
+    settle: Callable[[str, ZoneAnswer], None],
+    finish: Callable[[BaseException | None], None],
+) -> None:
+    if task.cancelled():
+        finish(asyncio.CancelledError())
+    elif task.exception() is not None:
+        finish(task.exception())
+    else:
+        settle(ip, task.result())

@@ -28,6 +28,7 @@ import os
 import socket
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import dns.asyncquery
@@ -203,10 +204,25 @@ class Slots:
 
 @dataclass(eq=False, slots=True)
 class _Pending:
-    future: asyncio.Future[tuple[bool, Answer]]
+    #: the waiting coroutine's future (``query_a``), or None with ``callback`` (``submit``)
+    future: asyncio.Future[tuple[bool, Answer]] | None
     question: bytes
     wire: bytes
     tries_left: int
+    callback: Callable[[tuple[bool, Answer] | QueryFailedError], None] | None = None
+
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()
+
+    def resolve(self, outcome: tuple[bool, Answer] | QueryFailedError) -> None:
+        if self.future is None:
+            assert self.callback is not None
+            self.callback(outcome)
+        elif not self.future.done():
+            if isinstance(outcome, QueryFailedError):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
 
 
 class _Channel:
@@ -242,8 +258,10 @@ class _Channel:
                 return qid
 
     def send(self, qid: int, entry: _Pending) -> None:
+        # failures are delivered from the loop, never from inside send: a caller that sends
+        # its next query from the failure callback does not recurse
         if self.closed:
-            self._fail(qid, QueryFailedError("failed", "socket closed"))
+            self.loop.call_soon(self._fail, qid, QueryFailedError("failed", "socket closed"))
             return
         entry.tries_left -= 1
         try:
@@ -251,7 +269,7 @@ class _Channel:
         except (BlockingIOError, InterruptedError):
             pass  # the send buffer is full: lost like a dropped datagram, sent again later
         except OSError as exc:
-            self.error_received(exc)
+            self.loop.call_soon(self.error_received, exc)
             return
         self.sent += 1
         loop = self.loop
@@ -266,7 +284,7 @@ class _Channel:
             now = loop.time()
             while self._deadlines and self._deadlines[0][0] <= now:
                 _, qid, entry = self._deadlines.popleft()
-                if self.pending.get(qid) is not entry or entry.future.done():
+                if self.pending.get(qid) is not entry or entry.done():
                     continue  # answered
                 if entry.tries_left > 0:
                     self.send(qid, entry)
@@ -277,8 +295,8 @@ class _Channel:
 
     def _fail(self, qid: int, error: QueryFailedError) -> None:
         entry = self.pending.pop(qid, None)
-        if entry is not None and not entry.future.done():
-            entry.future.set_exception(error)
+        if entry is not None:
+            entry.resolve(error)
 
     def _readable(self) -> None:
         recv = self.sock.recv
@@ -297,7 +315,7 @@ class _Channel:
             return
         qid = int.from_bytes(data[:2], "big")
         entry = self.pending.get(qid)
-        if entry is None or entry.future.done():
+        if entry is None or entry.done():
             return  # late, duplicate or forged: ignored
         try:
             try:
@@ -307,7 +325,7 @@ class _Channel:
         except (LookupError, dns.exception.DNSException, ValueError):
             return  # not an answer to this question: keep waiting for the real one
         del self.pending[qid]
-        entry.future.set_result((truncated, answer))
+        entry.resolve((truncated, answer))
 
     def error_received(self, exc: Exception) -> None:
         # fail what is waiting, at once (the resolver's port is closed, the network is down)
@@ -378,17 +396,14 @@ class StubResolver:
         async with self._slots:
             channel = await self._open()
             qid = channel.new_id()
-            loop = asyncio.get_running_loop()
+            future: asyncio.Future[tuple[bool, Answer]] = channel.loop.create_future()
             entry = _Pending(
-                loop.create_future(),
-                question,
-                _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question,
-                self.attempts,
+                future, question, _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question, self.attempts
             )
             channel.pending[qid] = entry
             channel.send(qid, entry)
             try:
-                truncated, answer = await entry.future
+                truncated, answer = await future
             except QueryFailedError as exc:
                 if exc.kind == "timeout":
                     raise QueryFailedError(
@@ -401,6 +416,36 @@ class StubResolver:
         if truncated:
             answer = await self._tcp(name)
         return _checked(answer)
+
+    async def channel(self) -> _Channel:
+        """The open channel (for ``submit``)."""
+        return await self._open()
+
+    def submit(
+        self,
+        channel: _Channel,
+        wire_name: bytes,
+        callback: Callable[[tuple[bool, Answer] | QueryFailedError], None],
+    ) -> None:
+        """Send one A query without a coroutine or future: ``callback`` gets (truncated,
+        answer) or the failure, from the event loop, exactly once. The caller bounds what is
+        in flight (``max_in_flight`` is not applied here) and reads a truncated answer again
+        with ``tcp`` and ``checked``."""
+        question = wire_name + _QUESTION_TAIL
+        qid = channel.new_id()
+        wire = _HEADER.pack(qid, _RD, 1, 0, 0, 0) + question
+        entry = _Pending(None, question, wire, self.attempts, callback)
+        channel.pending[qid] = entry
+        channel.send(qid, entry)
+
+    def timeout_error(self, exc: QueryFailedError) -> QueryFailedError:
+        """A failure as ``query_a`` reports it (a timeout names the whole timeout)."""
+        if exc.kind == "timeout":
+            return QueryFailedError("timeout", f"no answer within {self.timeout:g}s")
+        return exc
+
+    async def tcp(self, name: str) -> Answer:
+        return await self._tcp(name)
 
     async def _tcp(self, name: str) -> Answer:
         query = dns.message.make_query(name + ".", dns.rdatatype.A)
@@ -453,3 +498,8 @@ def _checked(answer: Answer) -> Answer:
             "failed", f"the resolver answered {dns.rcode.to_text(dns.rcode.Rcode(answer.rcode))}"
         )
     return answer
+
+
+def checked(answer: Answer) -> Answer:
+    """An answer's rcode read: SERVFAIL, REFUSED and others raise ``QueryFailedError``."""
+    return _checked(answer)

@@ -10,6 +10,7 @@ import socket
 import struct
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -211,3 +212,72 @@ def test_slots_bound_the_holders_hand_over_in_order_and_survive_cancellation() -
             Slots(0)
 
     asyncio.run(scenario())
+
+
+class TruncatingResolver(asyncio.DatagramProtocol):
+    """Answers every UDP query with an empty, truncated (TC) answer: ask again over TCP."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        answer = dns.message.make_response(dns.message.from_wire(data))
+        answer.flags |= dns.flags.TC
+        self.transport.sendto(answer.to_wire(), addr)
+
+
+async def _tcp_dnsbl(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The TCP side: 192.0.2.10 listed (127.0.0.2), the rest SERVFAIL for .11, NXDOMAIN else."""
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            query = dns.message.from_wire(await reader.readexactly(size))
+            name = query.question[0].name.to_text()
+            answer = dns.message.make_response(query)
+            if name.startswith("10.2.0.192."):
+                answer.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "127.0.0.2"))
+            elif name.startswith("11.2.0.192."):
+                answer.set_rcode(dns.rcode.SERVFAIL)
+            else:
+                answer.set_rcode(dns.rcode.NXDOMAIN)
+            wire = answer.to_wire()
+            writer.write(len(wire).to_bytes(2, "big") + wire)
+            await writer.drain()
+    writer.close()
+
+
+def test_a_truncated_answer_is_asked_again_over_tcp_by_the_bulk_look_up() -> None:
+    """The look-up path driven by callbacks (no coroutine per query) reads a truncated UDP
+    answer again over TCP and reads its rcode like query_a does."""
+    from providers.dnsbl import DnsblChecker
+    from reconciler.core.reputation import AnswerKind, compile_rules
+    from specs.blocklists import ResolverAddress
+    from specs.model import ReputationPolicy
+
+    async def scenario() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            TruncatingResolver, local_addr=("127.0.0.1", 0), family=socket.AF_INET
+        )
+        port = transport.get_extra_info("sockname")[1]
+        server = await asyncio.start_server(_tcp_dnsbl, "127.0.0.1", port)
+        policy = ReputationPolicy.model_validate({"blocklists": ["bl.dnsbl.test"]})
+        checker = DnsblChecker(
+            compile_rules(policy), ResolverAddress("127.0.0.1", port), timeout=2.0
+        )
+        try:
+            return await checker.lookup(["192.0.2.10", "192.0.2.11", "192.0.2.12"])
+        finally:
+            await checker.aclose()
+            server.close()
+            await server.wait_closed()
+            transport.close()
+
+    answers = {a.ip: a for a in asyncio.run(scenario())}
+    assert answers["192.0.2.10"].kind is AnswerKind.ADDRESSES
+    assert answers["192.0.2.10"].addresses == ("127.0.0.2",)
+    assert answers["192.0.2.11"].kind is AnswerKind.SERVFAIL
+    assert answers["192.0.2.12"].kind is AnswerKind.NXDOMAIN
