@@ -390,6 +390,59 @@ class ReconcileRun(Base):
     __table_args__ = (sa.Index("ix_reconcile_runs_fleet_started_at", "fleet", "started_at"),)
 
 
+class NodeCostPeriod(Base):
+    """A stretch of time during which a billed node (one with a service id) had one monthly
+    cost, plan and pool: the recorded history cost reports and invoice checks prorate
+    (docs/costs.md). A new row opens when the recorded cost, plan or pool changes; the open
+    row (``ended_at`` NULL) ends then, or when the node is closed."""
+
+    __tablename__ = "node_cost_periods"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    fleet: Mapped[str] = mapped_column(sa.String(100))
+    node_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("sending_nodes.id", ondelete="CASCADE")
+    )
+    node: Mapped[str] = mapped_column(sa.String(255))
+    provider_id: Mapped[int | None] = mapped_column(sa.BigInteger())
+    region: Mapped[str] = mapped_column(sa.String(100))
+    pool: Mapped[str | None] = mapped_column(sa.String(100))
+    plan: Mapped[str] = mapped_column(sa.String(100))
+    #: monthly USD, plan + IPs, and the IP part of it
+    monthly_cost: Mapped[Decimal]
+    ip_cost: Mapped[Decimal | None]
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        sa.Index("ix_node_cost_periods_fleet_started_at", "fleet", "started_at"),
+        sa.Index("ix_node_cost_periods_node_id", "node_id"),
+    )
+
+
+class InvoiceFinding(Base):
+    """One result of ``reconcile costs reconcile --invoices FILE``, kept with its run
+    (``reconcile_runs``, mode ``invoices``): drift, an invoice for a server the store does not
+    know, or a node without an invoice."""
+
+    __tablename__ = "invoice_findings"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("reconcile_runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    month: Mapped[str] = mapped_column(sa.String(7))
+    service_id: Mapped[int | None] = mapped_column(sa.BigInteger())
+    node: Mapped[str | None] = mapped_column(sa.String(255))
+    invoiced: Mapped[Decimal | None]
+    expected: Mapped[Decimal | None]
+    detail: Mapped[str] = mapped_column(sa.Text())
+
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('drift', 'unknown_service', 'no_invoice', 'ok')", name="kind"),
+        sa.Index("ix_invoice_findings_run_id", "run_id"),
+    )
+
+
 class NodeMetric(Base):
     """A bounded window of heartbeat figures: ``window`` slots per node, overwritten in place
     (slot = heartbeat number modulo the window), so the table never grows past

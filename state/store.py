@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from reconciler.core.billing import CostPeriod, Finding
 from reconciler.core.errors import (
     LeadershipLostError,
     LockHeldError,
@@ -662,6 +663,7 @@ class SqlStore:
             for row in connection.execute(stmt, list(chunk)):
                 returned[(row.fleet, row.name)] = row
         self._record_costs(connection, batch, returned, now)
+        self._sync_cost_periods(connection, [row.id for row in returned.values()], now)
 
     def _check_service_ids(self, connection: Connection, batch: Sequence[RecordedNode]) -> None:
         claims = {n.service_id: n for n in batch if n.service_id is not None}
@@ -839,7 +841,157 @@ class SqlStore:
                         .values(approximate_cost=ip, updated_at=now)
                     )
                     changed.add(row.name)
+            ids = [row.id for row in rows if row.name in changed]
+            self._sync_cost_periods(connection, ids, now)
         return sorted(changed)
+
+    # --- cost history (node_cost_periods, invoice_findings) -----------------------------------
+
+    def _sync_cost_periods(
+        self, connection: Connection, node_ids: Sequence[uuid.UUID], now: datetime
+    ) -> None:
+        """Keep each node's open cost period in line with its record, in the caller's
+        transaction: a billed node (service id and cost recorded) has one open period at its
+        cost, plan and pool; a change ends it and opens the next; closing the node ends it (at
+        ``closed_at``)."""
+        if not node_ids:
+            return
+        ids = list(dict.fromkeys(node_ids))
+        nodes: dict[uuid.UUID, Any] = {}
+        periods: dict[uuid.UUID, Any] = {}
+        for chunk in _chunks(ids):
+            for row in connection.execute(
+                sa.select(
+                    m.SendingNode.id,
+                    m.SendingNode.fleet,
+                    m.SendingNode.name,
+                    m.SendingNode.provider_id,
+                    m.SendingNode.region,
+                    m.SendingNode.pool,
+                    m.SendingNode.plan,
+                    m.SendingNode.approximate_cost,
+                    m.SendingNode.closed_at,
+                    m.SmtpIpAddress.approximate_cost.label("ip_cost"),
+                )
+                .outerjoin(
+                    m.SmtpIpAddress,
+                    sa.and_(
+                        m.SmtpIpAddress.node_id == m.SendingNode.id,
+                        m.SmtpIpAddress.released_at.is_(None),
+                    ),
+                )
+                .where(m.SendingNode.id.in_(list(chunk)))
+            ):
+                nodes[row.id] = row
+            for found in connection.execute(
+                sa.select(m.NodeCostPeriod).where(
+                    m.NodeCostPeriod.node_id.in_(list(chunk)), m.NodeCostPeriod.ended_at.is_(None)
+                )
+            ):
+                periods[found.node_id] = found
+        for node_id in ids:
+            node = nodes.get(node_id)
+            if node is None:
+                continue
+            open_period = periods.get(node_id)
+            billed = node.provider_id is not None and node.approximate_cost is not None
+            if open_period is not None:
+                same = billed and (
+                    open_period.monthly_cost == node.approximate_cost
+                    and open_period.plan == node.plan
+                    and open_period.pool == node.pool
+                    and open_period.provider_id == node.provider_id
+                    and node.closed_at is None
+                )
+                if same:
+                    continue
+                ended = node.closed_at if node.closed_at is not None else now
+                connection.execute(
+                    sa.update(m.NodeCostPeriod)
+                    .where(m.NodeCostPeriod.id == open_period.id)
+                    .values(ended_at=max(ended, open_period.started_at))
+                )
+            if billed and node.closed_at is None:
+                connection.execute(
+                    sa.insert(m.NodeCostPeriod).values(
+                        fleet=node.fleet,
+                        node_id=node_id,
+                        node=node.name,
+                        provider_id=node.provider_id,
+                        region=node.region,
+                        pool=node.pool,
+                        plan=node.plan,
+                        monthly_cost=node.approximate_cost,
+                        ip_cost=node.ip_cost,
+                        started_at=now,
+                        ended_at=None,
+                    )
+                )
+
+    def cost_periods(self, fleet: str, since: datetime) -> list[CostPeriod]:
+        """The fleet's cost periods still running at ``since`` or later (oldest first)."""
+        since = _aware(since, "since")
+        with self._tx(f"reading the cost history of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.NodeCostPeriod)
+                .where(
+                    m.NodeCostPeriod.fleet == fleet,
+                    sa.or_(m.NodeCostPeriod.ended_at.is_(None), m.NodeCostPeriod.ended_at > since),
+                )
+                .order_by(m.NodeCostPeriod.started_at, m.NodeCostPeriod.id)
+            ).all()
+        return [
+            CostPeriod(
+                node=row.node,
+                service_id=row.provider_id,
+                region=row.region,
+                pool=row.pool,
+                plan=row.plan,
+                monthly_cost=_money_out(Decimal(row.monthly_cost)) or Decimal(0),
+                started_at=row.started_at,
+                ended_at=row.ended_at,
+            )
+            for row in rows
+        ]
+
+    def record_invoice_findings(self, run_id: int, findings: Sequence[Finding]) -> None:
+        """Keep an invoice check's findings with its run (``reconcile_runs``)."""
+        with self._tx("recording invoice findings") as connection:
+            rows = [
+                {
+                    "run_id": run_id,
+                    "kind": f.kind,
+                    "month": f.month,
+                    "service_id": f.service_id,
+                    "node": f.node,
+                    "invoiced": _money(f.invoiced, "invoiced"),
+                    "expected": _money(f.expected, "expected"),
+                    "detail": f.detail[:MAX_ERROR_TEXT],
+                }
+                for f in findings
+            ]
+            for chunk in _chunks(rows):
+                connection.execute(sa.insert(m.InvoiceFinding), list(chunk))
+
+    def invoice_findings(self, run_id: int) -> list[Finding]:
+        with self._tx("reading invoice findings") as connection:
+            rows = connection.execute(
+                sa.select(m.InvoiceFinding)
+                .where(m.InvoiceFinding.run_id == run_id)
+                .order_by(m.InvoiceFinding.id)
+            ).all()
+        return [
+            Finding(
+                kind=row.kind,
+                month=row.month,
+                service_id=row.service_id,
+                node=row.node,
+                invoiced=_money_out(row.invoiced),
+                expected=_money_out(row.expected),
+                detail=row.detail,
+            )
+            for row in rows
+        ]
 
     def close_node(self, fleet: str, name: str, at: datetime, *, epoch: int | None = None) -> None:
         """Decommission: status decommissioned, ``closed_at`` set, IPs released. The record stays
@@ -871,6 +1023,7 @@ class SqlStore:
                     )
                     .values(released_at=at, updated_at=now)
                 )
+                self._sync_cost_periods(connection, [node_id], now)
 
     def set_protected(self, fleet: str, name: str, protected: bool) -> None:
         now = self._now()

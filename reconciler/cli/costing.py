@@ -13,17 +13,37 @@ import re
 import socket
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 
 import click
 
+from reconciler.core.billing import (
+    DIMENSIONS,
+    Tolerance,
+    cost_report,
+    month_bounds,
+    month_of,
+    parse_invoices,
+    parse_month,
+    previous_month,
+    reconcile_invoices,
+)
 from reconciler.core.costs import IP_KEY, PLAN_KEY
 from reconciler.core.errors import LockHeldError, UserError
-from reconciler.core.ports import StorePort
+from reconciler.core.ports import RunRecord, StorePort
 from reconciler.engine.costing import refresh_recorded_costs
 from reconciler.engine.reconciling import lock_name
+from reconciler.views.costreports import (
+    findings_json,
+    findings_text,
+    report_csv,
+    report_json,
+    report_text,
+)
 from reconciler.wiring import build_store
 from specs.loading import load_spec
 from specs.model import FleetSpec
+from state.store import SqlStore
 
 _SCOPE = re.compile(r"^(global|(pool|plan|contract):[a-z][a-z0-9_-]*)$")
 
@@ -80,7 +100,8 @@ def _who() -> str:
 
 @click.group()
 def costs() -> None:
-    """The cost constants finance owns: show them, set them (with history)."""
+    """Finance's view: the cost constants (show, set, with history), invoice checks
+    (reconcile) and monthly reports (report)."""
 
 
 @costs.command("show")
@@ -190,3 +211,170 @@ def _refresh_now(store: StorePort, spec: FleetSpec) -> None:
     finally:
         store.release_lock(lease)
     click.echo(f"Recorded monthly cost refreshed for {len(changed)} node(s) of {spec.name}.")
+
+
+# --- invoices and reports (docs/costs.md) ---------------------------------------------------
+
+MAX_INVOICE_BYTES = 50 * 1024 * 1024
+DEFAULT_SPEC = "fleet.yaml"
+
+_spec_files = click.option(
+    "-f",
+    "--file",
+    "files",
+    multiple=True,
+    metavar="PATH",
+    help=f"The fleet's spec (repeatable). Default: ./{DEFAULT_SPEC}",
+)
+
+
+def _history_store() -> SqlStore:
+    store = build_store()
+    if not isinstance(store, SqlStore):  # pragma: no cover - build_store gives a SqlStore
+        store.close()
+        raise UserError("cost history needs the state database")
+    return store
+
+
+def _read_invoices(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_INVOICE_BYTES:
+            raise UserError(
+                f"{path}: {size:,} bytes is more than an invoice export can be "
+                f"({MAX_INVOICE_BYTES:,})",
+                hint="split the file by month",
+            )
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start})", hint="export the invoices as CSV (UTF-8)"
+        ) from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file", hint="give the invoice CSV export") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, not an invoice file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+@costs.command("reconcile")
+@click.option(
+    "--invoices",
+    "invoices",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="CSV with the header date,service_id,description,amount,period (docs/costs.md).",
+)
+@click.option(
+    "--tolerance",
+    default="0.50",
+    show_default=True,
+    help="Drift beyond this is reported: USD (0.50) or a share of the recorded cost (2%).",
+)
+@click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
+@_spec_files
+def reconcile_invoices_command(
+    invoices: Path, tolerance: str, output: str, files: tuple[str, ...]
+) -> int:
+    """Compare invoice lines with the recorded costs per node and month: drift beyond the
+    tolerance, invoices for servers the store does not know, nodes without an invoice. The
+    result is recorded as a run (mode "invoices"). Exit 0: all matches, 2: discrepancies."""
+    allowed = Tolerance.parse(tolerance)
+    loaded = load_spec(list(files) or [DEFAULT_SPEC])
+    spec = loaded.spec
+    lines = parse_invoices(_read_invoices(invoices), str(invoices))
+    if not lines:
+        raise UserError(f"{invoices}: no invoice lines under the header", hint="nothing to compare")
+    months = sorted({line.month for line in lines})
+    now = datetime.now(UTC)
+    since, _ = month_bounds(months[0])
+    store = _history_store()
+    try:
+        periods = store.cost_periods(spec.name, since)
+        findings = reconcile_invoices(
+            lines,
+            periods,
+            hours_per_month=spec.costs.hours_per_month,
+            tolerance=allowed,
+            now=now,
+        )
+        problems = sum(1 for f in findings if f.kind != "ok")
+        run_id = store.start_run(
+            RunRecord(
+                fleet=spec.name,
+                started_at=now,
+                spec_hash=loaded.spec_hash,
+                mode="invoices",
+                summary={
+                    "invoices": str(invoices)[:500],
+                    "months": ",".join(months),
+                    "tolerance": str(allowed),
+                    "lines": str(len(lines)),
+                    **{
+                        kind: str(sum(1 for f in findings if f.kind == kind))
+                        for kind in ("drift", "unknown_service", "no_invoice", "ok")
+                    },
+                    "actor": f"cli {_who()}",
+                },
+            )
+        )
+        store.record_invoice_findings(run_id, findings)
+        store.finish_run(run_id, "drift" if problems else "ok", datetime.now(UTC))
+    finally:
+        store.close()
+    if output == "json":
+        click.echo(
+            findings_json(
+                findings,
+                fleet=spec.name,
+                source=str(invoices),
+                tolerance=str(allowed),
+                run_id=run_id,
+            ),
+            nl=False,
+        )
+    else:
+        click.echo(
+            findings_text(findings, fleet=spec.name, source=str(invoices), tolerance=str(allowed)),
+            nl=False,
+        )
+        click.echo(f"Recorded as run {run_id} (`reconcile history` lists it).")
+    return 2 if problems else 0
+
+
+@costs.command("report")
+@click.option("--month", default=None, metavar="YYYY-MM", help="Default: the current month.")
+@click.option(
+    "--by", "by", type=click.Choice(list(DIMENSIONS)), default="region", show_default=True
+)
+@click.option("-o", "--output", type=click.Choice(["text", "json", "csv"]), default="text")
+@_spec_files
+def report(month: str | None, by: str, output: str, files: tuple[str, ...]) -> int:
+    """Monthly cost by region, pool, plan or contract from the recorded history: each node
+    counts for hours x monthly price / costs.hours_per_month (at most one month), with
+    node-months, IP-months and the change against the previous month."""
+    now = datetime.now(UTC)
+    chosen = parse_month(month) if month is not None else month_of(now)
+    loaded = load_spec(list(files) or [DEFAULT_SPEC])
+    spec = loaded.spec
+    since, _ = month_bounds(previous_month(chosen))
+    store = _history_store()
+    try:
+        periods = store.cost_periods(spec.name, since)
+    finally:
+        store.close()
+    contracts = {name: pool.contract for name, pool in spec.ip_pools.items() if pool.contract}
+    result = cost_report(
+        spec.name,
+        periods,
+        chosen,
+        by,
+        hours_per_month=spec.costs.hours_per_month,
+        ips_per_node=spec.costs.ips_per_node,
+        contracts=contracts,
+        now=now,
+    )
+    render = {"json": report_json, "csv": report_csv}.get(output, report_text)
+    click.echo(render(result), nl=False)
+    return 0

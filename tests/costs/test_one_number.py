@@ -37,7 +37,7 @@ plans:
 regions:
   dallas: {{location_id: 13, plan: {plan}, nodes: {nodes}}}
 ip_pools:
-  shared: {{kind: shared, size: {nodes}, regions: [dallas], contract: deal}}
+  shared: {{size: {nodes}, regions: [dallas], contract: deal}}
 costs:
   ip_monthly_price: 4.99
   contracts:
