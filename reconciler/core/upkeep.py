@@ -56,6 +56,18 @@ def _interrupted(node: LiveNode) -> bool:
     return state is not None and state.status is StepStatus.FAILED
 
 
+def _forgotten(node: LiveNode, outdated: bool) -> bool:
+    """In maintenance that no operator's hold explains, on an outdated bundle, with no
+    re-bootstrap recorded: an interrupted update whose failed step an operator's ``reconcile
+    node retry`` forgot (else nothing would ever bring the node back)."""
+    record = node.record
+    if record is None or not outdated or node.status is not NodeStatus.MAINTENANCE:
+        return False
+    if record.maintenance is not None and record.maintenance.active:
+        return False
+    return record.paused_by is None and record.step(REBOOTSTRAP) is None
+
+
 def _short(version: str | None) -> str:
     return (version or "none")[:12]
 
@@ -98,12 +110,12 @@ def upkeep(
         record = node.record
         assert record is not None
         wanted = bundle_versions.get(node.name) if bundle_versions is not None else None
-        interrupted = _interrupted(node)
         outdated = (
             wanted is not None
             and record.bundle_version is not None
             and record.bundle_version != wanted
         )
+        interrupted = _interrupted(node) or _forgotten(node, outdated)
         if interrupted or (outdated and node.status.in_rotation):
             if not interrupted:
                 if budget <= 0:

@@ -116,6 +116,12 @@ async def test_a_failing_rebootstrap_keeps_the_node_out_then_quarantines_it(
         assert not any(c.address == first for c in plan.changes)
         # the other node's budget: the quarantined one is unavailable (max_unavailable 1)
         assert not [c for c in plan.changes if c.step == "rebootstrap"]
+        # released, and its failed step forgotten by `reconcile node retry`: tried again
+        w.store.clear_quarantine("rf", first)
+        w.store.retry_steps("rf", first)
+        assert w.nodes("rf")[first].step("rebootstrap") is None
+        plan, _ = await w.run(dry_run=True)
+        assert [c.address for c in plan.changes if c.step == "rebootstrap"] == [first]
 
 
 async def test_drift_in_dns_and_files_is_repaired_by_the_scheduled_check(
