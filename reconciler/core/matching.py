@@ -257,8 +257,13 @@ class Matcher:
         if server.plan_rid is not None and matched is None:
             current = None
         protected = name in self.protected or (record is not None and record.protected)
-        unhealthy = name in self.unhealthy or (
-            record is not None and record.status is NodeStatus.UNHEALTHY
+        unhealthy = (
+            name in self.unhealthy
+            or (record is not None and record.status is NodeStatus.UNHEALTHY)
+            # stopped, suspended or locked: cannot send, never counted in rotation
+            or server.status is ServerStatus.SHUTOFF
+            or server.suspended
+            or server.locked
         )
         return LiveNode(
             name=name,

@@ -21,6 +21,7 @@ from reconciler.core.costs import CostResolver, cents, price_warnings, sort_cons
 from reconciler.core.fleet import (
     NodeStatus,
     Observed,
+    ObservedServer,
     PausedBy,
     PricePlan,
     RecordedFleet,
@@ -160,6 +161,18 @@ def _never_served(node: LiveNode) -> bool:
     )
 
 
+def stopped(server: ObservedServer) -> str | None:
+    """Why a server cannot send although it exists (SHUTOFF, suspended, locked), else None:
+    such a node is out of rotation, counted unavailable, and replaced after a timeout."""
+    if server.status is ServerStatus.SHUTOFF:
+        return "SHUTOFF"
+    if server.suspended:
+        return "suspended"
+    if server.locked:
+        return "locked"
+    return None
+
+
 def create_attempt(params: Mapping[str, str]) -> int:
     """Which attempt of its slot a create intent is (``params["attempt"]``, 1 when absent)."""
     raw = params.get("attempt", "1")
@@ -282,6 +295,15 @@ class _Planner:
                 )
             elif node.name in options.replace_unhealthy and not held_by_operator(node.record):
                 node.condemned = "unhealthy past the grace period: replace it"
+            elif (
+                (halted := stopped(node.server)) is not None
+                and node.status is NodeStatus.UNHEALTHY
+                and node.record is not None
+                and node.record.status_changed_at is not None
+                and self.now - node.record.status_changed_at >= spec.health.replace_after
+                and not held_by_operator(node.record)
+            ):
+                node.condemned = f"server {halted} for longer than health.replace_after: replace it"
             elif (failed := slot_failed(node, spec, self.now)) is not None:
                 out.warn("slot_failed", failed, hint=SLOT_HINT)
             elif (late := provisioning_overdue(node, spec, self.now)) is not None:
@@ -751,7 +773,7 @@ class _Planner:
         )
 
     def keepers(self, nodes: list[LiveNode]) -> None:
-        options, out = self.options, self.out
+        options, out, spec = self.options, self.out, self.spec
         resizes: list[tuple[LiveNode, str]] = []
         shrinking: list[str] = []
         for node in nodes:
@@ -772,7 +794,22 @@ class _Planner:
             out.notes.extend(operator.notes)
             # health (daemon): out of rotation at once; back when it recovers
             entering = node.brought_up and server.status is ServerStatus.ACTIVE
-            sick = node.name in options.unhealthy
+            halted = stopped(server)
+            sick = node.name in options.unhealthy or halted is not None
+            if halted is not None:
+                since = node.record.status_changed_at if node.record is not None else None
+                until = (
+                    f"; replaced from {(since + spec.health.replace_after).isoformat()}"
+                    if since is not None and node.status is NodeStatus.UNHEALTHY
+                    else ""
+                )
+                out.warn(
+                    "stopped",
+                    f"{node.name}: server {halted}: out of the sending rotation and counted "
+                    f"unavailable{until}",
+                    hint="boot or unlock it in the Hostwinds panel, or let the reconciler "
+                    "replace it after health.replace_after",
+                )
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
             held = options.reputation_paused
             why_paused = held.get(node.name) if held is not None else None
@@ -784,7 +821,11 @@ class _Planner:
                     node_change(
                         Action.PAUSE,
                         node,
-                        "unhealthy (missed heartbeats): out of the sending rotation",
+                        "unhealthy (missed heartbeats): out of the sending rotation"
+                        if halted is None
+                        else f"server {halted}: out of the sending rotation, counted "
+                        "unavailable; replaced after health.replace_after "
+                        f"({int(self.spec.health.replace_after.total_seconds())}s)",
                         before={"status": node.status.value},
                         after={"status": NodeStatus.UNHEALTHY.value},
                         status=NodeStatus.UNHEALTHY,

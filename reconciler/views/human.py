@@ -165,15 +165,37 @@ def unmanaged_line(plan: Plan) -> str | None:
     return text
 
 
+#: warnings that mean the fleet is not what the spec says yet, though nothing is to be done now
+UNSETTLED = frozenset(
+    {
+        "stopped",
+        "create_failed",
+        "slot_failed",
+        "circuit_breaker",
+        "destroy_budget",
+        "disruption_budget",
+        "renamed",
+    }
+)
+
+
 def render_plan(plan: Plan, *, color: bool = False) -> str:
     """The plan as text; ends with a newline."""
     s = plan.summary
     if plan.is_empty:
-        lines = [
-            f"No changes. Fleet {plan.fleet} matches the spec ({s.node_count_before} "
-            f"{'node' if s.node_count_before == 1 else 'nodes'}, "
-            f"{money(s.monthly_cost_before)}/month)."
-        ]
+        nodes = f"{s.node_count_before} {'node' if s.node_count_before == 1 else 'nodes'}"
+        unsettled = sorted({w.guard for w in plan.warnings if w.guard in UNSETTLED})
+        if unsettled:
+            # work waits or was deferred: never "matches the spec" (issue 9)
+            lines = [
+                f"No changes to make now, but fleet {plan.fleet} does not match the spec yet "
+                f"({nodes}; {', '.join(unsettled)}: see Warnings)."
+            ]
+        else:
+            lines = [
+                f"No changes. Fleet {plan.fleet} matches the spec ({nodes}, "
+                f"{money(s.monthly_cost_before)}/month)."
+            ]
         if plan.warnings:
             lines += ["", "Warnings:", *warning_lines(plan.warnings, color=color)]
         if plan.notes:

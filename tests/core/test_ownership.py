@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -183,3 +184,54 @@ def test_pending_creates_hold_their_pool_slot_and_count_in_cost_and_budget() -> 
     assert p.summary.monthly_cost_after == Decimal("44.94")
     # so the budget guard sees them (before issue 9: $0 -> $14.98, under the budget)
     assert guards(p)["budget"] is True
+
+
+# --- stopped servers (issue 9) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"status": ServerStatus.SHUTOFF},
+        {"suspended": True},
+        {"locked": True},
+    ],
+    ids=["shutoff", "suspended", "locked"],
+)
+def test_a_stopped_server_leaves_rotation_is_shown_and_is_replaced_after_a_timeout(
+    how: dict[str, object],
+) -> None:
+    from reconciler.views.human import render_plan
+
+    spec = spec_of({"dallas": 2})
+    a, b = pair("acme-dallas-001", 101), pair("acme-dallas-002", 102)
+    halted = replace(a[0], **how)  # type: ignore[arg-type]
+    p = plan(spec, *world([halted, b[0]], [a[1], b[1]]), NOW)
+    assert actions(p) == [("pause", "acme-dallas-001")]
+    assert p.changes[0].status is NodeStatus.UNHEALTHY
+    assert "stopped" in guards(p)
+    # recorded out of rotation: nothing to do yet, but never "matches the spec"
+    paused = replace(a[1], status=NodeStatus.UNHEALTHY, status_changed_at=NOW)
+    p = plan(spec, *world([halted, b[0]], [paused, b[1]]), NOW)
+    assert p.is_empty
+    text = render_plan(p)
+    assert "matches the spec" not in text
+    assert "does not match the spec yet" in text
+    # a second node may not be disrupted meanwhile: it counts as unavailable
+    bigger = spec_of({"dallas": 2, "seattle": 0}, disruption={"max_unavailable": 1})
+    c = pair("acme-dallas-003", 103)
+    p = plan(bigger, *world([halted, b[0], c[0]], [paused, b[1], c[1]]), NOW)
+    assert not [x for x in p.changes if x.action is Action.DRAIN]
+    # past health.replace_after (10 min): destroyed and replaced
+    later = NOW + timedelta(minutes=11)
+    p = plan(spec, *world([halted, b[0]], [paused, b[1]]), later)
+    assert ("destroy", "acme-dallas-001") in actions(p)
+    assert ("create", "acme-dallas-003") in actions(p)
+
+
+def test_a_steady_fleet_still_matches_the_spec() -> None:
+    from reconciler.views.human import render_plan
+
+    a = pair("acme-dallas-001", 101)
+    p = plan(spec_of({"dallas": 1}), *world([a[0]], [a[1]]), NOW)
+    assert "No changes. Fleet acme matches the spec" in render_plan(p)
