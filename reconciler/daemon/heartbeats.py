@@ -365,6 +365,8 @@ class IngestStats:
     failed_batches: int = 0
     dropped: int = 0
     replays: int = 0
+    #: beats answered 503 because their batch did not commit in time (a frozen store)
+    timeouts: int = 0
 
 
 class Outcome(StrEnum):
@@ -432,6 +434,7 @@ class HeartbeatBatcher:
 
     def abandon(self, future: asyncio.Future[Outcome]) -> None:
         """The caller stopped waiting: drop the beat if its batch has not started."""
+        self.stats.timeouts += 1
         self._pending = [entry for entry in self._pending if entry.future is not future]
         if not future.done():
             future.cancel()

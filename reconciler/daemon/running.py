@@ -148,6 +148,10 @@ from state.leadership import leadership_for
 log = logging.getLogger("reconciler.daemon")
 
 
+def _serve_in_own_loop(server: Any, sock: Any) -> None:
+    asyncio.run(serve(server, sock))
+
+
 def _quiet_overruns(record: logging.LogRecord) -> bool:
     """APScheduler warns once per skipped or missed run (a flood when a job overruns): those
     lines are dropped here; the daemon counts and summarises them (``_job_overrun``)."""
@@ -571,7 +575,12 @@ class Daemon:
                 )
                 sock = bind_socket(*self.settings.listen)
                 server = make_server(app, *self.settings.listen, metrics=self.metrics)
-                serving = loop.create_task(serve(server, sock), name="http")
+                # the HTTP server runs on its own event loop in its own thread: /healthz and
+                # heartbeat intake never wait for this loop, where the engine's (synchronous)
+                # store calls of a reconcile may hang on a frozen database
+                serving = loop.create_task(
+                    asyncio.to_thread(_serve_in_own_loop, server, sock), name="http"
+                )
                 await wait_started(server, serving)
                 host, port = self.settings.listen
                 log.info(
@@ -1130,7 +1139,7 @@ class Daemon:
         """Since when this daemon has observed without a gap: its start, the end of a store
         outage, a heartbeat intake that could not write, or a stall of the sweep itself (the
         process or its loop was frozen): health decisions wait a full detection window."""
-        failed = self.batcher.stats.failed_batches
+        failed = self.batcher.stats.failed_batches + self.batcher.stats.timeouts
         if failed != self._intake_failures or self.batcher.failing_since is not None:
             self._intake_failures = failed
             self._observed_since = now

@@ -167,6 +167,8 @@ class SyntheticFigures:
     bounce_share: float = 0.0
     _last: float = field(default_factory=time.monotonic)
     _carry: float = 0.0
+    #: everything ever read (delivered + bounced): what the store must end up with
+    total: int = 0
 
     def read(self) -> Figures:
         now = time.monotonic()
@@ -175,6 +177,7 @@ class SyntheticFigures:
         attempts = int(self._carry)
         self._carry -= attempts
         bounces = round(attempts * self.bounce_share)
+        self.total += attempts
         return Figures(0.3, 0.4, 0.5, self.queue_length, attempts - bounces, bounces, 0)
 
 
@@ -190,11 +193,13 @@ class Swarm:
     statuses: tuple[str, ...] = ("warming", "active", "unhealthy")
     silenced: set[str] = field(default_factory=set)
     started: set[str] = field(default_factory=set)
+    timeout: float = 5.0
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="agents", daemon=True)
         self.figures: dict[str, SyntheticFigures] = {}
+        self.agents: dict[str, Agent] = {}
 
     def __enter__(self) -> Swarm:
         self._thread.start()
@@ -211,8 +216,8 @@ class Swarm:
         asyncio.run(self._loop())
 
     async def _loop(self) -> None:
-        agents: dict[str, Agent] = {}
-        async with httpx.AsyncClient(timeout=5) as client:
+        agents = self.agents
+        async with httpx.AsyncClient(timeout=self.timeout) as client:
             while not self._stop.is_set():
                 try:
                     document = (await client.get(f"{self.daemon_url}/v1/fleet")).json()

@@ -1,0 +1,231 @@
+"""The daemon against a private PostgreSQL that the test freezes (SIGSTOP), stops and restarts,
+and several daemons whose leader is frozen, killed or has its sessions terminated (issue 10).
+
+Real processes over loopback: the simulator, ``reconcile daemon`` and simulated agents (the
+real ``Agent`` with synthetic figures), PostgreSQL run by the test as an unprivileged user
+(tests/daemon/privatepg.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from state.store import open_store
+from tests.daemon.privatepg import PrivatePostgres, postgres_binary, private_postgres
+from tests.daemon.processes import (
+    Proc,
+    Swarm,
+    daemon_env,
+    fleet,
+    instances,
+    simulator,
+    start_daemon,
+    wait_for,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.timeout(280),
+    pytest.mark.skipif(postgres_binary("initdb") is None, reason="PostgreSQL binaries missing"),
+]
+
+SPEC = """\
+apiVersion: fleet-reconciler/v1
+kind: Fleet
+metadata: {{name: faults}}
+provider: {{type: simulator, build_time: 300ms}}
+plans:
+  baseline: {{rid: 52, vcpu: 1, ram_gb: 2, disk_gb: 50, monthly_price: 9.99}}
+regions:
+  dallas: {{location_id: 13, plan: baseline, nodes: {nodes}}}
+health: {{heartbeat_interval: 1s, missed_beats: 3, replace_after: 20s}}
+reconcile: {{interval: 2s, concurrency: 1, adoption_grace: 5s}}
+"""
+
+
+@pytest.fixture
+def pg() -> Iterator[PrivatePostgres]:
+    with private_postgres() as server:
+        open_store(server.url, upgrade=True).close()
+        yield server
+
+
+def events(proc: Proc) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]
+
+
+def recorded_sent(pg: PrivatePostgres) -> dict[str, int]:
+    """Per node, the emails the store counted (hourly counts, written with each beat)."""
+    with psycopg.connect(pg.dsn) as conn:
+        rows = conn.execute(
+            "SELECT n.name, COALESCE(SUM(c.sent + c.hard_bounces), 0) FROM sending_nodes n "
+            "LEFT JOIN node_send_counts c ON c.node_id = n.id GROUP BY n.name"
+        ).fetchall()
+    return {str(name): int(total) for name, total in rows}
+
+
+def latencies(url: str, count: int) -> list[float]:
+    result = []
+    with httpx.Client(timeout=5) as client:
+        for _ in range(count):
+            started = time.perf_counter()
+            assert client.get(f"{url}/healthz").status_code == 200
+            result.append(time.perf_counter() - started)
+            time.sleep(0.02)
+    return result
+
+
+def test_frozen_stopped_and_restarted_database(tmp_path: Path, pg: PrivatePostgres) -> None:
+    """/healthz stays fast while the database is frozen; no 2xx beat is lost and none counted
+    twice; the outage pauses and replaces nothing."""
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(SPEC.format(nodes=3))
+    with simulator(tmp_path, build_time="300ms") as sim:
+        env = daemon_env(sim, pg.url, tmp_path / "state")
+        daemon, url = start_daemon("daemon", spec, env, tmp_path)
+        try:
+            wait_for(lambda: len(fleet(url)["nodes"]) == 3, 30, "three nodes")
+            with Swarm(url, interval=0.5, rate=40.0, timeout=8.0) as swarm:
+                wait_for(lambda: len(swarm.started) == 3, 20, "the agents")
+                time.sleep(4)
+                baseline = latencies(url, 40)
+                pg.freeze()
+                frozen_at = time.monotonic()
+                healthz = latencies(url, 60)
+                ready = httpx.get(f"{url}/readyz", timeout=10)
+                assert ready.status_code == 503
+                time.sleep(max(0.0, 12 - (time.monotonic() - frozen_at)))
+                pg.thaw()
+                time.sleep(6)
+                pg.stop()
+                time.sleep(6)
+                pg.start()
+                time.sleep(8)
+            # every agent is stopped: what it read is recorded, or still carried by it
+            recorded = recorded_sent(pg)
+            for name, agent in swarm.agents.items():
+                carried = agent._carry_sent + agent._carry_bounces
+                if agent._pending is not None:
+                    carried += agent._pending.sent + agent._pending.bounces
+                read = swarm.figures[name].total
+                assert recorded.get(name, 0) + carried == read, (name, recorded, carried, read)
+                assert recorded.get(name, 0) > 0
+        finally:
+            assert daemon.stop() == 0, daemon.log()[-3000:]
+    healthz.sort()
+    baseline.sort()
+    p99 = healthz[int(len(healthz) * 0.99) - 1]
+    before = baseline[int(len(baseline) * 0.99) - 1]
+    # the bound is 50 ms; on a machine loaded by other work the same request can take longer
+    # with the database healthy: then it must not be slower than that (the freeze adds nothing)
+    assert p99 < max(0.05, 2 * before + 0.02), (
+        f"/healthz p99 {p99 * 1000:.1f} ms while the database was frozen, "
+        f"{before * 1000:.1f} ms before"
+    )
+    log = events(daemon)
+    decisions = [e for e in log if e.get("event") == "health.decision"]
+    assert not [e for e in decisions if e.get("decision") in ("pause", "replace")], decisions
+    changes = [e for e in log if e.get("event") in ("plan.change", "apply.change")]
+    assert not [e for e in changes if "PAUSE" in str(e) or "DESTROY" in str(e).upper()], changes
+    assert any(e.get("event") == "health.observation_gap" for e in log)
+    assert statistics.median(healthz) < max(0.02, 2 * statistics.median(baseline))
+
+
+def _servers(sim: str) -> list[str]:
+    return [i["srvrname"] for i in instances(sim) if str(i.get("status", "")).lower() != "deleted"]
+
+
+def _leaders(urls: dict[str, str], skip: set[str]) -> list[str]:
+    found = []
+    for name, url in urls.items():
+        if name in skip:
+            continue
+        try:
+            if httpx.get(f"{url}/readyz", timeout=3).json().get("leader"):
+                found.append(name)
+        except (httpx.HTTPError, ValueError):
+            continue
+    return found
+
+
+def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
+    tmp_path: Path, pg: PrivatePostgres
+) -> None:
+    """Leader SIGSTOP (a standby takes over after the lease; the resumed one stands down and
+    writes nothing), pg_terminate_backend of the leader's sessions, leader SIGKILL; never two
+    acting leaders, never a duplicate server."""
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(SPEC.format(nodes=2))
+    procs: dict[str, Proc] = {}
+    urls: dict[str, str] = {}
+    with simulator(tmp_path, build_time="300ms") as sim:
+        env = daemon_env(sim, pg.url, tmp_path / "state")
+        try:
+            for name in ("a", "b", "c"):
+                procs[name], urls[name] = start_daemon(f"daemon-{name}", spec, env, tmp_path)
+            wait_for(lambda: len(_leaders(urls, set())) == 1, 20, "one leader")
+            wait_for(lambda: len(_servers(sim)) == 2, 30, "two servers")
+            stopped: set[str] = set()
+
+            # 1. freeze the leader: a standby takes over once the lease expired
+            (first,) = _leaders(urls, stopped)
+            procs[first].popen.send_signal(signal.SIGSTOP)
+            frozen_at = time.monotonic()
+            stopped.add(first)
+            wait_for(lambda: len(_leaders(urls, stopped)) == 1, 25, "a takeover")
+            freeze_failover = time.monotonic() - frozen_at
+            assert freeze_failover < 15, freeze_failover
+            spec.write_text(SPEC.format(nodes=3))  # work for the new leader
+            wait_for(lambda: len(_servers(sim)) == 3, 30, "three servers")
+            procs[first].popen.send_signal(signal.SIGCONT)
+            stopped.discard(first)
+            time.sleep(3)
+            assert len(_leaders(urls, set())) == 1  # the resumed one stood down
+
+            # 2. terminate the leader's database sessions: it stops, someone leads again
+            assert len(_leaders(urls, set())) == 1
+            assert pg.terminate_sessions() > 0
+            wait_for(lambda: len(_leaders(urls, set())) == 1, 20, "a leader again")
+
+            # 3. kill the leader
+            (third,) = _leaders(urls, set())
+            spec.write_text(SPEC.format(nodes=4))
+            procs[third].stop(signal.SIGKILL)
+            killed_at = time.monotonic()
+            stopped.add(third)
+            wait_for(lambda: len(_leaders(urls, stopped)) == 1, 20, "a takeover after a kill")
+            kill_failover = time.monotonic() - killed_at
+            assert kill_failover < 5, kill_failover
+            wait_for(lambda: len(_servers(sim)) == 4, 40, "four servers")
+            time.sleep(3)
+            servers = _servers(sim)
+            assert max(Counter(servers).values()) == 1, servers
+            assert len(servers) == 4
+        finally:
+            for proc in procs.values():
+                proc.popen.send_signal(signal.SIGCONT)
+                if proc.popen.poll() is None:
+                    proc.stop(signal.SIGTERM)
+    # the frozen-then-resumed leader: lost leadership on resume, made no write with its epoch
+    resumed = events(procs[first])
+    lost = [i for i, e in enumerate(resumed) if e.get("event") == "leadership.lost"]
+    assert lost, [e.get("event") for e in resumed][-30:]
+    after = resumed[lost[0] + 1 :]
+    writes = [e for e in after if e.get("event") in ("apply.change", "plan.change")]
+    # anything it applied after resuming happened only once it led again (a new epoch)
+    retaken = [i for i, e in enumerate(after) if e.get("event") == "leadership.taken"]
+    if writes:
+        assert retaken, writes[:3]
+        assert after.index(writes[0]) > retaken[0], writes[:3]
+    print(f"failover after freeze {freeze_failover:.1f} s, after kill {kill_failover:.1f} s")
