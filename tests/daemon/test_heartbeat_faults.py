@@ -57,6 +57,9 @@ class State:
     def fleet_document(self) -> dict[str, Any]:
         return {"fleet": FLEET, "nodes": []}
 
+    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
+        return self.fleet_document()
+
     def spec_status(self) -> dict[str, Any]:
         return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
 
