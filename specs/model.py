@@ -664,6 +664,10 @@ class DisruptionPolicy(_Model):
     """Node names never destroyed (they start with the fleet name)."""
     drain_timeout: ShortWait = timedelta(minutes=30)
     """Longest wait for a node's queue to empty before it is destroyed."""
+    billing_aware: bool = False
+    """Scale-down picks, among equally good victims (same state, health and warmup stage),
+    the node whose paid month ends soonest (a month is paid ahead from the day the server was
+    created); the plan says how much paid time that keeps from being thrown away."""
 
 
 class AlertsSpec(_Model):

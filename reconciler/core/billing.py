@@ -131,6 +131,36 @@ def node_months(
     return out
 
 
+def _add_months(moment: datetime, months: int) -> datetime:
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    start, end = month_bounds(f"{year:04d}-{month:02d}")
+    last_day = (end - start).days
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def paid_until(created_at: datetime, now: datetime) -> datetime:
+    """The end of the month already paid for a server bought at ``created_at``: Hostwinds
+    bills a month ahead, renewing on the day of the month it was created (the 31st renews on
+    a shorter month's last day)."""
+    if now < created_at:
+        return _add_months(created_at, 1)
+    months = (now.year - created_at.year) * 12 + now.month - created_at.month
+    end = _add_months(created_at, max(months, 0))
+    while end <= now:
+        months += 1
+        end = _add_months(created_at, months)
+    return end
+
+
+def unused_paid(
+    created_at: datetime, now: datetime, monthly_cost: Decimal, hours_per_month: Decimal
+) -> Decimal:
+    """What the rest of the paid month is worth (thrown away when the server goes now)."""
+    left = _hours(now, paid_until(created_at, now))
+    return min(monthly_cost, left * monthly_cost / hours_per_month)
+
+
 # --- reports -------------------------------------------------------------------------------
 
 

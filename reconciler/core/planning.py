@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from reconciler.core.addresses import node_hostname, node_name
+from reconciler.core.billing import paid_until, unused_paid
 from reconciler.core.costs import CostResolver, cents, price_warnings, sort_constants
 from reconciler.core.fleet import (
     NodeStatus,
@@ -344,6 +345,9 @@ class _Planner:
                 )
             if surplus > 0:
                 candidates = sorted((n for n in known if not n.protected), key=self.victim_key)
+                if self.spec.disruption.billing_aware:
+                    self.billing_note(region, candidates, surplus)
+                    candidates.sort(key=self.billing_victim_key)
                 for node in candidates[:surplus]:
                     node.victim = True
                 kept_protected = surplus - min(surplus, len(candidates))
@@ -550,6 +554,57 @@ class _Planner:
             warmed,
             -node.seq,
             node.name,
+        )
+
+    def paid_left(self, node: LiveNode) -> timedelta:
+        """How long the node's paid month still runs (unknown creation: as long as can be)."""
+        created = node.record.created_at if node.record is not None else None
+        if created is None:
+            return timedelta.max
+        return paid_until(created, self.now) - self.now
+
+    def billing_victim_key(
+        self, node: LiveNode
+    ) -> tuple[int, int, int, int, timedelta, timedelta, int, str]:
+        """``victim_key`` with, among nodes in the same state, health and warmup stage, the
+        one whose paid month ends soonest first (``disruption.billing_aware``)."""
+        draining, unhealthy, paused, provisioning, warmed, seq, name = self.victim_key(node)
+        return (draining, unhealthy, paused, provisioning, self.paid_left(node), warmed, seq, name)
+
+    def unused_paid(self, node: LiveNode) -> Decimal:
+        created = node.record.created_at if node.record is not None else None
+        if created is None:
+            return Decimal(0)
+        monthly = self.costs.node(node.plan, node.pool)[0]
+        return unused_paid(created, self.now, monthly, self.spec.costs.hours_per_month)
+
+    def billing_note(self, region: str, ranked: list[LiveNode], surplus: int) -> None:
+        """Say which nodes the billing-aware order picks instead of the default one, and
+        how much paid time that keeps from being thrown away."""
+        default = ranked[:surplus]
+        chosen = sorted(ranked, key=self.billing_victim_key)[:surplus]
+        if {n.name for n in default} == {n.name for n in chosen}:
+            return
+        lost_default = sum((self.unused_paid(n) for n in default), Decimal(0))
+        lost_chosen = sum((self.unused_paid(n) for n in chosen), Decimal(0))
+        saving = cents(lost_default - lost_chosen)
+        if saving <= 0:
+            return
+
+        def named(nodes: list[LiveNode]) -> str:
+            parts = []
+            for n in nodes:
+                created = n.record.created_at if n.record is not None else None
+                until = paid_until(created, self.now).date().isoformat() if created else "?"
+                parts.append(f"{n.name} (paid until {until})")
+            return ", ".join(parts)
+
+        picked = [n for n in chosen if n not in default]
+        spared = [n for n in default if n not in chosen]
+        self.out.notes.append(
+            f"{region}: billing-aware scale-down destroys {named(picked)} instead of "
+            f"{named(spared)}: saves ${saving} of paid time "
+            f"(${cents(lost_chosen)} unused instead of ${cents(lost_default)})"
         )
 
     def grace_expired(self, item: PendingCreate) -> bool:
