@@ -540,13 +540,12 @@ def _node_row(n: Mapping[str, Any], now: datetime, show_costs: bool) -> str:
 
 
 def _status_cell(n: Mapping[str, Any]) -> str:
-    """The phase (or status); an operator's hold shows as kubectl shows a cordoned node:
-    ``maintenance,cordoned``, ``draining,draining``, ``maintenance,drained``."""
-    status = str(n.get("phase") or n.get("status"))
+    """The phase (or status); a cordon or drain shows as what it is (``cordoned``,
+    ``draining``, ``drained``), with who, why and since when in the cell's title."""
     hold = n.get("hold")
     if isinstance(hold, Mapping) and hold.get("kind") != "maintenance":
-        return f"{status},{hold.get('state')}"
-    return status
+        return str(hold.get("state"))
+    return str(n.get("phase") or n.get("status"))
 
 
 def _hold_title(n: Mapping[str, Any]) -> str:
