@@ -8,10 +8,12 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.core.fleet import HoldKind, Maintenance, NodeStatus, RecordedNode
 from reconciler.core.planning import PlanOptions, plan
-from reconciler.core.plans import Plan
+from reconciler.core.plans import Action, Plan
 from tests.core.factories import NOW, pair, world
 from tests.core.factories import make_spec as spec_of
 
@@ -155,3 +157,51 @@ def test_the_hold_describes_itself_by_kind_and_status() -> None:
     assert drain.verb(NodeStatus.MAINTENANCE) == "drained"
     assert held(HoldKind.MAINTENANCE).verb() == "in maintenance"
     assert held(HoldKind.CORDON, ended=True).verb() == "cordoned (ended)"
+
+
+@given(
+    kind=st.sampled_from(list(HoldKind)),
+    status=st.sampled_from(
+        [s for s in NodeStatus if s not in (NodeStatus.DECOMMISSIONED, NodeStatus.PROVISIONING)]
+    ),
+    unhealthy=st.booleans(),
+    replace_it=st.booleans(),
+    listed=st.booleans(),
+    metrics=st.booleans(),
+    empty=st.booleans(),
+    minutes=st.integers(min_value=0, max_value=600),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_held_node_never_goes_back_into_rotation_nor_is_replaced(
+    kind: HoldKind,
+    status: NodeStatus,
+    unhealthy: bool,
+    replace_it: bool,
+    listed: bool,
+    metrics: bool,
+    empty: bool,
+    minutes: int,
+) -> None:
+    names = frozenset({NAME})
+    options = PlanOptions(
+        metrics_known=metrics,
+        unhealthy=names if unhealthy else frozenset(),
+        replace_unhealthy=names if replace_it else frozenset(),
+        reputation_paused={NAME: "listed"} if listed else None,
+        queue_empty=names if empty else frozenset(),
+    )
+    observed, recorded = state(status, held(kind))
+    recorded = replace(
+        recorded,
+        nodes=tuple(
+            replace(n, status_changed_at=NOW - timedelta(minutes=minutes)) if n.name == NAME else n
+            for n in recorded.nodes
+        ),
+    )
+    p = plan(SPEC, observed, recorded, NOW, options)
+    mine = [c for c in p.changes if c.address == NAME]
+    assert all(c.action in (Action.PAUSE, Action.DRAIN) for c in mine), mine
+    assert all(c.status is not None and not c.status.in_rotation for c in mine)
+    assert len(mine) <= 1
+    # the rest of the fleet is not disturbed by the hold (no replacement for it)
+    assert [c for c in p.changes if c.address != NAME] == []
