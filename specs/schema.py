@@ -122,11 +122,36 @@ def _describe(document: dict[str, Any]) -> None:
                     properties[key]["description"] = doc
 
 
+#: fields refused as not yet supported (``specs.validating.NOT_YET_SUPPORTED``), refused by
+#: editors too: (model, field) -> the one value accepted, if any
+_UNSUPPORTED: dict[tuple[str, str], object] = {
+    ("PoolSpec", "kind"): None,
+    ("CostsSpec", "hours_per_month"): None,
+    ("CostsSpec", "ips_per_node"): 1,
+}
+
+
+def _refuse_unsupported(document: dict[str, Any]) -> None:
+    for (model, field), allowed in _UNSUPPORTED.items():
+        properties = document.get("$defs", {}).get(model, {}).get("properties", {})
+        node = properties.get(field)
+        if not isinstance(node, dict):
+            continue
+        if allowed is None:
+            node["not"] = {}
+        else:
+            node["const"] = allowed
+        text = str(node.get("description", ""))
+        if not text.startswith("Not yet supported"):
+            node["description"] = f"Not yet supported beyond {allowed}: {text}"
+
+
 def json_schema() -> dict[str, Any]:
     """FleetSpec's JSON Schema (validation mode) with ``$schema``, ``$id`` and a title."""
     document = FleetSpec.model_json_schema(mode="validation", schema_generator=_SpecSchema)
     _describe(document)
     _polish(document)
+    _refuse_unsupported(document)
     # every file of a split spec (a directory: regions.yaml, pools.yaml...) is checked
     # against this schema by editors, so no top-level section is required here; a whole
     # spec's metadata and plans are required by `reconcile validate`, which merges the files

@@ -287,3 +287,16 @@ def test_the_examples_use_no_refused_field() -> None:
         text = path.read_text()
         for field in REFUSED:
             assert f" {_field_name(field)}:" not in text or path.name == "broken.yaml", path
+
+
+def test_editors_refuse_the_unsupported_fields_too() -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for document in (
+        {"ip_pools": {"p": {"size": 1, "regions": ["r"], "kind": "shared"}}},
+        {"costs": {"hours_per_month": 730}},
+        {"costs": {"ips_per_node": 2}},
+    ):
+        assert list(validator.iter_errors(document)), document
+    assert not list(validator.iter_errors({"costs": {"ips_per_node": 1}}))
