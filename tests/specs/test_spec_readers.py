@@ -32,6 +32,7 @@ READERS: dict[str, str] = {
     "costs.ip_monthly_price": f"{CORE}/costs.py",
     "costs.ips_per_node": f"{CORE}/costs.py",
     "costs.monthly_budget": f"{CORE}/planning.py",
+    "disruption.billing_aware": f"{CORE}/planning.py",
     "disruption.drain_timeout": f"{CORE}/lifecycle.py",
     "disruption.mass_delete_threshold": f"{CORE}/planning.py",
     "disruption.max_destroys_per_run": f"{CORE}/planning.py",
