@@ -133,6 +133,7 @@ def hold(
     *,
     queue_empty: frozenset[str] = frozenset(),
     metrics_known: bool = False,
+    reputation_paused: Mapping[str, str] | None = None,
 ) -> Hold:
     """The operator's hold on ``node`` (maintenance, cordon, drain, quarantine) for this plan.
     ``queue_empty``/``metrics_known`` (from heartbeats) tell when a drain is complete: with
@@ -267,6 +268,21 @@ def hold(
         over = {HoldKind.MAINTENANCE: "maintenance", HoldKind.CORDON: "cordon"}.get(
             maintenance.kind, "drain"
         )
+        listed = (reputation_paused or {}).get(node.name)
+        if listed is not None and node.status is not NodeStatus.PAUSED:
+            # the reputation rule wants it out: handed over, never back into rotation first
+            result.changes.append(
+                node_change(
+                    Action.PAUSE,
+                    node,
+                    f"{over} over, but reputation: {listed}: kept out of the sending rotation",
+                    before={"status": node.status.value},
+                    after={"status": NodeStatus.PAUSED.value},
+                    status=NodeStatus.PAUSED,
+                    paused_by=PausedBy.REPUTATION,
+                )
+            )
+            return result
         result.changes.append(
             node_change(
                 Action.RESUME,

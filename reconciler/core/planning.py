@@ -843,6 +843,7 @@ class _Planner:
                 self.steps,
                 queue_empty=options.queue_empty,
                 metrics_known=options.metrics_known,
+                reputation_paused=options.reputation_paused,
             )
             for change in operator.changes:
                 out.add(change)

@@ -130,6 +130,13 @@ def test_an_ended_hold_puts_the_node_back(kind: HoldKind, status: NodeStatus) ->
     assert not any(n.startswith(NAME) for n in p.notes)
 
 
+def test_an_ended_hold_hands_a_listed_node_to_the_reputation_pause() -> None:
+    options = PlanOptions(metrics_known=True, reputation_paused={NAME: "listed on zen"})
+    p = plan(SPEC, *state(NodeStatus.MAINTENANCE, held(HoldKind.CORDON, ended=True)), NOW, options)
+    assert moves(p) == [("pause", NAME, "paused")]
+    assert "reputation: listed on zen" in p.changes[0].reason
+
+
 def test_a_hold_ended_before_another_rule_took_the_node_out_does_not_resume_it() -> None:
     # out of the rotation (maintenance status) since after the hold ended: not the hold's
     observed, recorded = state(NodeStatus.MAINTENANCE, held(HoldKind.CORDON, ended=True))
