@@ -811,6 +811,9 @@ class SqlStore:
                 .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
             ).all()
             changed: set[str] = set()
+            node_rows: list[dict[str, Any]] = []
+            vps_rows: list[dict[str, Any]] = []
+            ip_rows: list[dict[str, Any]] = []
             for row in rows:
                 target = wanted.get(row.name)
                 if target is None:
@@ -821,26 +824,32 @@ class SqlStore:
                 has_ip = row.ip_id is not None
                 vps = total - ip if has_ip else total
                 if row.approximate_cost != total:
-                    connection.execute(
-                        sa.update(m.SendingNode)
-                        .where(m.SendingNode.id == row.id)
-                        .values(approximate_cost=total, updated_at=now)
-                    )
+                    node_rows.append({"b_id": row.id, "b_cost": total})
                     changed.add(row.name)
                 if row.vps_cost != vps:
-                    connection.execute(
-                        sa.update(m.VpsInstance)
-                        .where(m.VpsInstance.node_id == row.id)
-                        .values(approximate_cost=vps, updated_at=now)
-                    )
+                    vps_rows.append({"b_id": row.id, "b_cost": vps})
                     changed.add(row.name)
                 if has_ip and row.ip_cost != ip:
-                    connection.execute(
-                        sa.update(m.SmtpIpAddress)
-                        .where(m.SmtpIpAddress.id == row.ip_id)
-                        .values(approximate_cost=ip, updated_at=now)
-                    )
+                    ip_rows.append({"b_id": row.ip_id, "b_cost": ip})
                     changed.add(row.name)
+            # one executemany per table (a constant change rewrites every node)
+            for table, key, params in (
+                (m.SendingNode, m.SendingNode.id, node_rows),
+                (m.VpsInstance, m.VpsInstance.node_id, vps_rows),
+                (m.SmtpIpAddress, m.SmtpIpAddress.id, ip_rows),
+            ):
+                if not params:
+                    continue
+                stmt = (
+                    sa.update(table)
+                    .where(key == sa.bindparam("b_id", type_=sa.Uuid()))
+                    .values(
+                        approximate_cost=sa.bindparam("b_cost", type_=m.Money),
+                        updated_at=now,
+                    )
+                )
+                for chunk in _chunks(params):
+                    connection.execute(stmt, list(chunk))
             ids = [row.id for row in rows if row.name in changed]
             self._sync_cost_periods(connection, ids, now)
         return sorted(changed)
@@ -889,6 +898,8 @@ class SqlStore:
                 )
             ):
                 periods[found.node_id] = found
+        ends: list[dict[str, Any]] = []
+        opens: list[dict[str, Any]] = []
         for node_id in ids:
             node = nodes.get(node_id)
             if node is None:
@@ -906,27 +917,33 @@ class SqlStore:
                 if same:
                     continue
                 ended = node.closed_at if node.closed_at is not None else now
-                connection.execute(
-                    sa.update(m.NodeCostPeriod)
-                    .where(m.NodeCostPeriod.id == open_period.id)
-                    .values(ended_at=max(ended, open_period.started_at))
-                )
+                ends.append({"b_id": open_period.id, "b_end": max(ended, open_period.started_at)})
             if billed and node.closed_at is None:
-                connection.execute(
-                    sa.insert(m.NodeCostPeriod).values(
-                        fleet=node.fleet,
-                        node_id=node_id,
-                        node=node.name,
-                        provider_id=node.provider_id,
-                        region=node.region,
-                        pool=node.pool,
-                        plan=node.plan,
-                        monthly_cost=node.approximate_cost,
-                        ip_cost=node.ip_cost,
-                        started_at=now,
-                        ended_at=None,
-                    )
+                opens.append(
+                    {
+                        "fleet": node.fleet,
+                        "node_id": node_id,
+                        "node": node.name,
+                        "provider_id": node.provider_id,
+                        "region": node.region,
+                        "pool": node.pool,
+                        "plan": node.plan,
+                        "monthly_cost": node.approximate_cost,
+                        "ip_cost": node.ip_cost,
+                        "started_at": now,
+                        "ended_at": None,
+                    }
                 )
+        if ends:
+            stmt = (
+                sa.update(m.NodeCostPeriod)
+                .where(m.NodeCostPeriod.id == sa.bindparam("b_id"))
+                .values(ended_at=sa.bindparam("b_end", type_=m.UtcDateTime()))
+            )
+            for part in _chunks(ends):
+                connection.execute(stmt, list(part))
+        for part in _chunks(opens):
+            connection.execute(sa.insert(m.NodeCostPeriod), list(part))
 
     def cost_periods(self, fleet: str, since: datetime) -> list[CostPeriod]:
         """The fleet's cost periods still running at ``since`` or later (oldest first)."""

@@ -5,6 +5,7 @@ one at a resize or a constant change, ended when the node closes. Golden reports
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -266,3 +267,36 @@ def test_bad_invoice_files_give_file_line_errors_and_no_traceback(
 def test_missing_invoice_file(history: SqlStore, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["costs", "reconcile", "--invoices", "nope.csv"]) == 1
     assert "nope.csv: no such file" in capsys.readouterr().err
+
+
+def test_the_migration_starts_the_history_from_the_records(tmp_path: Path) -> None:
+    from state import sessions
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    clock = Clock()
+    store = open_store(url, clock=clock)
+    assert isinstance(store, SqlStore)
+    try:
+        store.upsert_node(node("acme-dallas-001", "dallas", "shared", "baseline", "14.48", 1001))
+        clock.set("2026-09-11")
+        store.upsert_node(node("acme-dallas-002", "dallas", "shared", "large", "24.48", 1002))
+        clock.set("2026-10-01")
+        store.close_node("acme", "acme-dallas-002", clock.now)
+        unbilled = node("acme-dallas-003", "dallas", "shared", "baseline", "14.48", 1003)
+        store.upsert_node(dataclasses.replace(unbilled, service_id=None))
+    finally:
+        store.close()
+    sessions.downgrade(url, "0008_slot_failures")  # a database from before the history
+    sessions.upgrade(url)
+    store = open_store(url)
+    assert isinstance(store, SqlStore)
+    try:
+        periods = store.cost_periods("acme", datetime(2026, 1, 1, tzinfo=UTC))
+    finally:
+        store.close()
+    assert [
+        (p.node, str(p.monthly_cost), p.started_at.date().isoformat(), p.ended_at) for p in periods
+    ] == [
+        ("acme-dallas-001", "14.48", "2026-09-01", None),
+        ("acme-dallas-002", "24.48", "2026-09-11", datetime(2026, 10, 1, tzinfo=UTC)),
+    ]
