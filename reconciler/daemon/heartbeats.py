@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -388,11 +388,12 @@ class HeartbeatBatcher:
     the event loop never waits on the database and a beat is answered only once it is
     committed (``offer`` returns a future of its ``Outcome``).
 
-    The writer takes everything waiting (up to ``max_batch`` beats, at most one signed beat
-    per node: a second one waits for the next batch, so the store's replay check is exact),
-    writes it in one transaction, and starts again at once while beats wait; so a batch fills
-    with the requests that arrived during the previous write. ``offer`` refuses (None) when
-    ``max_queue`` beats already wait. A beat whose caller gave up (``abandon``) before its
+    A writer takes everything waiting (up to ``max_batch`` beats, at most one beat per node:
+    a second one waits for the next batch, so the store's replay check is exact), writes it in
+    one transaction, and starts again at once while beats wait; up to ``writers`` batches are
+    written at once (a node never in two of them), so batches fill with the requests that
+    arrived during the previous writes and a commit's latency does not cap the intake.
+    ``offer`` refuses (None) when ``max_queue`` beats already wait. A beat whose caller gave up (``abandon``) before its
     batch started is not written. ``on_written`` receives each batch's recorded beats.
     """
 
@@ -405,8 +406,12 @@ class HeartbeatBatcher:
         flush_interval: float = 0.2,
         max_queue: int = 100_000,
         on_written: Callable[[Sequence[NodeMetrics]], None] | None = None,
+        writers: int = 4,
     ) -> None:
         self._store = store
+        self._writers = max(1, writers)
+        #: nodes with a beat in a batch being written
+        self._writing: set[str] = set()
         self._fleet = fleet
         self._max_batch = max_batch
         self._interval = flush_interval
@@ -448,26 +453,40 @@ class HeartbeatBatcher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeats")
 
     async def _run(self) -> None:
+        """Up to ``writers`` batches in flight at once (each its own transaction and
+        connection): a commit's latency does not cap the intake. A node with a beat in a
+        running batch waits for it (never two concurrent writes to one node's row)."""
+        running: set[asyncio.Task[bool]] = set()
         while not self._stopping:
-            if not self._pending:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._interval)
-                self._wake.clear()
-            await self.flush()
+            while len(running) < self._writers:
+                batch = self._take()
+                if not batch:
+                    break
+                task = asyncio.get_running_loop().create_task(self._write(batch))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            self._wake.clear()
+            waiters: set[asyncio.Future[Any]] = {*running}
+            wake = asyncio.ensure_future(self._wake.wait())
+            waiters.add(wake)
+            await asyncio.wait(waiters, timeout=self._interval, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+        if running:
+            await asyncio.wait(running)
 
     def _take(self) -> list[_Entry]:
         batch: list[_Entry] = []
         rest: list[_Entry] = []
         nodes: set[str] = set()
+        busy = self._writing
         for entry in self._pending:
             if entry.future.done():
                 continue  # abandoned
-            signed = entry.beat.sent_at is not None
-            if len(batch) >= self._max_batch or (signed and entry.beat.node in nodes):
+            node = entry.beat.node
+            if len(batch) >= self._max_batch or node in nodes or node in busy:
                 rest.append(entry)
                 continue
-            if signed:
-                nodes.add(entry.beat.node)
+            nodes.add(node)
             batch.append(entry)
         self._pending = rest
         return batch
@@ -480,38 +499,46 @@ class HeartbeatBatcher:
             batch = self._take()
             if not batch:
                 return
-            beats = [entry.beat for entry in batch]
-            try:
-                outcome = await asyncio.to_thread(self._store.record_beats, self._fleet, beats)
-            except StoreError as exc:
-                self.stats.failed_batches += 1
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                    log.warning(
-                        "heartbeats cannot be written: answered 503 until the store is back",
-                        extra={
-                            "event": "heartbeats.write_failed",
-                            "beats": len(batch),
-                            "error": str(exc),
-                        },
-                    )
-                for entry in batch:
-                    _settle(entry.future, Outcome.UNAVAILABLE)
+            if not await self._write(batch):
                 return
-            if self.failing_since is not None:
-                self.failing_since = None
-                log.info(
-                    "heartbeats written again",
-                    extra={"event": "heartbeats.write_recovered"},
+
+    async def _write(self, batch: list[_Entry]) -> bool:
+        """One transaction; settles every beat's future. False when the store failed."""
+        beats = [entry.beat for entry in batch]
+        names = {beat.node for beat in beats}
+        self._writing |= names
+        try:
+            outcome = await asyncio.to_thread(self._store.record_beats, self._fleet, beats)
+        except StoreError as exc:
+            self.stats.failed_batches += 1
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                log.warning(
+                    "heartbeats cannot be written: answered 503 until the store is back",
+                    extra={
+                        "event": "heartbeats.write_failed",
+                        "beats": len(batch),
+                        "error": str(exc),
+                    },
                 )
-            self.stats.batches += 1
-            written = [entry.beat for entry, ok in zip(batch, outcome, strict=True) if ok]
-            self.stats.written += len(written)
-            self.stats.replays += len(batch) - len(written)
-            for entry, ok in zip(batch, outcome, strict=True):
-                _settle(entry.future, Outcome.RECORDED if ok else Outcome.REPLAYED)
-            if self._on_written is not None and written:
-                self._on_written(written)
+            for entry in batch:
+                _settle(entry.future, Outcome.UNAVAILABLE)
+            return False
+        finally:
+            self._writing -= names
+            self._wake.set()  # nodes freed: their waiting beats may go
+        if self.failing_since is not None:
+            self.failing_since = None
+            log.info("heartbeats written again", extra={"event": "heartbeats.write_recovered"})
+        self.stats.batches += 1
+        written = [entry.beat for entry, ok in zip(batch, outcome, strict=True) if ok]
+        self.stats.written += len(written)
+        self.stats.replays += len(batch) - len(written)
+        for entry, ok in zip(batch, outcome, strict=True):
+            _settle(entry.future, Outcome.RECORDED if ok else Outcome.REPLAYED)
+        if self._on_written is not None and written:
+            self._on_written(written)
+        return True
 
     async def aclose(self) -> None:
         self._stopping = True

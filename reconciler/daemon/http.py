@@ -291,7 +291,8 @@ class HeartbeatEndpoint:
             await _answer(send, 503, _REFUSALS[Rejection.OVERLOADED], retry_after=True)
             return
         try:
-            outcome = await asyncio.wait_for(asyncio.shield(future), self._write_deadline)
+            async with asyncio.timeout(self._write_deadline):
+                outcome = await future
         except TimeoutError:
             self._batcher.abandon(future)
             outcome = Outcome.UNAVAILABLE
