@@ -393,8 +393,8 @@ class HeartbeatBatcher:
     one transaction, and starts again at once while beats wait; up to ``writers`` batches are
     written at once (a node never in two of them), so batches fill with the requests that
     arrived during the previous writes and a commit's latency does not cap the intake.
-    ``offer`` refuses (None) when ``max_queue`` beats already wait. A beat whose caller gave up (``abandon``) before its
-    batch started is not written. ``on_written`` receives each batch's recorded beats.
+    ``offer`` refuses (None) when ``max_queue`` beats already wait. A beat whose caller gave
+    up (``abandon``) before its batch started is not written. ``on_written`` receives each batch's recorded beats.
     """
 
     def __init__(
