@@ -394,7 +394,8 @@ class HeartbeatBatcher:
     written at once (a node never in two of them), so batches fill with the requests that
     arrived during the previous writes and a commit's latency does not cap the intake.
     ``offer`` refuses (None) when ``max_queue`` beats already wait. A beat whose caller gave
-    up (``abandon``) before its batch started is not written. ``on_written`` receives each batch's recorded beats.
+    up (``abandon``) before its batch started is not written. ``on_written`` receives each
+    batch's recorded beats.
     """
 
     def __init__(
