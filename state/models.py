@@ -463,8 +463,8 @@ class NodeMetric(Base):
     bounces: Mapped[int]
     complaints: Mapped[int]
     interval_seconds: Mapped[float] = mapped_column(sa.Float())
-
-    __table_args__ = (sa.Index("ix_node_metrics_at", "at"),)
+    # no index on ``at``: every beat rewrites it, and an index on it would make no update
+    # in-place (HOT); nothing scans it (migration 0009)
 
 
 class Leadership(Base):

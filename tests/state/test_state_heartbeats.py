@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -153,3 +154,79 @@ def test_signed_beats_are_recorded_once_across_recorders_and_reopens(
         other.close()
     sent = [m.at for m in store.recent_metrics("acme", t - timedelta(seconds=1))["a"]]
     assert len(sent) == 3  # first, newer, the unsigned one
+
+
+# --- in-place updates on PostgreSQL (issue 14) ----------------------------------------------
+
+
+def _pages(url: str, table: str, key: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute(f"SELECT {key}::text, (ctid::text::point)[0] FROM {table}").fetchall()
+    return {str(k): int(page) for k, page in rows}
+
+
+@pytest.mark.postgres
+def test_a_round_of_beats_updates_every_row_on_its_own_page(
+    fresh_postgres_url: str, clock: FakeClock
+) -> None:
+    """No indexed column changes and every page has room for a new version of each of its
+    rows (fillfactor 50), so a beat is a heap-only (HOT) update: the row stays on its page
+    and no index is touched, even when one transaction updates every row of a page."""
+    # a database of its own: the shared one's pages hold the rows earlier tests deleted
+    url = fresh_postgres_url
+    store = open_store(url, upgrade=True, clock=clock.now)
+    try:
+        names = [f"acme-n{i:04d}" for i in range(600)]
+        store.upsert_nodes([make_node(n, id=None) for n in names])
+        start = clock.now()
+        for k in range(store.metrics_window):  # fill every ring: the next beats are updates
+            store.record_heartbeats(
+                "acme", [beat(n, start + timedelta(seconds=30 * k)) for n in names]
+            )
+        metrics_before = _pages(url, "node_metrics", "(node_id, slot)")
+        nodes_before = _pages(url, "sending_nodes", "id")
+        for k in range(store.metrics_window, store.metrics_window + 3):
+            at = start + timedelta(seconds=30 * k)
+            assert store.record_heartbeats("acme", [beat(n, at) for n in names]) == len(names)
+        for table, key, before in (
+            ("node_metrics", "(node_id, slot)", metrics_before),
+            ("sending_nodes", "id", nodes_before),
+        ):
+            after = _pages(url, table, key)
+            stayed = sum(after[k] == page for k, page in before.items()) / len(before)
+            assert stayed > 0.9, (table, stayed)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_no_index_covers_a_column_a_beat_rewrites(shared_postgres_url: str) -> None:
+    import psycopg
+    from conftest import empty_postgres
+
+    empty_postgres(shared_postgres_url)
+    with psycopg.connect(
+        shared_postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    ) as c:
+        rows = c.execute(
+            "SELECT tablename, indexdef FROM pg_indexes WHERE tablename IN "
+            "('node_metrics', 'sending_nodes', 'node_send_counts')"
+        ).fetchall()
+        options = dict(
+            c.execute(
+                "SELECT relname, array_to_string(reloptions, ',') FROM pg_class WHERE relname IN "
+                "('node_metrics', 'sending_nodes', 'node_send_counts')"
+            ).fetchall()
+        )
+    rewritten = {
+        "node_metrics": ("at", "sent", "queue_length", "cpu", "memory", "disk", "bounces"),
+        "sending_nodes": ("heartbeat_seq", "last_heartbeat", "last_beat_sent_at"),
+        "node_send_counts": ("sent", "hard_bounces", "soft_bounces", "complaints"),
+    }
+    for table, definition in rows:
+        words = set(re.findall(r"\w+", definition.split("(", 1)[1]))
+        for column in rewritten[table]:
+            assert column not in words, (table, definition)
+    assert all("fillfactor=50" in (options.get(t) or "") for t in rewritten), options
