@@ -1,5 +1,5 @@
 """The heartbeat path in PostgreSQL: HOT share, table sizes, WAL per beat, and the sweep's read
-on a fresh database, for the schema before issue 14 (revision 0008) and the current head, in
+on a fresh database, for the schema before issue 14 (revision 0009) and the current head, in
 the same run on the same server.
 
 Run: ``.venv/bin/python benchmarks/heartbeats_pg.py [--nodes 10000] [--steady 6]``. For each
@@ -35,7 +35,7 @@ from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedNode
 from state import open_store, sessions
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-BEFORE = "0008_slot_failures"
+BEFORE = "0009_cost_history"
 TABLES = ("sending_nodes", "node_metrics", "node_send_counts")
 ISSUE_WAL_PER_BEAT = 707.0
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -201,11 +201,11 @@ def main() -> None:
     parser.add_argument("--steady", type=int, default=6)
     args = parser.parse_args()
     results = {}
-    for label, revision in (("before (0008)", BEFORE), ("head", "head")):
+    for label, revision in (("before (0009)", BEFORE), ("head", "head")):
         with database() as url:
             results[label] = steady(url, revision, args.nodes, args.steady)
     print(f"{args.nodes:,} nodes, {args.steady} steady rounds after the rings are full")
-    print(f"{'':<30} {'before (0008)':>16} {'head':>16}")
+    print(f"{'':<30} {'before (0009)':>16} {'head':>16}")
     rows = [("HOT share, all updates", "hot", "{:.1%}")]
     rows += [(f"HOT share, {t}", f"{t}.hot", "{:.1%}") for t in TABLES]
     rows += [("WAL bytes per beat", "wal_per_beat", "{:,.0f}")]
@@ -218,7 +218,7 @@ def main() -> None:
         cells = [fmt.format(results[label][key] / scale) for label in results]
         print(f"{title:<30} {cells[0]:>16} {cells[1]:>16}")
     head = results["head"]
-    before = results["before (0008)"]
+    before = results["before (0009)"]
     share = head["wal_per_beat"] / before["wal_per_beat"]
     print(
         f"HOT share {head['hot']:.1%} (target > 90 %): {'MET' if head['hot'] > 0.9 else 'MISSED'}"

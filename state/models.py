@@ -464,7 +464,7 @@ class NodeMetric(Base):
     complaints: Mapped[int]
     interval_seconds: Mapped[float] = mapped_column(sa.Float())
     # no index on ``at``: every beat rewrites it, and an index on it would make no update
-    # in-place (HOT); nothing scans it (migration 0009)
+    # in-place (HOT); nothing scans it (migration 0010)
 
 
 class Leadership(Base):

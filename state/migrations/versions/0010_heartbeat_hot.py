@@ -5,8 +5,8 @@ every page of the two tables a beat updates (fillfactor 70, PostgreSQL only), so
 row version fits next to the old one. Rows written before this migration keep their pages
 until they are updated or the table is rewritten (VACUUM FULL); new and updated rows use it.
 
-Revision ID: 0009_heartbeat_hot
-Revises: 0008_slot_failures
+Revision ID: 0010_heartbeat_hot
+Revises: 0009_cost_history
 Create Date: 2026-12-01 06:40:00
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0009_heartbeat_hot"
-down_revision: str | None = "0008_slot_failures"
+revision: str = "0010_heartbeat_hot"
+down_revision: str | None = "0009_cost_history"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
