@@ -23,6 +23,7 @@ import functools
 import ipaddress
 import os
 import re
+import socket
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -315,6 +316,25 @@ def ensure_epoch_rows(connection: Connection, name: str) -> None:
         connection.execute(
             _upsert_stmt(connection, model).values(name=name, epoch=0).on_conflict_do_nothing()
         )
+
+
+def holder_is_dead(owner: str) -> bool:
+    """True when the lock's holder (``host:pid``, as the CLI names itself) ran on this host and
+    its process is gone. A holder on another host, or one this process may not signal, is
+    taken as alive (its lease still runs out by itself)."""
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def current_epoch(connection: Connection, name: str, *, lock: str | None = None) -> int:
@@ -1385,6 +1405,8 @@ class SqlStore:
             row = connection.execute(sa.select(m.WriterLock).where(m.WriterLock.name == name)).one()
             self._refuse_if_a_daemon_leads(connection, name, owner)
             held = row.owner is not None and row.expires_at is not None and row.expires_at > now
+            if held and row.owner != owner and holder_is_dead(row.owner):
+                held = False  # its process is gone: taken over at once (issue 9)
             if held and row.owner != owner:
                 raise LockHeldError(
                     f"another run holds the writer lock {name!r}: {row.owner} (epoch "

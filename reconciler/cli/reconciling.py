@@ -47,7 +47,7 @@ from reconciler.views.documents import (
     spec_paths_of,
     state_dir_of,
 )
-from reconciler.views.human import render_plan
+from reconciler.views.human import UNSETTLED, render_plan
 from reconciler.views.markdown import render_markdown
 from reconciler.views.progress import BarProgress, PlainProgress, render_report
 from reconciler.wiring import (
@@ -274,14 +274,17 @@ async def _run(
         raise result.error
     plan = result.plan
     assert plan is not None
+    # changes remain: a plan with changes, or nothing to do now while the fleet is not what
+    # the spec says yet (a stopped server, a failed slot, deferred work: issue 9)
+    remaining = not plan.is_empty or any(w.guard in UNSETTLED for w in plan.warnings)
     if settings.dry_run:
-        if settings.detailed and not plan.is_empty:
+        if settings.detailed and remaining:
             return EXIT_CHANGES
         return EXIT_OK
     report = result.report
     assert report is not None
     if plan.is_empty:
-        return EXIT_OK
+        return EXIT_CHANGES if settings.detailed and remaining else EXIT_OK
     _echo_info(settings)(render_report(report))
     return _exit_code(plan, report, settings)
 

@@ -721,12 +721,13 @@ class _Planner:
         fleet_size = sum(1 for n in nodes if not _never_served(n))
         emptied = sorted({n.region for n in victims if desired.get(n.region, 0) == 0})
         share = len(removing) / fleet_size if fleet_size else 0.0
-        over = share > disruption.mass_delete_threshold
+        # at the threshold, not only above it (issue 9)
+        over = share >= disruption.mass_delete_threshold
         if removing and (over or emptied):
             parts = []
             if over:
                 parts.append(
-                    f"removes {len(removing)} of {fleet_size} nodes ({share:.0%}, more than the "
+                    f"removes {len(removing)} of {fleet_size} nodes ({share:.0%}, at or over the "
                     f"{disruption.mass_delete_threshold:.0%} threshold)"
                 )
             if emptied:

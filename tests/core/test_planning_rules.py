@@ -609,8 +609,13 @@ def test_emptying_a_region_is_refused_unless_allowed() -> None:
 def test_removing_more_than_the_threshold_is_refused() -> None:
     nodes = [pair(f"acme-dallas-00{i}", 100 + i, status=NodeStatus.PAUSED) for i in range(1, 5)]
     state = world([s for s, _ in nodes], [n for _, n in nodes])
-    p = plan(spec_of({"dallas": 2}), *state, NOW)  # 2 of 4 = 50 %: allowed
+    p = plan(spec_of({"dallas": 3}), *state, NOW)  # 1 of 4 = 25 %: allowed
     assert not p.blocked
+    threshold = spec_of({"dallas": 2}).disruption.mass_delete_threshold
+    assert threshold == 0.5
+    p = plan(spec_of({"dallas": 2}), *state, NOW)  # 2 of 4 = 50 %: at the threshold
+    assert p.blocked
+    assert "at or over the 50% threshold" in p.warnings[0].message
     p = plan(spec_of({"dallas": 1}), *state, NOW)  # 3 of 4 = 75 %
     assert p.blocked
     assert "removes 3 of 4 nodes" in p.warnings[0].message

@@ -118,3 +118,30 @@ def test_no_epoch_means_no_fencing(store: SqlStore, clock: FakeClock) -> None:
     store.acquire_lock("acme", "a", 60, clock.now())
     store.upsert_node(make_node())
     assert len(store.load_fleet("acme").nodes) == 1
+
+
+def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    """Issue 9: not after the lease (120 s by default): the holder ran on this host and its
+    process is gone. A live holder, or one on another host, still holds it."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = f"{socket.gethostname()}:{int(gone.stdout)}"
+    first = store.acquire_lock("acme", dead, 300, clock.now())
+    second = store.acquire_lock("acme", "cli:2", 300, clock.advance(1))
+    assert (second.owner, second.epoch) == ("cli:2", first.epoch + 1)
+    store.release_lock(second)
+    alive = f"{socket.gethostname()}:{os.getppid()}"  # our parent runs: alive
+    store.acquire_lock("acme", alive, 300, clock.advance(1))
+    with pytest.raises(LockHeldError):
+        store.acquire_lock("acme", "cli:3", 300, clock.advance(1))
