@@ -68,7 +68,7 @@ def build(total: int, *, changes: bool) -> tuple[FleetSpec, Observed, RecordedFl
                 }
                 for index, region in enumerate(REGIONS[:-1] if changes else REGIONS)
             },
-            "ip_pools": {"shared": {"size": total * 2, "regions": REGIONS}},
+            "ip_pools": {"shared": {"size": min(total * 2, 100_000), "regions": REGIONS}},
             "disruption": {"max_unavailable": 50, "max_destroys_per_run": 100},
         }
     )

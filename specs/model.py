@@ -159,9 +159,9 @@ class PlanSpec(_Model):
 class NodeRange(_Model):
     """An autoscaled node count."""
 
-    min: Annotated[int, Field(ge=0, le=10000)]
+    min: Annotated[int, Field(ge=0, le=100_000)]
     """Fewest nodes."""
-    max: Annotated[int, Field(ge=0, le=10000)]
+    max: Annotated[int, Field(ge=0, le=100_000)]
     """Most nodes."""
 
     @model_validator(mode="after")
@@ -180,7 +180,7 @@ class RegionSpec(_Model):
     """A name for people reading the spec (Seattle, Dallas, Amsterdam); nothing reads it."""
     plan: str
     """A plan name from plans."""
-    nodes: Annotated[int, Field(ge=0, le=10000)] | NodeRange
+    nodes: Annotated[int, Field(ge=0, le=100_000)] | NodeRange
     """A fixed node count, or {min, max} for autoscaling."""
     vertical_plans: list[str] = Field(default_factory=list)
     """Plans this region may be resized up to, smallest first (empty: no vertical scaling)."""
