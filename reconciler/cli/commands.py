@@ -59,7 +59,9 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Print the completion script for SHELL (commands, options, choices).",
     ),
     "costs": LazyCommand(
-        "costing:costs", "The cost constants finance owns: show them, set them (with history)."
+        "costing:costs",
+        "Finance's view: the cost constants (show, set, with history), invoice checks "
+        "(reconcile) and monthly reports (report).",
     ),
     "daemon": LazyCommand(
         "daemonizing:daemon",
