@@ -559,8 +559,10 @@ class SqlStore:
         *,
         epoch: int | None = None,
         node: RecordedNode | None = None,
+        done: bool = False,
     ) -> RecordedIntent:
         clean = check_params(params)
+        status = IntentStatus.DONE if done else IntentStatus.PENDING
         if node is not None and node.fleet != fleet:
             raise InvalidRecordError(f"node {node.name!r} belongs to fleet {node.fleet!r}")
         now = self._now()
@@ -573,7 +575,7 @@ class SqlStore:
                     kind=kind,
                     target=target,
                     params=clean,
-                    status=IntentStatus.PENDING.value,
+                    status=status.value,
                     attempts=1,
                     epoch=epoch,
                     created_at=now,
@@ -589,7 +591,7 @@ class SqlStore:
             kind=kind,
             target=target,
             params=clean,
-            status=IntentStatus.PENDING,
+            status=status,
             attempts=1,
             created_at=now,
             updated_at=now,

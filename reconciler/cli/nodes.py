@@ -454,13 +454,8 @@ def resume(
         if reputation is not None and reputation.resume_reputation(
             fleet_name, name, datetime.now(UTC)
         ):
-            intent = store.begin_intent(
-                fleet_name,
-                "resume_reputation",
-                name,
-                {"by": who, "why": why} if why else {"by": who},
-            )
-            store.finish_intent(intent.id, IntentStatus.DONE)
+            params = {"by": who, "why": why} if why else {"by": who}
+            store.begin_intent(fleet_name, "resume_reputation", name, params, done=True)
             done.append(
                 "reputation quarantine and pause cleared; rates count from now; back in "
                 "the rotation at the daemon's next assessment (unless a blocklist still "

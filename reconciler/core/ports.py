@@ -133,9 +133,11 @@ class StorePort(Protocol):
         *,
         epoch: int | None = None,
         node: RecordedNode | None = None,
+        done: bool = False,
     ) -> RecordedIntent:
         """Write a pending intent (and, if given, upsert ``node``) in one transaction,
-        *before* the mutating call."""
+        *before* the mutating call. ``done``: a journal entry of an act already complete (a
+        change of status), written done with its node in the same transaction."""
         ...
 
     def finish_intent(

@@ -63,11 +63,23 @@ class Journal:
     # --- intents -------------------------------------------------------------------------
 
     def begin(
-        self, kind: str, target: str, params: Mapping[str, str], node: RecordedNode | None = None
+        self,
+        kind: str,
+        target: str,
+        params: Mapping[str, str],
+        node: RecordedNode | None = None,
+        *,
+        done: bool = False,
     ) -> RecordedIntent:
         self.mutating()
         intent = self.store.begin_intent(
-            self.fleet, kind, target, {**self.tags, **params}, epoch=self.epoch, node=node
+            self.fleet,
+            kind,
+            target,
+            {**self.tags, **params},
+            epoch=self.epoch,
+            node=node,
+            done=done,
         )
         if node is not None:
             self.nodes[node.name] = node
@@ -126,8 +138,8 @@ class Journal:
                 self.upsert(after)
             return
         params = {"from": before.status.value, "to": after.status.value, "why": why[:500]}
-        intent = self.begin(kind, after.name, params, node=after)
-        self.finish(intent, IntentStatus.DONE)
+        # one write (as the record's upsert alone was): the entry done, with the node
+        self.begin(kind, after.name, params, node=after, done=True)
 
     def with_status(self, node: RecordedNode, status: NodeStatus) -> RecordedNode:
         """``node`` with ``status`` (and the time it changed), unchanged if it has it."""

@@ -139,6 +139,7 @@ class InMemoryStore:
         *,
         epoch: int | None = None,
         node: RecordedNode | None = None,
+        done: bool = False,
     ) -> RecordedIntent:
         self._check(epoch, fleet)
         now = self._now()
@@ -151,6 +152,7 @@ class InMemoryStore:
             created_at=now,
             updated_at=now,
             epoch=epoch,
+            status=IntentStatus.DONE if done else IntentStatus.PENDING,
         )
         if node is not None:
             self._put_node(node)
