@@ -298,6 +298,8 @@ class _Planner:
                 node.condemned = "unhealthy past the grace period: replace it"
             elif (
                 (halted := stopped(node.server)) is not None
+                # a locked server cannot be terminated (Hostwinds refuses): never condemned
+                and not node.server.locked
                 and node.status is NodeStatus.UNHEALTHY
                 and node.record is not None
                 and node.record.status_changed_at is not None
