@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -417,6 +418,7 @@ def _write_plan(
     document = plan_to_document(
         plan, fingerprint=fingerprint, spec_paths=spec_paths, state_dir=state_dir
     )
+    document[DIGEST_KEY] = plan_digest(document)
     try:
         _write_private(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
     except OSError as exc:
@@ -479,8 +481,32 @@ def _read_plan(path: Path) -> SavedPlan:
             f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}",
             hint="make one with `reconcile --dry-run --out PLANFILE`",
         ) from exc
+    if isinstance(document, dict):
+        digest = document.pop(DIGEST_KEY, None)
+        if digest is None:
+            raise PlanFileError(
+                f"{path} carries no digest: it cannot be checked for edits",
+                hint="make a fresh plan with `reconcile --dry-run --out PLANFILE` and review it",
+            )
+        if digest != plan_digest(document):
+            raise PlanFileError(
+                f"{path} was changed after it was made (its digest does not match its "
+                "content): an edited plan is never applied",
+                hint="make a fresh plan with `reconcile --dry-run --out PLANFILE` and review it",
+            )
     plan, fingerprint = plan_from_document(document)
     return SavedPlan(plan, fingerprint, source=str(path))
+
+
+#: a saved plan's digest of its own content (issue 9): an edited plan is refused
+DIGEST_KEY = "digest"
+
+
+def plan_digest(document: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of the document's canonical JSON, the digest itself left out."""
+    body = {k: v for k, v in document.items() if k != DIGEST_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _print_plan(plan: Plan, snapshot: Snapshot, settings: _Settings) -> None:

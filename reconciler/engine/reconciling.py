@@ -395,6 +395,10 @@ class Reconciler:
             snapshot = await self.observe()
             if request.saved is not None:
                 plan = check_saved_plan(request.saved, self.fleet, self.spec_hash, snapshot)
+                # the guards are judged again on the world as it is now (issue 9): a saved
+                # plan's own verdicts are not trusted
+                fresh = self.plan(snapshot, request.options)
+                plan = dataclasses.replace(plan, warnings=fresh.warnings)
             else:
                 plan = self.plan(snapshot, request.options)
             hooks.planned(plan, snapshot)
