@@ -352,7 +352,6 @@ class Daemon:
         # observation (decisions only from trustworthy observations, core.health)
         self._observed_since = self.clock.now()  # a (re)start is a gap
         self._last_sweep: datetime | None = None
-        self._intake_failures = 0
         self._blind_until: datetime | None = None
         self._disrupted: set[str] = set()
         self._disruption_pause: datetime | None = None
@@ -1139,9 +1138,12 @@ class Daemon:
         """Since when this daemon has observed without a gap: its start, the end of a store
         outage, a heartbeat intake that could not write, or a stall of the sweep itself (the
         process or its loop was frozen): health decisions wait a full detection window."""
-        failed = self.batcher.stats.failed_batches + self.batcher.stats.timeouts
-        if failed != self._intake_failures or self.batcher.failing_since is not None:
-            self._intake_failures = failed
+        # heartbeat writes failing for longer than a beat interval: the intake is stopped (a
+        # single failed batch, e.g. SQLite busy for a moment, is not a gap; a frozen database
+        # shows as a stalled sweep below)
+        failing = self.batcher.failing_since
+        interval = self.spec.health.heartbeat_interval.total_seconds()
+        if failing is not None and time.monotonic() - failing > interval:
             self._observed_since = now
         last = self._last_sweep
         stall = timedelta(seconds=3 * self._sweep_seconds(self.spec) + 5)

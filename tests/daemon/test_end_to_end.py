@@ -89,18 +89,20 @@ def test_load_above_target_adds_a_node(tmp_path: Path) -> None:
 
 
 def test_silent_node_goes_unhealthy_and_is_replaced(tmp_path: Path) -> None:
-    spec = _write_spec(tmp_path, "2", 2)
+    # three nodes: replacing one of two is half the fleet, which the mass-delete guard refuses
+    # (at the threshold since 49d155f); a replacement goes through the guards like any destroy
+    spec = _write_spec(tmp_path, "3", 2)
     with simulator(tmp_path) as sim:
         env = daemon_env(sim, f"sqlite:///{tmp_path}/state.db", tmp_path / "state")
         proc, url = start_daemon("daemon", spec, env, tmp_path)
         try:
             wait_for(
                 lambda: (
-                    len(fleet(url)["nodes"]) == 2
+                    len(fleet(url)["nodes"]) == 3
                     and all(n["status"] == "warming" for n in fleet(url)["nodes"])
                 ),
                 30,
-                "2 warming nodes",
+                "3 warming nodes",
             )
             with Swarm(url, interval=1.0, rate=1.0) as swarm:
                 wait_for(lambda: all(n["last_heartbeat"] for n in fleet(url)["nodes"]), 15, "beats")
@@ -117,7 +119,7 @@ def test_silent_node_goes_unhealthy_and_is_replaced(tmp_path: Path) -> None:
                 wait_for(lambda: victim not in _names(sim), 30, f"{victim} destroyed")
                 wait_for(
                     lambda: (
-                        len(_names(sim)) == 2
+                        len(_names(sim)) == 3
                         and status_of(victim) is None
                         and all(n["status"] == "warming" for n in fleet(url)["nodes"])
                     ),
