@@ -38,8 +38,8 @@ regions:
 {regions}
 reconcile:
   adoption_grace: 2s
-  create_timeout: 30s
-  resize_timeout: 30s
+  create_timeout: 1m
+  resize_timeout: 1m
 """
 LOCATIONS = {"seattle": 12, "dallas": 13, "amsterdam": 14}
 

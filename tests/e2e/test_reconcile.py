@@ -167,9 +167,9 @@ def test_server_deleted_behind_our_back_is_replaced(cli: Cli, sim: Sim) -> None:
     assert_sound(cli, sim, "drift")
 
 
-#: mutating steps of a one-node create: intent, add_instance, record, rDNS intent, set_rdns,
-#: rDNS done, into rotation
-STEPS = 7
+#: mutating steps of a one-node create: intent (written sent, at the wire), add_instance, record,
+#: rDNS intent, set_rdns, rDNS done and into rotation
+STEPS = 6
 
 
 def test_sigkill_at_each_step_then_rerun_converges(tmp_path: Path, sim: Sim) -> None:

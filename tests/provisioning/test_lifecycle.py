@@ -10,7 +10,12 @@ import pytest
 
 from reconciler.cli.main import main
 from reconciler.core.fleet import IntentStatus, Maintenance, NodeStatus
+from reconciler.core.planning import PlanOptions
 from tests.provisioning.harness import spec_yaml, world
+
+#: 2 -> 1 node removes half the fleet: the mass-delete guard refuses it (at the threshold) unless
+#: the operator allows it, as `--allow-mass-destroy` does
+SHRINK = PlanOptions(allow_mass_destroy=True)
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +55,7 @@ async def test_decommission_removes_dns_before_destroying(reachable_dir: Path) -
             assert dns.values(f"{node.name}.mail.test", "A") == [node.ip_address]
         w.spec_path.write_text(spec_yaml("dc", {"seattle": 1}))
         for _ in range(3):
-            await w.run()
+            await w.run(options=SHRINK)
             if len(w.nodes("dc")) == 1:
                 break
         (kept,) = w.nodes("dc").values()
@@ -116,7 +121,7 @@ async def test_a_decommission_interrupted_after_dns_resumes_without_repeating_it
         # every terminate fails (HTTP 503): the DNS step is recorded, the server stays
         w.server.app.faults.configure(FaultSettings(http_5xx_rate=1.0, actions=["terminate"]))
         for _ in range(3):
-            await w.run()
+            await w.run(options=SHRINK)
         journal = w.store.journal("dr2", limit=300)
         victims = {i.target for i in journal if i.kind == "unpublish"}
         assert len(victims) == 1
@@ -125,7 +130,7 @@ async def test_a_decommission_interrupted_after_dns_resumes_without_repeating_it
         assert w.nodes("dr2")[victim].step_done("decommission.dns")
         w.server.app.faults.configure(FaultSettings())
         for _ in range(2):
-            await w.run()
+            await w.run(options=SHRINK)
             if len(w.nodes("dr2")) == 1:
                 break
         assert victim not in w.nodes("dr2")
