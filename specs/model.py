@@ -628,7 +628,7 @@ class ReputationPolicy(_Model):
             raise ValueError("window must not exceed max_window")
         for name, low, high in (
             ("timeout", timedelta(milliseconds=100), timedelta(seconds=30)),
-            ("check_interval", timedelta(minutes=1), timedelta(days=7)),
+            ("check_interval", timedelta(seconds=10), timedelta(days=7)),
             ("window", timedelta(hours=1), timedelta(days=30)),
             ("max_window", timedelta(hours=1), timedelta(days=30)),
             ("rewarm_after", timedelta(days=1), timedelta(days=365)),
