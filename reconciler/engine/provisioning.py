@@ -200,32 +200,7 @@ class Provisioner:
 
     async def sync_domain_records(self, ips: Iterable[str]) -> list[str]:
         """SPF listing ``ips`` and DMARC from the spec; returns the names changed."""
-        settings = self.settings
-        wanted: list[RecordSet] = []
-        stale: list[str] = []
-        if settings.spf.manage:
-            records = spf_records(
-                settings.domain,
-                ips,
-                extra=settings.spf.extra,
-                all_qualifier=settings.spf.all,
-                ttl=self.ttl,
-            )
-            wanted.extend(records)
-            used = {r.name for r in records}
-            stale = [n for n in spf_part_names(settings.domain) if n not in used]
-        if settings.dmarc.manage:
-            d = settings.dmarc
-            text = dmarc_txt(
-                d.policy,
-                subdomain_policy=d.subdomain_policy,
-                percent=d.percent,
-                rua=d.rua,
-                ruf=d.ruf,
-                adkim=d.adkim,
-                aspf=d.aspf,
-            )
-            wanted.append(RecordSet(dmarc_name(settings.domain), "TXT", (text,), self.ttl))
+        wanted, stale = self.domain_records(ips)
         changed: list[str] = []
         for record in wanted:
             if await self.dns.published(record.name, record.rtype) != tuple(sorted(record.values)):
