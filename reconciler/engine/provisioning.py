@@ -273,10 +273,10 @@ class Provisioner:
                 stdin=f"RECONCILER_NODE_SECRET={token}\n".encode(),
                 what="writing the agent's token",
             )
-            await self._run(
+            started = await self._run(
                 target, commands.start_command(bundle.version), what="starting the bootstrap"
             )
-            status = "running"
+            status = "done" if started.strip() == "done" else "running"
         while status != "done":
             if status.startswith("failed"):
                 return await self._failed(target, bundle, status)

@@ -408,14 +408,17 @@ def run_sh(s: BundleSettings) -> str:
     """Runs install.sh detached from the SSH session, once per version."""
     return f"""\
 #!/bin/sh
-# Started as: setsid nohup sh run.sh </dev/null >run.log 2>&1 &
+# Started as: setsid nohup sh run.sh locked </dev/null >run.log 2>&1 &
+# ("locked": the starter took the lock and wrote status; without it, run.sh takes them).
 # A dropped SSH connection does not stop it; a second start while it runs, or after it
 # finished, does nothing. status: running | done | failed <exit status>
 B="$(cd "$(dirname "$0")" && pwd)"
 cd "$B" || exit 1
-if [ "$(cat status 2>/dev/null)" = done ]; then exit 0; fi
-mkdir lock 2>/dev/null || exit 0
-echo running > status.tmp && mv status.tmp status
+if [ "${{1:-}}" != locked ]; then
+  if [ "$(cat status 2>/dev/null)" = done ]; then exit 0; fi
+  mkdir lock 2>/dev/null || exit 0
+  echo running > status.tmp && mv status.tmp status
+fi
 date -u +%s.%N > started_at
 timeout -k 10 {s.install_timeout} sh ./install.sh > install.log 2>&1
 rc=$?

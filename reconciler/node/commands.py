@@ -60,11 +60,21 @@ def upload_command(version: str) -> str:
 
 
 def start_command(version: str) -> str:
-    """Starts run.sh detached (a new session; survives the SSH connection)."""
+    """Starts run.sh detached (a new session; survives the SSH connection).
+
+    Prints ``done`` (the version finished: nothing started), ``running`` (a run holds the
+    lock: nothing started) or ``started``. The lock is taken and ``status`` set to ``running``
+    *before* the shell answers, so a status read right after the answer never sees the
+    previous run's ``failed`` or a missing status (which would start the bundle twice)."""
     d = bundle_dir(version)
     # the background job is one simple command with every stream redirected, so no process
     # keeps the SSH channel's pipes open once the shell has answered
-    return f"cd {d} || exit 1; setsid nohup sh ./run.sh </dev/null >run.log 2>&1 & echo started"
+    return (
+        f'cd {d} || exit 1; if [ "$(cat status 2>/dev/null)" = done ]; then echo done; '
+        "elif mkdir lock 2>/dev/null; then echo running > status.tmp && mv status.tmp status "
+        "&& { setsid nohup sh ./run.sh locked </dev/null >run.log 2>&1 & echo started; }; "
+        "else echo running; fi"
+    )
 
 
 def token_command() -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from providers.simulator.standins import StandIns
 from reconciler.engine.clocks import SystemClock
+from reconciler.node import commands
 from reconciler.node.bundle import BundleSettings, render_bundle
 from tests.provisioning.conftest import ZONE, provisioner_for
 
@@ -120,3 +121,29 @@ async def test_the_stand_in_starts_the_agent_the_bundle_enabled(stand_ins: Stand
     assert started == [(ip, "http://127.0.0.1:8080", TOKEN)]
     await stand_ins.nodes.aclose()
     assert stopped == [ip]
+
+
+async def test_the_start_answers_only_after_the_run_holds_the_lock(stand_ins: StandIns) -> None:
+    """The race CI found: a status read right after the start must never see the previous
+    run's ``failed`` (a rerun reported as failed again) or no status (a second start)."""
+    ip = "198.51.100.33"
+    p = provisioner_for(stand_ins)
+    target = p.target(ip, await p.pin_host_key(ip))
+    node = stand_ins.nodes.nodes[ip]
+    apt = node.folder / "stubs" / "apt-get"
+    good = apt.read_text()
+    apt.write_text(good.replace("exit 0", "exit 100"))
+    assert (await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())).status == "failed 100"
+    apt.write_text(good)
+    for _ in range(3):
+        # a second start while the first holds the lock starts nothing
+        first = await p.remote.run(target, commands.start_command(BUNDLE.version), time_limit=30)
+        second = await p.remote.run(target, commands.start_command(BUNDLE.version), time_limit=30)
+        assert (first.stdout.strip(), second.stdout.strip()) == ("started", "running")
+        assert await p.bundle_status(target, BUNDLE) == "running"
+        done = await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())
+        assert done.done
+        # a finished version is not started again
+        again = await p.remote.run(target, commands.start_command(BUNDLE.version), time_limit=30)
+        assert again.stdout.strip() == "done"
+        assert (await p.reset(target, BUNDLE)) == "reset"
