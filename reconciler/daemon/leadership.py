@@ -269,8 +269,42 @@ class LeaderGuard:
             )
             self._changed(False, "released")
 
+    def abandon(self, wait: float) -> str:
+        """Stop leading now, from any thread, without the event loop (a forced stop): every
+        mutation is refused from this call on (no round trip needed), then leadership is
+        released within ``wait`` seconds (in a thread; a frozen database leaves it to the
+        lease, which ends by itself). Returns a line for the log."""
+        self._closed = True
+        epoch, self._epoch = self._epoch, None
+        if epoch is not None:
+            self._changed(False, "released")
+        done = threading.Event()
+        failed: list[str] = []
+
+        def release() -> None:
+            try:
+                self._release_within(wait)
+            except (ReconcilerError, TimeoutError) as exc:
+                failed.append(type(exc).__name__)
+            except Exception as exc:  # the process is leaving: say it, never raise
+                failed.append(type(exc).__name__)
+            finally:
+                done.set()
+
+        threading.Thread(target=release, name="leader-abandon", daemon=True).start()
+        lease = getattr(self._port, "lease_seconds", None)
+        expiry = f" within {float(lease):.0f}s" if lease is not None else ""
+        who = f"epoch {epoch}" if epoch is not None else "no epoch held"
+        if not done.wait(wait) or failed:
+            why = failed[0] if failed else f"no answer within {wait:.0f}s"
+            return f"leadership not released ({who}; {why}): the lease expires by itself{expiry}"
+        return f"leadership released ({who})"
+
     def _release(self) -> None:
-        if not self._lock.acquire(timeout=2 * self._check_wait):
+        self._release_within(2 * self._check_wait)
+
+    def _release_within(self, wait: float) -> None:
+        if not self._lock.acquire(timeout=wait):
             raise TimeoutError("the leadership lock is held by a stuck call")
         try:
             self._port.release()

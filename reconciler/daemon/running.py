@@ -123,6 +123,7 @@ from reconciler.daemon.statuspage import (
     presented_token,
 )
 from reconciler.daemon.statuspage import render as render_status
+from reconciler.daemon.stopping import StopSignals
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.costing import refresh_recorded_costs
@@ -154,8 +155,11 @@ def _serve_in_own_loop(server: Any, sock: Any) -> None:
 
 def _quiet_overruns(record: logging.LogRecord) -> bool:
     """APScheduler warns once per skipped or missed run (a flood when a job overruns): those
-    lines are dropped here; the daemon counts and summarises them (``_job_overrun``)."""
+    lines are dropped here; the daemon counts and summarises them (``_job_overrun``). So are
+    the tracebacks of jobs cancelled by the scheduler's shutdown."""
     message = str(record.msg)
+    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+        return False  # a job cancelled by the scheduler's shutdown (SIGTERM): not an error
     return not ("maximum number of running instances" in message or "was missed by" in message)
 
 
@@ -377,6 +381,11 @@ class Daemon:
         #: plan decides (a guard refusal puts the previous spec back)
         self._pending: tuple[str, LoadedSpec] | None = None
         self._publish_revision()
+        #: what the daemon is doing, for the line of a forced stop (reconciler.daemon.stopping)
+        self.phase = "running"
+        #: the daemon process (serve_daemon): a stop that cannot finish ends the process
+        self.exit_process = False
+        self.stop_signals: StopSignals | None = None
 
     # --- what HTTP reads -----------------------------------------------------------------
 
@@ -543,9 +552,22 @@ class Daemon:
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit code (0)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.stop, sig.name)
+        # SIGTERM, SIGINT, SIGQUIT: handled off the loop too, so that a loop stuck in a store
+        # call still stops within a bound (reconciler.daemon.stopping)
+        stop_signals = StopSignals(
+            loop,
+            on_stop=lambda name: self.stop(name, announced=True),
+            abandon=self.guard.abandon,
+            phase=lambda: self.phase,
+            grace=self.settings.shutdown_grace,
+            exit_process=self.exit_process,
+        )
+        if stop_signals.install():
+            self.stop_signals = stop_signals
+        else:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, self.stop, sig.name)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         # signals whose default action would kill the process without a word
@@ -597,6 +619,8 @@ class Daemon:
             await self.stopping.wait()
         finally:
             await self._shutdown(server, serving)
+            if self.stop_signals is not None and not self.exit_process:
+                self.stop_signals.stopped()
         return 0
 
     def reload(self) -> None:
@@ -612,20 +636,24 @@ class Daemon:
             f"{name} received and ignored", extra={"event": "daemon.signal", "signal": name}
         )
 
-    def stop(self, why: str = "stop") -> None:
+    def stop(self, why: str = "stop", *, announced: bool = False) -> None:
+        """Stop (on the loop). ``announced``: the stop was logged already (a stop signal)."""
         if not self.stopping.is_set():
-            log.info(
-                f"{why} received: stopping (grace {self.settings.shutdown_grace:.0f}s)",
-                extra={"event": "daemon.stopping", "signal": why},
-            )
+            if not announced:
+                log.info(
+                    f"{why} received: stopping (grace {self.settings.shutdown_grace:.0f}s)",
+                    extra={"event": "daemon.stopping", "signal": why},
+                )
             self.stopping.set()
 
     async def _shutdown(self, server: Any, serving: asyncio.Task[None] | None) -> None:
+        self.phase = "stopping the scheduler"
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         task = self._reconcile_task
         if task is not None and not task.done():
+            self.phase = "waiting for the reconcile in flight"
             try:
                 await asyncio.wait_for(asyncio.shield(task), self.settings.shutdown_grace)
             except TimeoutError:
@@ -639,7 +667,9 @@ class Daemon:
                     await task
             except Exception:  # noqa: S110 (already logged by the reconcile itself)
                 pass
+        self.phase = "releasing leadership"
         await self.guard.release()
+        self.phase = "closing the HTTP server and flushing heartbeats"
         if server is not None:
             server.should_exit = True
         if serving is not None:
@@ -648,6 +678,7 @@ class Daemon:
         else:
             await self.batcher.aclose()
         await self.alerter.aclose()
+        self.phase = "stopped (leadership released, HTTP closed), closing the store"
         log.info("daemon stopped", extra={"event": "daemon.stopped"})
         self.events.detach()
 
@@ -1529,6 +1560,19 @@ class Daemon:
             )
 
 
+async def _bounded_close(close: Callable[[], None], what: str) -> None:
+    """Close in a thread, waiting at most 3 s (a frozen database must not hold the exit)."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(close), 3.0)
+    except TimeoutError:
+        log.warning(
+            f"closing {what} did not finish within 3s (the database does not answer)",
+            extra={"event": "daemon.close_timeout"},
+        )
+    except ReconcilerError as exc:
+        log.warning(f"closing {what} failed: {exc.message}", extra={"event": "daemon.close_failed"})
+
+
 def _constants_key(recorded: RecordedFleet) -> tuple[tuple[str, str, str, str], ...]:
     return tuple(
         sorted(
@@ -1585,6 +1629,7 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
         log.warning(f"spec: {warning.render()}", extra={"event": "spec.warning"})
     master = MasterSecret.from_env(environ)
     store = await asyncio.to_thread(build_store, environ)
+    stopped: StopSignals | None = None
     try:
         leadership = leadership_for(None, loaded.spec.name, settings.holder, environ=environ)
         try:
@@ -1621,8 +1666,14 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
                     provisioning=provisioning,
                     source=source,
                 )
-                return await daemon.run()
+                daemon.exit_process = True
+                try:
+                    return await daemon.run()
+                finally:
+                    stopped = daemon.stop_signals
         finally:
-            await asyncio.to_thread(leadership.close)
+            await _bounded_close(leadership.close, "the leadership connection")
     finally:
-        await asyncio.to_thread(store.close)
+        await _bounded_close(store.close, "the store")
+        if stopped is not None:
+            stopped.stopped()  # the interpreter exits now, or within a bound

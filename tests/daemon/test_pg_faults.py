@@ -229,3 +229,80 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
         assert retaken, writes[:3]
         assert after.index(writes[0]) > retaken[0], writes[:3]
     print(f"failover after freeze {freeze_failover:.1f} s, after kill {kill_failover:.1f} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_while_the_reconcile_is_stuck_on_a_frozen_database(
+    tmp_path: Path, pg: PrivatePostgres, sig: signal.Signals
+) -> None:
+    """SIGTERM (once) or SIGINT (twice) while the reconcile in flight waits on a frozen
+    database: the signal is logged at once, nothing is mutated afterwards, the daemon leaves
+    within the grace plus the stop margin (a second SIGINT: at once), and leadership is free
+    for another daemon as soon as the database answers again."""
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(SPEC.format(nodes=2))
+    with simulator(tmp_path, build_time="300ms") as sim:
+        env = daemon_env(sim, pg.url, tmp_path / "state")
+        daemon, url = start_daemon("daemon", spec, env, tmp_path)
+        try:
+            wait_for(lambda: len(fleet(url)["nodes"]) == 2, 30, "two nodes")
+            wait_for(lambda: fleet(url)["leader"], 15, "leadership")
+            wait_for(
+                lambda: any(e.get("event") == "reconcile.noop" for e in events(daemon)),
+                30,
+                "a converged fleet",
+            )
+            pg.freeze()
+            # the next reconcile (every 2 s) reads the store on the event loop: it waits there
+            # for ever, and with it the loop (no bounded wait of the leader guard frees it)
+            time.sleep(5)
+            before = len(events(daemon))
+            signalled = time.monotonic()
+            daemon.popen.send_signal(sig)
+            wait_for(
+                lambda: any(e.get("event") == "daemon.stopping" for e in events(daemon)),
+                3,
+                "the stop to be logged",
+                step=0.05,
+            )
+            logged_after = time.monotonic() - signalled
+            if sig == signal.SIGINT:
+                daemon.popen.send_signal(sig)  # a second one: leave now
+            code = daemon.popen.wait(40)
+            took = time.monotonic() - signalled
+            pg.thaw()
+            from state.leadership import PostgresLeadership
+
+            other = PostgresLeadership(pg.url, "faults", "after-the-stop")
+            try:
+                taken_from = time.monotonic()
+                wait_for(other.try_acquire, 15, "leadership free for another daemon")
+                free_after = time.monotonic() - taken_from
+            finally:
+                other.close()
+        finally:
+            pg.thaw()
+            if daemon.popen.poll() is None:
+                daemon.stop(signal.SIGKILL)
+    log = events(daemon)
+    after = log[before:]
+    kinds = [e.get("event") for e in after]
+    assert logged_after < 3, logged_after
+    # --shutdown-grace 5s + the 10 s margin (a second SIGINT: the 3 s release wait), with
+    # slack for a loaded machine
+    assert took < (6 if sig == signal.SIGINT else 17), (took, kinds)
+    forced = [e for e in after if e.get("event") == "daemon.forced_exit"]
+    assert code == 1, (code, kinds)  # a forced stop says so
+    assert len(forced) == 1, kinds
+    assert "event loop never answered" in forced[0]["phase"], forced
+    assert any(e.get("event") == "daemon.forced_exit.leadership" for e in after), kinds
+    assert not [e for e in after if e.get("exc")], [e.get("msg") for e in after if e.get("exc")]
+    stop_at = kinds.index("daemon.stopping")
+    mutations = [e for e in after[stop_at:] if e.get("event") in ("apply.change", "plan.change")]
+    assert not mutations, mutations
+    assert free_after < 10, free_after
+    print(
+        f"{sig.name}: logged after {logged_after:.2f} s, exit {code} after {took:.1f} s, "
+        f"forced: {[e.get('phase') for e in forced]}, leadership free {free_after:.1f} s "
+        "after the thaw"
+    )
