@@ -4,8 +4,9 @@
   (measured on the leader's monotonic clock), plus a session advisory lock on the epoch held
   on a dedicated connection, so a killed leader is replaced at once and a frozen one after
   the lease (see the class).
-- :class:`FileLeadership`: for the embedded SQLite store, an exclusive ``fcntl.flock`` on a
-  lock file (one host).
+- :class:`FileLeadership`: for the embedded SQLite store (one host), the same lease in the
+  ``leadership`` row, plus an exclusive ``fcntl.flock`` on a lock file for a killed leader
+  (see the class).
 
 Both bump the fleet's epoch in the ``leadership`` table when they take over and return it: it
 is the fencing token the store checks on every write (``epoch=``), so a stale leader's writes
@@ -27,6 +28,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from reconciler.core.errors import StoreError
+from state import models as m
 from state.sessions import (
     advisory_key,
     leader_epoch_key,
@@ -43,7 +45,7 @@ from state.store import (
     utc_now,
 )
 
-#: default lease of a PostgreSQL leader: renewed about every second, a frozen or partitioned
+#: default lease of a leader: renewed about every second, a frozen or partitioned
 #: leader stops mutating by itself within this time and a standby takes over after it
 DEFAULT_LEASE_SECONDS = 10.0
 #: a leader stops mutating this long before its lease expires in the database
@@ -239,8 +241,27 @@ class PostgresLeadership:
 
 
 class FileLeadership:
-    """Leadership of ``fleet`` on one host: an exclusive ``flock`` on ``path``, plus an epoch
-    bumped in the (SQLite) store at ``url``."""
+    """Leadership of ``fleet`` over an SQLite store (one host): a lease in the ``leadership``
+    row with a renewal deadline, as :class:`PostgresLeadership`, plus an exclusive ``flock``
+    on ``path`` that stands for the leader's process being alive (the advisory lock's part).
+
+    - ``try_acquire``: in one ``BEGIN IMMEDIATE`` transaction (SQLite's single writer
+      serialises every claim, and every fenced write), take the lease when it is free, expired
+      by the host's clock (all daemons on one SQLite file share it), or when its holder is
+      gone: the lock file could be locked and names the current epoch (the leader of that
+      epoch held it while it led, and the kernel freed it when that process died or stepped
+      down). A new epoch is granted; the lock file, when it was free, records it.
+    - ``check`` renews the lease (``UPDATE ... WHERE holder AND epoch``); the leader may mutate
+      until ``valid_until`` on its *own monotonic clock* (the renewal's start plus the lease
+      minus a margin, before the expiry recorded). A frozen leader (SIGSTOP) stops by itself,
+      and a standby takes over once the lease expired although the frozen one still holds the
+      lock file; a leader that took over so takes the lock file at a later renewal. A renewal
+      that finds the database busy (another writer) is not a loss while ``valid_until`` is
+      ahead: the lease still holds, it is renewed at the next check.
+    - The new epoch fences the old leader's store writes (``SqlStore`` checks ``epoch=``).
+    - A lock file removed or replaced under a leader ends its leadership (it can no longer
+      show that it is alive).
+    """
 
     def __init__(
         self,
@@ -251,15 +272,29 @@ class FileLeadership:
         url: str | None = None,
         environ: Mapping[str, str] = os.environ,
         clock: Callable[[], datetime] = utc_now,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        if lease_seconds < 2 * LEASE_MARGIN_SECONDS + 1:
+            raise StoreError(f"the leadership lease must be at least 3 s, not {lease_seconds}")
         self.path = Path(path)
         self.fleet = fleet
         self.holder = holder
+        self.lease_seconds = lease_seconds
         self._url = resolve_url(url, environ)
         self._clock = clock
+        self._monotonic = monotonic
         self._engine = make_engine(self._url, pool=False)
+        # a claim or a renewal waits for another writer at most this long (not SQLite's 10 s)
+        busy_ms = int(min(5.0, lease_seconds / 5) * 1000)
+        sa.event.listen(
+            self._engine,
+            "connect",
+            lambda dbapi, _record: dbapi.execute(f"PRAGMA busy_timeout = {busy_ms}"),
+        )
         self._fd: int | None = None
         self._epoch: int | None = None
+        self._valid_until = 0.0
 
     def __repr__(self) -> str:
         return f"FileLeadership({str(self.path)!r}, holder={self.holder!r}, epoch={self._epoch})"
@@ -268,52 +303,138 @@ class FileLeadership:
     def epoch(self) -> int | None:
         return self._epoch
 
+    @property
+    def valid_until(self) -> float:
+        """Monotonic time until which the lease held is certainly valid (0 when none)."""
+        return self._valid_until if self._epoch is not None else 0.0
+
     def try_acquire(self) -> int | None:
-        if self._fd is not None and self._epoch is not None and self.check():
+        if self._epoch is not None and self.check():
             return self._epoch
+        started = self._monotonic()
+        fd, recorded = self._lock_file()
+        try:
+            with self._engine.begin() as connection:
+                ensure_epoch_rows(connection, self.fleet)
+                row = connection.execute(
+                    sa.select(m.Leadership).where(m.Leadership.name == self.fleet)
+                ).one()
+                now = self._clock()
+                expires = row.lease_expires_at
+                free = row.holder is None or (expires is not None and expires <= now)
+                if not free and fd is not None:
+                    # the lock file is free: its holder exited or stepped down; gone when it
+                    # led the current epoch (or held leadership without a lease: an older
+                    # version, which always held the lock file)
+                    free = recorded == int(row.epoch) or expires is None
+                if not free:
+                    connection.rollback()
+                    if fd is not None:
+                        _unlock(fd)
+                    return None
+                epoch = claim_leadership(
+                    connection,
+                    self.fleet,
+                    self.holder,
+                    now,
+                    lease_expires_at=now + timedelta(seconds=self.lease_seconds),
+                )
+        except SQLAlchemyError as exc:
+            if fd is not None:
+                _unlock(fd)
+            raise convert_error(exc, f"taking the leadership of {self.fleet!r}", self._url) from exc
+        except BaseException:
+            if fd is not None:
+                _unlock(fd)
+            raise
+        if fd is not None:
+            self._record(fd, epoch)
+        self._fd = fd
+        self._epoch = epoch
+        self._valid_until = started + self.lease_seconds - LEASE_MARGIN_SECONDS
+        return epoch
+
+    def _lock_file(self) -> tuple[int | None, int | None]:
+        """The lock file locked (and the epoch it names), or (None, None) when another
+        process holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return None
+            return None, None
         except BaseException:
             os.close(fd)
             raise
         try:
+            text = os.pread(fd, 256, 0).decode("utf-8", "replace").splitlines()
+            recorded = int(text[1]) if len(text) > 1 else None
+        except (OSError, ValueError):
+            recorded = None
+        return fd, recorded
+
+    def _record(self, fd: int, epoch: int) -> None:
+        with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
-            os.write(fd, f"{self.holder}\n".encode())
-            with self._engine.begin() as connection:
-                epoch = claim_leadership(connection, self.fleet, self.holder, self._clock())
-        except SQLAlchemyError as exc:
-            _unlock(fd)
-            raise convert_error(exc, f"taking the leadership of {self.fleet!r}", self._url) from exc
-        except BaseException:
-            _unlock(fd)
-            raise
-        self._fd = fd
-        self._epoch = epoch
-        return epoch
+            os.pwrite(fd, f"{self.holder}\n{epoch}\n".encode(), 0)
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
 
     def check(self) -> bool:
-        fd = self._fd
-        if fd is None:
+        """Renew the lease; False (and leadership dropped) when it cannot be renewed."""
+        epoch = self._epoch
+        if epoch is None:
+            return False
+        started = self._monotonic()
+        if started >= self._valid_until:
+            self._lost()  # expired on our own clock: another daemon may lead already
+            return False
+        if self._fd is not None and not self._same_file(self._fd):
+            self._lost()  # the lock file was removed or replaced
             return False
         try:
-            same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-        except OSError:
-            same = False
-        if not same:  # the lock file was removed or replaced: another process may lock it
-            self._fd, self._epoch = None, None
+            with self._engine.begin() as connection:
+                renewed = connection.execute(
+                    sa.update(m.Leadership)
+                    .where(
+                        m.Leadership.name == self.fleet,
+                        m.Leadership.holder == self.holder,
+                        m.Leadership.epoch == epoch,
+                    )
+                    .values(lease_expires_at=self._clock() + timedelta(seconds=self.lease_seconds))
+                ).rowcount
+        except SQLAlchemyError as exc:
+            if _busy(exc) and self._monotonic() < self._valid_until:
+                return True  # not renewed this time, and the lease still holds
+            self._lost()
+            return False
+        if renewed != 1 or self._epoch != epoch:
+            self._lost()
+            return False
+        self._valid_until = started + self.lease_seconds - LEASE_MARGIN_SECONDS
+        if self._fd is None:
+            # took over from a frozen leader: show we are alive once that one let go
+            fd, _ = self._lock_file()
+            if fd is not None:
+                self._record(fd, epoch)
+                self._fd = fd
+        return True
+
+    def _lost(self) -> None:
+        fd, self._fd, self._epoch = self._fd, None, None
+        self._valid_until = 0.0
+        if fd is not None:
             _unlock(fd)
-        return same
 
     def release(self) -> None:
         fd, epoch = self._fd, self._epoch
         self._fd, self._epoch = None, None
-        if fd is None:
-            return
+        self._valid_until = 0.0
         try:
             if epoch is not None:
                 with self._engine.begin() as connection:
@@ -321,11 +442,17 @@ class FileLeadership:
         except SQLAlchemyError:
             pass
         finally:
-            _unlock(fd)
+            if fd is not None:
+                _unlock(fd)
 
     def close(self) -> None:
         self.release()
         self._engine.dispose()
+
+
+def _busy(exc: SQLAlchemyError) -> bool:
+    """SQLite's answer when another writer held the database past the busy timeout."""
+    return "is locked" in str(getattr(exc, "orig", exc))
 
 
 def leadership_for(
@@ -337,14 +464,16 @@ def leadership_for(
     clock: Callable[[], datetime] = utc_now,
     lease_seconds: float = DEFAULT_LEASE_SECONDS,
 ) -> PostgresLeadership | FileLeadership:
-    """PostgreSQL: advisory lock. SQLite: a file lock beside the database file
-    (``<db>.<fleet>.leader.lock``)."""
+    """PostgreSQL: a lease plus an advisory lock. SQLite: a lease plus a file lock beside the
+    database file (``<db>.<fleet>.leader.lock``)."""
     resolved = resolve_url(url, environ)
     text = resolved.render_as_string(hide_password=False)
     if resolved.get_backend_name() == "postgresql":
         return PostgresLeadership(text, fleet, holder, clock=clock, lease_seconds=lease_seconds)
     path = leader_lock_path(resolved, fleet)
-    return FileLeadership(path, fleet, holder, url=text, environ=environ, clock=clock)
+    return FileLeadership(
+        path, fleet, holder, url=text, environ=environ, clock=clock, lease_seconds=lease_seconds
+    )
 
 
 def _close_quietly(connection: Connection) -> None:

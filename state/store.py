@@ -1455,7 +1455,14 @@ class SqlStore:
                 {"name": name, "high": key >> 32, "low": key & 0xFFFFFFFF},
             ).scalar_one()
         else:
-            live = file_lock_held(leader_lock_path(self._url, name))
+            # the daemon's lease (state.leadership.FileLeadership): live while unexpired by
+            # this host's clock and a process holds the lock file (a killed leader holds
+            # nothing; one that took over from a frozen leader finds the frozen one holding it)
+            expires = connection.execute(
+                sa.select(m.Leadership.lease_expires_at).where(m.Leadership.name == name)
+            ).scalar_one()
+            unexpired = expires is None or expires > utc_now()
+            live = unexpired and file_lock_held(leader_lock_path(self._url, name))
         if live:
             raise LockHeldError(
                 f"the daemon {row.holder} leads fleet {name!r} (epoch {row.epoch}); it applies "

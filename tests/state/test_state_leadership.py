@@ -1,8 +1,15 @@
-"""Leadership: PostgreSQL advisory lock on a dedicated connection; file lock for SQLite."""
+"""Leadership: a lease, plus a PostgreSQL advisory lock on a dedicated connection or a lock
+file for SQLite."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -174,4 +181,172 @@ def test_a_live_file_leader_keeps_the_writer_lock_from_others(tmp_path: Path) ->
         assert store.acquire_lock("acme", "cli", 60, T0).epoch == 2
     finally:
         daemon.close()
+        store.close()
+
+
+class _Clocks:
+    """A wall clock and a monotonic clock that a test moves forward together."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.wall = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+        self.mono = 1000.0
+
+    def now(self) -> datetime:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.wall += timedelta(seconds=seconds)
+        self.mono += seconds
+
+
+def test_sqlite_lease_self_fencing_takeover_after_expiry_and_epoch_fencing(
+    tmp_path: Path,
+) -> None:
+    """On SQLite as on PostgreSQL: a leader that does not renew stops by itself on its own
+    clock, a standby takes over once the lease expired although the old leader's process still
+    holds the lock file, and the new epoch fences the old one's store writes."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_store(url)
+    lock = tmp_path / "acme.lock"
+    clocks = _Clocks()
+
+    def leadership(holder: str) -> FileLeadership:
+        return FileLeadership(
+            lock, "acme", holder, url=url, clock=clocks.now, monotonic=clocks.monotonic
+        )
+
+    a, b, c = leadership("a"), leadership("b"), leadership("c")
+    try:
+        assert a.try_acquire() == 1
+        assert a.valid_until == clocks.mono + 10 - 1  # the lease minus the margin
+        store.upsert_node(make_node(), epoch=1)
+        assert b.try_acquire() is None  # leased, and a holds the lock file
+        clocks.advance(5)
+        assert a.check()  # renewed: valid for another lease from now
+        clocks.advance(8)
+        assert b.try_acquire() is None  # renewed 8 s ago: not expired
+        # a is frozen from here on (no renewal), its process keeps the lock file
+        clocks.advance(1.5)
+        assert a.valid_until <= clocks.mono  # past its own deadline: it must not mutate
+        assert b.try_acquire() is None  # the recorded expiry is later than a's own deadline
+        clocks.advance(0.6)
+        assert b.try_acquire() == 2  # expired: taken over while a still holds the lock file
+        with pytest.raises(LeadershipLostError):
+            store.upsert_node(make_node(plan="stale"), epoch=1)  # a's writes are fenced
+        store.upsert_node(make_node(plan="fresh"), epoch=2)
+        assert a.check() is False  # a resumes: its lease ended on its own clock
+        assert a.epoch is None
+        # a let the lock file go; it names epoch 1, b leads epoch 2: a third waits for b
+        assert c.try_acquire() is None
+        clocks.advance(1)
+        assert b.check()  # b renews and takes the lock file now that it is free
+        assert lock.read_text().splitlines() == ["b", "2"]
+        assert c.try_acquire() is None
+        assert store.load_fleet("acme").nodes[0].plan == "fresh"
+    finally:
+        for leadership_ in (a, b, c):
+            leadership_.close()
+        store.close()
+
+
+_CHILD = """
+import sys, time
+from state.leadership import FileLeadership
+leadership = FileLeadership(sys.argv[1], "acme", "child", url=sys.argv[2], lease_seconds=3)
+print("epoch", leadership.try_acquire(), flush=True)
+while True:
+    time.sleep(0.2)
+    if not leadership.check():
+        print("lost", flush=True)
+        sys.exit(0)
+"""
+
+
+def _child_leader(lock: Path, url: str) -> subprocess.Popen[str]:
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(lock), url],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.startswith("epoch "), line
+    assert line.split()[1] != "None", line
+    return child
+
+
+def test_sqlite_leader_process_frozen_then_killed(tmp_path: Path) -> None:
+    """Real processes on one SQLite file: a frozen leader (SIGSTOP) is replaced once its lease
+    expired and stands down when it resumes; a killed one is replaced at once."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    open_store(url).close()
+    lock = tmp_path / "acme.lock"
+    standby = FileLeadership(lock, "acme", "standby", url=url, lease_seconds=3)
+    child = _child_leader(lock, url)
+    try:
+        assert standby.try_acquire() is None
+        child.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        while standby.try_acquire() is None:
+            assert time.monotonic() - frozen < 10, "no takeover"
+            time.sleep(0.1)
+        takeover = time.monotonic() - frozen
+        assert takeover < 3 + 2, takeover  # the lease, with slack for a loaded machine
+        assert standby.check()
+        child.send_signal(signal.SIGCONT)
+        assert child.communicate(timeout=10)[0].strip() == "lost"  # it stood down by itself
+        standby.release()
+
+        child = _child_leader(lock, url)  # leads again (the standby released)
+        assert standby.try_acquire() is None
+        child.kill()
+        child.communicate(timeout=10)
+        killed = time.monotonic()
+        assert standby.try_acquire() is not None  # its lock file is free: gone, no waiting
+        assert time.monotonic() - killed < 1
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGCONT)
+            child.kill()
+        child.communicate(timeout=10)
+        standby.close()
+    print(f"SQLite takeover after a frozen leader: {takeover:.1f} s (lease 3 s)")
+
+
+def test_a_file_leader_that_took_over_from_a_frozen_one_keeps_the_writer_lock(
+    tmp_path: Path,
+) -> None:
+    """The writer lock (CLI apply) is refused while a daemon's lease is live: the lock file is
+    held (by the frozen old leader) and the lease is unexpired (renewed by the new one)."""
+    from state_builders import T0
+
+    from reconciler.core.errors import LockHeldError
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = open_store(url)
+    lock_path = tmp_path / "state.db.acme.leader.lock"
+    clocks = _Clocks()
+    old = FileLeadership(lock_path, "acme", "old", url=url, lease_seconds=3)
+    new = FileLeadership(lock_path, "acme", "new", url=url, clock=clocks.now, lease_seconds=3)
+    try:
+        assert old.try_acquire() == 1
+        clocks.wall = datetime.now(UTC) + timedelta(seconds=5)  # old's lease has expired
+        assert new.try_acquire() == 2
+        with pytest.raises(LockHeldError, match="the daemon new leads fleet 'acme'"):
+            store.acquire_lock("acme", "cli", 60, T0)
+        new.release()
+        old.release()
+        assert store.acquire_lock("acme", "cli", 60, T0).epoch == 3
+    finally:
+        old.close()
+        new.close()
         store.close()
