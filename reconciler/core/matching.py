@@ -127,6 +127,19 @@ class RenamedRecord:
 _NAMED = 5
 
 
+def stopped(server: ObservedServer) -> str | None:
+    """Why a server cannot send although it exists (SHUTOFF, suspended, locked), else None:
+    such a node is out of rotation (never put into it), counted unavailable, and replaced
+    after a timeout."""
+    if server.status is ServerStatus.SHUTOFF:
+        return "SHUTOFF"
+    if server.suspended:
+        return "suspended"
+    if server.locked:
+        return "locked"
+    return None
+
+
 def _names(names: list[str]) -> str:
     shown = ", ".join(names[:_NAMED])
     if len(names) > _NAMED:
@@ -261,9 +274,7 @@ class Matcher:
             name in self.unhealthy
             or (record is not None and record.status is NodeStatus.UNHEALTHY)
             # stopped, suspended or locked: cannot send, never counted in rotation
-            or server.status is ServerStatus.SHUTOFF
-            or server.suspended
-            or server.locked
+            or stopped(server) is not None
         )
         return LiveNode(
             name=name,

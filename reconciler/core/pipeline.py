@@ -27,7 +27,7 @@ from typing import Protocol
 
 from reconciler.core.addresses import node_hostname
 from reconciler.core.fleet import NodeStatus, PausedBy, ServerStatus, StepStatus
-from reconciler.core.matching import LiveNode
+from reconciler.core.matching import LiveNode, stopped
 from reconciler.core.plans import Action, Change
 from reconciler.core.warmup import warmup_complete
 from specs.model import WARMUP_PRESETS, FleetSpec
@@ -119,14 +119,19 @@ class Address:
     name = "address"
 
     def done(self, node: LiveNode) -> bool:
-        return node.server.status is ServerStatus.ACTIVE and node.server.main_ip is not None
+        # a suspended or locked server is ACTIVE but cannot send: never brought up
+        return (
+            node.server.status is ServerStatus.ACTIVE
+            and node.server.main_ip is not None
+            and stopped(node.server) is None
+        )
 
     def wait(self, node: LiveNode, ctx: StepContext) -> str | None:
         if node.server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED):
             return ""  # the resize rule speaks for it: no note
         return (
             f"{node.name}: waiting for the server to be ACTIVE with an IP "
-            f"(now {node.server.status.value})"
+            f"(now {stopped(node.server) or node.server.status.value})"
         )
 
     def change(self, node: LiveNode, ctx: StepContext) -> Change | None:
@@ -341,6 +346,7 @@ def next_changes(
         node.status is NodeStatus.WARMING
         and node.name not in ctx.unhealthy
         and server.status is ServerStatus.ACTIVE
+        and stopped(server) is None
         and rotation_status(node, ctx) is NodeStatus.ACTIVE
     ):
         result.changes.append(

@@ -22,7 +22,6 @@ from reconciler.core.costs import CostResolver, cents, price_warnings, sort_cons
 from reconciler.core.fleet import (
     NodeStatus,
     Observed,
-    ObservedServer,
     PausedBy,
     PricePlan,
     RecordedFleet,
@@ -45,6 +44,7 @@ from reconciler.core.matching import (
     PendingCreate,
     SettledCreate,
     match_plan,
+    stopped,
 )
 from reconciler.core.pipeline import (
     StepContext,
@@ -160,18 +160,6 @@ def _never_served(node: LiveNode) -> bool:
     return node.server.status is ServerStatus.ERROR or (
         node.status is NodeStatus.PROVISIONING and node.condemned is not None
     )
-
-
-def stopped(server: ObservedServer) -> str | None:
-    """Why a server cannot send although it exists (SHUTOFF, suspended, locked), else None:
-    such a node is out of rotation, counted unavailable, and replaced after a timeout."""
-    if server.status is ServerStatus.SHUTOFF:
-        return "SHUTOFF"
-    if server.suspended:
-        return "suspended"
-    if server.locked:
-        return "locked"
-    return None
 
 
 def create_attempt(params: Mapping[str, str]) -> int:

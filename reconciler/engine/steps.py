@@ -30,9 +30,16 @@ from reconciler.core.fleet import (
     ServerStatus,
     StepStatus,
 )
+from reconciler.core.matching import stopped
 from reconciler.core.pipeline import PIPELINE, pipeline_for
 from reconciler.core.plans import Action, Change
-from reconciler.engine.contexts import ApplyContext, ChangeFailedError, error_text, with_step
+from reconciler.engine.contexts import (
+    ApplyContext,
+    ChangeFailedError,
+    Waiting,
+    error_text,
+    with_step,
+)
 from reconciler.engine.provisioning import PROVISIONING_EXECUTORS, UPKEEP_EXECUTORS
 
 ADDRESS = "address"
@@ -137,10 +144,11 @@ _check_registry()
 
 
 async def wait_for_address(ctx: ApplyContext, service_id: int) -> ObservedServer:
-    """The ``address`` step: the server ACTIVE with a main IP (polled, shared list rounds)."""
+    """The ``address`` step: the server ACTIVE with a main IP (polled, shared list rounds),
+    or stopped (SHUTOFF, suspended, locked: it cannot send, the caller brings nothing up)."""
     return await ctx.watcher.wait_for(
         service_id,
-        lambda s: s.status is ServerStatus.ACTIVE and bool(s.main_ip),
+        lambda s: (s.status is ServerStatus.ACTIVE and bool(s.main_ip)) or stopped(s) is not None,
         within=ctx.settings.create_timeout,
         what="ACTIVE with an IP",
     )
@@ -161,6 +169,8 @@ async def run_step(ctx: ApplyContext, change: Change) -> str:
     server = ctx.owned(change, service_id)
     if server is None or server.status is not ServerStatus.ACTIVE or not server.main_ip:
         server = await wait_for_address(ctx, service_id)
+    if (halted := stopped(server)) is not None:
+        raise Waiting(f"server {halted}: not brought into service while it cannot send")
     async with _slot_for(ctx, executor.name):
         node = ctx.journal.nodes.get(node.name, node)
         updated = await executor.run(ctx, change, node, server)
@@ -206,6 +216,10 @@ async def bring_up(ctx: ApplyContext, change: Change, node: RecordedNode, verb: 
     if node.service_id is None:
         raise ChangeFailedError(f"{node.name}: no server id recorded")
     server = await wait_for_address(ctx, node.service_id)
+    if (halted := stopped(server)) is not None:
+        # out of rotation, counted unavailable (the plan pauses it, and replaces it after
+        # health.replace_after); its pipeline resumes once it runs again
+        return f"{verb}; server {halted}: not brought into service while it cannot send"
     # each step holds the slot of what it talks to (the API's or the nodes'), not the whole
     # way: a node waiting for its bootstrap or its test mail never holds up another's API call
     node = ctx.journal.nodes.get(node.name, node)

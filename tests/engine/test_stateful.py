@@ -1,19 +1,29 @@
 """A stateful property test of the whole loop (planner + engine) against FakeCloud.
 
-Random spec edits (region counts, plans), applies, crashes mid-apply (at a random mutating
-step), servers deleted or created behind our back, unmanaged servers, failed builds and API
-faults. Invariants, after every step:
+Random spec edits (region counts, plans, an IP pool's size), applies, crashes mid-apply (at a
+random mutating step), servers deleted, created, stopped or suspended behind our back, unmanaged
+servers, failed builds and API faults. Invariants, after every step:
 
-- never two servers with one name;
+- never two servers with one name, and no server created twice for one slot: never a create of
+  a name while a server of that name exists, and at most 1 + ``create_retries`` creates of a
+  name until a server of that name goes away;
 - never a change to an unmanaged server (it still exists, same name, plan and status, no rDNS);
 - every recorded node names a server of ours;
+- a pool is never over-filled: no run raises a pool's occupancy (servers of ours recorded in it
+  plus the pending creates meant for it) above the spec's size;
+- a stopped server (SHUTOFF, suspended, locked) is never left in rotation by a run;
 and at the end: a few quiet runs converge to an empty plan with the store and the cloud in step.
+The fenced machine adds: a writer that lost leadership (after any number of wire checks, or
+while calls wait for a rate-limit token) makes no cloud mutation afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -21,12 +31,21 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from reconciler.cli.nodes import _retry_failed_slot
 from reconciler.core.addresses import owned_by_fleet, parse_node_name
-from reconciler.core.errors import GuardRefusedError, TerminalError, TransientError
+from reconciler.core.errors import (
+    GuardRefusedError,
+    LeadershipLostError,
+    TerminalError,
+    TransientError,
+)
 from reconciler.core.fleet import ObservedServer, ServerStatus
-from reconciler.core.planning import PlanOptions
+from reconciler.core.planning import PlanOptions, stopped
 from reconciler.core.plans import Plan, Resolution
+from reconciler.engine.applying import OutcomeStatus
+from reconciler.engine.fences import WriterFence
+from reconciler.engine.reconciling import ALL_GUARDS, RunHooks, RunRequest
 from specs.model import FleetSpec
 from tests.engine.conftest import LOCATIONS, Crash, World, crash_at, make_spec
+from tests.fakes.cloud import FakeCloud
 
 REGIONS = ("dallas", "seattle", "amsterdam")
 ALLOW = PlanOptions(allow_mass_destroy=True)
@@ -42,6 +61,8 @@ FAULTS = (
     ("get_instance_ids", TransientError("HTTP 503")),
 )
 QUIET_RUNS = 6
+#: the pool draws from two of the three regions
+POOL_REGIONS = ["dallas", "seattle"]
 
 
 class FleetMachine(RuleBasedStateMachine):
@@ -55,6 +76,11 @@ class FleetMachine(RuleBasedStateMachine):
         #: faults queue up until an action consumes them: a few per example, so that a few
         #: quiet runs can drain them
         self.faults_left = 3
+        self.pool_size = 0
+        #: pool -> the ceiling a crashed or partly failed run left to the next clean run
+        self.pool_ceiling: dict[str, int] = {}
+        #: names of servers stopped or suspended behind our back (booted again at the end)
+        self.stopped: set[str] = set()
 
     # --- the spec ------------------------------------------------------------------------
 
@@ -63,15 +89,22 @@ class FleetMachine(RuleBasedStateMachine):
             self.counts,
             plan=self.plans,
             disruption={"max_unavailable": 4, "max_destroys_per_run": 20},
+            ip_pools={"main": {"size": self.pool_size, "regions": POOL_REGIONS}},
         )
 
     @initialize(
         counts=st.tuples(*(st.integers(0, 3) for _ in REGIONS)),
         plans=st.tuples(*(st.sampled_from(["baseline", "large"]) for _ in REGIONS)),
+        pool_size=st.integers(0, 4),
     )
-    def start(self, counts: tuple[int, ...], plans: tuple[str, ...]) -> None:
+    def start(self, counts: tuple[int, ...], plans: tuple[str, ...], pool_size: int) -> None:
         self.counts = dict(zip(REGIONS, counts, strict=True))
         self.plans = dict(zip(REGIONS, plans, strict=True))
+        self.pool_size = pool_size
+
+    @rule(size=st.integers(0, 5))
+    def edit_pool(self, size: int) -> None:
+        self.pool_size = size
 
     @rule(region=st.sampled_from(REGIONS), count=st.integers(0, 4))
     def edit_count(self, region: str, count: int) -> None:
@@ -84,14 +117,24 @@ class FleetMachine(RuleBasedStateMachine):
 
     # --- runs ----------------------------------------------------------------------------
 
-    def _run(self, **kwargs: object) -> None:
-        # a failed observation (a list fault) or a guard's refusal applies nothing
-        with contextlib.suppress(TransientError, GuardRefusedError):
-            self.world.run(self.spec(), options=ALLOW, **kwargs)  # type: ignore[arg-type]
+    def _run(self, **kwargs: object) -> bool:
+        """One run; True when it ran to its end (not crashed, observed, not refused)."""
+        before = self.pool_occupancy()
+        clean = False
+        try:
+            _plan, report = self.world.run(self.spec(), options=ALLOW, **kwargs)  # type: ignore[arg-type]
+            clean = report is None or all(o.status is OutcomeStatus.DONE for o in report.outcomes)
+        except (TransientError, GuardRefusedError):
+            # a failed observation (a list fault) or a guard's refusal applies nothing
+            return False
+        finally:
+            self.check_pools(before, clean=clean)
+        return True
 
     @rule()
     def apply(self) -> None:
-        self._run()
+        if self._run():
+            self.assert_stopped_out_of_rotation()
 
     @rule(step=st.integers(1, 40))
     def crash_mid_apply(self, step: int) -> None:
@@ -109,6 +152,27 @@ class FleetMachine(RuleBasedStateMachine):
             (s for s in self.world.cloud.snapshot() if owned_by_fleet("acme", s.name)),
             key=lambda s: s.service_id,
         )
+
+    def _active_ours(self) -> list[ObservedServer]:
+        return [s for s in self._ours() if s.status is ServerStatus.ACTIVE and not s.suspended]
+
+    @precondition(lambda self: bool(self._active_ours()))
+    @rule(data=st.data(), how=st.sampled_from(["shutoff", "suspended"]))
+    def a_server_stops(self, data: st.DataObject, how: str) -> None:
+        server = data.draw(st.sampled_from(self._active_ours()))
+        if how == "shutoff":
+            self.world.cloud.set_status(server.service_id, ServerStatus.SHUTOFF)
+        else:
+            self.world.cloud.suspend(server.service_id)
+        self.stopped.add(server.name)
+
+    def boot_stopped_servers(self) -> None:
+        """An operator boots and unsuspends what was stopped (before the quiet runs)."""
+        for server in self._ours():
+            if server.name in self.stopped:
+                if server.status is ServerStatus.SHUTOFF:
+                    self.world.cloud.set_status(server.service_id, ServerStatus.ACTIVE)
+                self.world.cloud.suspend(server.service_id, suspended=False)
 
     @precondition(lambda self: bool(self._ours()))
     @rule(data=st.data())
@@ -172,6 +236,56 @@ class FleetMachine(RuleBasedStateMachine):
         assert all(c == 1 for c in ours.values()), ours
 
     @invariant()
+    def no_server_created_twice_for_one_slot(self) -> None:
+        cloud = self.world.cloud
+        assert not cloud.created_over_live, f"created beside a live one: {cloud.created_over_live}"
+        bound = 1 + max(0, ALLOW.create_retries)
+        over = {name: n for name, n in cloud.slot_creates.items() if n > bound}
+        assert not over, f"more than {bound} creates for one slot: {over}"
+
+    def pool_occupancy(self) -> dict[str, int]:
+        """IPs per pool: recorded nodes of ours whose server exists, plus the pending creates
+        meant for the pool (not yet recorded)."""
+        recorded = self.world.store.load_fleet("acme")
+        alive = {s.name for s in self.world.cloud.snapshot()}
+        held: Counter[str] = Counter()
+        for node in recorded.nodes:
+            if node.pool is not None and node.name in alive:
+                held[node.pool] += 1
+        names = {n.name for n in recorded.nodes}
+        for intent in recorded.pending_intents:
+            pool = intent.params.get("pool")
+            if intent.kind == "create" and pool and intent.target not in names:
+                held[pool] += 1
+        return dict(held)
+
+    def check_pools(self, before: dict[str, int], *, clean: bool) -> None:
+        """A pool is never over-filled by a run: a run that ran to its end with every change
+        done leaves each pool at most at its size (or at what it held before, for a pool shrunk
+        in the spec: nodes are not removed for it, but nothing is added). A crashed or partly
+        failed run may leave a replacement beside the node it replaces (a create done, the
+        destroy not yet): the next clean run must bring the pool back under that ceiling."""
+        after = self.pool_occupancy()
+        for pool in set(after) | set(self.pool_ceiling):
+            ceiling = max(self.pool_size, before.get(pool, 0))
+            if pool in self.pool_ceiling:
+                ceiling = max(ceiling, self.pool_ceiling[pool])
+            if clean:
+                held = after.get(pool, 0)
+                assert held <= ceiling, f"pool {pool}: {held} IPs, size {self.pool_size} ({before})"
+                self.pool_ceiling.pop(pool, None)
+            elif pool not in self.pool_ceiling:
+                self.pool_ceiling[pool] = ceiling
+
+    def assert_stopped_out_of_rotation(self) -> None:
+        """After a run that ran to its end, no node whose server is stopped is in rotation."""
+        servers = {s.service_id: s for s in self.world.cloud.snapshot()}
+        for node in self.world.store.load_fleet("acme").nodes:
+            server = servers.get(node.service_id) if node.service_id is not None else None
+            if server is not None and stopped(server) is not None:
+                assert not node.status.in_rotation, (node.name, node.status, stopped(server))
+
+    @invariant()
     def unmanaged_servers_are_untouched(self) -> None:
         now = {s.service_id: s for s in self.world.cloud.snapshot()}
         for sid, before in self.unmanaged.items():
@@ -198,6 +312,7 @@ class FleetMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """A few quiet runs (no new faults; queued ones drain) converge."""
+        self.boot_stopped_servers()
         world = self.world
         spec = self.spec()
         converged = False
@@ -237,19 +352,74 @@ FleetMachine.TestCase.settings = settings(
 TestFleetMachine = FleetMachine.TestCase
 
 
+class TokenCloud(FakeCloud):
+    """FakeCloud whose mutating calls first wait for a rate-limit token: ``token_ticks`` turns
+    of the event loop per call already waiting (0: no wait, plain FakeCloud)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.token_ticks = 0
+        self.waiting = 0
+
+    async def _enter(self, action: str, *, defer: bool = False) -> Any:
+        if self.token_ticks and not action.startswith(("get_", "check_")):
+            self.waiting += 1
+            try:
+                for _ in range(self.token_ticks * self.waiting):
+                    await asyncio.sleep(0)
+            finally:
+                self.waiting -= 1
+        return await super()._enter(action, defer=defer)
+
+
 class FencedFleetMachine(FleetMachine):
     """The same fleet, where the writer may lose leadership at any point of an apply (a
-    number of wire checks in): no cloud mutation is sent after the loss (issue 9)."""
+    number of wire checks in, or while calls wait for a rate-limit token): no cloud mutation
+    is sent after the loss (issue 9)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.locked: set[str] = set()
+        self.cloud = TokenCloud(clock=self.world.clock, build_seconds=45, resize_seconds=20)
+        self.world.cloud = self.cloud
+
+    def _fenced_run(
+        self,
+        fence: WriterFence,
+        at_loss: list[int],
+        loser: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """One run under ``fence`` (with ``loser`` running beside it); ``at_loss`` holds the
+        number of cloud mutations when leadership was lost: none may follow."""
+        reconciler = self.world.reconciler(self.spec())
+        request = RunRequest(options=ALLOW, overridable=ALL_GUARDS)
+
+        async def go() -> bool:
+            side = asyncio.ensure_future(loser()) if loser is not None else None
+            try:
+                result = await reconciler.reconcile(request, RunHooks(fence=fence))
+                return result.outcome == "ok" and (
+                    result.report is None
+                    or all(o.status is OutcomeStatus.DONE for o in result.report.outcomes)
+                )
+            finally:
+                if side is not None:
+                    side.cancel()
+                    await asyncio.gather(side, return_exceptions=True)
+
+        before = self.pool_occupancy()
+        clean = False
+        try:
+            with contextlib.suppress(TransientError):
+                clean = asyncio.run(go())
+        finally:
+            self.cloud.token_ticks = 0
+            self.check_pools(before, clean=clean)
+        if at_loss:
+            assert self.cloud.mutations == at_loss[0], "a cloud mutation was sent after the loss"
 
     @rule(checks=st.integers(0, 12))
     def lose_leadership_mid_apply(self, checks: int) -> None:
-        import asyncio
-
-        from reconciler.core.errors import LeadershipLostError
-        from reconciler.engine.fences import WriterFence
-        from reconciler.engine.reconciling import ALL_GUARDS, RunHooks, RunRequest
-
-        cloud = self.world.cloud
         seen = 0
         at_loss: list[int] = []
 
@@ -258,15 +428,26 @@ class FencedFleetMachine(FleetMachine):
             seen += 1
             if seen > checks:
                 if not at_loss:
-                    at_loss.append(cloud.mutations)
+                    at_loss.append(self.cloud.mutations)
                 raise LeadershipLostError("lease lost")
 
-        reconciler = self.world.reconciler(self.spec())
-        request = RunRequest(options=ALLOW, overridable=ALL_GUARDS)
-        with contextlib.suppress(TransientError):
-            asyncio.run(reconciler.reconcile(request, RunHooks(fence=WriterFence(still_leading))))
-        if at_loss:
-            assert cloud.mutations == at_loss[0], "a cloud mutation was sent after the loss"
+        self._fenced_run(WriterFence(still_leading), at_loss)
+
+    @rule(ticks=st.integers(0, 80), token=st.integers(1, 6))
+    def lose_leadership_while_calls_wait(self, ticks: int, token: int) -> None:
+        """Leadership is lost after ``ticks`` turns of the loop (another thread's lease check,
+        a renewal that failed), typically while calls wait for their rate-limit token."""
+        fence = WriterFence(poll_seconds=0.001)
+        at_loss: list[int] = []
+
+        async def lose_later() -> None:
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            at_loss.append(self.cloud.mutations)
+            fence.lose("lease lost (renewal failed)")
+
+        self.cloud.token_ticks = token
+        self._fenced_run(fence, at_loss, lose_later)
 
     @precondition(lambda self: bool(self._ours()))
     @rule(data=st.data())
@@ -275,16 +456,10 @@ class FencedFleetMachine(FleetMachine):
         self.world.cloud.lock(server.service_id)
         self.locked.add(server.name)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.locked: set[str] = set()
-
     def teardown(self) -> None:
         # a stopped (here: locked) server is never left in rotation by a run
-        self._run()
-        for node in self.world.store.load_fleet("acme").nodes:
-            if node.name in self.locked and node.service_id is not None:
-                assert not node.status.in_rotation, node
+        if self._run():
+            self.assert_stopped_out_of_rotation()
         # locked servers cannot be destroyed or changed: unlock them (an operator) first
         for server in self._ours():
             if server.name in self.locked:

@@ -17,8 +17,11 @@ Semantics (kept in step with providers/simulator by the shared contract suite):
 
 Fault hooks: ``fail_next(action, exc)`` (optionally after applying the change, to model "the
 call timed out but happened"), ``fail_builds(n)``, ``add_unmanaged(...)``,
-``delete_behind_our_back(service_id)``, ``lock(service_id)``. ``calls`` counts calls per
-Hostwinds action name, mirroring the client's request pattern.
+``delete_behind_our_back(service_id)``, ``lock(service_id)``, ``suspend(service_id)``. ``calls``
+counts calls per Hostwinds action name, mirroring the client's request pattern; ``created``
+counts the servers made by ``create_server`` per name (``slot_creates``: since a server of that
+name last went away), and ``created_over_live`` lists the names created while a server of that
+name already existed (a duplicate bought).
 """
 
 from __future__ import annotations
@@ -164,6 +167,12 @@ class FakeCloud:
         self._faults: dict[str, deque[_Fault]] = {}
         self._failing_builds = 0
         self._calls: Counter[str] = Counter()
+        #: servers made by ``create_server`` per name (over the fake's whole life)
+        self.created: Counter[str] = Counter()
+        #: the same, counted since a server of that name last went away (one slot's creates)
+        self.slot_creates: Counter[str] = Counter()
+        #: names created while a server of that name existed (each a duplicate bought)
+        self.created_over_live: list[str] = []
         self.closed = False
 
     # --- test controls -------------------------------------------------------------------
@@ -231,11 +240,16 @@ class FakeCloud:
     def delete_behind_our_back(self, service_id: int) -> None:
         """Remove an instance whatever its state or lock."""
         inst = self._instances.pop(service_id)
+        self.slot_creates.pop(inst.name, None)
         for ip in inst.ips:
             self._assigned.discard(ip)
 
     def lock(self, service_id: int, locked: bool = True) -> None:
         self._instances[service_id].locked = locked
+
+    def suspend(self, service_id: int, suspended: bool = True) -> None:
+        """The provider suspends (or unsuspends) the instance (billing, abuse)."""
+        self._instances[service_id].suspended = suspended
 
     def set_status(self, service_id: int, status: ServerStatus) -> None:
         inst = self._instances[service_id]
@@ -294,6 +308,10 @@ class FakeCloud:
             raise error_for_api_message(action, MSG_LOCATION)
         if request.billing_cycle not in BILLING_CYCLES:
             raise error_for_api_message(action, MSG_CYCLE)
+        if any(other.name == request.name for other in self._instances.values()):
+            self.created_over_live.append(request.name)
+        self.created[request.name] += 1
+        self.slot_creates[request.name] += 1
         inst = self._new(
             name=request.name,
             location_id=request.location_id,
