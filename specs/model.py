@@ -435,6 +435,13 @@ class HealthPolicy(_Model):
     """Bounce rate (0-1) that is critical."""
     cpu_alert: Rate = 0.90
     """CPU use (0-1) that raises an alert."""
+    disruption_share: Annotated[float, Field(ge=0.1, le=1.0)] = 0.55
+    """Share (0.1-1) of a region's (or the fleet's) beating nodes silent at once that makes it a
+    zone disruption: no replacement there, pauses throttled, one alert (the Kubernetes
+    node-lifecycle controller's unhealthyZoneThreshold)."""
+    disruption_min_silent: Annotated[int, Field(ge=1, le=100_000)] = 3
+    """Silent nodes a zone disruption needs at least (two silent nodes of three are no
+    outage)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthPolicy:

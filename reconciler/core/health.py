@@ -255,13 +255,6 @@ def alert_conditions(
 
 # --- decisions only from trustworthy observations (issue 10) -----------------------------
 
-#: a region (or the fleet) is disrupted when at least this share of its nodes that ever beat
-#: went silent at once (the Kubernetes node-lifecycle controller's unhealthyZoneThreshold)
-DISRUPTED_SHARE = 0.55
-#: ... and at least this many of them (two silent nodes of three are not a zone outage)
-DISRUPTION_MIN_SILENT = 3
-
-
 @dataclass(frozen=True, slots=True)
 class Disruption:
     """Many nodes silent at once: the observer's or the network's problem, not the nodes'."""
@@ -312,8 +305,8 @@ def guard_assessment(
       an intake stop), no node is newly paused and none is replaced; pauses already in force
       (``paused``) stay. A replacement's ``replace_after`` counts from the later of the node's
       unhealthy time and the end of that window.
-    - **Zone disruption**: when at least ``DISRUPTED_SHARE`` (and ``DISRUPTION_MIN_SILENT``)
-      of a region's nodes that ever beat are silent at once (or of the whole fleet: then every
+    - **Zone disruption**: when at least ``policy.disruption_share`` (and
+      ``policy.disruption_min_silent``) of a region's nodes that ever beat are silent at once (or of the whole fleet: then every
       region), nothing there is replaced, and at most ``pause_step`` more nodes are paused per
       evaluation (throttled), beside those already paused.
     """
@@ -343,6 +336,14 @@ def guard_assessment(
             silent[region] = silent.get(region, 0) + 1
     disruptions: list[Disruption] = []
     total_watched, total_silent = sum(watched.values()), sum(silent.values())
+
+    def _disrupted(silent: int, watched: int) -> bool:
+        return (
+            silent >= policy.disruption_min_silent
+            and watched > 0
+            and silent / watched >= policy.disruption_share
+        )
+
     if _disrupted(total_silent, total_watched):
         disruptions.append(Disruption("fleet", total_silent, total_watched))
         disrupted = set(watched)
@@ -368,6 +369,3 @@ def guard_assessment(
     guarded = HealthAssessment(frozenset(unhealthy), frozenset(replace), raw.silent, raw.details)
     return GuardedHealth(guarded, None, tuple(disruptions), frozenset(held))
 
-
-def _disrupted(silent: int, watched: int) -> bool:
-    return silent >= DISRUPTION_MIN_SILENT and watched > 0 and silent / watched >= DISRUPTED_SHARE

@@ -115,6 +115,50 @@ def test_a_fleet_wide_silence_holds_every_region() -> None:
     assert len(guarded.assessment.unhealthy) == 1
 
 
+def test_the_disruption_thresholds_are_spec_settings() -> None:
+    """``health.disruption_share`` and ``health.disruption_min_silent`` (defaults 0.55 and 3)."""
+    now = T0 + timedelta(hours=1)
+    assert (POLICY.disruption_share, POLICY.disruption_min_silent) == (0.55, 3)
+    two_of_three = fleet(2, 1, now)
+    raw = assess(two_of_three, now, POLICY)
+    # by default two silent nodes of three are no outage: the normal rules replace them
+    guarded = guard_assessment(raw, two_of_three, now, POLICY, observing_since=T0)
+    assert guarded.disruptions == ()
+    assert len(guarded.assessment.replace) == 2
+    small = HealthPolicy(disruption_min_silent=2)
+    guarded = guard_assessment(raw, two_of_three, now, small, observing_since=T0)
+    assert [d.scope for d in guarded.disruptions] == ["fleet"]
+    assert guarded.assessment.replace == frozenset()
+    # 4 of 10 silent: under the default share, a disruption at a share of 0.4
+    nodes = fleet(4, 6, now)
+    raw = assess(nodes, now, POLICY)
+    assert guard_assessment(raw, nodes, now, POLICY, observing_since=T0).disruptions == ()
+    lower = HealthPolicy(disruption_share=0.4)
+    assert guard_assessment(raw, nodes, now, lower, observing_since=T0).disruptions != ()
+    # a share of 1: only a region gone entirely silent
+    whole = HealthPolicy(disruption_share=1.0)
+    nodes = fleet(9, 1, now)
+    raw = assess(nodes, now, POLICY)
+    assert guard_assessment(raw, nodes, now, whole, observing_since=T0).disruptions == ()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("disruption_share", 0.05),
+        ("disruption_share", 1.5),
+        ("disruption_share", float("nan")),
+        ("disruption_min_silent", 0),
+        ("disruption_min_silent", 100_001),
+    ],
+)
+def test_the_disruption_thresholds_are_bounded(field: str, value: float) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        HealthPolicy.model_validate({field: value})
+
+
 @given(
     silent=st.integers(0, 8),
     alive=st.integers(0, 8),

@@ -41,6 +41,8 @@ READERS: dict[str, str] = {
     "health.bounce_critical": f"{CORE}/health.py",
     "health.bounce_warning": f"{CORE}/health.py",
     "health.cpu_alert": f"{CORE}/health.py",
+    "health.disruption_min_silent": f"{CORE}/health.py",
+    "health.disruption_share": f"{CORE}/health.py",
     "health.heartbeat_interval": f"{CORE}/health.py",
     "health.missed_beats": f"{CORE}/health.py",
     "health.on_unhealthy": f"{CORE}/health.py",

@@ -346,6 +346,22 @@ def test_a_boolean_is_not_a_number(field: str, text: str) -> None:
     assert problem.message.startswith("expected a number, got the boolean ")
 
 
+@pytest.mark.parametrize(
+    ("text", "field", "words"),
+    [
+        ("health: {disruption_share: 0.05}\n", "health.disruption_share", "0.1"),
+        ("health: {disruption_share: 2}\n", "health.disruption_share", "1"),
+        ("health: {disruption_min_silent: 0}\n", "health.disruption_min_silent", "1"),
+    ],
+)
+def test_zone_disruption_thresholds_are_bounded(text: str, field: str, words: str) -> None:
+    problem = one(VALID + text)
+    assert problem.field == field
+    assert words in problem.message
+    spec = load_spec_text(VALID + "health: {disruption_share: 0.7, disruption_min_silent: 5}\n")
+    assert (spec.spec.health.disruption_share, spec.spec.health.disruption_min_silent) == (0.7, 5)
+
+
 def test_booleans_stay_booleans_where_booleans_are_meant() -> None:
     assert load_spec_text(VALID + "scaling: {enabled: off}\nalerts: {webhook: null}\n")
 
