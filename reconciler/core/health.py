@@ -255,6 +255,7 @@ def alert_conditions(
 
 # --- decisions only from trustworthy observations (issue 10) -----------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Disruption:
     """Many nodes silent at once: the observer's or the network's problem, not the nodes'."""
@@ -306,9 +307,10 @@ def guard_assessment(
       (``paused``) stay. A replacement's ``replace_after`` counts from the later of the node's
       unhealthy time and the end of that window.
     - **Zone disruption**: when at least ``policy.disruption_share`` (and
-      ``policy.disruption_min_silent``) of a region's nodes that ever beat are silent at once (or of the whole fleet: then every
-      region), nothing there is replaced, and at most ``pause_step`` more nodes are paused per
-      evaluation (throttled), beside those already paused.
+      ``policy.disruption_min_silent``) of a region's nodes that ever beat are silent at once
+      (or of the whole fleet: then every region), nothing there is replaced, and at most
+      ``pause_step`` more nodes are paused per evaluation (throttled), beside those already
+      paused.
     """
     window = detection_window(policy)
     blind_until = observing_since + window
@@ -368,4 +370,3 @@ def guard_assessment(
             held.add(name)
     guarded = HealthAssessment(frozenset(unhealthy), frozenset(replace), raw.silent, raw.details)
     return GuardedHealth(guarded, None, tuple(disruptions), frozenset(held))
-
