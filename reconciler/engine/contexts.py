@@ -4,6 +4,7 @@ the settings, the concurrency limits; and the signals a change ends with."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -93,6 +94,52 @@ def error_text(exc: BaseException) -> str:
     return text[:500]
 
 
+class AddressBatch:
+    """Group commit of A records: SPF lists every node's IP, so DNS updates go one at a time
+    (``lock``); whoever takes the lock publishes every address waiting for it in one update,
+    so 100 nodes reaching their DNS step together wait for a few updates instead of 100 in a
+    row. Each caller gets the outcome of the update that carried its address (a refused
+    update fails each of them; nothing is reported done that was not published)."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self.lock = lock
+        self.waiting: list[tuple[str, str, asyncio.Future[None]]] = []
+        #: updates sent (each carrying one or more addresses)
+        self.updates = 0
+
+    async def publish(
+        self,
+        hostname: str,
+        ip: str,
+        send: Callable[[dict[str, str]], Awaitable[None]],
+    ) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # a caller cancelled before it looked at its outcome must not log "never retrieved"
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.waiting.append((hostname, ip, done))
+        async with self.lock:
+            if not done.done():
+                batch, self.waiting = self.waiting, []
+                try:
+                    self.updates += 1
+                    await send({host: address for host, address, _ in batch})
+                except asyncio.CancelledError:
+                    # this run stops: the others' addresses go with whoever takes the lock next
+                    self.waiting[:0] = [
+                        entry for entry in batch if entry[2] is not done and not entry[2].done()
+                    ]
+                    raise
+                except Exception as exc:
+                    for _, _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                else:
+                    for _, _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        await done
+
+
 class ApplyContext:
     """Shared by the action families of one apply (``creating``, ``steps``, ``destroying``,
     ``resizing``, ``recording``). Built per apply."""
@@ -132,6 +179,8 @@ class ApplyContext:
         self.provisioner: Provisioner | None = None
         #: SPF lists every node's IP: one update at a time
         self.dns_lock = asyncio.Lock()
+        #: nodes' A records published by group commit under ``dns_lock``
+        self.dns_batch = AddressBatch(self.dns_lock)
 
     def now(self) -> datetime:
         return self.clock.now()

@@ -20,7 +20,7 @@ needs next, attempts, deadlines) is decided by the planner; this module only exe
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import NoReturn
@@ -164,9 +164,14 @@ class Provisioner:
     async def publish(self, hostname: str, ip: str, fleet_ips: Iterable[str]) -> None:
         """The node's A record with the domain's SPF (every IP of ``fleet_ips`` and ``ip``)
         and DMARC, in one RFC 2136 update; SPF parts no longer needed are deleted."""
-        wanted, stale = self.domain_records({*fleet_ips, ip})
-        address = RecordSet(hostname, "A", (ip,), self.ttl)
-        await self.dns.update(replace=[address, *wanted], delete=[(n, "TXT") for n in stale])
+        await self.publish_many({hostname: ip}, fleet_ips)
+
+    async def publish_many(self, addresses: Mapping[str, str], fleet_ips: Iterable[str]) -> None:
+        """The A records of several nodes (hostname -> IP) with the domain's SPF (every IP of
+        ``fleet_ips`` and of ``addresses``) and DMARC, in one RFC 2136 update."""
+        wanted, stale = self.domain_records({*fleet_ips, *addresses.values()})
+        records = [RecordSet(host, "A", (ip,), self.ttl) for host, ip in sorted(addresses.items())]
+        await self.dns.update(replace=[*records, *wanted], delete=[(n, "TXT") for n in stale])
 
     def domain_records(self, ips: Iterable[str]) -> tuple[list[RecordSet], list[str]]:
         """The domain's SPF (and parts) and DMARC records, and the SPF part names to delete."""
@@ -477,6 +482,19 @@ def _ip(node: RecordedNode, server: ObservedServer) -> str:
     return ip
 
 
+async def publish_address(
+    ctx: ApplyContext, provisioner: Provisioner, hostname: str, ip: str
+) -> None:
+    """The node's A record and its IP in SPF, grouped with every other address waiting for
+    the DNS lock into one RFC 2136 update (``AddressBatch``)."""
+
+    async def publish(addresses: dict[str, str]) -> None:
+        ips = {n.ip_address for n in ctx.journal.nodes.values() if n.ip_address}
+        await provisioner.publish_many(addresses, sorted(ips))
+
+    await ctx.dns_batch.publish(hostname, ip, publish)
+
+
 class HostKeyStep(_Executor):
     """Pin the SSH host key the node presents on first contact."""
 
@@ -510,9 +528,7 @@ class DnsStep(_Executor):
         hostname = provisioner.settings.hostname(node.name)
         intent = ctx.journal.begin("dns", node.name, {"hostname": hostname, "ip": ip})
         try:
-            async with ctx.dns_lock:
-                ips = {n.ip_address for n in ctx.journal.nodes.values() if n.ip_address}
-                await provisioner.publish(hostname, ip, sorted(ips))
+            await publish_address(ctx, provisioner, hostname, ip)
             waited = 0.0
             problem = await provisioner.check_fcrdns(hostname, ip)
             while problem is not None and waited < ports.fcrdns_wait:
@@ -581,7 +597,9 @@ class BootstrapStep(_Executor):
             ctx.journal.finish(intent, IntentStatus.FAILED, error="no DKIM key")
             self.failed(ctx, node, "the node made no DKIM key")
             raise ChangeFailedError(f"{node.name}: the bootstrap left no DKIM public key")
-        updated = self.succeeded(ctx, replace(node, bundle_version=bundle.version))
+        updated = self.succeeded(
+            ctx, replace(node, bundle_version=bundle.version, agent_url=ports.agent_url)
+        )
         ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
         return updated
 
@@ -680,7 +698,8 @@ class RebootstrapStep(_Executor):
         provisioner, ports = self.provisioner(ctx)
         settings = provisioner.settings
         ip = _ip(node, server)
-        bundle = render_bundle(bundle_settings(settings, node.name, ports.agent_url))
+        agent_url = ports.agent_url or node.agent_url
+        bundle = render_bundle(bundle_settings(settings, node.name, agent_url))
         back = change.status or NodeStatus.WARMING
         previous = node.step(self.name)
         attempts = 1 + (previous.attempts if previous is not None else 0)
@@ -735,7 +754,9 @@ class RebootstrapStep(_Executor):
             out = self._give_up(ctx, held, why, quarantine=attempts >= settings.step_attempts)
             state = "QUARANTINED" if out.quarantine else "stays in maintenance, retried"
             raise ChangeFailedError(f"{node.name} {state}: {why}")
-        updated = replace(ctx.journal.with_status(held, back), bundle_version=bundle.version)
+        updated = replace(
+            ctx.journal.with_status(held, back), bundle_version=bundle.version, agent_url=agent_url
+        )
         updated = _mark(ctx, updated, self.name, StepStatus.DONE, count=False)
         ctx.journal.upsert(updated)
         ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
@@ -776,12 +797,14 @@ class DriftStep(_Executor):
         settings = provisioner.settings
         ip = _ip(node, server)
         hostname = settings.hostname(node.name)
-        bundle = render_bundle(bundle_settings(settings, node.name, ports.agent_url))
+        # the node's own bundle: this run's agent URL, or the one the node was bootstrapped with
+        agent_url = ports.agent_url or node.agent_url
+        bundle = render_bundle(bundle_settings(settings, node.name, agent_url))
         target = provisioner.target(ip, node.host_key)
         intent = ctx.journal.begin("drift", node.name, {"ip": ip, "bundle": bundle.short})
         found: list[str] = []
-        # the bundle this run renders is the node's only when this run knows the same agent
-        # URL (core.upkeep plans no check of an outdated node when it knows the URL)
+        # the bundle this run renders is the node's unless neither this run nor the node's
+        # record knows its agent URL (core.upkeep plans no check of an outdated node)
         own = node.bundle_version == bundle.version
         if not own:
             found.append("bootstrap files not checked (this run's bundle differs: agent URL?)")
