@@ -152,6 +152,9 @@ class SendingNode(Base):
     #: nodes of this node's slot that missed their provisioning deadline before it (written
     #: when the record is created, reset by an operator's release; never by upserts)
     slot_failures: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    # the heartbeat URL the node's agent was bootstrapped with (its bundle's; no secret:
+    # user info and query strings are refused before anything is recorded)
+    agent_url: Mapped[str | None] = mapped_column(sa.String(500))
 
     __table_args__ = (
         sa.CheckConstraint(_in("status", NODE_STATUSES), name="status"),

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -246,6 +247,7 @@ def _node_upsert(dialect: str) -> Any:
             # never written here (set_maintenance only)
             "host_key": sa.func.coalesce(excluded.host_key, table.host_key),
             "bundle_version": sa.func.coalesce(excluded.bundle_version, table.bundle_version),
+            "agent_url": sa.func.coalesce(excluded.agent_url, table.agent_url),
             "quarantine": sa.func.coalesce(excluded.quarantine, table.quarantine),
             # who holds the node out of rotation goes with the status it writes
             "paused_by": excluded.paused_by,
@@ -1865,10 +1867,32 @@ def _node_params(node: RecordedNode, now: datetime) -> dict[str, Any]:
         "steps": _steps_in(node),
         "host_key": _host_key_in(node.host_key),
         "bundle_version": node.bundle_version,
+        "agent_url": _agent_url_in(node),
         "quarantine": node.quarantine[:MAX_ERROR_TEXT] if node.quarantine else None,
         "paused_by": node.paused_by.value if node.paused_by is not None else None,
         "slot_failures": max(0, min(node.slot_failures, 1000)),
     }
+
+
+def _agent_url_in(node: RecordedNode) -> str | None:
+    """The node's agent URL, refused when it could carry a secret (user info, a query or
+    a fragment: a heartbeat URL needs none, the node's token travels apart)."""
+    url = node.agent_url
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "@" in parts.netloc
+        or parts.query
+        or parts.fragment
+        or len(url) > 500
+    ):
+        raise InvalidRecordError(
+            f"{node.name}: the agent URL is not a plain http(s) URL without credentials"
+        )
+    return url
 
 
 def _host_key_in(key: HostKey | None) -> dict[str, str] | None:
@@ -2075,6 +2099,7 @@ def _node_out(node: Any) -> RecordedNode:
         steps=_steps_out(node.steps),
         host_key=_host_key_out(node.host_key),
         bundle_version=node.bundle_version,
+        agent_url=getattr(node, "agent_url", None),
         quarantine=node.quarantine,
         maintenance=_maintenance_out(node),
         paused_by=_paused_by_out(getattr(node, "paused_by", None)),

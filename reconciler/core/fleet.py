@@ -267,6 +267,9 @@ class RecordedNode:
     host_key: HostKey | None = None
     #: the bootstrap bundle version (content hash) the node finished
     bundle_version: str | None = None
+    #: the heartbeat URL that bundle gave the node's agent (None: not recorded, or the agent
+    #: was installed without one); a run that knows no URL renders the node's bundle with it
+    agent_url: str | None = None
     #: why the node is quarantined (a changed host key, drift): never back into rotation
     #: until an operator acts
     quarantine: str | None = None

@@ -221,13 +221,10 @@ class Reconciler:
                 options, provisioning_failures=self.provisioning_failures()
             )
         # the bundle names the agent's heartbeat URL: a run that does not know it (a CLI run
-        # without RECONCILER_AGENT_URL beside a daemon) must not roll nodes onto a bundle
-        # without it, so only a run that knows the URL compares versions
-        if (
-            self.spec.provisioning is not None
-            and options.bundle_versions is None
-            and self.agent_url is not None
-        ):
+        # without RECONCILER_AGENT_URL beside a daemon) renders each node's bundle with the
+        # URL the node was bootstrapped with (recorded), never rolls nodes onto a bundle
+        # without one, and leaves nodes with no recorded URL alone
+        if self.spec.provisioning is not None and options.bundle_versions is None:
             options = dataclasses.replace(
                 options, bundle_versions=self.bundle_versions(snapshot.recorded.nodes)
             )
@@ -237,15 +234,18 @@ class Reconciler:
 
     def bundle_versions(self, nodes: Iterable[RecordedNode]) -> dict[str, str]:
         """Per recorded node that finished a bootstrap: the bundle version (content hash) the
-        spec and the operator's settings make for it now (a change rolls through the fleet)."""
+        spec and the operator's settings make for it now (a change rolls through the fleet),
+        with this run's agent URL or else the one recorded for the node (a changed URL is a
+        changed bundle; a node with neither is not compared)."""
         settings = self.spec.provisioning
         if settings is None:
             return {}
-        return {
-            node.name: bundle_version(settings, node.name, self.agent_url)
-            for node in nodes
-            if node.bundle_version is not None
-        }
+        versions: dict[str, str] = {}
+        for node in nodes:
+            url = self.agent_url or node.agent_url
+            if node.bundle_version is not None and url is not None:
+                versions[node.name] = bundle_version(settings, node.name, url)
+        return versions
 
     def provisioning_failures(self) -> dict[str, int]:
         """Per region: nodes destroyed for missing their provisioning deadline within the

@@ -87,6 +87,7 @@ class InMemoryStore:
                 node,
                 host_key=node.host_key or old.host_key,
                 bundle_version=node.bundle_version or old.bundle_version,
+                agent_url=node.agent_url or old.agent_url,
                 quarantine=node.quarantine or old.quarantine,
                 maintenance=old.maintenance,
                 slot_failures=old.slot_failures,

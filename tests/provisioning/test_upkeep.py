@@ -39,12 +39,11 @@ async def test_a_changed_bundle_rolls_through_within_the_disruption_budget(
         w.spec_path.write_text(
             _one_at_a_time(spec_yaml("rb", {"seattle": 3}, postfix={"default_process_limit": 120}))
         )
+        assert all(n.agent_url == AGENT_URL for n in before.values())
         # a run that does not know the nodes' heartbeat URL (a CLI run beside a daemon)
-        # never rolls them onto a bundle without it
+        # renders their bundles with the URL recorded for them: the change rolls, and the
+        # nodes keep their URL
         w.ports = with_ports(w.ports, agent_url=None)
-        plan, _ = await w.run(dry_run=True)
-        assert not [c for c in plan.changes if c.step == "rebootstrap"]
-        w.ports = with_ports(w.ports, agent_url=AGENT_URL)
         plan, _ = await w.run(dry_run=True)
         rolling = [c for c in plan.changes if c.step == "rebootstrap"]
         assert len(rolling) == 1  # max_unavailable 1: one node at a time
@@ -69,9 +68,57 @@ async def test_a_changed_bundle_rolls_through_within_the_disruption_budget(
             assert stand_in is not None
             main_cf = (stand_in.root / "etc/postfix/main.cf").read_text()
             assert "default_process_limit = 120" in main_cf
+            unit = (stand_in.root / "etc/systemd/system/fleet-reconciler-agent.service").read_text()
+            assert AGENT_URL in unit
+            assert node.agent_url == AGENT_URL
         journal = [i for i in w.store.journal("rb", limit=500) if i.kind == "rebootstrap"]
         assert len(journal) == 3
         assert all(i.status is IntentStatus.DONE for i in journal)
+        plan, _ = await w.run(dry_run=True)
+        assert not [c for c in plan.changes if c.step == "rebootstrap"]
+
+
+async def test_a_changed_agent_url_rolls_out_and_nodes_without_one_are_left_alone(
+    reachable_dir: Path,
+) -> None:
+    async with world(reachable_dir, spec_yaml("au", {"seattle": 2})) as w:
+        w.ports = with_ports(w.ports, agent_url=AGENT_URL)
+        await w.run()
+        first = w.nodes("au")
+        assert all(n.agent_url == AGENT_URL for n in first.values())
+        # the daemon moved: its new URL is a new bundle for every node (drift of the URL)
+        moved = "http://127.0.0.2:9/v1/heartbeats"
+        w.ports = with_ports(w.ports, agent_url=moved)
+        plan, _ = await w.run(dry_run=True)
+        rolling = [c for c in plan.changes if c.step == "rebootstrap"]
+        assert sorted(c.address for c in rolling) == sorted(first)
+        for _ in range(2):
+            _, report = await w.run()
+            assert report is not None
+            assert not report.failed
+        for name, node in w.nodes("au").items():
+            assert node.agent_url == moved
+            assert node.bundle_version != first[name].bundle_version
+            stand_in = w.stand_ins.nodes.by_name(name)
+            assert stand_in is not None
+            unit = (stand_in.root / "etc/systemd/system/fleet-reconciler-agent.service").read_text()
+            assert moved in unit
+            assert AGENT_URL not in unit
+        # a CLI run without the URL now renders with the recorded one: nothing to roll
+        w.ports = with_ports(w.ports, agent_url=None)
+        plan, _ = await w.run(dry_run=True)
+        assert not [c for c in plan.changes if c.step == "rebootstrap"]
+    (reachable_dir / "none").mkdir()
+    async with world(reachable_dir / "none", spec_yaml("an", {"seattle": 1})) as w:
+        # bootstrapped without a URL (nothing recorded): a run without one never compares
+        w.ports = with_ports(w.ports, agent_url=None)
+        await w.run()
+        (node,) = w.nodes("an").values()
+        assert node.agent_url is None
+        assert node.bundle_version is not None
+        w.spec_path.write_text(
+            spec_yaml("an", {"seattle": 1}, postfix={"default_process_limit": 90})
+        )
         plan, _ = await w.run(dry_run=True)
         assert not [c for c in plan.changes if c.step == "rebootstrap"]
 

@@ -10,7 +10,7 @@ from state_builders import FakeClock, make_node
 
 from reconciler.core.fleet import HostKey, Maintenance, NodeStatus
 from state import SqlStore
-from state.store import UnknownNodeError
+from state.store import InvalidRecordError, UnknownNodeError
 
 KEY = HostKey("ssh-ed25519", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3Q", "SHA256:abc")
 
@@ -34,6 +34,29 @@ def test_host_key_bundle_and_quarantine_round_trip(store: SqlStore) -> None:
     (loaded,) = store.load_fleet("acme").nodes
     assert loaded.quarantine is None
     assert loaded.host_key is None
+
+
+def test_the_agent_url_is_recorded_and_one_that_could_carry_a_secret_is_refused(
+    store: SqlStore,
+) -> None:
+    url = "https://fleet.example.com:8443/v1/heartbeats"
+    node = make_node(status=NodeStatus.PROVISIONING, bundle_version="a" * 64, agent_url=url)
+    store.upsert_node(node)
+    (loaded,) = store.load_fleet("acme").nodes
+    assert loaded.agent_url == url
+    # an older copy written without it keeps it
+    store.upsert_node(replace(node, agent_url=None))
+    assert store.load_fleet("acme").nodes[0].agent_url == url
+    for bad in (
+        "https://user:s3cret@fleet.example.com/v1/heartbeats",
+        "https://fleet.example.com/v1/heartbeats?token=s3cret",
+        "https://fleet.example.com/v1/heartbeats#s3cret",
+        "ftp://fleet.example.com/",
+    ):
+        with pytest.raises(InvalidRecordError, match="agent URL") as caught:
+            store.upsert_node(replace(node, agent_url=bad))
+        assert "s3cret" not in str(caught.value)
+    assert store.load_fleet("acme").nodes[0].agent_url == url
 
 
 def test_maintenance_survives_record_rewrites(store: SqlStore, clock: FakeClock) -> None:
