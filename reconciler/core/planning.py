@@ -822,6 +822,8 @@ class _Planner:
         options, out, spec = self.options, self.out, self.spec
         resizes: list[tuple[LiveNode, str]] = []
         shrinking: list[str] = []
+        #: provisioning nodes whose pipeline waits with nothing to do in this plan
+        stalled: list[str] = []
         for node in nodes:
             if node.condemned is not None or node.victim:
                 continue
@@ -977,6 +979,25 @@ class _Planner:
             for change in steps.changes:
                 out.add(change)
             out.notes.extend(steps.notes)
+            if (
+                node.status is NodeStatus.PROVISIONING
+                and node.condemned is None
+                and not steps.changes
+                and self.spec.provisioning is not None
+            ):
+                stalled.append(node.name)
+        if stalled:
+            shown = ", ".join(stalled[:5]) + (
+                f" and {len(stalled) - 5} more" if len(stalled) > 5 else ""
+            )
+            out.warn(
+                "provisioning",
+                f"{len(stalled)} node(s) not in service yet, waiting on a pipeline step with "
+                f"nothing to do in this run: {shown} (see the notes)",
+                hint="a step out of attempts waits for the provisioning deadline (then the node "
+                "is replaced) or `reconcile node retry NAME`; the first heartbeat comes from the "
+                "node's agent",
+            )
         if shrinking:
             shown = ", ".join(shrinking[:5]) + (
                 f" and {len(shrinking) - 5} more" if len(shrinking) > 5 else ""

@@ -175,6 +175,8 @@ UNSETTLED = frozenset(
         "destroy_budget",
         "disruption_budget",
         "renamed",
+        # provisioning nodes waiting on a pipeline step (out of attempts, first heartbeat)
+        "provisioning",
     }
 )
 
