@@ -17,6 +17,7 @@ is a value passed in and returned: nothing here keeps state or reads a clock.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ SECONDS_PER_DAY = 86400
 #: a node may report at most this multiple of its CPU-bound capacity: figures above it are
 #: implausible (refused at intake, and clamped to it wherever throughput is computed)
 PLAUSIBLE_CAPACITY_FACTOR = 3.0
+#: a node's utilization counts at most this multiple of the median of its group's other
+#: reporting nodes (at least 1: its full capacity), see ``utilization``
+OUTLIER_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,24 +97,48 @@ class Utilization:
 
 
 def utilization(nodes: Sequence[NodeLoad], per_core_rate: int) -> Utilization:
-    """Utilization over the serving nodes that reported figures (see ``NodeLoad``)."""
-    throughput = 0.0
+    """Utilization over the serving nodes that reported figures (see ``NodeLoad``).
+
+    One node's throughput counts at most ``OUTLIER_FACTOR`` times the median utilization of
+    the group's other reporting nodes (and never less than its full capacity): a single node,
+    whatever it reports (a stream of inflated beats, each plausible on its own), cannot make
+    its group look busy while the others are not. Nodes that all report the same load, or a
+    group of one node, are counted as reported. A non-finite figure counts as no figure."""
     capacity = 0
-    reporting = 0
     missing = 0
     missing_capacity = 0
+    figures: list[tuple[float, int]] = []
     for node in nodes:
         if not (node.counted and node.serving):
             continue
         cap = node_capacity_per_day(node.vcpu, per_core_rate, node.daily_limit, node.ips)
-        if node.sent_per_day is None:
+        sent = node.sent_per_day
+        if sent is None or not math.isfinite(sent) or sent < 0:
             missing += 1
             missing_capacity += cap
             continue
-        reporting += 1
         capacity += cap
-        throughput += node.sent_per_day
-    return Utilization(throughput, capacity, reporting, missing, missing_capacity)
+        figures.append((sent, cap))
+    ratios = sorted(sent / cap for sent, cap in figures if cap > 0)
+    throughput = 0.0
+    for sent, cap in figures:
+        if cap > 0 and len(ratios) > 1:
+            others = _median_without(ratios, sent / cap)
+            sent = min(sent, max(1.0, OUTLIER_FACTOR * others) * cap)
+        throughput += sent
+    return Utilization(throughput, capacity, len(figures), missing, missing_capacity)
+
+
+def _median_without(ordered: Sequence[float], value: float) -> float:
+    """The median of ``ordered`` (sorted, holding ``value``) with one ``value`` left out."""
+    index = bisect.bisect_left(ordered, value)
+    size = len(ordered) - 1
+
+    def at(i: int) -> float:
+        return ordered[i] if i < index else ordered[i + 1]
+
+    middle = size // 2
+    return at(middle) if size % 2 else (at(middle - 1) + at(middle)) / 2
 
 
 def utilization_by(

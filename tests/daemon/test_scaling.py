@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.core.scaling import (
+    OUTLIER_FACTOR,
     NodeLoad,
     QueueSample,
     RegionBounds,
@@ -22,6 +25,7 @@ from reconciler.core.scaling import (
     utilization,
     vertical_decisions,
 )
+from reconciler.core.scaling import _median_without as median_without
 from specs.model import FleetSpec, ScalingPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -249,3 +253,37 @@ def test_reasons_at_the_bounds() -> None:
     assert busy.reason == "dallas: stays at 3 nodes (its maximum), utilization 2.00 >= 0.80"
     calm = step(loads("dallas", 2, 0.8), 2, ScalerState(), T0).decisions[0]
     assert calm.reason == "dallas: stays at 2 nodes, utilization 0.80 within 0.80 +/- 10%"
+
+
+def test_one_node_cannot_make_its_group_look_busy() -> None:
+    """A node counts at most OUTLIER_FACTOR x the median of the others (at least 100 %)."""
+    cap = node_capacity_per_day(1, RATE, None)
+    liar = [NodeLoad("n0", "dallas", None, 1, None, cap * 3.0)]
+    calm = [NodeLoad(f"n{i}", "dallas", None, 1, None, cap * 0.3) for i in (1, 2)]
+    load = utilization(liar + calm, RATE)
+    assert load.ratio == pytest.approx((1.0 + 0.3 + 0.3) / 3)  # counted at its capacity
+    assert step(liar + calm, 3, ScalerState(), T0).decisions[0].desired <= 3  # never up
+    # a region of two: the other node is the reference
+    assert utilization(liar + calm[:1], RATE).ratio == pytest.approx((1.0 + 0.3) / 2)
+    # busy others: the cap is twice their median
+    busy = [NodeLoad(f"n{i}", "dallas", None, 1, None, cap * 0.9) for i in (1, 2)]
+    assert utilization(liar + busy, RATE).ratio == pytest.approx((1.8 + 0.9 + 0.9) / 3)
+    # a region of one node has only that node's word
+    assert utilization(liar, RATE).ratio == pytest.approx(3.0)
+    # non-finite or negative figures count as none
+    odd = [NodeLoad(f"x{i}", "dallas", None, 1, None, v) for i, v in enumerate((math.nan, -1.0))]
+    load = utilization(calm + odd, RATE)
+    assert (load.reporting, load.missing) == (2, 2)
+    assert load.ratio == pytest.approx(0.3)
+    assert OUTLIER_FACTOR == 2.0
+
+
+@given(st.lists(st.floats(0, 100), min_size=2, max_size=30), st.data())
+def test_median_without_one_value(values: list[float], data: st.DataObject) -> None:
+    ordered = sorted(values)
+    value = data.draw(st.sampled_from(values))
+    rest = sorted(values)
+    rest.remove(value)
+    middle = len(rest) // 2
+    expected = rest[middle] if len(rest) % 2 else (rest[middle - 1] + rest[middle]) / 2
+    assert median_without(ordered, value) == pytest.approx(expected)
