@@ -1615,6 +1615,8 @@ class SqlStore:
         counts: dict[tuple[uuid.UUID, datetime], tuple[int, int, int, int]] = {}
         with self._tx(f"recording {count} heartbeat(s)") as connection:
             postgres = connection.dialect.name == "postgresql"
+            if postgres:
+                connection.execute(_PG_PROBES_ONLY)  # this transaction only (SET LOCAL)
             for chunk in _chunks(names):
                 if postgres:
                     known = self._touch_nodes_postgres(connection, fleet, chunk, by_node)
@@ -1983,20 +1985,41 @@ _METRIC_COLUMNS = (
 )
 
 
+#: A batch's nodes are found by one probe of the (fleet, name) index each (LATERAL ... LIMIT 1
+#: keeps the planner from hashing the whole fleet: on a fresh database, without statistics,
+#: it estimates one row for the fleet and would scan every node per batch), all found before
+#: the first row is updated (MATERIALIZED, ORDER BY) so no scan still holds a page the update
+#: writes: a page must be pruned for its rows to be updated in place (HOT). Then each row is
+#: updated through its primary key: hash and merge joins are off for the transaction
+#: (``_PG_PROBES_ONLY``), else a batch of more than ~50 beats hashes every node of the table.
+_PG_PROBES_ONLY = sa.text(
+    "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
+)
 _PG_TOUCH_NODES = sa.text(
     """
+    WITH k AS MATERIALIZED (
+        SELECT o.id AS k_id, b.*
+        FROM unnest(CAST(:names AS text[]), CAST(:counts AS integer[]),
+                    CAST(:ats AS timestamptz[]), CAST(:firsts AS bigint[]),
+                    CAST(:lasts AS bigint[])) AS b(b_name, b_count, b_at, b_first, b_last)
+        CROSS JOIN LATERAL (
+            SELECT s.id FROM sending_nodes AS s
+            WHERE s.fleet = :fleet AND s.name = b.b_name AND s.closed_at IS NULL
+            LIMIT 1
+        ) AS o
+        ORDER BY o.id
+    )
     UPDATE sending_nodes AS n
-    SET heartbeat_seq = n.heartbeat_seq + b.b_count,
-        last_heartbeat = GREATEST(n.last_heartbeat, b.b_at),
-        last_beat_sent_at = GREATEST(n.last_beat_sent_at, b.b_last)
-    FROM unnest(CAST(:names AS text[]), CAST(:counts AS integer[]), CAST(:ats AS timestamptz[]),
-                CAST(:firsts AS bigint[]), CAST(:lasts AS bigint[]))
-        AS b(b_name, b_count, b_at, b_first, b_last)
-    WHERE n.fleet = :fleet AND n.name = b.b_name AND n.closed_at IS NULL
-      AND (b.b_first IS NULL OR n.last_beat_sent_at IS NULL OR n.last_beat_sent_at < b.b_first)
+    SET heartbeat_seq = n.heartbeat_seq + k.b_count,
+        last_heartbeat = GREATEST(n.last_heartbeat, k.b_at),
+        last_beat_sent_at = GREATEST(n.last_beat_sent_at, k.b_last)
+    FROM k
+    WHERE n.id = k.k_id
+      AND (k.b_first IS NULL OR n.last_beat_sent_at IS NULL OR n.last_beat_sent_at < k.b_first)
     RETURNING n.id, n.name, n.heartbeat_seq
     """
 ).columns(sa.column("id", sa.Uuid()), sa.column("name", sa.String()), sa.column("heartbeat_seq"))
+
 
 _PG_METRICS_UPSERT = sa.text(
     """
@@ -2028,23 +2051,72 @@ def add_send_counts(
     connection: Connection, counts: Mapping[tuple[uuid.UUID, datetime], tuple[int, int, int, int]]
 ) -> int:
     """Add (sent, hard bounces, soft bounces, complaints) to the hourly ``node_send_counts``
-    rows of (node id, hour), inside the caller's transaction; returns the rows written."""
-    rows = [
-        {"node_id": node_id, "hour": hour, **dict(zip(SEND_COUNT_COLUMNS, values, strict=True))}
-        for (node_id, hour), values in sorted(counts.items())
-    ]
-    for chunk in _chunks(rows):
-        upsert = _upsert_stmt(connection, m.NodeSendCount).values(list(chunk))
-        connection.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["node_id", "hour"],
-                set_={
-                    column: getattr(m.NodeSendCount, column) + getattr(upsert.excluded, column)
-                    for column in SEND_COUNT_COLUMNS
+    rows of (node id, hour), inside the caller's transaction; returns the rows written.
+
+    One fixed statement whatever the number of rows (PostgreSQL: arrays through ``unnest``;
+    SQLite: one prepared statement run for each row): a multi-row ``VALUES`` built per call
+    cost about a millisecond of compilation per row, most of a heartbeat batch's time."""
+    keys = sorted(counts)  # one lock order for every writer
+    if not keys:
+        return 0
+    if connection.dialect.name == "postgresql":
+        for chunk in _chunks(keys, 5000):
+            values = [counts[key] for key in chunk]
+            connection.execute(
+                _PG_SEND_COUNTS_UPSERT,
+                {
+                    "node_ids": [node_id for node_id, _ in chunk],
+                    "hours": [_aware(hour, "hour").astimezone(UTC) for _, hour in chunk],
+                    **{
+                        f"a_{column}": [int(v[index]) for v in values]
+                        for index, column in enumerate(SEND_COUNT_COLUMNS)
+                    },
                 },
             )
+    else:
+        connection.execute(
+            _send_counts_upsert(connection.dialect.name),
+            [
+                {
+                    "node_id": node_id,
+                    "hour": hour,
+                    **dict(zip(SEND_COUNT_COLUMNS, counts[(node_id, hour)], strict=True)),
+                }
+                for node_id, hour in keys
+            ],
         )
-    return len(rows)
+    return len(keys)
+
+
+@functools.cache
+def _send_counts_upsert(dialect: str) -> Any:
+    """The portable hourly counts upsert, built once (run with one parameter set per row)."""
+    table = m.NodeSendCount
+    stmt = _insert_for(dialect, table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.node_id, table.hour],
+        set_={
+            column: getattr(table, column) + getattr(stmt.excluded, column)
+            for column in SEND_COUNT_COLUMNS
+        },
+    )
+
+
+_PG_SEND_COUNTS_UPSERT = sa.text(
+    """
+    INSERT INTO node_send_counts AS c (node_id, hour, sent, hard_bounces, soft_bounces,
+                                       complaints)
+    SELECT * FROM unnest(
+        CAST(:node_ids AS uuid[]), CAST(:hours AS timestamptz[]), CAST(:a_sent AS bigint[]),
+        CAST(:a_hard_bounces AS bigint[]), CAST(:a_soft_bounces AS bigint[]),
+        CAST(:a_complaints AS bigint[]))
+    ON CONFLICT (node_id, hour) DO UPDATE SET
+        sent = c.sent + excluded.sent,
+        hard_bounces = c.hard_bounces + excluded.hard_bounces,
+        soft_bounces = c.soft_bounces + excluded.soft_bounces,
+        complaints = c.complaints + excluded.complaints
+    """
+)
 
 
 def _first_sent_at(series: Sequence[NodeMetrics]) -> int | None:
