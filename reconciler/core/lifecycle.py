@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from reconciler.core.fleet import HoldKind, NodeStatus, PausedBy, RecordedNode, StepStatus
+from reconciler.core.health import AlertCondition, Severity
 from reconciler.core.matching import LiveNode
 from reconciler.core.pipeline import StepContext, node_change, rotation_status
 from reconciler.core.plans import Action, Change
@@ -37,6 +38,7 @@ __all__ = [
     "DEADLINE_REASON",
     "SLOT_HINT",
     "Hold",
+    "breaker_conditions",
     "breaker_open",
     "held_by_operator",
     "hold",
@@ -110,6 +112,27 @@ def breaker_open(spec: FleetSpec, region: str, failures: Mapping[str, int] | Non
         f"deadline within {window} min (limit {breaker.failures}); creating nodes there "
         "is paused"
     )
+
+
+def breaker_conditions(
+    spec: FleetSpec, failures: Mapping[str, int] | None
+) -> tuple[AlertCondition, ...]:
+    """A high alert condition per region whose circuit breaker is open (``breaker_open``),
+    keyed ``circuit_breaker:<region>``: it holds while the window has that many failures,
+    whether or not the region is missing nodes right now."""
+    conditions: list[AlertCondition] = []
+    for region in sorted(spec.regions):
+        message = breaker_open(spec, region, failures)
+        if message is not None:
+            conditions.append(
+                AlertCondition(
+                    f"circuit_breaker:{region}",
+                    Severity.HIGH,
+                    None,
+                    message.removeprefix("HIGH: "),
+                )
+            )
+    return tuple(conditions)
 
 
 @dataclass(slots=True)

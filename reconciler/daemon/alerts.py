@@ -23,13 +23,21 @@ from reconciler.daemon.metrics import DaemonMetrics
 log = logging.getLogger("reconciler.daemon.alerts")
 
 #: the kinds of condition ``core.health.alert_conditions`` raises (key prefix -> severity);
-#: each has a Prometheus alert rule in examples/monitoring/prometheus-rules.yaml (a test
-#: checks it), and a kind not listed here still reaches the catch-all rule
-KNOWN_KINDS: dict[str, str] = {
+#: each kind of ``KNOWN_KINDS`` has a Prometheus alert rule in
+#: examples/monitoring/prometheus-rules.yaml (a test checks it), and a kind not listed here
+#: still reaches the catch-all rule
+HEALTH_KINDS: dict[str, str] = {
     "down": Severity.HIGH.label,
     "bounce": Severity.MEDIUM.label,
     "cpu": Severity.LOW.label,
 }
+#: the provisioning conditions (``core.lifecycle``): a region's circuit breaker open
+#: (``breaker_conditions``), a slot that used up its replacements
+PROVISIONING_KINDS: dict[str, str] = {
+    "circuit_breaker": Severity.HIGH.label,
+    "slot_failed": Severity.HIGH.label,
+}
+KNOWN_KINDS: dict[str, str] = {**HEALTH_KINDS, **PROVISIONING_KINDS}
 #: kinds whose severity depends on the condition (``core.reputation``: a listing's severity is
 #: its rule's); their rules take the severity from the metric's label
 VARIABLE_KINDS = ("listed", "quarantined")

@@ -60,7 +60,7 @@ from reconciler.core.health import (
     detection_window,
     guard_assessment,
 )
-from reconciler.core.lifecycle import held_by_operator
+from reconciler.core.lifecycle import breaker_conditions, held_by_operator
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Change, Plan
 from reconciler.core.ports import (
@@ -372,6 +372,8 @@ class Daemon:
             else None
         )
         self._health_conditions: tuple[AlertCondition, ...] = ()
+        #: the leader's provisioning alerts (an open circuit breaker), from its last plan
+        self._provisioning_conditions: tuple[AlertCondition, ...] = ()
         self._platform_token = platform_token(master.raw, loaded.spec.name)
         #: (when it ended, outcome) of the last reconcile, for the status page
         self.last_reconcile: tuple[datetime, str] | None = None
@@ -873,7 +875,9 @@ class Daemon:
 
     async def _update_alerts(self, now: datetime) -> None:
         reputation = self.reputation_job.view.conditions if self.reputation_job else ()
-        await self.alerter.update(self._health_conditions + reputation, now)
+        await self.alerter.update(
+            self._health_conditions + reputation + self._provisioning_conditions, now
+        )
 
     async def _job_reputation(self) -> None:
         job = self.reputation_job
@@ -1440,6 +1444,10 @@ class Daemon:
         live leadership check before every mutation). Returns the plan (None: not leader)."""
         epoch = self.guard.epoch
         if epoch is None:
+            if self._provisioning_conditions:
+                # only the leader judges the breakers (the new leader raises them again)
+                self._provisioning_conditions = ()
+                await self._update_alerts(self.clock.now())
             return None
         started = time.monotonic()
         reconciler = Reconciler(
@@ -1452,10 +1460,20 @@ class Daemon:
             prices=self.prices,
         )
         dry_run = self.settings.dry_run
+        options = self.plan_options()
+        failures: dict[str, int] | None = None
+        if self.spec.provisioning is not None:
+            # read once: the plan pauses creation by it, the alerts say so
+            try:
+                failures = reconciler.provisioning_failures()
+            except StoreError:
+                failures = None  # the run itself reports the store; no alert change
+            else:
+                options = dataclasses.replace(options, provisioning_failures=failures)
         request = RunRequest(
             mode="dry-run" if dry_run else "daemon",
             dry_run=dry_run,
-            options=self.plan_options(),
+            options=options,
             epoch=epoch,
             actor=f"daemon {self.settings.holder}",
             # a revision on trial is what this run plans
@@ -1479,6 +1497,11 @@ class Daemon:
             release_memory()
             self.metrics.reconciles.labels(outcome).inc()
             self.metrics.reconcile_duration.observe(time.monotonic() - started)
+        if failures is not None or self.spec.provisioning is None:
+            breakers = breaker_conditions(self.spec, failures)
+            if breakers != self._provisioning_conditions:
+                self._provisioning_conditions = breakers
+                await self._update_alerts(self.clock.now())
         return result.plan if result is not None else self.last_plan
 
     def _translate(self, result: RunResult) -> str:

@@ -466,3 +466,70 @@ def test_loading_a_spec_never_blocks_the_event_loop_nor_shutdown(tmp_path: Path)
     assert ticks >= 10, "the loop kept running while the spec was being loaded"
     assert elapsed < 5.0, "leaving the loop did not wait for the load"
     assert daemon.spec.regions["dallas"].nodes == 2
+
+
+PROVISIONING_SPEC = (
+    SPEC
+    + """\
+provisioning:
+  domain: mail.example.com
+  sink: probe@sink.example.com
+  circuit_breaker: {{failures: 2, window: 1h}}
+"""
+)
+
+
+def test_an_open_circuit_breaker_is_a_high_alert_until_the_window_clears(tmp_path: Path) -> None:
+    """The leader's plan pauses creation in a region whose new nodes keep missing their
+    provisioning deadline; the daemon raises it as a high alert of its own
+    (circuit_breaker:<region>, reconciler_alert_conditions{kind="circuit_breaker"}) and
+    resolves it once the window holds fewer failures."""
+    spec_path = tmp_path / "fleet.yaml"
+    spec_path.write_text(PROVISIONING_SPEC.format(nodes="2"))
+    clock = FakeClock()
+    cloud = FakeCloud(clock=clock, build_seconds=5)
+    store = InMemoryStore(now=clock.now)
+    daemon = Daemon(
+        DaemonSettings(paths=(str(spec_path),), listen=None, poll_interval=1.0, dry_run=True),
+        load_spec([spec_path]),
+        store,
+        cloud,
+        FakeLeadership(),
+        MasterSecret("a-master-secret-for-tests"),
+        clock=clock,
+        monotonic=clock.monotonic,
+    )
+    sample = {"kind": "circuit_breaker", "severity": "high"}
+    # two nodes of dallas destroyed for missing their deadline (as the engine journals it)
+    for n in (7, 8):
+        store.begin_intent(
+            "acme",
+            "destroy",
+            f"acme-dallas-00{n}",
+            {"region": "dallas", "reason": "provisioning deadline passed (30 min, stuck at dns)"},
+            done=True,
+        )
+
+    async def scenario() -> None:
+        assert await daemon.guard.tick()
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert any(w.guard == "circuit_breaker" for w in plan.warnings)
+        active = {c.key: c for c in daemon.alerter.active}
+        assert "circuit_breaker:dallas" in active
+        condition = active["circuit_breaker:dallas"]
+        assert condition.severity.label == "high"
+        assert "circuit breaker open in dallas: 2 node(s)" in condition.message
+        value = daemon.metrics.registry.get_sample_value("reconciler_alert_conditions", sample)
+        assert value == 1.0
+        # an hour later the failures left the window: creation resumes, the alert resolves
+        clock.advance(3700)
+        await daemon.guard.tick()
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert not any(w.guard == "circuit_breaker" for w in plan.warnings)
+        assert "circuit_breaker:dallas" not in {c.key for c in daemon.alerter.active}
+        value = daemon.metrics.registry.get_sample_value("reconciler_alert_conditions", sample)
+        assert value == 0.0
+
+    asyncio.run(scenario())

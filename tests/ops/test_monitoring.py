@@ -21,7 +21,14 @@ import yaml
 
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedNode
 from reconciler.core.health import alert_conditions, assess
-from reconciler.daemon.alerts import KNOWN_KINDS, VARIABLE_KINDS, Alerter, alert_kind
+from reconciler.daemon.alerts import (
+    HEALTH_KINDS,
+    KNOWN_KINDS,
+    PROVISIONING_KINDS,
+    VARIABLE_KINDS,
+    Alerter,
+    alert_kind,
+)
 from reconciler.daemon.http import create_app
 from reconciler.daemon.metrics import DaemonMetrics
 from specs.model import FleetSpec
@@ -151,14 +158,14 @@ def test_the_conditions_the_core_raises_are_known_kinds_and_reach_the_metric() -
     assessment = assess(nodes, now, spec.health)
     conditions = alert_conditions(nodes, assessment, recent, spec.health, spec.reputation)
     kinds = {alert_kind(c.key) for c in conditions}
-    assert kinds == set(KNOWN_KINDS)
+    assert kinds == set(HEALTH_KINDS)
     for condition in conditions:
         assert KNOWN_KINDS[alert_kind(condition.key)] == condition.severity.label
 
     metrics = DaemonMetrics()
     alerter = Alerter("acme", metrics)
     asyncio.run(alerter.update(conditions, now))
-    for kind, severity in KNOWN_KINDS.items():
+    for kind, severity in HEALTH_KINDS.items():
         value = metrics.registry.get_sample_value(
             "reconciler_alert_conditions", {"kind": kind, "severity": severity}
         )
@@ -287,3 +294,57 @@ def test_the_utilization_panel_draws_the_80_percent_line(panel_title: str) -> No
     panel = next(p for p in _panels(_dashboard()) if p["title"] == panel_title)
     steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert any(step["value"] == 0.8 for step in steps)
+
+
+def test_an_open_circuit_breaker_is_a_known_high_condition_per_region() -> None:
+    """core.lifecycle.breaker_conditions: one high condition per region whose breaker is open,
+    exported as reconciler_alert_conditions{kind="circuit_breaker"} (ReconcilerCircuitBreakerOpen),
+    and resolved when the window holds fewer failures."""
+    from datetime import UTC, datetime, timedelta
+
+    from reconciler.core.lifecycle import breaker_conditions
+
+    spec = FleetSpec.model_validate(
+        {
+            "apiVersion": "fleet-reconciler/v1",
+            "kind": "Fleet",
+            "metadata": {"name": "acme"},
+            "plans": {
+                "baseline": {
+                    "rid": 52,
+                    "vcpu": 1,
+                    "ram_gb": 2,
+                    "disk_gb": 50,
+                    "monthly_price": "9.99",
+                }
+            },
+            "regions": {
+                "dallas": {"location_id": 13, "plan": "baseline", "nodes": 3},
+                "seattle": {"location_id": 12, "plan": "baseline", "nodes": 3},
+            },
+            "provisioning": {
+                "domain": "mail.example.com",
+                "sink": "probe@sink.example.com",
+                "circuit_breaker": {"failures": 3, "window": "1h"},
+            },
+        }
+    )
+    assert breaker_conditions(spec, {"dallas": 2, "seattle": 1}) == ()
+    conditions = breaker_conditions(spec, {"dallas": 3, "seattle": 1})
+    assert [c.key for c in conditions] == ["circuit_breaker:dallas"]
+    (condition,) = conditions
+    assert condition.severity.label == PROVISIONING_KINDS["circuit_breaker"] == "high"
+    assert condition.message.startswith("circuit breaker open in dallas: 3 node(s)")
+    assert alert_kind(condition.key) in KNOWN_KINDS
+
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    metrics = DaemonMetrics()
+    alerter = Alerter("acme", metrics)
+    sample = {"kind": "circuit_breaker", "severity": "high"}
+    # exported at 0 from the start, so the rule always has a series to read
+    assert metrics.registry.get_sample_value("reconciler_alert_conditions", sample) == 0.0
+    announced = asyncio.run(alerter.update(conditions, now))
+    assert announced == ["circuit_breaker:dallas"]
+    assert metrics.registry.get_sample_value("reconciler_alert_conditions", sample) == 1.0
+    asyncio.run(alerter.update([], now + timedelta(minutes=5)))
+    assert metrics.registry.get_sample_value("reconciler_alert_conditions", sample) == 0.0
