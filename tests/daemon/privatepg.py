@@ -177,6 +177,47 @@ class PrivatePostgres:
             ).fetchall()
         return len(rows)
 
+    def client_ports(self, pid: int) -> set[int]:
+        """The local TCP ports of process ``pid``'s connections to this server."""
+        inodes = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        ports = set()
+        for table in ("tcp", "tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                    fields = line.split()
+                    local, remote, inode = fields[1], fields[2], fields[9]
+                    if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == self.port:
+                        ports.add(int(local.rsplit(":", 1)[1], 16))
+        return ports
+
+    def terminate_sessions_of(self, pid: int) -> int:
+        """``pg_terminate_backend`` of every session of process ``pid`` (found by its client
+        ports), and only those; how many."""
+        ports = sorted(self.client_ports(pid))
+        if not ports:
+            return 0
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE client_port = ANY(%s) AND pid <> pg_backend_pid()",
+                (ports,),
+            ).fetchall()
+        return sum(1 for (done,) in rows if done)
+
+    def sessions(self) -> int:
+        """How many client sessions the server has (its own excluded)."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE client_port IS NOT NULL "
+                "AND pid <> pg_backend_pid()"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
 
 @contextlib.contextmanager
 def private_postgres() -> Iterator[PrivatePostgres]:

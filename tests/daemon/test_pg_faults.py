@@ -159,12 +159,40 @@ def _leaders(urls: dict[str, str], skip: set[str]) -> list[str]:
     return found
 
 
+READS = ("list_servers", "get_server", "find_servers_by_name", "price_list", "locations")
+
+
+def mutating_calls(url: str) -> float:
+    """The cloud calls that change something, as counted by that daemon (its /metrics)."""
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith("reconciler_api_calls_total{"):
+            labels, value = line.rsplit(" ", 1)
+            if not any(f'"{read}"' in labels for read in READS):
+                total += float(value)
+    return total
+
+
+def leader_epoch(pg: PrivatePostgres) -> int:
+    with psycopg.connect(pg.dsn) as conn:
+        row = conn.execute("SELECT epoch FROM leadership WHERE name = 'faults'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def intent_epochs(pg: PrivatePostgres) -> list[int]:
+    """The epoch of every journal entry, in the order they were written."""
+    with psycopg.connect(pg.dsn) as conn:
+        rows = conn.execute("SELECT epoch FROM intents WHERE epoch IS NOT NULL ORDER BY id")
+        return [int(epoch) for (epoch,) in rows.fetchall()]
+
+
 def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
     tmp_path: Path, pg: PrivatePostgres
 ) -> None:
     """Leader SIGSTOP (a standby takes over after the lease; the resumed one stands down and
-    writes nothing), pg_terminate_backend of the leader's sessions, leader SIGKILL; never two
-    acting leaders, never a duplicate server."""
+    makes no store write and no cloud call), pg_terminate_backend of the leader's sessions
+    (only those), leader SIGKILL; never two acting leaders (the journal's epochs never go
+    back), never a duplicate server."""
     spec = tmp_path / "fleet.yaml"
     spec.write_text(SPEC.format(nodes=2))
     procs: dict[str, Proc] = {}
@@ -180,6 +208,12 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
 
             # 1. freeze the leader: a standby takes over once the lease expired
             (first,) = _leaders(urls, stopped)
+            wait_for(
+                lambda: any(e.get("event") == "reconcile.noop" for e in events(procs[first])),
+                30,
+                "a converged fleet",
+            )
+            calls_before = mutating_calls(urls[first])
             procs[first].popen.send_signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
             stopped.add(first)
@@ -192,11 +226,25 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
             stopped.discard(first)
             time.sleep(3)
             assert len(_leaders(urls, set())) == 1  # the resumed one stood down
+            if first not in _leaders(urls, set()):
+                # it called no mutating cloud API since it was frozen (it has not led since)
+                assert mutating_calls(urls[first]) == calls_before
 
-            # 2. terminate the leader's database sessions: it stops, someone leads again
-            assert len(_leaders(urls, set())) == 1
-            assert pg.terminate_sessions() > 0
+            # 2. terminate the leader's own database sessions, and only those: it stops, a
+            #    leader again (with a newer epoch), the standbys' sessions untouched
+            (second,) = _leaders(urls, set())
+            epoch_before = leader_epoch(pg)
+            sessions_before = pg.sessions()
+
+            def losses() -> int:
+                return sum(e.get("event") == "leadership.lost" for e in events(procs[second]))
+
+            lost_before = losses()
+            terminated = pg.terminate_sessions_of(procs[second].popen.pid)
+            assert 0 < terminated < sessions_before, (terminated, sessions_before)
             wait_for(lambda: len(_leaders(urls, set())) == 1, 20, "a leader again")
+            wait_for(lambda: leader_epoch(pg) > epoch_before, 20, "a newer epoch")
+            wait_for(lambda: losses() > lost_before, 10, "the leader to notice its loss")
 
             # 3. kill the leader
             (third,) = _leaders(urls, set())
@@ -212,6 +260,9 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
             servers = _servers(sim)
             assert max(Counter(servers).values()) == 1, servers
             assert len(servers) == 4
+            epochs = intent_epochs(pg)
+            assert epochs, "no journal entry"
+            assert epochs == sorted(epochs), epochs  # an older epoch never wrote after a newer
         finally:
             for proc in procs.values():
                 proc.popen.send_signal(signal.SIGCONT)
