@@ -260,26 +260,24 @@ class Provisioner:
         A version the node finished is not run again; one that is running (started by an
         earlier, interrupted attempt) is waited for, not started twice; a failed one is run
         again only when ``rerun_failed`` (a new attempt of the step)."""
-        status = await self.bundle_status(target, bundle)
-        if status == "absent":
+        # status (with the DKIM key once done), uploading the bundle if it is not there
+        status, public = _status_lines(
             await self._run(
                 target,
-                commands.upload_command(bundle.version),
+                commands.prepare_command(bundle.version),
                 stdin=bundle.tar(),
                 what="uploading the bundle",
             )
-            status = "uploaded"
+        )
         if status.startswith("failed") and not rerun_failed:
             return await self._failed(target, bundle, status)
         if status == "uploaded" or status.startswith("failed"):
-            await self._run(
-                target,
-                commands.token_command(),
-                stdin=f"RECONCILER_NODE_SECRET={token}\n".encode(),
-                what="writing the agent's token",
-            )
+            # the agent's token (stdin, 0600) and the detached start, in one session
             started = await self._run(
-                target, commands.start_command(bundle.version), what="starting the bootstrap"
+                target,
+                commands.start_with_token_command(bundle.version),
+                stdin=f"RECONCILER_NODE_SECRET={token}\n".encode(),
+                what="starting the bootstrap",
             )
             status = "done" if started.strip() == "done" else "running"
         while status != "done":
@@ -290,17 +288,17 @@ class Provisioner:
                 return BootstrapResult(False, status)
             # the node waits for its own run (one session), at most a slice of what is left
             wait = max(1, min(int(left), 20))
-            out = await self._run(
-                target,
-                commands.wait_command(bundle.version, wait),
-                time_limit=wait + COMMAND_TIMEOUT,
-                what="waiting for the bootstrap",
+            status, public = _status_lines(
+                await self._run(
+                    target,
+                    commands.wait_command(bundle.version, wait),
+                    time_limit=wait + COMMAND_TIMEOUT,
+                    what="waiting for the bootstrap",
+                )
             )
-            status = out.strip() or "uploaded"
-        public = await self._run(
-            target, commands.read_dkim_command(bundle.version), what="reading the DKIM key"
-        )
-        return BootstrapResult(True, "done", "".join(public.split()) or None)
+        if public is None:
+            public = await self.read_dkim(target, bundle.version)
+        return BootstrapResult(True, "done", public)
 
     async def _failed(self, target: RemoteTarget, bundle: Bundle, status: str) -> BootstrapResult:
         try:
@@ -374,6 +372,14 @@ class Provisioner:
             return ProbeResult(False, False, "the test mail has not arrived at the sink yet")
         verdict = await self.dkim.verify(mail.raw)
         return ProbeResult(True, verdict.ok, verdict.reason)
+
+
+def _status_lines(out: str) -> tuple[str, str | None]:
+    """A bundle status line, then (once done) the DKIM public key on the following lines."""
+    lines = out.strip().splitlines()
+    status = lines[0].strip() if lines else ""
+    public = "".join("".join(lines[1:]).split()) if status == "done" else ""
+    return status or "uploaded", public or None
 
 
 # --- the pipeline steps' executors (registered in reconciler.engine.steps.EXECUTORS) -------
@@ -543,7 +549,10 @@ class DnsStep(_Executor):
             ctx.journal.finish(intent, IntentStatus.FAILED, error=problem)
             self.failed(ctx, node, problem)
             raise Waiting(f"{node.name}: forward-confirmed reverse DNS not there yet: {problem}")
-        updated = self.succeeded(ctx, replace(node, hostname=hostname, ip_address=ip))
+        # the step and the journal entry in one transaction (the finish writes the node)
+        updated = with_step(
+            replace(node, hostname=hostname, ip_address=ip), self.name, StepStatus.DONE, ctx
+        )
         ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
         return updated
 
@@ -597,8 +606,11 @@ class BootstrapStep(_Executor):
             ctx.journal.finish(intent, IntentStatus.FAILED, error="no DKIM key")
             self.failed(ctx, node, "the node made no DKIM key")
             raise ChangeFailedError(f"{node.name}: the bootstrap left no DKIM public key")
-        updated = self.succeeded(
-            ctx, replace(node, bundle_version=bundle.version, agent_url=ports.agent_url)
+        updated = with_step(
+            replace(node, bundle_version=bundle.version, agent_url=ports.agent_url),
+            self.name,
+            StepStatus.DONE,
+            ctx,
         )
         ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
         return updated
@@ -758,7 +770,6 @@ class RebootstrapStep(_Executor):
             ctx.journal.with_status(held, back), bundle_version=bundle.version, agent_url=agent_url
         )
         updated = _mark(ctx, updated, self.name, StepStatus.DONE, count=False)
-        ctx.journal.upsert(updated)
         ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
         return updated
 
@@ -859,7 +870,6 @@ class DriftStep(_Executor):
             raise ChangeFailedError(f"{node.name}: drift check: {error_text(exc)}") from exc
         report = "; ".join(found)[:200] or None
         updated = _mark(ctx, node, self.name, StepStatus.DONE, error=report)
-        ctx.journal.upsert(updated)
         ctx.journal.finish(intent, IntentStatus.DONE, node=updated)
         return updated
 

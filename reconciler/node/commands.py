@@ -16,9 +16,11 @@ from reconciler.node.bundle import AGENT_ENV, BUNDLES_DIR
 __all__ = [
     "bundle_dir",
     "check_command",
+    "prepare_command",
     "read_dkim_command",
     "reset_command",
     "start_command",
+    "start_with_token_command",
     "status_command",
     "token_command",
     "upload_command",
@@ -40,14 +42,35 @@ def status_command(version: str) -> str:
     return f"if [ -d {d} ]; then cat {d}/status 2>/dev/null || echo uploaded; else echo absent; fi"
 
 
+def _status_then_dkim(d: str, missing: str) -> str:
+    """Prints the status (``missing`` when there is none) and, once ``done``, the DKIM public
+    key the run made on the following lines (saves a session to read it)."""
+    return (
+        f'st=$(cat {d}/status 2>/dev/null || echo {missing}); echo "$st"; '
+        f'if [ "$st" = done ]; then cat {d}/dkim.pub 2>/dev/null; fi; true'
+    )
+
+
+def prepare_command(version: str) -> str:
+    """Prints the bundle's status (and the DKIM key once done), unpacking the bundle's tar
+    from stdin first when the version was never uploaded (then ``uploaded``): one session for
+    what ``status_command`` and ``upload_command`` do, the tar read only when needed."""
+    d = bundle_dir(version)
+    return (
+        f"if [ ! -d {d} ]; then ( set -e; umask 022; mkdir -p {d}.part; tar -xf - -C {d}.part; "
+        f"rm -rf {d}; mv {d}.part {d} ) || exit 1; fi; " + _status_then_dkim(d, "uploaded")
+    )
+
+
 def wait_command(version: str, seconds: int) -> str:
-    """Waits on the node (up to ``seconds``) while the bundle runs, then prints its status:
-    one SSH session per wait instead of a poll every few hundred milliseconds."""
+    """Waits on the node (up to ``seconds``) while the bundle runs, then prints its status
+    (and the DKIM key once done): one SSH session per wait instead of a poll every few hundred
+    milliseconds."""
     d = bundle_dir(version)
     rounds = max(1, int(seconds) * 5)
     return (
         f'n=0; while [ $n -lt {rounds} ] && [ "$(cat {d}/status 2>/dev/null)" = running ]; '
-        f"do sleep 0.2; n=$((n+1)); done; cat {d}/status 2>/dev/null || echo absent"
+        f"do sleep 0.2; n=$((n+1)); done; " + _status_then_dkim(d, "absent")
     )
 
 
@@ -85,6 +108,19 @@ def token_command() -> str:
         'R="${RECONCILER_NODE_ROOT:-}"; set -e; umask 077; '
         f'mkdir -p "$R$(dirname {path})"; cat > "$R"{path}.tmp; '
         f'chmod 600 "$R"{path}.tmp; mv "$R"{path}.tmp "$R"{path}'
+    )
+
+
+def start_with_token_command(version: str) -> str:
+    """``token_command`` then ``start_command`` in one session: the first line of stdin
+    (``RECONCILER_NODE_SECRET=...``) goes to the agent's environment file (0600; written by
+    the shell's own ``printf``, so the token is on no command line), then the run starts."""
+    path = shlex.quote(AGENT_ENV)
+    return (
+        'R="${RECONCILER_NODE_ROOT:-}"; IFS= read -r line || exit 1; '
+        f'( set -e; umask 077; mkdir -p "$R$(dirname {path})"; '
+        f'printf \'%s\\n\' "$line" > "$R"{path}.tmp; chmod 600 "$R"{path}.tmp; '
+        f'mv "$R"{path}.tmp "$R"{path} ) || exit 1; unset line; ' + start_command(version)
     )
 
 

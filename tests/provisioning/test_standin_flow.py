@@ -45,6 +45,8 @@ async def test_a_node_goes_through_dns_bootstrap_and_verify(stand_ins: StandIns)
     assert len(result.dkim_public) > 300
     node = stand_ins.nodes.by_name(IP)
     assert node is not None
+    # three sessions: status + upload, token + start, wait (which brings the DKIM key back)
+    assert len(node.commands) == 3, node.commands
     main_cf = (node.root / "etc/postfix/main.cf").read_text()
     assert "default_destination_concurrency_limit = 5" in main_cf
     assert "default_process_limit = 200" in main_cf
@@ -66,6 +68,7 @@ async def test_a_node_goes_through_dns_bootstrap_and_verify(stand_ins: StandIns)
     assert again.done
     assert again.dkim_public == result.dkim_public
     assert not any("run.sh" in c for c in node.commands[before:])
+    assert len(node.commands) - before == 1  # the status says done and carries the key
     # publish DKIM, send the probe, verify against the key DNS serves
     await p.publish_dkim(NODE, result.dkim_public)
     await p.send_probe(target, HOST, "probe-1")
