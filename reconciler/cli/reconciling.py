@@ -32,13 +32,20 @@ from reconciler.core.errors import LeadershipLostError, LockHeldError, StoreErro
 from reconciler.core.planning import PlanOptions
 from reconciler.core.plans import Action, Plan
 from reconciler.core.ports import Lease, StorePort
-from reconciler.engine.applying import ApplyReport, ProgressHooks
+from reconciler.engine.applying import ProgressHooks
+from reconciler.engine.converging import (
+    Convergence,
+    WaitEnd,
+    remaining_work,
+    wait_for_convergence,
+)
 from reconciler.engine.fences import WriterFence
 from reconciler.engine.observing import Snapshot
 from reconciler.engine.reconciling import (
     Reconciler,
     RunHooks,
     RunRequest,
+    RunResult,
     SavedPlan,
     lock_name,
 )
@@ -48,7 +55,7 @@ from reconciler.views.documents import (
     spec_paths_of,
     state_dir_of,
 )
-from reconciler.views.human import UNSETTLED, render_plan
+from reconciler.views.human import render_plan
 from reconciler.views.markdown import render_markdown
 from reconciler.views.progress import BarProgress, PlainProgress, render_report
 from reconciler.wiring import (
@@ -63,6 +70,8 @@ from specs.loading import LoadedSpec, load_spec
 
 DEFAULT_SPEC = "fleet.yaml"
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+#: ``--timeout`` when the options did not give one (``reconciler.cli.options``: 10m)
+DEFAULT_TIMEOUT = 600.0
 KILL_ENV = "RECONCILER_TEST_KILL_AT_STEP"
 LOCK_TTL_ENV = "RECONCILER_LOCK_TTL"
 DEFAULT_LOCK_TTL = 120.0
@@ -82,6 +91,11 @@ class PlanFileError(UserError):
 
 class ConfirmationRequiredError(UserError):
     """Destroys need a confirmation that could not be asked for."""
+
+
+class NotConvergedError(UserError):
+    """``--wait``: the fleet did not match the spec within the timeout (or cannot by
+    waiting)."""
 
 
 def run(ctx: click.Context, **options: Any) -> int:
@@ -120,6 +134,10 @@ def run(ctx: click.Context, **options: Any) -> int:
         color=_color(bool(options.get("no_color")), str(options.get("output") or "text")),
         spec_paths=tuple(str(Path(p).resolve()) for p in (files or (DEFAULT_SPEC,))),
         state_dir=state_dir,
+        wait=bool(options.get("wait", True)),
+        timeout=float(options.get("timeout") or 0.0)
+        if options.get("timeout") is not None
+        else DEFAULT_TIMEOUT,
     )
     return asyncio.run(_reconcile(loaded, settings, environ))
 
@@ -138,7 +156,12 @@ class _Settings:
         color: bool,
         spec_paths: tuple[str, ...] = (),
         state_dir: str | None = None,
+        wait: bool = False,
+        timeout: float = 0.0,
     ) -> None:
+        #: after applying, wait for the fleet to converge (``--wait``), at most ``timeout`` s
+        self.wait = wait
+        self.timeout = timeout
         #: the spec paths, absolute (recorded in a saved plan so that --plan finds them)
         self.spec_paths = spec_paths
         #: the state folder, absolute, when no database URL is set (recorded likewise)
@@ -277,25 +300,120 @@ async def _run(
     assert plan is not None
     # changes remain: a plan with changes, or nothing to do now while the fleet is not what
     # the spec says yet (a stopped server, a failed slot, deferred work: issue 9)
-    remaining = not plan.is_empty or any(w.guard in UNSETTLED for w in plan.warnings)
+    remaining = not plan.is_empty or bool(plan.unsettled)
     if settings.dry_run:
         if settings.detailed and remaining:
             return EXIT_CHANGES
         return EXIT_OK
     report = result.report
     assert report is not None
-    if plan.is_empty:
-        return EXIT_CHANGES if settings.detailed and remaining else EXIT_OK
-    _echo_info(settings)(render_report(report))
-    return _exit_code(plan, report, settings)
-
-
-def _exit_code(plan: Plan, report: ApplyReport, settings: _Settings) -> int:
+    if not plan.is_empty:
+        _echo_info(settings)(render_report(report))
     if report.failed or report.skipped:
-        return EXIT_ERROR
-    if settings.detailed and not plan.is_empty:
-        return EXIT_CHANGES
-    return EXIT_OK
+        return EXIT_ERROR  # the next run retries; waiting would not mend a failed change
+    if not settings.wait or not _unconverged(result):
+        return EXIT_CHANGES if settings.detailed and remaining else EXIT_OK
+    convergence = await _wait(reconciler, request, settings, environ, fence)
+    if not convergence.converged:
+        _say_not_converged(convergence, settings)
+    return EXIT_CHANGES if settings.detailed and not plan.is_empty else EXIT_OK
+
+
+def _unconverged(result: RunResult) -> bool:
+    """Whether the run left anything to wait for (the same test as the wait's)."""
+    if result.plan is None or result.snapshot is None:
+        return False
+    report = result.report
+    if report is not None and report.outcomes:
+        return True  # the world changed: observe it again
+    return bool(remaining_work(result.plan, result.snapshot.recorded))
+
+
+async def _wait(
+    reconciler: Reconciler,
+    request: RunRequest,
+    settings: _Settings,
+    environ: Mapping[str, str],
+    fence: WriterFence | None,
+) -> Convergence:
+    """``--wait``: observe (and apply follow-up runs) until the fleet converges."""
+    info = _echo_info(settings)
+    shown = _duration_text(settings.timeout)
+
+    def waiting(remaining: tuple[str, ...]) -> None:
+        info(
+            f"waiting for the fleet to converge (up to {shown}, --no-wait not to): "
+            f"{len(remaining)} left"
+        )
+        for line in remaining[:10]:
+            info(f"  - {line}")
+        if len(remaining) > 10:
+            info(f"  - ... and {len(remaining) - 10} more")
+
+    def hooks() -> RunHooks:
+        # plain progress lines: a follow-up run is one of several in this wait
+        return _FollowUpHooks(
+            settings,
+            before_mutation=_kill_hook(environ),
+            progress=PlainProgress(info),
+            fence=fence,
+        )
+
+    convergence = await wait_for_convergence(
+        reconciler, request, timeout=settings.timeout, hooks=hooks, on_wait=waiting
+    )
+    for run in convergence.runs:
+        if run.report is not None and run.report.outcomes:
+            info(render_report(run.report))
+    if convergence.converged:
+        waited = _duration_text(convergence.waited)
+        info(f"converged: fleet {reconciler.fleet} matches the spec (waited {waited}).")
+    return convergence
+
+
+def _say_not_converged(convergence: Convergence, settings: _Settings) -> None:
+    """Why the fleet did not converge, what remains and what the next run does; raises
+    ``NotConvergedError`` (exit 1)."""
+    why = {
+        WaitEnd.TIMEOUT: f"not within {_duration_text(settings.timeout)}",
+        WaitEnd.OPERATOR: "waiting cannot help: an operator has to act",
+        WaitEnd.FAILED: "a follow-up run did not succeed",
+        WaitEnd.NEW_PLAN: "the saved plan is applied; what remains is a new plan to review",
+    }.get(convergence.end, convergence.end.value)
+    if convergence.error is not None:
+        why += f" ({convergence.error})"
+    for line in ("remaining:", *(f"  - {r}" for r in convergence.remaining)):
+        click.echo(line, err=True)
+    if convergence.next_run:
+        click.echo("the next run:", err=True)
+        for line in convergence.next_run:
+            click.echo(f"  - {line}", err=True)
+    hint = (
+        "review it with `reconcile --dry-run`"
+        if convergence.end is WaitEnd.NEW_PLAN
+        else "run `reconcile` again later (or let the daemon do it), or wait longer with "
+        "--timeout; `reconcile --dry-run` shows what is left"
+    )
+    raise NotConvergedError(f"the fleet did not converge: {why}", hint=hint)
+
+
+def _duration_text(seconds: float) -> str:
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest:02d}s" if rest else f"{minutes}m"
+
+
+class _FollowUpHooks(_CliHooks):
+    """A follow-up run while waiting: its plan is shown as text on the info stream (the first
+    plan alone goes to --out and to a JSON or Markdown stdout); destroys are confirmed as
+    usual."""
+
+    def planned(self, plan: Plan, snapshot: Snapshot) -> None:
+        info = _echo_info(self.settings)
+        info("a follow-up run while waiting applies:")
+        info(render_plan(plan, color=self.settings.color).rstrip("\n"))
 
 
 def _confirm_destroys(plan: Plan, settings: _Settings) -> None:

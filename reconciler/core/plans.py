@@ -122,6 +122,25 @@ class GuardWarning:
     hint: str | None = None
 
 
+#: warnings that mean the fleet is not what the spec says yet, though nothing is to be done now
+UNSETTLED = frozenset(
+    {
+        "stopped",
+        "create_failed",
+        "slot_failed",
+        "circuit_breaker",
+        "destroy_budget",
+        "disruption_budget",
+        "renamed",
+        # provisioning nodes waiting on a pipeline step (out of attempts, first heartbeat)
+        "provisioning",
+    }
+)
+#: of those, the ones that no amount of waiting clears: an operator has to act
+#: (``reconcile node retry``, the circuit breaker's reset, a rename decided)
+NEEDS_OPERATOR = frozenset({"create_failed", "slot_failed", "circuit_breaker", "renamed"})
+
+
 @dataclass(frozen=True, slots=True)
 class AppliedConstant:
     """Which cost constant the summary used, and where it came from."""
@@ -172,3 +191,8 @@ class Plan:
     @property
     def blocked(self) -> bool:
         return any(w.blocking for w in self.warnings)
+
+    @property
+    def unsettled(self) -> tuple[GuardWarning, ...]:
+        """The warnings saying the fleet does not match the spec yet (``UNSETTLED``)."""
+        return tuple(w for w in self.warnings if w.guard in UNSETTLED)

@@ -22,7 +22,14 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from reconciler.core.costs import cents
-from reconciler.core.plans import Action, AppliedConstant, Change, GuardWarning, Plan
+from reconciler.core.plans import (
+    UNSETTLED,
+    Action,
+    AppliedConstant,
+    Change,
+    GuardWarning,
+    Plan,
+)
 
 #: the actions always named in the summary line, then the others when present
 _ALWAYS = (Action.CREATE, Action.RESIZE, Action.DESTROY, Action.ADOPT)
@@ -163,22 +170,6 @@ def unmanaged_line(plan: Plan) -> str | None:
     if more > 0:
         text += f" and {more} more"
     return text
-
-
-#: warnings that mean the fleet is not what the spec says yet, though nothing is to be done now
-UNSETTLED = frozenset(
-    {
-        "stopped",
-        "create_failed",
-        "slot_failed",
-        "circuit_breaker",
-        "destroy_budget",
-        "disruption_budget",
-        "renamed",
-        # provisioning nodes waiting on a pipeline step (out of attempts, first heartbeat)
-        "provisioning",
-    }
-)
 
 
 def render_plan(plan: Plan, *, color: bool = False) -> str:
