@@ -667,6 +667,10 @@ class DisruptionPolicy(_Model):
     mass_delete_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     """A plan destroying more than this share of the fleet (or all of a region) is refused
     unless allowed on the command line."""
+    mass_delete_window: LongWait = timedelta(hours=24)
+    """The mass-delete guard also judges a scale-down against the most nodes the fleet had at
+    once within this window (from the store's node history), so that a shrink in steps
+    (10 -> 5 -> 3 within a day) is still a mass delete. ``0s``: the current size only."""
     protected: list[str] = Field(default_factory=list)  # node names never destroyed
     """Node names never destroyed (they start with the fleet name)."""
     drain_timeout: ShortWait = timedelta(minutes=30)

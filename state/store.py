@@ -62,6 +62,7 @@ from reconciler.core.fleet import (
     RecordedNode,
     StepState,
     StepStatus,
+    peak_count,
 )
 from reconciler.core.ports import Lease, RunRecord
 from state import models as m
@@ -526,6 +527,25 @@ class SqlStore:
             pending_intents=tuple(_intent_out(row) for row in intent_rows),
             cost_overrides=tuple(_cost_out(row) for row in cost_rows),
             protected_names=frozenset(n.name for n in nodes if n.protected),
+        )
+
+    def peak_fleet_size(self, fleet: str, since: datetime) -> int:
+        """The most node records open at once since ``since``: one query over the records
+        still open or closed within the window (the mass-delete guard's recent size)."""
+        since = _aware(since, "since")
+        with self._tx(f"reading the node history of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.SendingNode.created_at, m.SendingNode.closed_at).where(
+                    m.SendingNode.fleet == fleet,
+                    sa.or_(m.SendingNode.closed_at.is_(None), m.SendingNode.closed_at >= since),
+                )
+            ).all()
+        return peak_count(
+            (
+                (_aware(opened, "created_at"), _maybe_aware(closed, "closed_at"))
+                for opened, closed in rows
+            ),
+            since,
         )
 
     def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:

@@ -5,6 +5,7 @@ Frozen dataclasses and enums only: the planning core reads these, adapters build
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -363,3 +364,22 @@ class NodeMetrics:
     #: the node's own signed timestamp (Unix seconds): the store records a beat only if it is
     #: newer than the node's newest recorded one (replay refused across daemons and restarts)
     sent_at: int | None = None
+
+
+def peak_count(spans: Iterable[tuple[datetime, datetime | None]], since: datetime) -> int:
+    """The most spans open at once from ``since`` on: each span is a node record's
+    ``(created_at, closed_at)`` (``None``: still open). A node closed at the instant another
+    opens is not counted twice."""
+    events: list[tuple[datetime, int]] = []
+    for opened, closed in spans:
+        if closed is not None and closed < since:
+            continue
+        events.append((max(opened, since), 1))
+        if closed is not None:
+            events.append((closed, -1))
+    events.sort(key=lambda e: (e[0], e[1]))  # closings first at the same instant
+    peak = current = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak

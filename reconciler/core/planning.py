@@ -11,7 +11,7 @@ summary) and ``core.pipeline`` (each node's next step into service).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -64,6 +64,7 @@ from reconciler.core.plans import (
     UnmanagedServer,
 )
 from reconciler.core.upkeep import upkeep
+from specs.durations import format_duration
 from specs.model import FleetSpec, PoolStatus
 
 #: order of the changes of one address: the order the engine must apply them in
@@ -135,6 +136,11 @@ class PlanOptions:
     #: (from the engine); a node in service on another version is re-bootstrapped, rolling
     #: within the disruption budget (core.upkeep). None: not compared.
     bundle_versions: Mapping[str, str] | None = None
+    #: the most nodes the fleet had at once within ``disruption.mass_delete_window`` (the
+    #: store's node history), asked only when the plan scales down: the mass-delete guard
+    #: judges a scale-down against it too (a shrink in steps is still a mass delete). None:
+    #: the current size only
+    recent_fleet_size: Callable[[], int] | None = None
     #: the provider's price list (``get_price_list``, cached by the caller): spec plans whose
     #: ``monthly_price`` differs get a warning with both figures. None: not checked
     price_list: tuple[PricePlan, ...] | None = None
@@ -713,12 +719,31 @@ class _Planner:
         share = len(removing) / fleet_size if fleet_size else 0.0
         # at the threshold, not only above it (issue 9)
         over = share >= disruption.mass_delete_threshold
-        if removing and (over or emptied):
+        # a scale-down is also judged against the fleet's recent size: a shrink in steps
+        # inside the window is still a mass delete (issue 9: 10 -> 5 -> 3 passed)
+        stepwise: tuple[int, int, float] | None = None
+        shrinking = [n for n in victims if not _never_served(n)]
+        if shrinking and not over and options.recent_fleet_size is not None:
+            peak = options.recent_fleet_size()
+            after = max(0, fleet_size - len(shrinking))
+            if peak > fleet_size:
+                lost = (peak - after) / peak
+                if lost >= disruption.mass_delete_threshold:
+                    stepwise = (peak, after, lost)
+        if removing and (over or emptied or stepwise is not None):
             parts = []
             if over:
                 parts.append(
                     f"removes {len(removing)} of {fleet_size} nodes ({share:.0%}, at or over the "
                     f"{disruption.mass_delete_threshold:.0%} threshold)"
+                )
+            if stepwise is not None:
+                peak, after, lost = stepwise
+                parts.append(
+                    f"shrinks the fleet to {after} nodes from the {peak} it had within the last "
+                    f"{format_duration(disruption.mass_delete_window)} ({lost:.0%} in steps, at "
+                    f"or over the {disruption.mass_delete_threshold:.0%} threshold: "
+                    "disruption.mass_delete_window)"
                 )
             if emptied:
                 parts.append("removes every node of " + ", ".join(emptied))

@@ -119,6 +119,11 @@ class StorePort(Protocol):
         """Nodes (not decommissioned), pending intents and cost overrides in a few queries."""
         ...
 
+    def peak_fleet_size(self, fleet: str, since: datetime) -> int:
+        """The most node records the fleet had open at once from ``since`` to now (its node
+        history: each record from its creation to its closing; ``core.fleet.peak_count``)."""
+        ...
+
     def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:
         """Most recent intents first."""
         ...

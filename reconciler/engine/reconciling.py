@@ -216,6 +216,13 @@ class Reconciler:
                         else f"provider prices from an older read ({self.prices.error})",
                     ),
                 )
+        window = self.spec.disruption.mass_delete_window
+        if options.recent_fleet_size is None and window.total_seconds() > 0:
+            # asked by the planner only when the plan scales down (one query)
+            since = self.clock.now() - window
+            options = dataclasses.replace(
+                options, recent_fleet_size=lambda: self.store.peak_fleet_size(self.fleet, since)
+            )
         if self.spec.provisioning is not None and options.provisioning_failures is None:
             options = dataclasses.replace(
                 options, provisioning_failures=self.provisioning_failures()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from reconciler.core.errors import LeadershipLostError, LockHeldError, StoreError
 from reconciler.core.fleet import (
@@ -27,6 +28,7 @@ from reconciler.core.fleet import (
     RecordedIntent,
     RecordedNode,
     StepStatus,
+    peak_count,
 )
 from reconciler.core.ports import Lease, RunRecord
 
@@ -48,6 +50,8 @@ class InMemoryStore:
         self.metrics: dict[tuple[str, str], list[NodeMetrics]] = {}
         self.epochs: dict[str, int] = {}
         self._closed = False
+        #: the node history: [fleet, name, created_at, closed_at or None] per record
+        self.spans: list[list[Any]] = []
         #: every write, in order: (operation, target) — lets tests count journal writes
         self.writes: list[tuple[str, str]] = []
         #: per (fleet, node): the newest recorded beat's signed timestamp (replays refused)
@@ -94,6 +98,8 @@ class InMemoryStore:
             )
         else:
             node = replace(node, maintenance=None)
+            # a new record (as SqlStore: a new row): its span in the node history opens
+            self.spans.append([node.fleet, node.name, node.created_at or self._now(), None])
         self.nodes[(node.fleet, node.name)] = node
 
     # --- reading -------------------------------------------------------------------------
@@ -124,6 +130,10 @@ class InMemoryStore:
             cost_overrides=tuple(self.costs[k] for k in sorted(self.costs)),
             protected_names=frozenset(protected),
         )
+
+    def peak_fleet_size(self, fleet: str, since: datetime) -> int:
+        self._check(None)
+        return peak_count(((s[2], s[3]) for s in self.spans if s[0] == fleet), since)
 
     def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:
         rows = [i for i in self.intents.values() if i.fleet == fleet]
@@ -235,6 +245,10 @@ class InMemoryStore:
         node = self.nodes.get((fleet, name))
         if node is None:
             return
+        if node.status is not NodeStatus.DECOMMISSIONED:
+            for span in self.spans:
+                if span[0] == fleet and span[1] == name and span[3] is None:
+                    span[3] = at
         self.nodes[(fleet, name)] = replace(
             node, status=NodeStatus.DECOMMISSIONED, status_changed_at=at
         )

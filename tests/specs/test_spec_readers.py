@@ -35,6 +35,7 @@ READERS: dict[str, str] = {
     "disruption.billing_aware": f"{CORE}/planning.py",
     "disruption.drain_timeout": f"{CORE}/lifecycle.py",
     "disruption.mass_delete_threshold": f"{CORE}/planning.py",
+    "disruption.mass_delete_window": "reconciler/engine/reconciling.py",
     "disruption.max_destroys_per_run": f"{CORE}/planning.py",
     "disruption.max_unavailable": f"{CORE}/planning.py",
     "disruption.protected": f"{CORE}/matching.py",
