@@ -205,6 +205,12 @@ def leader_epoch_key(fleet: str, epoch: int) -> int:
     return advisory_key(f"{fleet}\x00epoch\x00{epoch}")
 
 
+def writer_epoch_key(name: str, epoch: int) -> int:
+    """The advisory lock key a PostgreSQL writer-lock holder's session holds for its epoch
+    (``state.store.SqlStore.acquire_lock``): its session gone, the lock is taken over."""
+    return advisory_key(f"{name}\x00writer\x00{epoch}")
+
+
 def leader_lock_path(url: URL, fleet: str) -> Path:
     """The lock file of a fleet's leadership beside an SQLite database file."""
     database = url.database or ""

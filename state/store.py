@@ -19,11 +19,13 @@ Works on SQLite (embedded default) and PostgreSQL. Rules kept here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import os
 import re
 import socket
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,7 +66,7 @@ from reconciler.core.fleet import (
     StepStatus,
     peak_count,
 )
-from reconciler.core.ports import Lease, RunRecord
+from reconciler.core.ports import Lease, LockHolder, RunRecord
 from state import models as m
 from state.sessions import (
     ENV_VAR,
@@ -76,6 +78,7 @@ from state.sessions import (
     make_engine,
     render_url,
     resolve_url,
+    writer_epoch_key,
 )
 
 #: heartbeats kept per node (ring of slots overwritten in place)
@@ -321,6 +324,15 @@ def ensure_epoch_rows(connection: Connection, name: str) -> None:
         )
 
 
+def _end_session(connection: Connection) -> None:
+    """End a kept session for good (invalidated, not returned to the pool, so that its
+    advisory locks end with it), quietly: it may be broken already."""
+    with contextlib.suppress(Exception):
+        connection.invalidate()
+    with contextlib.suppress(Exception):
+        connection.close()
+
+
 def holder_is_dead(owner: str) -> bool:
     """True when the lock's holder (``host:pid``, as the CLI names itself) ran on this host and
     its process is gone. A holder on another host, or one this process may not signal, is
@@ -455,6 +467,9 @@ class SqlStore:
         self._url = url if url is not None else engine.url
         self._window = metrics_window
         self._clock = clock
+        #: PostgreSQL: per writer lock held, (epoch, the session holding its advisory lock)
+        self._writer_sessions: dict[str, tuple[int, Connection]] = {}
+        self._sessions_guard = threading.Lock()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -500,6 +515,8 @@ class SqlStore:
             )
 
     def close(self) -> None:
+        for name in list(self._writer_sessions):
+            self._drop_writer_session(name)
         self._engine.dispose()
 
     # --- reading -------------------------------------------------------------------------
@@ -1429,14 +1446,15 @@ class SqlStore:
             row = connection.execute(sa.select(m.WriterLock).where(m.WriterLock.name == name)).one()
             self._refuse_if_a_daemon_leads(connection, name, owner)
             held = row.owner is not None and row.expires_at is not None and row.expires_at > now
-            if held and row.owner != owner and holder_is_dead(row.owner):
-                held = False  # its process is gone: taken over at once (issue 9)
+            if held and row.owner != owner and self._holder_gone(connection, name, row):
+                held = False  # its process or its session is gone: taken over at once
             if held and row.owner != owner:
                 raise LockHeldError(
                     f"another run holds the writer lock {name!r}: {row.owner} (epoch "
                     f"{row.epoch}), until {row.expires_at:%Y-%m-%d %H:%M:%S} UTC",
                     hint="wait for that run to finish; a crashed holder's lock expires by "
-                    f"itself at {row.expires_at:%H:%M:%S} UTC",
+                    f"itself at {row.expires_at:%H:%M:%S} UTC (or, once you know it is gone, "
+                    "break it with `reconcile unlock`)",
                 )
             # the same owner renewing keeps its epoch, even past the expiry, as long as no
             # other writer was granted a newer one meanwhile (a late renewal under load must
@@ -1453,7 +1471,119 @@ class SqlStore:
                     expires_at=expires,
                 )
             )
+            # PostgreSQL: this process's session holds the epoch's advisory lock before the
+            # grant commits, so no one ever sees the grant without a live session behind it
+            session = self._hold_writer_session(connection, name, int(epoch))
+        if session is not None:
+            self._keep_writer_session(name, int(epoch), session)
         return Lease(name=name, owner=owner, epoch=int(epoch), expires_at=expires)
+
+    def _holder_gone(self, connection: Connection, name: str, row: Any) -> bool:
+        """Whether the writer lock's holder is known to be gone: its process ran on this host
+        and is gone, or (PostgreSQL) its session no longer holds its epoch's advisory lock
+        (a killed process's connection ends, and PostgreSQL frees the lock with it)."""
+        if holder_is_dead(str(row.owner)):
+            return True
+        if connection.dialect.name != "postgresql":
+            return False
+        # transaction-scoped: freed when this transaction ends, whatever happens
+        key = writer_epoch_key(name, int(row.epoch))
+        got = connection.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key})
+        return bool(got.scalar_one())
+
+    def _hold_writer_session(
+        self, connection: Connection, name: str, epoch: int
+    ) -> Connection | None:
+        """PostgreSQL: a connection of its own, kept while the lock is held, holding the
+        session advisory lock of ``(name, epoch)`` (the holder's liveness for others). None on
+        SQLite, or when this process already holds it for this epoch."""
+        if connection.dialect.name != "postgresql":
+            return None
+        with self._sessions_guard:
+            kept = self._writer_sessions.get(name)
+        if kept is not None and kept[0] == epoch:
+            return None
+        session = self._engine.connect()
+        try:
+            got = session.execute(
+                sa.text("SELECT pg_try_advisory_lock(:key)"),
+                {"key": writer_epoch_key(name, epoch)},
+            ).scalar_one()
+            session.commit()  # the session lock outlives the transaction
+        except BaseException:
+            session.close()
+            raise
+        if not got:  # another session holds a brand-new epoch's key: refuse to be unsure
+            session.close()
+            raise StoreError(f"the writer lock {name!r}: epoch {epoch}'s session lock is taken")
+        return session
+
+    def _keep_writer_session(self, name: str, epoch: int, session: Connection) -> None:
+        with self._sessions_guard:
+            old = self._writer_sessions.pop(name, None)
+            self._writer_sessions[name] = (epoch, session)
+        if old is not None:
+            _end_session(old[1])
+
+    def _drop_writer_session(self, name: str, epoch: int | None = None) -> None:
+        """End the kept session of lock ``name`` (only if it is ``epoch``'s, when given)."""
+        with self._sessions_guard:
+            old = self._writer_sessions.get(name)
+            if old is None or (epoch is not None and old[0] != epoch):
+                return
+            del self._writer_sessions[name]
+        if old is not None:
+            _end_session(old[1])  # closing the session frees its advisory lock
+
+    def lock_holder(self, name: str, now: datetime) -> LockHolder | None:
+        """Who holds the writer lock ``name`` now (None: free, or its lease ran out), and
+        whether the holder is known alive (``LockHolder.alive``)."""
+        now = _aware(now, "now")
+        with self._tx(f"reading the writer lock {name!r}") as connection:
+            row = connection.execute(
+                sa.select(m.WriterLock).where(m.WriterLock.name == name)
+            ).one_or_none()
+            if row is None or row.owner is None or row.expires_at is None or row.expires_at <= now:
+                return None
+            alive: bool | None
+            if self._holder_gone(connection, name, row):
+                alive = False
+            elif connection.dialect.name == "postgresql":
+                alive = True  # its session holds the epoch's lock
+            else:
+                host, _, pid = str(row.owner).rpartition(":")
+                alive = True if host == socket.gethostname() and pid.isdigit() else None
+        return LockHolder(
+            name,
+            str(row.owner),
+            int(row.epoch),
+            acquired_at=row.acquired_at,
+            expires_at=row.expires_at,
+            alive=alive,
+        )
+
+    def break_lock(self, name: str, epoch: int) -> bool:
+        """Break the writer lock if it is still held with ``epoch``: the owner is cleared and,
+        when its epoch is the fleet's newest, a newer epoch is recorded with no owner, so the
+        holder's writes and its next renewal are refused (fenced) at once."""
+        with self._tx(f"breaking the writer lock {name!r}") as connection:
+            ensure_epoch_rows(connection, name)
+            newest = current_epoch(connection, name, lock="update")
+            row = connection.execute(sa.select(m.WriterLock).where(m.WriterLock.name == name)).one()
+            if row.owner is None or int(row.epoch) != epoch:
+                return False
+            connection.execute(
+                sa.update(m.WriterLock)
+                .where(m.WriterLock.name == name)
+                .values(
+                    owner=None,
+                    expires_at=None,
+                    acquired_at=None,
+                    epoch=newest + 1 if int(row.epoch) == newest else row.epoch,
+                )
+            )
+        self._drop_writer_session(name, epoch)  # when this process held it itself
+        return True
 
     def _refuse_if_a_daemon_leads(self, connection: Connection, name: str, owner: str) -> None:
         """A live daemon leader of the fleet ``name`` keeps the writer lock from others: its
@@ -1494,16 +1624,19 @@ class SqlStore:
 
     def release_lock(self, lease: Lease) -> None:
         """Release the lock if this lease still holds it (a taken-over lock is left alone)."""
-        with self._tx(f"releasing the writer lock {lease.name!r}") as connection:
-            connection.execute(
-                sa.update(m.WriterLock)
-                .where(
-                    m.WriterLock.name == lease.name,
-                    m.WriterLock.owner == lease.owner,
-                    m.WriterLock.epoch == lease.epoch,
+        try:
+            with self._tx(f"releasing the writer lock {lease.name!r}") as connection:
+                connection.execute(
+                    sa.update(m.WriterLock)
+                    .where(
+                        m.WriterLock.name == lease.name,
+                        m.WriterLock.owner == lease.owner,
+                        m.WriterLock.epoch == lease.epoch,
+                    )
+                    .values(owner=None, expires_at=None, acquired_at=None)
                 )
-                .values(owner=None, expires_at=None, acquired_at=None)
-            )
+        finally:
+            self._drop_writer_session(lease.name, lease.epoch)
 
     def current_epoch(self, fleet: str) -> int:
         """The newest epoch granted for ``fleet`` (leadership or writer lock); 0 if none."""

@@ -107,6 +107,11 @@ LAZY_COMMANDS: dict[str, LazyCommand] = {
         "Show the fleet: per node region, status, IP, plan, warmup day and today's limit, "
         "utilization, last heartbeat, monthly cost and health; per region and pool the totals.",
     ),
+    "unlock": LazyCommand(
+        "locking:unlock",
+        "Break the fleet's writer lock (left by a run killed on another host), after saying "
+        "who holds it; the holder is fenced and the next run takes the lock.",
+    ),
     "validate": LazyCommand(
         "validating:validate",
         "Check spec files (or directories of them) and report every problem.",

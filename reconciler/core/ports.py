@@ -97,6 +97,31 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds a writer lock (``reconcile unlock`` shows it before breaking it)."""
+
+    name: str
+    #: the holder as it named itself: ``host:pid`` for the CLI
+    owner: str
+    epoch: int
+    acquired_at: datetime | None = None
+    expires_at: datetime | None = None
+    #: True: the holder is known to be alive (its PostgreSQL session holds the epoch's
+    #: advisory lock, or its process runs on this host); False: known to be gone (taken over
+    #: at once by the next run); None: cannot tell (another host, SQLite)
+    alive: bool | None = None
+
+    @property
+    def host(self) -> str:
+        return self.owner.rpartition(":")[0] or self.owner
+
+    @property
+    def pid(self) -> int | None:
+        text = self.owner.rpartition(":")[2]
+        return int(text) if text.isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One reconcile run, for the store's run history."""
 
@@ -218,6 +243,16 @@ class StorePort(Protocol):
         ...
 
     def release_lock(self, lease: Lease) -> None: ...
+
+    def lock_holder(self, name: str, now: datetime) -> LockHolder | None:
+        """Who holds the writer lock ``name`` (None: free or expired)."""
+        ...
+
+    def break_lock(self, name: str, epoch: int) -> bool:
+        """Break the writer lock ``name`` if it is still held with ``epoch`` (what the operator
+        was shown): the holder is fenced (its next renewal or write is refused) and the next
+        run takes the lock. False: the lock changed meanwhile (nothing done)."""
+        ...
 
     # --- costs ---------------------------------------------------------------------------
     def set_cost_constant(

@@ -30,7 +30,7 @@ from reconciler.core.fleet import (
     StepStatus,
     peak_count,
 )
-from reconciler.core.ports import Lease, RunRecord
+from reconciler.core.ports import Lease, LockHolder, RunRecord
 
 
 def _wall_clock() -> datetime:
@@ -338,6 +338,23 @@ class InMemoryStore:
         )
         self.locks[name] = lease
         return lease
+
+    def lock_holder(self, name: str, now: datetime) -> LockHolder | None:
+        self._check(None)
+        held = self.locks.get(name)
+        if held is None or (held.expires_at is not None and held.expires_at <= now):
+            return None
+        return LockHolder(name, held.owner, held.epoch, expires_at=held.expires_at)
+
+    def break_lock(self, name: str, epoch: int) -> bool:
+        self._check(None)
+        held = self.locks.get(name)
+        if held is None or held.epoch != epoch:
+            return False
+        del self.locks[name]
+        if self.epochs.get(name, 0) == epoch:
+            self.epochs[name] = epoch + 1  # the holder is fenced
+        return True
 
     def release_lock(self, lease: Lease) -> None:
         held = self.locks.get(lease.name)

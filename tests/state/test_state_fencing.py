@@ -145,3 +145,38 @@ def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(
     store.acquire_lock("acme", alive, 300, clock.advance(1))
     with pytest.raises(LockHeldError):
         store.acquire_lock("acme", "cli:3", 300, clock.advance(1))
+
+
+def test_lock_holder_says_who_holds_the_lock_and_break_lock_fences_it(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    """`reconcile unlock`: who holds it (host, pid, since, epoch), then broken: the holder's
+    writes and its next renewal are refused, the next run takes the lock."""
+    assert store.lock_holder("acme", clock.now()) is None
+    lease = store.acquire_lock("acme", "otherhost:4242", 300, clock.now())
+    holder = store.lock_holder("acme", clock.advance(5))
+    assert holder is not None
+    assert (holder.owner, holder.host, holder.pid, holder.epoch) == (
+        "otherhost:4242",
+        "otherhost",
+        4242,
+        lease.epoch,
+    )
+    assert holder.acquired_at == T0
+    assert holder.expires_at == T0 + timedelta(seconds=300)
+    assert store.break_lock("acme", lease.epoch + 1) is False  # not what was shown: nothing
+    assert store.lock_holder("acme", clock.now()) is not None
+    assert store.break_lock("acme", lease.epoch) is True
+    assert store.lock_holder("acme", clock.now()) is None
+    assert store.break_lock("acme", lease.epoch) is False  # already broken
+    with pytest.raises(LeadershipLostError):
+        store.upsert_node(make_node(), epoch=lease.epoch)
+    again = store.acquire_lock("acme", "otherhost:4242", 300, clock.advance(1))
+    assert again.epoch > lease.epoch + 1  # the old holder renewing gets a new epoch: fenced
+    nxt = store.acquire_lock("acme", "cli:2", 300, clock.advance(301))
+    assert nxt.epoch == again.epoch + 1
+
+
+def test_an_expired_lock_has_no_holder(store: SqlStore, clock: FakeClock) -> None:
+    store.acquire_lock("acme", "otherhost:1", 60, clock.now())
+    assert store.lock_holder("acme", clock.advance(61)) is None
