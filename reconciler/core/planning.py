@@ -156,9 +156,15 @@ class _Builder:
         self.changes.append(change)
 
     def warn(
-        self, guard: str, message: str, *, blocking: bool = False, hint: str | None = None
+        self,
+        guard: str,
+        message: str,
+        *,
+        blocking: bool = False,
+        hint: str | None = None,
+        subject: str | None = None,
     ) -> None:
-        self.warnings.append(GuardWarning(guard, message, blocking, hint))
+        self.warnings.append(GuardWarning(guard, message, blocking, hint, subject))
 
 
 def _never_served(node: LiveNode) -> bool:
@@ -302,7 +308,7 @@ class _Planner:
             ):
                 node.condemned = f"server {halted} for longer than health.replace_after: replace it"
             elif (failed := slot_failed(node, spec, self.now)) is not None:
-                out.warn("slot_failed", failed, hint=SLOT_HINT)
+                out.warn("slot_failed", failed, hint=SLOT_HINT, subject=node.name)
             elif (late := provisioning_overdue(node, spec, self.now)) is not None:
                 node.condemned = late
 
@@ -644,6 +650,7 @@ class _Planner:
                 "failed and nothing more is bought for it",
                 hint=f"check the Hostwinds account for a server of this name (orders, "
                 f"invoices), then run `reconcile node retry {item.name}` to try again",
+                subject=item.name,
             )
         elif item.recreate:
             reason = (
@@ -1130,7 +1137,7 @@ class _Planner:
             slots = sorted(inherited.get(region, ()), reverse=True)
             tripped = breaker_open(spec, region, self.options.provisioning_failures)
             if tripped is not None:
-                self.out.warn("circuit_breaker", tripped, hint=BREAKER_HINT)
+                self.out.warn("circuit_breaker", tripped, hint=BREAKER_HINT, subject=region)
                 continue
             region_spec = spec.regions[region]
             reason = self.region_reason(region, present[region], desired[region])

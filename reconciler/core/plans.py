@@ -120,6 +120,9 @@ class GuardWarning:
     message: str
     blocking: bool = False
     hint: str | None = None
+    #: what it is about, when one thing (typed, for the daemon's alerts): the node of a
+    #: failed slot (``create_failed``, ``slot_failed``), the region of a ``circuit_breaker``
+    subject: str | None = None
 
 
 #: warnings that mean the fleet is not what the spec says yet, though nothing is to be done now

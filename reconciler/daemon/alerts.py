@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import httpx
 
 from reconciler.core.health import AlertCondition, Severity
+from reconciler.core.plans import Plan
 from reconciler.daemon.metrics import DaemonMetrics
 
 log = logging.getLogger("reconciler.daemon.alerts")
@@ -38,6 +39,33 @@ PROVISIONING_KINDS: dict[str, str] = {
     "slot_failed": Severity.HIGH.label,
 }
 KNOWN_KINDS: dict[str, str] = {**HEALTH_KINDS, **PROVISIONING_KINDS}
+
+
+#: plan warnings that are high alerts while they last: a failed slot (its bounded re-creates
+#: used up: ``create_failed``; or its provisioning replacements: ``slot_failed``). An open
+#: circuit breaker is raised from the journal (``core.lifecycle.breaker_conditions``)
+_PLAN_ALERTS = {
+    "create_failed": "slot_failed",
+    "slot_failed": "slot_failed",
+}
+
+
+def plan_conditions(plan: Plan) -> tuple[AlertCondition, ...]:
+    """The high alerts a plan's warnings raise (each keyed by its node or region, so that it
+    is announced once while it lasts and resolved when the warning goes)."""
+    found: dict[str, AlertCondition] = {}
+    for warning in plan.warnings:
+        kind = _PLAN_ALERTS.get(warning.guard)
+        if kind is None:
+            continue
+        subject = warning.subject or "fleet"
+        node = warning.subject
+        hint = f" ({warning.hint})" if warning.hint else ""
+        key = f"{kind}:{subject}"
+        found.setdefault(key, AlertCondition(key, Severity.HIGH, node, warning.message + hint))
+    return tuple(found[k] for k in sorted(found))
+
+
 #: kinds whose severity depends on the condition (``core.reputation``: a listing's severity is
 #: its rule's); their rules take the severity from the metric's label
 VARIABLE_KINDS = ("listed", "quarantined")

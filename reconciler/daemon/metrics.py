@@ -173,6 +173,12 @@ class DaemonMetrics:
             ["severity"],
             registry=r,
         )
+        self.failed_slots = Gauge(
+            "reconciler_failed_slots",
+            "Node slots that failed and wait for an operator (`reconcile node retry NAME`): "
+            "their re-creates or provisioning replacements are used up (the leader's last plan)",
+            registry=r,
+        )
         self.alert_conditions = Gauge(
             "reconciler_alert_conditions",
             "Alert conditions currently holding, by kind (the part of the alert key before "

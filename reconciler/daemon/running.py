@@ -82,7 +82,7 @@ from reconciler.core.scaling import (
     vertical_decisions,
 )
 from reconciler.daemon.agent import Agent, Figures
-from reconciler.daemon.alerts import Alerter
+from reconciler.daemon.alerts import Alerter, plan_conditions
 from reconciler.daemon.counting import CountingCloud
 from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifier
 from reconciler.daemon.http import (
@@ -374,6 +374,8 @@ class Daemon:
         self._health_conditions: tuple[AlertCondition, ...] = ()
         #: the leader's provisioning alerts (an open circuit breaker), from its last plan
         self._provisioning_conditions: tuple[AlertCondition, ...] = ()
+        #: the leader's failed slots (``alerts.plan_conditions``), from its last plan
+        self._slot_conditions: tuple[AlertCondition, ...] = ()
         self._platform_token = platform_token(master.raw, loaded.spec.name)
         #: (when it ended, outcome) of the last reconcile, for the status page
         self.last_reconcile: tuple[datetime, str] | None = None
@@ -876,8 +878,21 @@ class Daemon:
     async def _update_alerts(self, now: datetime) -> None:
         reputation = self.reputation_job.view.conditions if self.reputation_job else ()
         await self.alerter.update(
-            self._health_conditions + reputation + self._provisioning_conditions, now
+            self._health_conditions
+            + reputation
+            + self._provisioning_conditions
+            + self._slot_conditions,
+            now,
         )
+
+    async def _slot_alerts(self, plan: Plan) -> None:
+        """The leader's plan raises a high alert per failed slot while it lasts (its bounded
+        re-creates or its provisioning replacements used up: ``alerts.plan_conditions``)."""
+        slots = plan_conditions(plan)
+        self.metrics.failed_slots.set(len(slots))
+        if slots != self._slot_conditions:
+            self._slot_conditions = slots
+            await self._update_alerts(self.clock.now())
 
     async def _job_reputation(self) -> None:
         job = self.reputation_job
@@ -1444,9 +1459,12 @@ class Daemon:
         live leadership check before every mutation). Returns the plan (None: not leader)."""
         epoch = self.guard.epoch
         if epoch is None:
-            if self._provisioning_conditions:
-                # only the leader judges the breakers (the new leader raises them again)
+            if self._provisioning_conditions or self._slot_conditions:
+                # only the leader judges the breakers and the slots (the new leader raises
+                # them again)
                 self._provisioning_conditions = ()
+                self._slot_conditions = ()
+                self.metrics.failed_slots.set(0)
                 await self._update_alerts(self.clock.now())
             return None
         started = time.monotonic()
@@ -1484,6 +1502,8 @@ class Daemon:
         try:
             result = await reconciler.reconcile(request, _DaemonHooks(self))
             outcome = self._translate(result)
+            if result.plan is not None:
+                await self._slot_alerts(result.plan)
         except asyncio.CancelledError:
             outcome = "abandoned"
             raise

@@ -533,3 +533,53 @@ def test_an_open_circuit_breaker_is_a_high_alert_until_the_window_clears(tmp_pat
         assert value == 0.0
 
     asyncio.run(scenario())
+
+
+def test_a_failed_slot_raises_a_high_alert_and_the_metric(tmp_path: Path) -> None:
+    """Issue 9: a create sent whose server never appears, retried once after the adoption
+    grace, then the slot fails: the leader's plan raises a high alert (once, keyed by the
+    node), reconciler_failed_slots counts it, and it resolves when the operator retries."""
+    from reconciler.cli.nodes import _retry_failed_slot
+    from reconciler.core.errors import TransientError
+
+    world = make_world(tmp_path, "1")
+    lost = TransientError("add_instance failed: timed out; the outcome is unknown")
+    world.cloud.fail_next("add_instance", lost, times=2)
+    metrics = world.daemon.metrics.registry
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float | None:
+        return metrics.get_sample_value(name, labels or {})
+
+    async def scenario() -> None:
+        assert await world.daemon.guard.tick()
+        await world.daemon.reconcile_now()  # sent, never appears
+        world.clock.advance(6 * 60)
+        await world.daemon.reconcile_now()  # the one re-create, lost too
+        assert sample("reconciler_failed_slots") == 0
+        world.clock.advance(6 * 60)
+        for _ in range(3):  # the slot failed: one alert while it lasts
+            await world.daemon.reconcile_now()
+            world.clock.advance(60)
+        active = world.daemon.alerter.active
+        assert [(c.key, c.severity.label, c.node) for c in active] == [
+            ("slot_failed:acme-dallas-001", "high", "acme-dallas-001")
+        ]
+        assert "reconcile node retry acme-dallas-001" in active[0].message
+        assert sample("reconciler_failed_slots") == 1
+        assert sample("reconciler_alerts_total", {"severity": "high"}) == 1
+        assert (
+            sample("reconciler_alert_conditions", {"kind": "slot_failed", "severity": "high"}) == 1
+        )
+        fired = [p for p in world.daemon.alerter.sent if p["state"] == "firing"]
+        assert [p["key"] for p in fired] == ["slot_failed:acme-dallas-001"]
+        # the operator checked the account and retries: the slot is created, the alert ends
+        (node,) = world.store.load_fleet("acme").nodes
+        assert _retry_failed_slot(world.store, "acme", node, "ops@test", "checked")
+        await world.daemon.reconcile_now()
+        assert world.daemon.alerter.active == ()
+        assert sample("reconciler_failed_slots") == 0
+        resolved = [p for p in world.daemon.alerter.sent if p["state"] == "resolved"]
+        assert [p["key"] for p in resolved] == ["slot_failed:acme-dallas-001"]
+
+    asyncio.run(scenario())
+    assert world.cloud.calls["add_instance"] == 3

@@ -348,3 +348,33 @@ def test_an_open_circuit_breaker_is_a_known_high_condition_per_region() -> None:
     assert metrics.registry.get_sample_value("reconciler_alert_conditions", sample) == 1.0
     asyncio.run(alerter.update([], now + timedelta(minutes=5)))
     assert metrics.registry.get_sample_value("reconciler_alert_conditions", sample) == 0.0
+
+
+def test_a_plan_s_failed_slots_are_high_alerts_of_a_known_kind() -> None:
+    """Issue 9: the leader's plan raises one ``slot_failed:<node>`` condition per failed slot
+    (its re-creates used up: ``create_failed``; its provisioning replacements:
+    ``slot_failed``); other warnings raise none here (the breaker comes from the journal)."""
+    from decimal import Decimal
+
+    from reconciler.core.plans import GuardWarning, Plan, PlanSummary
+    from reconciler.daemon.alerts import plan_conditions
+
+    plan = Plan(
+        "acme",
+        (),
+        PlanSummary({}, Decimal(0), Decimal(0)),
+        warnings=(
+            GuardWarning("create_failed", "slot failed", hint="retry", subject="acme-dallas-004"),
+            GuardWarning("slot_failed", "HIGH: slot failed", subject="acme-dallas-005"),
+            GuardWarning("circuit_breaker", "breaker open", subject="dallas"),
+            GuardWarning("stopped", "a stopped server"),
+        ),
+    )
+    conditions = plan_conditions(plan)
+    assert [(c.key, c.node) for c in conditions] == [
+        ("slot_failed:acme-dallas-004", "acme-dallas-004"),
+        ("slot_failed:acme-dallas-005", "acme-dallas-005"),
+    ]
+    assert conditions[0].message == "slot failed (retry)"
+    for condition in conditions:
+        assert KNOWN_KINDS[alert_kind(condition.key)] == condition.severity.label == "high"
