@@ -119,6 +119,8 @@ class Stats:
         self.mutations = 0
         self.errors = 0
         self.faults: Counter[str] = Counter()
+        #: servers made by add_instance, by srvrname (a lost response included)
+        self.created: Counter[str] = Counter()
         self.since = datetime.now(UTC).isoformat(timespec="seconds")
 
 
@@ -283,6 +285,10 @@ class SimulatorApp:
                 body, mutated = outcome.body, outcome.mutated
                 if mutated:
                     self.stats.mutations += 1
+                    if action == "add_instance":
+                        qty = (form.get("qty") or ["1"])[-1].strip()
+                        name = (form.get("srvrname") or [""])[-1].strip() or "<unnamed>"
+                        self.stats.created[name] += int(qty) if qty.isdigit() else 1
                     self._save()
         if isinstance(body, list) and body and body[0].get("result") == "error":
             with self.lock:
@@ -403,6 +409,7 @@ class SimulatorApp:
                 "faults": dict(self.stats.faults),
                 "instances": len(self.world.instances),
                 "instances_by_status": self.world.counts_by_status(),
+                "created": dict(self.stats.created),
                 "since": self.stats.since,
             }
 

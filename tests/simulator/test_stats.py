@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from providers.simulator.serving import SimulatorServer
-from tests.simulator.calling import Call, create
+from tests.simulator.calling import IMAGE, Call, create
 
 
 def test_stats_count_requests_mutations_and_statuses(
@@ -31,7 +31,20 @@ def test_stats_count_requests_mutations_and_statuses(
     assert stats["mutations"] == 3
     assert stats["errors"] == 2
     assert stats["instances_by_status"] == {"ACTIVE": 1}
+    # servers made per name: the terminated one still counts (a bound on creates per name)
+    assert stats["created"] == {"stats-1": 1, "stats-2": 1}
     assert stats["since"]
+
+
+def test_created_counts_each_server_made_per_name(
+    call: Call, http: httpx.Client, sim: SimulatorServer
+) -> None:
+    for _ in range(2):
+        call("add_instance", template=IMAGE, rid=52, location_id=12, srvrname="twice")
+    call("add_instance", template="nope", rid=52, location_id=12, srvrname="refused")
+    stats = http.get(sim.url + "/sim/stats").json()
+    assert stats["created"] == {"twice": 2}  # a refused create made nothing
+    assert http.post(sim.url + "/sim/stats/reset").json()["created"] == {}
 
 
 def test_admin_calls_are_not_counted_and_reset_zeroes(
