@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1719,4 +1720,5 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
     finally:
         await _bounded_close(store.close, "the store")
         if stopped is not None:
-            stopped.stopped()  # the interpreter exits now, or within a bound
+            # the interpreter exits now, or within a bound (code 1 when an error ends the run)
+            stopped.stopped(failed=sys.exc_info()[0] is not None)

@@ -22,8 +22,8 @@ the signal's name to a watchdog thread, which does the rest off the loop:
   round trip), leadership is released within a bounded wait (a frozen database leaves it to
   the lease, which ends by itself), the logs are flushed and the process exits with code 1;
 - once the daemon has stopped (leadership released, HTTP closed) the process exits at once,
-  or within ``EXIT_WAIT`` seconds when worker threads are still in database calls (code 0,
-  with a line saying so).
+  or within ``EXIT_WAIT`` seconds when worker threads are still in database calls (code 0, or 1
+  when it stopped on an error; with a line saying so).
 
 Off the main thread (an embedding that runs the daemon in a thread) Python cannot install
 signal handlers: the loop's own handlers are used, without the watchdog.
@@ -78,13 +78,15 @@ class StopSignals:
         grace: float,
         exit_process: bool,
         release_wait: float = RELEASE_WAIT,
+        margin: float = STOP_MARGIN,
     ) -> None:
         self._loop = loop
         self._on_stop = on_stop
         self._abandon = abandon
         self._phase = phase
+        self._grace = grace
         #: the process is gone this many seconds after the first stop signal at the latest
-        self.deadline = grace + STOP_MARGIN
+        self.deadline = grace + margin
         self._exit_process = exit_process
         self._release_wait = release_wait
         # SimpleQueue.put is reentrant: safe in a signal handler that interrupted anything
@@ -92,6 +94,7 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
         self._loop_answered = threading.Event()
+        self._exit_code = 0
         self.forced = False
 
     def install(self) -> bool:
@@ -107,10 +110,12 @@ class StopSignals:
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self._inbox.put(signal.Signals(signum).name)
 
-    def stopped(self) -> None:
-        """The daemon has stopped. In the daemon process the handlers stay (a late signal is
-        still logged) and the exit is bounded; in an embedding they are put back."""
+    def stopped(self, *, failed: bool = False) -> None:
+        """The daemon has stopped (``failed``: by an error, exit code 1). In the daemon process
+        the handlers stay (a late signal is still logged) and the exit is bounded; in an
+        embedding they are put back."""
         if self._exit_process:
+            self._exit_code = 1 if failed else 0
             self._inbox.put("")
             return
         for sig, previous in self._previous.items():
@@ -132,7 +137,7 @@ class StopSignals:
             return
         log.info(
             f"{first} received: stopping (the step in flight may finish within "
-            f"{self.deadline - STOP_MARGIN:.0f}s; the daemon exits within {self.deadline:.0f}s "
+            f"{self._grace:.0f}s; the daemon exits within {self.deadline:.0f}s "
             "whatever is stuck)",
             extra={"event": "daemon.stopping", "signal": first},
         )
@@ -198,7 +203,7 @@ class StopSignals:
             extra={"event": "daemon.exit_unjoined", "threads": len(stuck)},
         )
         _flush_logs()
-        os._exit(0)
+        os._exit(self._exit_code)
 
 
 def _flush_logs() -> None:
