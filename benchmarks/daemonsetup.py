@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -73,10 +73,12 @@ def node_names(count: int) -> list[str]:
     return [f"{FLEET}-dallas-{i:05d}" for i in range(1, count + 1)]
 
 
-def seed(count: int, database_url: str, state_file: Path) -> list[str]:
-    """N ACTIVE servers in a simulator state file and the same N nodes in the store."""
+def seed(count: int, database_url: str, state_file: Path, *, warmed: bool = False) -> list[str]:
+    """N ACTIVE servers in a simulator state file and the same N nodes in the store
+    (``warmed``: their IP warmup started 90 days ago, so it is over)."""
     world = World()
     now = datetime.now(UTC)
+    warmup_start = now - timedelta(days=90) if warmed else now
     nodes: list[RecordedNode] = []
     for name in node_names(count):
         inst = world.seed_instance(srvrname=name, rid=52, location_id=13, status="ACTIVE")
@@ -94,7 +96,7 @@ def seed(count: int, database_url: str, state_file: Path) -> list[str]:
                 hostname=f"{name}.{FLEET}.example",
                 created_at=now,
                 rdns_done=True,
-                warmup_started_at=now,
+                warmup_started_at=warmup_start,
                 approximate_cost=Decimal("14.98"),
                 status_changed_at=now,
             )
@@ -150,13 +152,21 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 @contextmanager
 def running_daemon(
-    work: Path, count: int, database_url: str, *, log_level: str = "info"
+    work: Path,
+    count: int,
+    database_url: str,
+    *,
+    log_level: str = "info",
+    spec_text: str | None = None,
+    warmed: bool = False,
 ) -> Iterator[tuple[Proc, str, list[str]]]:
-    """Seeded simulator + daemon; yields (daemon process, daemon URL, node names)."""
+    """Seeded simulator + daemon; yields (daemon process, daemon URL, node names).
+    ``spec_text``: another spec (``{fleet}`` and ``{nodes}`` filled in) than ``SPEC``;
+    ``warmed``: the nodes' IP warmup is over (see ``seed``)."""
     state = work / "simulator.json"
-    names = seed(count, database_url, state)
+    names = seed(count, database_url, state, warmed=warmed)
     spec = work / "fleet.yaml"
-    spec.write_text(SPEC.format(fleet=FLEET, nodes=count))
+    spec.write_text((spec_text or SPEC).format(fleet=FLEET, nodes=count))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sim_port = free_port()
     sim = spawn(
@@ -192,6 +202,14 @@ def running_daemon(
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's RSS high-water mark (VmHWM): the peak since it started."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
 

@@ -28,7 +28,7 @@ import socket
 import threading
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -56,6 +56,7 @@ from reconciler.core.fleet import (
     IntentStatus,
     IpStatus,
     Maintenance,
+    NodeMark,
     NodeMetrics,
     NodeStatus,
     PausedBy,
@@ -1888,14 +1889,28 @@ class SqlStore:
         )
         return [(row.id, row.name, int(row.heartbeat_seq)) for row in known]
 
-    def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
+    def recent_metrics(
+        self, fleet: str, since: datetime, nodes: Collection[str] | None = None
+    ) -> dict[str, list[NodeMetrics]]:
         """Two single-table reads joined here: the fleet's open nodes, then the metric rows
-        newer than ``since``. Neither has a plan to choose (a sequential scan each), so the
-        cost stays linear on a fresh PostgreSQL database whose statistics autovacuum has not
-        gathered yet (a join there was planned as a nested loop: quadratic, 5 s at 10,000
-        nodes)."""
+        newer than ``since``. Neither has a plan to choose (a sequential scan each, or the
+        metrics' primary key for ``nodes``), so the cost stays linear on a fresh PostgreSQL
+        database whose statistics autovacuum has not gathered yet (a join there was planned
+        as a nested loop: quadratic, 5 s at 10,000 nodes)."""
         since = _aware(since, "since")
         node, metric = m.SendingNode, m.NodeMetric
+        columns = (
+            metric.node_id,
+            metric.at,
+            metric.cpu,
+            metric.memory,
+            metric.disk,
+            metric.queue_length,
+            metric.sent,
+            metric.bounces,
+            metric.complaints,
+            metric.interval_seconds,
+        )
         with self._tx(f"reading the metrics of {fleet!r}") as connection:
             names = {
                 row.id: row.name
@@ -1905,24 +1920,17 @@ class SqlStore:
                     )
                 )
             }
-            rows = (
-                connection.execute(
-                    sa.select(
-                        metric.node_id,
-                        metric.at,
-                        metric.cpu,
-                        metric.memory,
-                        metric.disk,
-                        metric.queue_length,
-                        metric.sent,
-                        metric.bounces,
-                        metric.complaints,
-                        metric.interval_seconds,
-                    ).where(metric.at >= since)
-                ).all()
-                if names
-                else []
-            )
+            rows: list[Any] = []
+            if nodes is None:
+                if names:
+                    rows = list(connection.execute(sa.select(*columns).where(metric.at >= since)))
+            else:
+                wanted = set(nodes)
+                ids = [node_id for node_id, name in names.items() if name in wanted]
+                for chunk in _chunks(ids):
+                    rows += connection.execute(
+                        sa.select(*columns).where(metric.node_id.in_(chunk), metric.at >= since)
+                    ).all()
         result: dict[str, list[NodeMetrics]] = defaultdict(list)
         for row in rows:
             name = names.get(row.node_id)
@@ -1946,6 +1954,38 @@ class SqlStore:
             name: sorted(series, key=lambda beat: beat.at)
             for name, series in sorted(result.items())
         }
+
+    def node_marks(self, fleet: str) -> dict[str, NodeMark]:
+        """One narrow read of the open nodes (no metrics, no JSON columns): a daemon's
+        in-memory fleet polls it to learn which records and which beat series changed. The
+        version is ``updated_at``, which every write of a record advances and a heartbeat
+        does not. On PostgreSQL the rows skip the ORM's type processing (the driver's
+        datetimes are aware already): a third of the cost at 10,000 nodes."""
+        node = m.SendingNode
+        with self._tx(f"reading the node marks of {fleet!r}") as connection:
+            if connection.dialect.name == "postgresql":
+                rows = connection.execute(_PG_NODE_MARKS, {"fleet": fleet}).all()
+            else:
+                rows = connection.execute(
+                    sa.select(
+                        node.name, node.heartbeat_seq, node.last_heartbeat, node.updated_at
+                    ).where(node.fleet == fleet, node.closed_at.is_(None))
+                ).all()
+        return {name: NodeMark(name, int(seq), last, updated) for name, seq, last, updated in rows}
+
+    def nodes_named(self, fleet: str, names: Collection[str]) -> list[RecordedNode]:
+        node = m.SendingNode
+        wanted = sorted(set(names))
+        result: list[RecordedNode] = []
+        with self._tx(f"loading {len(wanted)} node(s) of {fleet!r}") as connection:
+            for chunk in _chunks(wanted):
+                rows = connection.execute(
+                    sa.select(node).where(
+                        node.fleet == fleet, node.closed_at.is_(None), node.name.in_(chunk)
+                    )
+                ).all()
+                result += (_node_out(row) for row in rows)
+        return sorted(result, key=lambda n: n.name)
 
     def prune_metrics(self, older_than: datetime) -> int:
         """Delete metrics older than ``older_than`` and all metrics of closed nodes."""
@@ -2148,6 +2188,12 @@ _METRIC_COLUMNS = (
 _PG_PROBES_ONLY = sa.text(
     "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)"
 )
+
+_PG_NODE_MARKS = sa.text(
+    "SELECT name, heartbeat_seq, last_heartbeat, updated_at FROM sending_nodes "
+    "WHERE fleet = :fleet AND closed_at IS NULL"
+)
+
 _PG_TOUCH_NODES = sa.text(
     """
     WITH k AS MATERIALIZED (

@@ -122,7 +122,11 @@ class NodeStatus(StrEnum):
 
     @property
     def in_rotation(self) -> bool:
-        return self in (NodeStatus.WARMING, NodeStatus.ACTIVE)
+        return self in _IN_ROTATION
+
+
+#: a set, not a tuple of members: a member looked up on its class is slow (per node, per sweep)
+_IN_ROTATION = frozenset({NodeStatus.WARMING, NodeStatus.ACTIVE})
 
 
 class PausedBy(StrEnum):
@@ -383,3 +387,18 @@ def peak_count(spans: Iterable[tuple[datetime, datetime | None]], since: datetim
         current += step
         peak = max(peak, current)
     return peak
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMark:
+    """What a cheap poll of the store says of one open node: enough for a daemon that keeps
+    the fleet in memory to tell what changed since it last looked (``StorePort.node_marks``).
+
+    ``heartbeat_seq`` counts the node's recorded beats (every recorded beat advances it by
+    one, whichever daemon recorded it); ``version`` changes whenever the record changes other
+    than by a heartbeat (an opaque token, compared for equality only)."""
+
+    name: str
+    heartbeat_seq: int
+    last_heartbeat: datetime | None
+    version: object

@@ -13,7 +13,7 @@ as "no heartbeat yet" and is never replaced for it (its agent may not be install
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -212,7 +212,7 @@ class AlertCondition:
 def alert_conditions(
     nodes: Sequence[RecordedNode],
     assessment: HealthAssessment,
-    recent: dict[str, list[NodeMetrics]],
+    recent: Mapping[str, Sequence[NodeMetrics]],
     health: HealthPolicy,
     reputation: ReputationPolicy,
 ) -> tuple[AlertCondition, ...]:

@@ -6,7 +6,7 @@ Adapters raise only errors from ``reconciler.core.errors``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -20,6 +20,7 @@ from reconciler.core.fleet import (
     IntentStatus,
     Location,
     Maintenance,
+    NodeMark,
     NodeMetrics,
     ObservedServer,
     PricePlan,
@@ -280,8 +281,20 @@ class StorePort(Protocol):
         most one beat with ``sent_at`` per node per call."""
         ...
 
-    def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
-        """Per node name, the beats since ``since`` (oldest first)."""
+    def recent_metrics(
+        self, fleet: str, since: datetime, nodes: Collection[str] | None = None
+    ) -> dict[str, list[NodeMetrics]]:
+        """Per node name, the beats since ``since`` (oldest first); only of ``nodes`` when
+        given (names of open nodes; others are ignored)."""
+        ...
+
+    def node_marks(self, fleet: str) -> dict[str, NodeMark]:
+        """Per open node's name: its beat count, last beat and record version, in one light
+        query (what changed since a daemon last looked, without loading the fleet)."""
+        ...
+
+    def nodes_named(self, fleet: str, names: Collection[str]) -> list[RecordedNode]:
+        """The open nodes among ``names`` (the others are ignored), by name."""
         ...
 
     def prune_metrics(self, older_than: datetime) -> int: ...

@@ -57,7 +57,6 @@ from reconciler.core.health import (
     HealthAssessment,
     Severity,
     alert_conditions,
-    assess,
     detection_window,
     guard_assessment,
 )
@@ -77,6 +76,7 @@ from reconciler.core.scaling import (
     Recommendation,
     ScalerState,
     ScalingDecision,
+    VerticalDecision,
     evaluate,
     region_bounds,
     utilization_by,
@@ -85,6 +85,15 @@ from reconciler.core.scaling import (
 from reconciler.daemon.agent import Agent, Figures
 from reconciler.daemon.alerts import Alerter, plan_conditions
 from reconciler.daemon.counting import CountingCloud
+from reconciler.daemon.fleetstate import (
+    FULL_LOAD_EVERY,
+    Changes,
+    FleetState,
+    LivenessCache,
+    read_changed,
+    read_full,
+    read_marks,
+)
 from reconciler.daemon.heartbeats import HeartbeatBatcher, MasterSecret, Verifier
 from reconciler.daemon.http import (
     LogLimiter,
@@ -110,10 +119,12 @@ from reconciler.daemon.sources import (
 )
 from reconciler.daemon.statusing import (
     COUNTED,
+    FiguresCache,
     FleetView,
     build_view,
     figures_horizon,
     node_loads,
+    summarise,
     without_costs,
 )
 from reconciler.daemon.statuspage import (
@@ -329,6 +340,17 @@ class Daemon:
         self.verifier = Verifier(
             master, known_node=self._known.__contains__, capacity_per_minute=self._capacity.get
         )
+        #: the fleet and its recent beats in memory, fed by committed beats and light polls
+        self.state = FleetState(
+            loaded.spec.name, window=int(getattr(store, "metrics_window", 20) or 20)
+        )
+        #: each node's figures (load, grade, capacity), computed again only when they change
+        self.figures = FiguresCache()
+        #: each node's liveness, computed again only when it can have changed
+        self.liveness = LivenessCache()
+        self._refreshing = asyncio.Lock()
+        self._full_load_due = True
+        self._records_version = -1
         self.batcher = HeartbeatBatcher(store, loaded.spec.name, on_written=self._beats_written)
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
@@ -338,7 +360,7 @@ class Daemon:
         )
         # state between jobs
         self.recorded = RecordedFleet(fleet=loaded.spec.name)
-        self.recent: dict[str, list[NodeMetrics]] = {}
+        self.recent: Mapping[str, Sequence[NodeMetrics]] = {}
         self.assessment = HealthAssessment(frozenset(), frozenset(), frozenset(), ())
         self.scaler_state = ScalerState()
         self.decisions: tuple[ScalingDecision, ...] = ()
@@ -436,6 +458,7 @@ class Daemon:
             self._view_at or self.clock.now(),
             assessment=self.assessment,
             decisions=self.decisions,
+            cache=self.figures,
             ip_states=(
                 {name: a.ip_state.value for name, a in self.reputation_job.view.nodes.items()}
                 if self.reputation_job is not None
@@ -814,12 +837,16 @@ class Daemon:
 
     def _leadership_changed(self, leading: bool) -> None:
         if leading:
+            # a new leader starts from the store's whole truth (a standby kept up by polls)
+            self._full_load_due = True
             self.request_reconcile("leadership taken")
 
     def _beats_written(self, beats: Sequence[NodeMetrics]) -> None:
+        """The intake's hook (any thread): the beats the store recorded, after the commit."""
         # the beats' sending counts (bounces, complaints) went in with them, in the same
         # transaction (state.store.record_heartbeats)
         self.metrics.heartbeats_written.inc(len(beats))
+        self.state.committed(beats)
 
     # --- the sending platform (reconciler.daemon.rotation) --------------------------------
 
@@ -995,6 +1022,9 @@ class Daemon:
     def _use(self, loaded: LoadedSpec, previous: LoadedSpec) -> None:
         old = self.spec
         self.loaded = loaded
+        # the intake's capacities follow the plans; a longer figure span needs older beats
+        self._records_version = -1
+        self._full_load_due = True
         self.alerter.configure(loaded.spec.alerts.webhook, loaded.spec.alerts.dedupe_window)
         self._reschedule(old, loaded.spec)
 
@@ -1063,43 +1093,76 @@ class Daemon:
         return 202, "fetch requested"
 
     async def _refresh(self, *, initial: bool = False) -> bool:
-        """Reload the recorded fleet and recent beats. False when the store failed."""
-        spec = self.spec
-        now = self.clock.now()
-        since = now - self._metrics_span(spec)
-        try:
-            recorded, recent = await asyncio.to_thread(self._load, since)
-        except StoreError as exc:
-            self._store_ok = False
-            self._observed_since = now  # blind while the store is out
-            log.warning(f"store unavailable: {exc.message}", extra={"event": "store.unavailable"})
-            if initial:
-                raise
-            return False
-        self._store_ok = True
-        constants_changed = not initial and _constants_key(recorded) != _constants_key(
-            self.recorded
-        )
-        self.recorded = recorded
-        self.recent = recent
-        if constants_changed and self.guard.epoch is not None and not self.settings.dry_run:
-            # finance changed a cost constant: the recorded costs follow now, not tomorrow
-            self._costs_due = True
-            self.request_reconcile("cost constants changed")
-        self._known.clear()
-        self._known.update(
-            n.name for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED
-        )
-        self._capacity.clear()
-        self._capacity.update(
-            (n.name, float(spec.node_capacity_per_minute(n.plan)))
+        """Bring the fleet in memory up to date with the store: a full load at the start, on
+        leadership gained, after a store outage and every ``FULL_LOAD_EVERY``; otherwise the
+        beats committed here plus a light poll of what changed elsewhere (fleetstate.py).
+        False when the store failed."""
+        async with self._refreshing:
+            spec = self.spec
+            now = self.clock.now()
+            since = now - self._metrics_span(spec)
+            state = self.state
+            try:
+                loaded_at = state.loaded_at
+                if self._full_load_due or loaded_at is None or now - loaded_at >= FULL_LOAD_EVERY:
+                    full = await asyncio.to_thread(read_full, self.store, self.fleet, since)
+                    state.apply_full(full, now)
+                    self._full_load_due = False
+                else:
+                    state.drain()  # first: what this process recorded counts as seen
+                    marks, costs = await asyncio.to_thread(read_marks, self.store, self.fleet)
+                    records, series, closed = state.changed(marks)
+                    nodes, beats = (
+                        await asyncio.to_thread(
+                            read_changed, self.store, self.fleet, since, records, series
+                        )
+                        if records or series
+                        else ([], {})
+                    )
+                    state.apply_changes(Changes(marks, costs, nodes, beats, series), closed)
+            except StoreError as exc:
+                self._store_ok = False
+                self._observed_since = now  # blind while the store is out
+                self._full_load_due = True  # what changed meanwhile: read it all again
+                log.warning(
+                    f"store unavailable: {exc.message}", extra={"event": "store.unavailable"}
+                )
+                if initial:
+                    raise
+                return False
+            self._store_ok = True
+            state.trim(since)
+            recorded = state.recorded
+            constants_changed = not initial and _constants_key(recorded) != _constants_key(
+                self.recorded
+            )
+            self.recorded = recorded
+            self.recent = state.recent()
+            if constants_changed and self.guard.epoch is not None and not self.settings.dry_run:
+                # finance changed a cost constant: the recorded costs follow now, not tomorrow
+                self._costs_due = True
+                self.request_reconcile("cost constants changed")
+            if state.records_version != self._records_version:
+                self._records_version = state.records_version
+                self._index_nodes(spec, recorded)
+            return True
+
+    def _index_nodes(self, spec: FleetSpec, recorded: RecordedFleet) -> None:
+        """The intake's lookups (known nodes, capacity), changed in place without a moment
+        when they are empty: the intake reads them on another thread."""
+        known = {n.name for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED}
+        self._known |= known
+        self._known -= self._known - known
+        capacity = {
+            n.name: float(spec.node_capacity_per_minute(n.plan))
             for n in recorded.nodes
             if n.plan in spec.plans
-        )
-        return True
-
-    def _load(self, since: datetime) -> tuple[RecordedFleet, dict[str, list[NodeMetrics]]]:
-        return self.store.load_fleet(self.fleet), self.store.recent_metrics(self.fleet, since)
+        }
+        self._capacity.update(capacity)
+        for name in [name for name in self._capacity if name not in capacity]:
+            self._capacity.pop(name, None)
+        self.figures.forget_except(known)
+        self.liveness.forget_except(known)
 
     def _metrics_span(self, spec: FleetSpec) -> timedelta:
         span = figures_horizon(spec) + spec.health.heartbeat_interval
@@ -1120,7 +1183,7 @@ class Daemon:
                 self.request_reconcile("an operator's hold changed")
             self._held = held
         recorded_unhealthy = frozenset(n.name for n in nodes if n.status is NodeStatus.UNHEALTHY)
-        raw = assess(nodes, now, spec.health)
+        raw = self.liveness.assess(nodes, now, spec.health)
         # paused: recorded so, or decided by an earlier sweep (the reconcile applies it)
         paused_before = recorded_unhealthy | self.assessment.unhealthy
         guarded = guard_assessment(
@@ -1237,44 +1300,33 @@ class Daemon:
             self.metrics.disruptions.labels(scope).set(1)
 
     def _update_view(self, now: datetime) -> None:
-        spec = self.spec
-        view = build_view(
-            spec,
-            self.recorded,
-            self.recent,
-            now,
-            assessment=self.assessment,
-            decisions=self.decisions,
+        """The gauges of the fleet view. No row is built: /v1/fleet builds them on request
+        from the same inputs; each node's figures come from the cache (computed again only
+        when its record, its beats, its warmup day or its health changed)."""
+        summary = summarise(
+            self.spec, self.recorded, self.recent, now, self.assessment, self.figures
         )
-        # the rows are not kept: /v1/fleet rebuilds them from the same inputs on request
         self._view_at = now
         self._view_json = None
         m = self.metrics
         m.fleet_nodes.clear()
-        counts: dict[tuple[str, str], int] = {}
-        grades: dict[tuple[str, str], int] = {}
-        unhealthy: dict[str, int] = {}
-        for row in view.nodes:
-            counts[(row.region, row.status)] = counts.get((row.region, row.status), 0) + 1
-            grades[(row.region, row.grade)] = grades.get((row.region, row.grade), 0) + 1
-            unhealthy[row.region] = unhealthy.get(row.region, 0) + (1 if row.unhealthy else 0)
-        for (region, status), count in counts.items():
+        for (region, status), count in summary.statuses.items():
             m.fleet_nodes.labels(region, status).set(count)
         m.node_health.clear()
-        for (region, grade), count in grades.items():
+        for (region, grade), count in summary.grades.items():
             m.node_health.labels(region, grade).set(count)
         m.unhealthy_nodes.clear()
-        for region, count in unhealthy.items():
+        for region, count in summary.unhealthy.items():
             m.unhealthy_nodes.labels(region).set(count)
         m.utilization.clear()
         m.capacity.clear()
         m.throughput.clear()
-        for group in view.groups:
-            m.capacity.labels(group.region, group.pool).set(group.capacity_per_day)
-            m.throughput.labels(group.region, group.pool).set(group.throughput_per_day)
-            if group.utilization is not None:
-                m.utilization.labels(group.region, group.pool).set(group.utilization)
-        m.monthly_cost.set(float(view.monthly_cost))
+        for (region, pool), load in summary.groups.items():
+            m.capacity.labels(region, pool).set(load.capacity + load.missing_capacity)
+            m.throughput.labels(region, pool).set(load.throughput)
+            if load.ratio is not None:
+                m.utilization.labels(region, pool).set(load.ratio)
+        m.monthly_cost.set(float(summary.monthly_cost))
 
     async def _job_autoscale(self) -> None:
         spec = self.spec
@@ -1286,8 +1338,8 @@ class Daemon:
             return
         now = self.clock.now()
         nodes = [n for n in self.recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
-        health = assess(nodes, now, spec.health)
-        loads = node_loads(spec, nodes, self.recent, now, health.unhealthy)
+        health = self.liveness.assess(nodes, now, spec.health)
+        loads = node_loads(spec, nodes, self.recent, now, health.unhealthy, self.figures)
         bounds = region_bounds(spec)
         counted: dict[str, int] = {}
         for node in nodes:
@@ -1358,12 +1410,20 @@ class Daemon:
             region_spec = spec.regions.get(node.region)
             if region_spec is not None and node.plan in region_spec.vertical_plans:
                 plans[node.name] = node.plan
-        queues = {
-            name: [QueueSample(b.at, b.queue_length) for b in beats]
-            for name, beats in self.recent.items()
-        }
-        rotation = [(n.name, n.region, n.plan) for n in nodes if n.status.in_rotation]
-        vertical = vertical_decisions(spec, rotation, queues, now)
+        vertical: tuple[VerticalDecision, ...] = ()
+        if spec.scaling.vertical.enabled:
+            # only nodes in rotation in a region with a plan ladder can move up
+            ladders = {name for name, region in spec.regions.items() if region.vertical_plans}
+            rotation = [
+                (n.name, n.region, n.plan)
+                for n in nodes
+                if n.status.in_rotation and n.region in ladders
+            ]
+            queues = {
+                name: [QueueSample(b.at, b.queue_length) for b in self.recent.get(name, ())]
+                for name, _, _ in rotation
+            }
+            vertical = vertical_decisions(spec, rotation, queues, now)
         for move in vertical:
             if self.node_plans.get(move.node) != move.to_plan:
                 log.info(

@@ -6,8 +6,9 @@ Everything here is computed from the spec, the recorded fleet, the recent heartb
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 
 from reconciler.core.costs import CostResolver, cents
 from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet, RecordedNode
-from reconciler.core.health import Grade, HealthAssessment, assess, grade_beats
+from reconciler.core.health import Grade, HealthAssessment, HealthReport, assess, grade_beats
 from reconciler.core.scaling import (
     PLAUSIBLE_CAPACITY_FACTOR,
     NodeLoad,
@@ -93,39 +94,133 @@ def figures_horizon(spec: FleetSpec) -> timedelta:
     return spec.health.heartbeat_interval * spec.health.missed_beats
 
 
+@dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """What one node's record and recent beats say now: its load for the autoscaler and the
+    figures of its row in the fleet view (``node_figures``)."""
+
+    load: NodeLoad
+    report: HealthReport
+    warmup_day: int
+    daily_limit: int | None
+    capacity_per_day: int
+    queue_length: int | None
+    bounce_rate: float | None
+    complaint_rate: float | None
+
+
+def node_figures(
+    spec: FleetSpec,
+    node: RecordedNode,
+    beats: Sequence[NodeMetrics],
+    now: datetime,
+    unhealthy: bool,
+) -> NodeFigures:
+    """One node's figures (``beats``: its recent beats, oldest first or in any order)."""
+    horizon = figures_horizon(spec)
+    plan = spec.plans.get(node.plan)
+    vcpu = plan.vcpu if plan is not None else 1
+    day, limit = warmup_limit(spec, node, now)
+    load = NodeLoad(
+        name=node.name,
+        region=node.region,
+        pool=node.pool,
+        vcpu=vcpu,
+        daily_limit=limit,
+        sent_per_day=recent_throughput(
+            beats,
+            now,
+            horizon,
+            PLAUSIBLE_CAPACITY_FACTOR * cpu_capacity_per_day(vcpu, spec.scaling.per_core_rate),
+        ),
+        counted=node.status in COUNTED,
+        serving=node.status.in_rotation and not unhealthy,
+        ips=spec.costs.ips_per_node,
+    )
+    inside = [b for b in beats if b.at >= now - horizon]
+    latest = max(inside, key=lambda b: b.at) if inside else None
+    sent = sum(b.sent for b in inside)
+    return NodeFigures(
+        load=load,
+        report=grade_beats(inside, spec.health),
+        warmup_day=day,
+        daily_limit=limit,
+        capacity_per_day=node_capacity_per_day(vcpu, spec.scaling.per_core_rate, limit, load.ips),
+        queue_length=latest.queue_length if latest is not None else None,
+        bounce_rate=sum(b.bounces for b in inside) / sent if sent > 0 else None,
+        complaint_rate=sum(b.complaints for b in inside) / sent if sent > 0 else None,
+    )
+
+
+class FiguresCache:
+    """``node_figures`` per node, kept between calls and computed again only when what it
+    depends on changed: the spec, the node's record, its series of beats, which of them lie
+    inside the horizon (or just after ``now``), its warmup day, or whether it is unhealthy. A
+    daemon's sweeps and autoscaler then cost in proportion to what changed, not to the fleet
+    (issue 14).
+
+    Records and series are compared by identity: a series given here must be oldest first
+    and never changed in place (a new tuple when it changes, as ``FleetState`` does)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[
+            str, tuple[RecordedNode, Sequence[NodeMetrics], tuple[int, int, int, bool], NodeFigures]
+        ] = {}
+        self._spec: FleetSpec | None = None
+
+    def figures(
+        self,
+        spec: FleetSpec,
+        node: RecordedNode,
+        beats: Sequence[NodeMetrics],
+        now: datetime,
+        unhealthy: bool,
+    ) -> NodeFigures:
+        if spec is not self._spec:
+            self._entries = {}
+            self._spec = spec
+        if beats:
+            horizon = figures_horizon(spec)
+            low = bisect.bisect_left(beats, now - horizon, key=_beat_at)
+            high = bisect.bisect_right(beats, now + _FUTURE_SLACK, key=_beat_at)
+        else:
+            low = high = 0
+        started = node.warmup_started_at
+        key = (low, high, warmup_day(started, now) if started is not None else 0, unhealthy)
+        entry = self._entries.get(node.name)
+        if entry is not None and entry[0] is node and entry[1] is beats and entry[2] == key:
+            return entry[3]
+        figures = node_figures(spec, node, beats, now, unhealthy)
+        self._entries[node.name] = (node, beats, key, figures)
+        return figures
+
+    def forget_except(self, names: Collection[str]) -> None:
+        """Drop the nodes not in ``names`` (closed ones)."""
+        for name in list(self._entries):
+            if name not in names:
+                self._entries.pop(name, None)
+
+
+_FUTURE_SLACK = timedelta(seconds=5)
+
+
+def _beat_at(beat: NodeMetrics) -> datetime:
+    return beat.at
+
+
 def node_loads(
     spec: FleetSpec,
     nodes: Sequence[RecordedNode],
     recent: Mapping[str, Sequence[NodeMetrics]],
     now: datetime,
     unhealthy: frozenset[str] = frozenset(),
+    cache: FiguresCache | None = None,
 ) -> list[NodeLoad]:
-    horizon = figures_horizon(spec)
-    result: list[NodeLoad] = []
-    for node in nodes:
-        plan = spec.plans.get(node.plan)
-        vcpu = plan.vcpu if plan is not None else 1
-        _, limit = warmup_limit(spec, node, now)
-        result.append(
-            NodeLoad(
-                name=node.name,
-                region=node.region,
-                pool=node.pool,
-                vcpu=vcpu,
-                daily_limit=limit,
-                sent_per_day=recent_throughput(
-                    recent.get(node.name, ()),
-                    now,
-                    horizon,
-                    PLAUSIBLE_CAPACITY_FACTOR
-                    * cpu_capacity_per_day(vcpu, spec.scaling.per_core_rate),
-                ),
-                counted=node.status in COUNTED,
-                serving=node.status.in_rotation and node.name not in unhealthy,
-                ips=spec.costs.ips_per_node,
-            )
-        )
-    return result
+    figures = cache.figures if cache is not None else node_figures
+    return [
+        figures(spec, node, recent.get(node.name, ()), now, node.name in unhealthy).load
+        for node in nodes
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,19 +386,23 @@ def build_view(
     decisions: Sequence[ScalingDecision] = (),
     leader: bool | None = None,
     ip_states: Mapping[str, str] | None = None,
+    cache: FiguresCache | None = None,
 ) -> FleetView:
     nodes = [n for n in recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
     health = assessment or assess(nodes, now, spec.health)
     liveness = {d.node: d for d in health.details}
     costs = CostResolver(spec, recorded.cost_overrides)
-    horizon = figures_horizon(spec)
     rows: list[NodeRow] = []
-    loads = node_loads(spec, nodes, recent, now, health.unhealthy)
-    for node, load in zip(nodes, loads, strict=True):
-        beats = [b for b in recent.get(node.name, ()) if b.at >= now - horizon]
-        report = grade_beats(beats, spec.health)
-        day, limit = warmup_limit(spec, node, now)
-        capacity = node_capacity_per_day(load.vcpu, spec.scaling.per_core_rate, limit, load.ips)
+    figures_of = cache.figures if cache is not None else node_figures
+    loads: list[NodeLoad] = []
+    for node in nodes:
+        figures = figures_of(
+            spec, node, recent.get(node.name, ()), now, node.name in health.unhealthy
+        )
+        load = figures.load
+        loads.append(load)
+        report = figures.report
+        day, limit, capacity = figures.warmup_day, figures.daily_limit, figures.capacity_per_day
         cost = node.approximate_cost
         if cost is None:
             cost = cents(costs.node(node.plan, node.pool)[0])
@@ -313,8 +412,6 @@ def build_view(
         if live is not None and live.unhealthy:
             grade = Grade.CRITICAL
             reasons = (f"{live.missed} heartbeats missed", *reasons)
-        latest = max(beats, key=lambda b: b.at) if beats else None
-        sent = sum(b.sent for b in beats)
         rows.append(
             NodeRow(
                 name=node.name,
@@ -338,9 +435,9 @@ def build_view(
                 grade_reasons=reasons,
                 missed_beats=live.missed if live is not None else 0,
                 unhealthy=node.name in health.unhealthy,
-                queue_length=latest.queue_length if latest is not None else None,
-                bounce_rate=sum(b.bounces for b in beats) / sent if sent > 0 else None,
-                complaint_rate=sum(b.complaints for b in beats) / sent if sent > 0 else None,
+                queue_length=figures.queue_length,
+                bounce_rate=figures.bounce_rate,
+                complaint_rate=figures.complaint_rate,
                 paused_by=node.paused_by.value if node.paused_by is not None else None,
                 ip_state=(ip_states or {}).get(node.name),
                 hold=hold_of(node),
@@ -363,6 +460,63 @@ def build_view(
         monthly_cost=total,
         leader=leader,
         decisions=tuple(d.reason for d in decisions),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The fleet view's aggregates (the daemon's gauges), without its rows."""
+
+    #: (region, status) -> nodes
+    statuses: dict[tuple[str, str], int]
+    #: (region, grade) -> nodes
+    grades: dict[tuple[str, str], int]
+    #: region -> unhealthy nodes
+    unhealthy: dict[str, int]
+    #: (region, pool or '') -> utilization, as the view's groups
+    groups: dict[tuple[str, str], Utilization]
+    monthly_cost: Decimal
+
+
+def summarise(
+    spec: FleetSpec,
+    recorded: RecordedFleet,
+    recent: Mapping[str, Sequence[NodeMetrics]],
+    now: datetime,
+    assessment: HealthAssessment,
+    cache: FiguresCache | None = None,
+) -> FleetSummary:
+    """What ``build_view`` would total, without building a row per node (with ``cache``,
+    only the nodes whose figures changed are computed again)."""
+    figures_of = cache.figures if cache is not None else node_figures
+    costs = CostResolver(spec, recorded.cost_overrides)
+    down = {live.node for live in assessment.details if live.unhealthy}
+    paused = assessment.unhealthy
+    statuses: dict[tuple[str, str], int] = {}
+    grades: dict[tuple[str, str], int] = {}
+    unhealthy: dict[str, int] = {}
+    loads: list[NodeLoad] = []
+    total = Decimal(0)
+    for node in recorded.nodes:
+        if node.status is NodeStatus.DECOMMISSIONED:
+            continue
+        name, region = node.name, node.region
+        figures = figures_of(spec, node, recent.get(name, ()), now, name in paused)
+        loads.append(figures.load)
+        grade = Grade.CRITICAL if name in down else figures.report.grade
+        key = (region, node.status.value)
+        statuses[key] = statuses.get(key, 0) + 1
+        graded = (region, grade.label)
+        grades[graded] = grades.get(graded, 0) + 1
+        unhealthy[region] = unhealthy.get(region, 0) + (1 if name in paused else 0)
+        cost = node.approximate_cost
+        total += cost if cost is not None else cents(costs.node(node.plan, node.pool)[0])
+    return FleetSummary(
+        statuses=statuses,
+        grades=grades,
+        unhealthy=unhealthy,
+        groups=utilization_by(loads, spec.scaling.per_core_rate),
+        monthly_cost=total,
     )
 
 

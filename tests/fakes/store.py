@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +22,7 @@ from reconciler.core.fleet import (
     CostConstant,
     IntentStatus,
     Maintenance,
+    NodeMark,
     NodeMetrics,
     NodeStatus,
     RecordedFleet,
@@ -56,6 +57,8 @@ class InMemoryStore:
         self.writes: list[tuple[str, str]] = []
         #: per (fleet, node): the newest recorded beat's signed timestamp (replays refused)
         self.beat_sent_at: dict[tuple[str, str], int] = {}
+        #: per (fleet, node): how many beats were recorded (SqlStore's heartbeat_seq)
+        self.beat_seq: dict[tuple[str, str], int] = {}
         #: set to a StoreError to make heartbeat writes fail (a store outage)
         self.fail_heartbeats: StoreError | None = None
 
@@ -410,18 +413,52 @@ class InMemoryStore:
                 self.beat_sent_at[(fleet, beat.node)] = beat.sent_at
             self.nodes[(fleet, beat.node)] = replace(node, last_heartbeat=beat.at)
             self.metrics.setdefault((fleet, beat.node), []).append(beat)
+            self.beat_seq[(fleet, beat.node)] = self.beat_seq.get((fleet, beat.node), 0) + 1
             outcome.append(True)
         return outcome
 
-    def recent_metrics(self, fleet: str, since: datetime) -> dict[str, list[NodeMetrics]]:
+    def recent_metrics(
+        self, fleet: str, since: datetime, nodes: Collection[str] | None = None
+    ) -> dict[str, list[NodeMetrics]]:
+        self._check(None)
         result: dict[str, list[NodeMetrics]] = {}
         for (f, name), beats in self.metrics.items():
-            if f != fleet:
+            if f != fleet or (nodes is not None and name not in nodes):
+                continue
+            node = self.nodes.get((f, name))
+            if node is None or node.status is NodeStatus.DECOMMISSIONED:
                 continue
             recent = sorted((b for b in beats if b.at >= since), key=lambda b: b.at)
             if recent:
                 result[name] = recent
         return result
+
+    def node_marks(self, fleet: str) -> dict[str, NodeMark]:
+        """As SqlStore; the version is the record itself without its last beat (so a test
+        that replaces a record in ``nodes`` is seen too)."""
+        self._check(None)
+        return {
+            name: NodeMark(
+                name,
+                self.beat_seq.get((f, name), 0),
+                node.last_heartbeat,
+                repr(replace(node, last_heartbeat=None)),
+            )
+            for (f, name), node in self.nodes.items()
+            if f == fleet and node.status is not NodeStatus.DECOMMISSIONED
+        }
+
+    def nodes_named(self, fleet: str, names: Collection[str]) -> list[RecordedNode]:
+        self._check(None)
+        return sorted(
+            (
+                node
+                for name in set(names)
+                if (node := self.nodes.get((fleet, name))) is not None
+                and node.status is not NodeStatus.DECOMMISSIONED
+            ),
+            key=lambda n: n.name,
+        )
 
     def prune_metrics(self, older_than: datetime) -> int:
         removed = 0

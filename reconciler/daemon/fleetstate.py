@@ -1,0 +1,351 @@
+"""The daemon's fleet in memory: kept up to date as beats are committed and records change,
+instead of a reload of the whole fleet and every recent beat at each sweep (issue 14).
+
+The store stays the truth. What this process knows comes from three sources:
+
+- a **full load** (start, leadership gained, a store outage over, and every
+  ``FULL_LOAD_EVERY`` as a safety net): the node marks first, then the fleet and its beats;
+- the **committed beats** of this process's intake (``committed``, called by the heartbeat
+  batcher on any thread once a batch is in the store): appended to an inbox, merged at the
+  next ``sync``;
+- a **light poll** at each ``sync`` (``StorePort.node_marks``: name, beat count, last beat and
+  record version of each open node, no figures): a record whose version changed is read again
+  (``nodes_named``); a node whose beat count moved further than the beats merged here (another
+  daemon ingested them, or a test wrote the store) has its recent beats read again
+  (``recent_metrics(..., nodes=...)``); closed nodes leave.
+
+Beats are told apart by their time (``at``): a beat merged from the inbox and read from the
+store is kept once. A count that disagrees (a beat committed while the poll ran) only costs
+one more read of that node's beats at the next poll, never a wrong series.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from reconciler.core.fleet import (
+    CostConstant,
+    NodeMark,
+    NodeMetrics,
+    RecordedFleet,
+    RecordedIntent,
+    RecordedNode,
+)
+from reconciler.core.health import WATCHED, HealthAssessment, Liveness, liveness
+from reconciler.core.ports import StorePort
+from specs.model import HealthPolicy, UnhealthyAction
+
+#: a full load at least this often, whatever the polls said (a safety net: the polls are exact
+#: as long as every writer of a record advances its version)
+FULL_LOAD_EVERY = timedelta(minutes=10)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FullLoad:
+    marks: dict[str, NodeMark]
+    recorded: RecordedFleet
+    recent: dict[str, list[NodeMetrics]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Changes:
+    """What a poll found changed, and the store's records and beats for it."""
+
+    marks: dict[str, NodeMark]
+    costs: tuple[CostConstant, ...]
+    nodes: list[RecordedNode]
+    beats: dict[str, list[NodeMetrics]]
+    #: nodes whose beats were read again (their series is replaced by the store's)
+    reread: frozenset[str]
+
+
+def read_full(store: StorePort, fleet: str, since: datetime) -> FullLoad:
+    """The whole fleet (worker thread). The marks are read first: a beat recorded between
+    the reads is in the series but not in the count, so the next poll reads that node again
+    (the other order would lose it until the next full load)."""
+    marks = store.node_marks(fleet)
+    recorded = store.load_fleet(fleet)
+    recent = store.recent_metrics(fleet, since)
+    return FullLoad(marks, recorded, recent)
+
+
+def read_marks(
+    store: StorePort, fleet: str
+) -> tuple[dict[str, NodeMark], tuple[CostConstant, ...]]:
+    """The light poll (worker thread)."""
+    return store.node_marks(fleet), tuple(store.cost_constants())
+
+
+def read_changed(
+    store: StorePort,
+    fleet: str,
+    since: datetime,
+    records: Collection[str],
+    series: Collection[str],
+) -> tuple[list[RecordedNode], dict[str, list[NodeMetrics]]]:
+    """The records and beat series a poll found changed (worker thread)."""
+    nodes = store.nodes_named(fleet, records) if records else []
+    beats = store.recent_metrics(fleet, since, nodes=series) if series else {}
+    return nodes, beats
+
+
+class FleetState:
+    """The recorded fleet and each node's recent beats, as this process knows them."""
+
+    def __init__(self, fleet: str, *, window: int = 20) -> None:
+        self.fleet = fleet
+        #: at most this many beats per node, the newest (the store's ring keeps as many)
+        self._window = max(1, window)
+        self.loaded_at: datetime | None = None
+        self._nodes: dict[str, RecordedNode] = {}
+        #: per node: the store's mark this state agrees with (beat count, record version)
+        self._marks: dict[str, NodeMark] = {}
+        #: per node: beats merged from the inbox since its mark
+        self._local: dict[str, int] = {}
+        #: per node, its beats oldest first: tuples, never changed in place (readers on other
+        #: threads hold a snapshot of the mapping, see ``recent``)
+        self._beats: dict[str, tuple[NodeMetrics, ...]] = {}
+        self._inbox: deque[NodeMetrics] = deque()
+        self._intents: tuple[RecordedIntent, ...] = ()
+        self._costs: tuple[CostConstant, ...] = ()
+        self._recorded: RecordedFleet | None = None
+        #: advances whenever a record (not a beat) changes
+        self.records_version = 0
+
+    # --- what the jobs read ---------------------------------------------------------------
+
+    @property
+    def recorded(self) -> RecordedFleet:
+        if self._recorded is None:
+            nodes = tuple(self._nodes[name] for name in sorted(self._nodes))
+            self._recorded = RecordedFleet(
+                fleet=self.fleet,
+                nodes=nodes,
+                pending_intents=self._intents,
+                cost_overrides=self._costs,
+                protected_names=frozenset(n.name for n in nodes if n.protected),
+            )
+        return self._recorded
+
+    def recent(self) -> Mapping[str, Sequence[NodeMetrics]]:
+        """Each node's beats inside the span of the last ``trim``, oldest first: a snapshot
+        (a shallow copy; the series are immutable), safe to read on another thread."""
+        return dict(self._beats)
+
+    # --- the intake's hook ----------------------------------------------------------------
+
+    def committed(self, beats: Iterable[NodeMetrics]) -> None:
+        """Beats the store recorded (any thread): merged at the next ``drain``."""
+        self._inbox.extend(beats)
+
+    def drain(self) -> int:
+        """Merge the committed beats waiting in the inbox; returns how many were new."""
+        merged = 0
+        touched: dict[str, datetime] = {}
+        inbox = self._inbox
+        while inbox:
+            beat = inbox.popleft()
+            name = beat.node
+            if name not in self._nodes:
+                continue  # not (or no longer) an open node here; a poll settles it
+            if self._merge(name, beat):
+                self._local[name] = self._local.get(name, 0) + 1
+                merged += 1
+                last = touched.get(name)
+                if last is None or beat.at > last:
+                    touched[name] = beat.at
+        for name, at in touched.items():
+            node = self._nodes[name]
+            if node.last_heartbeat is None or at > node.last_heartbeat:
+                self._set_node(dataclasses.replace(node, last_heartbeat=at))
+        return merged
+
+    def _merge(self, name: str, beat: NodeMetrics) -> bool:
+        series = self._beats.get(name)
+        if series is None:
+            self._beats[name] = (beat,)
+            return True
+        if beat.at > series[-1].at:
+            merged = (*series, beat)
+        else:
+            index = bisect.bisect_left(series, beat.at, key=_at)
+            if index < len(series) and series[index].at == beat.at:
+                return False
+            merged = (*series[:index], beat, *series[index:])
+        self._beats[name] = merged[-self._window :]
+        return True
+
+    # --- loading from the store -----------------------------------------------------------
+
+    def apply_full(self, full: FullLoad, now: datetime) -> None:
+        """Everything as the store says; beats committed here meanwhile are merged again."""
+        self._nodes = {node.name: node for node in full.recorded.nodes}
+        self._marks = {name: mark for name, mark in full.marks.items() if name in self._nodes}
+        self._local = {}
+        self._beats = {
+            name: tuple(series)[-self._window :] for name, series in full.recent.items() if series
+        }
+        self._intents = full.recorded.pending_intents
+        self._costs = full.recorded.cost_overrides
+        self._recorded = None
+        self.records_version += 1
+        self.loaded_at = now
+        self.drain()
+
+    def changed(
+        self, marks: Mapping[str, NodeMark]
+    ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(records to read again, beat series to read again, nodes closed) after a poll.
+        Call ``drain`` first: the beats merged here count towards what the store holds."""
+        records: set[str] = set()
+        series: set[str] = set()
+        known = self._marks
+        local = self._local
+        for name, mark in marks.items():
+            seen = known.get(name)
+            if seen is None or seen.version != mark.version:
+                records.add(name)
+            if seen is None:
+                if mark.heartbeat_seq:
+                    series.add(name)
+            elif mark.heartbeat_seq != seen.heartbeat_seq + local.get(name, 0):
+                series.add(name)
+        closed = frozenset(name for name in self._nodes if name not in marks)
+        return frozenset(records), frozenset(series), closed
+
+    def apply_changes(self, changes: Changes, closed: Collection[str]) -> None:
+        for name in closed:
+            self._nodes.pop(name, None)
+            self._beats.pop(name, None)
+            self._marks.pop(name, None)
+            self._local.pop(name, None)
+        if closed:
+            self._recorded = None
+            self.records_version += 1
+        for fresh_node in changes.nodes:
+            previous = self._nodes.get(fresh_node.name)
+            if previous is not None and previous.id != fresh_node.id:
+                self._beats.pop(fresh_node.name, None)  # another record under that name
+            self._set_node(fresh_node)
+            self.records_version += 1
+        for name in changes.reread:
+            if name not in self._nodes:
+                continue
+            fresh = changes.beats.get(name, ())
+            mine = self._beats.get(name, ())
+            merged = {b.at: b for b in mine}
+            merged.update((b.at, b) for b in fresh)
+            if merged:
+                self._beats[name] = tuple(merged[at] for at in sorted(merged))[-self._window :]
+            else:
+                self._beats.pop(name, None)
+        for name, mark in changes.marks.items():
+            known = self._nodes.get(name)
+            if known is None:
+                continue
+            node = known
+            self._marks[name] = mark
+            self._local.pop(name, None)
+            last = mark.last_heartbeat
+            if last is not None and (node.last_heartbeat is None or last > node.last_heartbeat):
+                # in UTC, as the store's records (a driver may give the session's zone)
+                self._set_node(dataclasses.replace(node, last_heartbeat=last.astimezone(UTC)))
+        if changes.costs != self._costs:
+            self._costs = changes.costs
+            self._recorded = None
+
+    def _set_node(self, node: RecordedNode) -> None:
+        self._nodes[node.name] = node
+        self._recorded = None
+
+    def trim(self, since: datetime) -> None:
+        """Forget beats older than ``since``."""
+        cut: dict[str, tuple[NodeMetrics, ...]] = {}
+        for name, series in self._beats.items():
+            if series[0].at >= since:
+                continue
+            cut[name] = series[bisect.bisect_left(series, since, key=_at) :]
+        for name, series in cut.items():
+            if series:
+                self._beats[name] = series
+            else:
+                del self._beats[name]
+
+
+def _at(beat: NodeMetrics) -> datetime:
+    return beat.at
+
+
+class LivenessCache:
+    """``core.health.assess`` for a daemon's repeated sweeps: each node's ``Liveness`` is
+    kept until its record changes or the moment its missed-beat count (or its replacement
+    being due) next changes, so a sweep of a fleet at rest computes almost nothing again.
+    The result equals ``assess(nodes, now, policy)``."""
+
+    def __init__(self) -> None:
+        #: name -> (record, computed at, valid until (None: while the record stays), liveness)
+        self._entries: dict[str, tuple[RecordedNode, datetime, datetime | None, Liveness]] = {}
+        self._policy: HealthPolicy | None = None
+
+    def assess(
+        self, nodes: Sequence[RecordedNode], now: datetime, policy: HealthPolicy
+    ) -> HealthAssessment:
+        if policy is not self._policy:
+            self._entries = {}
+            self._policy = policy
+        unhealthy: set[str] = set()
+        replace: set[str] = set()
+        silent: set[str] = set()
+        details: list[Liveness] = []
+        alert_only = policy.on_unhealthy is UnhealthyAction.ALERT
+        entries = self._entries
+        for node in sorted(nodes, key=_name):
+            if node.status not in WATCHED:
+                continue
+            entry = entries.get(node.name)
+            if (
+                entry is not None
+                and entry[0] is node
+                and entry[1] <= now
+                and (entry[2] is None or now < entry[2])
+            ):
+                live = entry[3]
+            else:
+                live = liveness(node, now, policy)
+                entries[node.name] = (node, now, _valid_until(node, live, policy), live)
+            details.append(live)
+            if live.never_beaten:
+                silent.add(node.name)
+            if live.unhealthy and not alert_only:
+                unhealthy.add(node.name)
+            if live.replace_due:
+                replace.add(node.name)
+        return HealthAssessment(
+            frozenset(unhealthy), frozenset(replace), frozenset(silent), tuple(details)
+        )
+
+    def forget_except(self, names: Collection[str]) -> None:
+        for name in list(self._entries):
+            if name not in names:
+                self._entries.pop(name, None)
+
+
+def _valid_until(node: RecordedNode, live: Liveness, policy: HealthPolicy) -> datetime | None:
+    """Until when ``live`` stays what ``liveness`` says for ``node`` (None: for as long as the
+    record does not change)."""
+    last = node.last_heartbeat
+    if last is None:
+        return None
+    until = last + policy.heartbeat_interval * (live.missed + 1)
+    since = live.unhealthy_since
+    if since is not None and not live.replace_due:
+        until = min(until, since + policy.replace_after)
+    return until
+
+
+def _name(node: RecordedNode) -> str:
+    return node.name

@@ -1,0 +1,333 @@
+"""The daemon's fleet in memory (issue 14): after any mix of beats committed here, beats
+recorded by another daemon, record changes, closed and new nodes, time passing and polls, it
+equals a full reload from the store; the liveness and figures caches equal the uncached
+functions."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedNode
+from reconciler.core.health import assess
+from reconciler.core.ports import StorePort
+from reconciler.daemon.fleetstate import (
+    Changes,
+    FleetState,
+    LivenessCache,
+    read_changed,
+    read_full,
+    read_marks,
+)
+from reconciler.daemon.statusing import FiguresCache, build_view, summarise, utilization_by
+from specs.model import FleetSpec, HealthPolicy, UnhealthyAction
+from state.store import open_store
+from tests.fakes.clocks import FakeClock
+from tests.fakes.store import InMemoryStore
+
+FLEET = "acme"
+SPAN = timedelta(seconds=120)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+Op = tuple[Any, ...]
+NODE = st.integers(0, 5)
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("local"), NODE),
+        st.tuples(st.just("other"), NODE),
+        st.tuples(
+            st.just("status"),
+            NODE,
+            st.sampled_from([NodeStatus.ACTIVE, NodeStatus.PAUSED, NodeStatus.UNHEALTHY]),
+        ),
+        st.tuples(st.just("protect"), NODE),
+        st.tuples(st.just("close"), NODE),
+        st.tuples(st.just("add"), NODE),
+        st.tuples(st.just("advance"), st.integers(1, 90)),
+        st.tuples(st.just("poll")),
+        st.tuples(st.just("full")),
+    ),
+    max_size=40,
+)
+
+
+def record(name: str, now: datetime) -> RecordedNode:
+    return RecordedNode(
+        id=str(uuid.uuid4()),
+        fleet=FLEET,
+        name=name,
+        region="dallas",
+        plan="baseline",
+        status=NodeStatus.ACTIVE,
+        created_at=now,
+        approximate_cost=Decimal("9.99"),
+    )
+
+
+def figures(series: Sequence[NodeMetrics]) -> list[tuple[Any, ...]]:
+    """What the daemon reads of a beat (the store keeps neither ``sent_at`` nor soft
+    bounces in its ring)."""
+    return [
+        (b.at, b.cpu, b.memory, b.disk, b.queue_length, b.sent, b.bounces, b.complaints)
+        for b in series
+    ]
+
+
+class Harness:
+    def __init__(self, store: StorePort, clock: FakeClock) -> None:
+        self.store = store
+        self.clock = clock
+        self.state = FleetState(FLEET, window=1000)
+        self.tick = itertools.count(1)
+        for i in range(4):
+            store.upsert_node(record(f"n{i}", clock.now()))
+        self.state.apply_full(read_full(store, FLEET, self.since()), clock.now())
+
+    def since(self) -> datetime:
+        return self.clock.now() - SPAN
+
+    def open_names(self) -> list[str]:
+        return sorted(n.name for n in self.store.load_fleet(FLEET).nodes)
+
+    def pick(self, index: int) -> RecordedNode | None:
+        nodes = self.store.load_fleet(FLEET).nodes
+        return nodes[index % len(nodes)] if nodes else None
+
+    def beat(self, index: int) -> NodeMetrics | None:
+        node = self.pick(index)
+        if node is None:
+            return None
+        tick = next(self.tick)
+        at = self.clock.now() + timedelta(microseconds=tick)
+        return NodeMetrics(node.name, at, 0.5, 0.4, 0.3, tick % 7, tick, tick % 3, 0, 30.0)
+
+    def run(self, op: Op) -> None:
+        kind = op[0]
+        now = self.clock.now()
+        if kind in ("local", "other"):
+            beat = self.beat(op[1])
+            if beat is not None:
+                recorded = self.store.record_beats(FLEET, [beat])
+                if kind == "local" and recorded[0]:
+                    self.state.committed([beat])
+        elif kind == "status":
+            node = self.pick(op[1])
+            if node is not None:
+                self.store.upsert_node(dataclasses.replace(node, status=op[2]))
+        elif kind == "protect":
+            node = self.pick(op[1])
+            if node is not None:
+                self.store.set_protected(FLEET, node.name, not node.protected)
+        elif kind == "close":
+            node = self.pick(op[1])
+            if node is not None:
+                self.store.close_node(FLEET, node.name, now)
+        elif kind == "add":
+            self.store.upsert_node(record(f"new{op[1]}-{next(self.tick)}", now))
+        elif kind == "advance":
+            self.clock.advance(op[1])
+        elif kind == "poll":
+            self.poll()
+        elif kind == "full":
+            self.state.apply_full(read_full(self.store, FLEET, self.since()), now)
+            self.state.trim(self.since())
+
+    def poll(self) -> None:
+        """What Daemon._refresh does, without the threads."""
+        state = self.state
+        state.drain()
+        marks, costs = read_marks(self.store, FLEET)
+        records, series, closed = state.changed(marks)
+        nodes, beats = read_changed(self.store, FLEET, self.since(), records, series)
+        state.apply_changes(Changes(marks, costs, nodes, beats, series), closed)
+        state.trim(self.since())
+
+    def check(self) -> None:
+        truth = self.store.load_fleet(FLEET)
+        assert self.state.recorded.nodes == truth.nodes
+        stored = self.store.recent_metrics(FLEET, self.since())
+        mine = self.state.recent()
+        assert {n: figures(s) for n, s in mine.items() if s} == {
+            n: figures(s) for n, s in stored.items() if s
+        }
+
+
+def exercise(make: Callable[[FakeClock], StorePort], ops: list[Op]) -> None:
+    clock = FakeClock(T0)
+    harness = Harness(make(clock), clock)
+    for op in ops:
+        harness.run(op)
+        if op[0] == "poll":
+            harness.check()
+    harness.poll()
+    harness.check()
+    # a second poll with nothing new reads no record and no series again
+    harness.state.drain()
+    marks, _ = read_marks(harness.store, FLEET)
+    records, series, closed = harness.state.changed(marks)
+    assert (records, series, closed) == (frozenset(), frozenset(), frozenset())
+
+
+@given(OPS)
+@settings(max_examples=150, deadline=None)
+def test_the_fleet_in_memory_equals_a_full_reload(ops: list[Op]) -> None:
+    exercise(lambda clock: InMemoryStore(now=clock.now), ops)
+
+
+@given(OPS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_the_fleet_in_memory_equals_a_full_reload_of_the_sql_store(
+    tmp_path: Path, ops: list[Op]
+) -> None:
+    path = tmp_path / f"state-{uuid.uuid4().hex[:8]}.db"
+    stores: list[Any] = []
+
+    def make(clock: FakeClock) -> StorePort:
+        store = open_store(f"sqlite:///{path}", metrics_window=1000)
+        stores.append(store)
+        return store
+
+    try:
+        exercise(make, ops)
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_beat_seen_twice_counts_once_and_a_poll_then_reads_nothing() -> None:
+    clock = FakeClock(T0)
+    harness = Harness(InMemoryStore(now=clock.now), clock)
+    beat = harness.beat(0)
+    assert beat is not None
+    assert harness.store.record_beats(FLEET, [beat]) == [True]
+    harness.state.committed([beat, beat])  # delivered twice (a retried callback)
+    harness.poll()
+    harness.check()
+    assert len(harness.state.recent()[beat.node]) == 1
+
+
+# --- the caches equal the functions they stand for ----------------------------------------
+
+LAST = st.one_of(st.none(), st.integers(-4000, 100))
+STATUS = st.sampled_from(
+    [NodeStatus.ACTIVE, NodeStatus.WARMING, NodeStatus.UNHEALTHY, NodeStatus.PAUSED]
+)
+
+
+@given(
+    st.lists(st.tuples(LAST, STATUS), min_size=1, max_size=6),
+    st.lists(st.integers(0, 400), min_size=1, max_size=12),
+    st.booleans(),
+)
+@settings(max_examples=200, deadline=None)
+def test_the_liveness_cache_equals_assess(
+    nodes: list[tuple[int | None, NodeStatus]], steps: list[int], alert_only: bool
+) -> None:
+    policy = HealthPolicy(
+        on_unhealthy=UnhealthyAction.ALERT if alert_only else UnhealthyAction.REPLACE,
+        replace_after=timedelta(minutes=2),
+    )
+    records = [
+        dataclasses.replace(
+            record(f"n{i}", T0),
+            status=status,
+            last_heartbeat=None if last is None else T0 + timedelta(seconds=last),
+        )
+        for i, (last, status) in enumerate(nodes)
+    ]
+    cache = LivenessCache()
+    now = T0
+    for step in steps:
+        now += timedelta(seconds=step)
+        assert cache.assess(records, now, policy) == assess(records, now, policy)
+
+
+def spec_of(tmp_path: Path) -> FleetSpec:
+    from specs.loading import load_spec
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "apiVersion: fleet-reconciler/v1\nkind: Fleet\nmetadata: {name: acme}\n"
+        "plans:\n  baseline: {rid: 52, vcpu: 1, ram_gb: 2, disk_gb: 50, monthly_price: 9.99}\n"
+        "regions:\n  dallas: {location_id: 13, plan: baseline, nodes: {min: 1, max: 9}}\n"
+    )
+    return load_spec([path]).spec
+
+
+@given(st.data())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_figures_cache_and_the_summary_equal_the_fleet_view(
+    tmp_path: Path, data: st.DataObject
+) -> None:
+    spec = spec_of(tmp_path)
+    records = [
+        dataclasses.replace(
+            record(f"n{i}", T0),
+            status=data.draw(STATUS),
+            last_heartbeat=T0 + timedelta(seconds=data.draw(st.integers(-300, 0))),
+            warmup_started_at=T0 - timedelta(days=data.draw(st.integers(0, 40))),
+        )
+        for i in range(data.draw(st.integers(1, 5)))
+    ]
+    recent: dict[str, tuple[NodeMetrics, ...]] = {}
+    for node in records:
+        offsets = sorted(set(data.draw(st.lists(st.integers(-200, 10), max_size=6))))
+        recent[node.name] = tuple(
+            NodeMetrics(node.name, T0 + timedelta(seconds=o), 0.5, 0.4, 0.3, o % 5, 40 + o, 1, 0)
+            for o in offsets
+        )
+    cache = FiguresCache()
+    from reconciler.core.fleet import RecordedFleet
+
+    fleet = RecordedFleet(FLEET, tuple(records))
+    now = T0
+    for step in data.draw(st.lists(st.integers(0, 100), min_size=1, max_size=5)):
+        now += timedelta(seconds=step)
+        health = assess(records, now, spec.health)
+        plain = build_view(spec, fleet, recent, now, assessment=health)
+        cached = build_view(spec, fleet, recent, now, assessment=health, cache=cache)
+        assert cached == plain
+        summary = summarise(spec, fleet, recent, now, health, cache)
+        assert summary == expected_summary(spec, plain, health, recent, now, records)
+
+
+def expected_summary(
+    spec: FleetSpec,
+    view: Any,
+    health: Any,
+    recent: Mapping[str, Sequence[NodeMetrics]],
+    now: datetime,
+    records: list[RecordedNode],
+) -> Any:
+    from reconciler.daemon.statusing import FleetSummary, node_loads
+
+    statuses: dict[tuple[str, str], int] = {}
+    grades: dict[tuple[str, str], int] = {}
+    unhealthy: dict[str, int] = {}
+    for row in view.nodes:
+        statuses[(row.region, row.status)] = statuses.get((row.region, row.status), 0) + 1
+        grades[(row.region, row.grade)] = grades.get((row.region, row.grade), 0) + 1
+        unhealthy[row.region] = unhealthy.get(row.region, 0) + (1 if row.unhealthy else 0)
+    loads = node_loads(spec, records, recent, now, health.unhealthy)
+    return FleetSummary(
+        statuses=statuses,
+        grades=grades,
+        unhealthy=unhealthy,
+        groups=utilization_by(loads, spec.scaling.per_core_rate),
+        monthly_cost=view.monthly_cost,
+    )
