@@ -61,6 +61,8 @@ class Changes:
     beats: dict[str, list[NodeMetrics]]
     #: nodes whose beats were read again (their series is replaced by the store's)
     reread: frozenset[str]
+    #: nodes whose mark moved (the others are as this state knew them)
+    moved: frozenset[str]
 
 
 def read_full(store: StorePort, fleet: str, since: datetime) -> FullLoad:
@@ -115,6 +117,8 @@ class FleetState:
         self._recorded: RecordedFleet | None = None
         #: advances whenever a record (not a beat) changes
         self.records_version = 0
+        #: advances whenever a series of beats changes
+        self.beats_version = 0
 
     # --- what the jobs read ---------------------------------------------------------------
 
@@ -158,6 +162,8 @@ class FleetState:
                 last = touched.get(name)
                 if last is None or beat.at > last:
                     touched[name] = beat.at
+        if merged:
+            self.beats_version += 1
         for name, at in touched.items():
             node = self._nodes[name]
             if node.last_heartbeat is None or at > node.last_heartbeat:
@@ -193,20 +199,26 @@ class FleetState:
         self._costs = full.recorded.cost_overrides
         self._recorded = None
         self.records_version += 1
+        self.beats_version += 1
         self.loaded_at = now
         self.drain()
 
     def changed(
         self, marks: Mapping[str, NodeMark]
-    ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
-        """(records to read again, beat series to read again, nodes closed) after a poll.
-        Call ``drain`` first: the beats merged here count towards what the store holds."""
+    ) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
+        """(records to read again, beat series to read again, nodes closed, nodes whose mark
+        moved) after a poll. Call ``drain`` first: the beats merged here count towards what
+        the store holds. A fleet at rest costs one comparison per node."""
         records: set[str] = set()
         series: set[str] = set()
+        moved: set[str] = set()
         known = self._marks
         local = self._local
         for name, mark in marks.items():
             seen = known.get(name)
+            if seen == mark and name not in local:
+                continue
+            moved.add(name)
             if seen is None or seen.version != mark.version:
                 records.add(name)
             if seen is None:
@@ -214,8 +226,12 @@ class FleetState:
                     series.add(name)
             elif mark.heartbeat_seq != seen.heartbeat_seq + local.get(name, 0):
                 series.add(name)
-        closed = frozenset(name for name in self._nodes if name not in marks)
-        return frozenset(records), frozenset(series), closed
+        closed = (
+            frozenset(name for name in self._nodes if name not in marks)
+            if len(marks) != len(self._nodes) or records
+            else frozenset()
+        )
+        return frozenset(records), frozenset(series), closed, frozenset(moved)
 
     def apply_changes(self, changes: Changes, closed: Collection[str]) -> None:
         for name in closed:
@@ -232,6 +248,8 @@ class FleetState:
                 self._beats.pop(fresh_node.name, None)  # another record under that name
             self._set_node(fresh_node)
             self.records_version += 1
+        if changes.reread or closed:
+            self.beats_version += 1
         for name in changes.reread:
             if name not in self._nodes:
                 continue
@@ -243,7 +261,8 @@ class FleetState:
                 self._beats[name] = tuple(merged[at] for at in sorted(merged))[-self._window :]
             else:
                 self._beats.pop(name, None)
-        for name, mark in changes.marks.items():
+        for name in changes.moved:
+            mark = changes.marks[name]
             known = self._nodes.get(name)
             if known is None:
                 continue
@@ -269,6 +288,8 @@ class FleetState:
             if series[0].at >= since:
                 continue
             cut[name] = series[bisect.bisect_left(series, since, key=_at) :]
+        if cut:
+            self.beats_version += 1
         for name, series in cut.items():
             if series:
                 self._beats[name] = series

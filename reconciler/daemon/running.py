@@ -50,7 +50,7 @@ from reconciler.core.errors import (
     SpecError,
     StoreError,
 )
-from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet
+from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedFleet, RecordedNode
 from reconciler.core.health import (
     AlertCondition,
     GuardedHealth,
@@ -72,6 +72,7 @@ from reconciler.core.ports import (
 )
 from reconciler.core.reputation import IpState, RotationCandidate, rotation
 from reconciler.core.scaling import (
+    NodeLoad,
     QueueSample,
     Recommendation,
     ScalerState,
@@ -120,6 +121,7 @@ from reconciler.daemon.sources import (
 from reconciler.daemon.statusing import (
     COUNTED,
     FiguresCache,
+    FleetSummary,
     FleetView,
     build_view,
     figures_horizon,
@@ -348,6 +350,10 @@ class Daemon:
         self.figures = FiguresCache()
         #: each node's liveness, computed again only when it can have changed
         self.liveness = LivenessCache()
+        #: the fleet state's beats version behind ``self.recent``
+        self._recent_version = -1
+        self._summary_memo: tuple[tuple[Any, ...], FleetSummary] | None = None
+        self._loads_memo: tuple[tuple[Any, ...], datetime | None, list[NodeLoad]] | None = None
         self._refreshing = asyncio.Lock()
         self._full_load_due = True
         self._records_version = -1
@@ -1111,7 +1117,7 @@ class Daemon:
                 else:
                     state.drain()  # first: what this process recorded counts as seen
                     marks, costs = await asyncio.to_thread(read_marks, self.store, self.fleet)
-                    records, series, closed = state.changed(marks)
+                    records, series, closed, moved = state.changed(marks)
                     nodes, beats = (
                         await asyncio.to_thread(
                             read_changed, self.store, self.fleet, since, records, series
@@ -1119,7 +1125,7 @@ class Daemon:
                         if records or series
                         else ([], {})
                     )
-                    state.apply_changes(Changes(marks, costs, nodes, beats, series), closed)
+                    state.apply_changes(Changes(marks, costs, nodes, beats, series, moved), closed)
             except StoreError as exc:
                 self._store_ok = False
                 self._observed_since = now  # blind while the store is out
@@ -1137,7 +1143,9 @@ class Daemon:
                 self.recorded
             )
             self.recorded = recorded
-            self.recent = state.recent()
+            if state.beats_version != self._recent_version:
+                self.recent = state.recent()
+                self._recent_version = state.beats_version
             if constants_changed and self.guard.epoch is not None and not self.settings.dry_run:
                 # finance changed a cost constant: the recorded costs follow now, not tomorrow
                 self._costs_due = True
@@ -1303,9 +1311,17 @@ class Daemon:
         """The gauges of the fleet view. No row is built: /v1/fleet builds them on request
         from the same inputs; each node's figures come from the cache (computed again only
         when its record, its beats, its warmup day or its health changed)."""
-        summary = summarise(
-            self.spec, self.recorded, self.recent, now, self.assessment, self.figures
-        )
+        assessment = self.assessment
+        down = frozenset(live.node for live in assessment.details if live.unhealthy)
+        key = (self.spec, self.recorded, self._recent_version, assessment.unhealthy, down)
+        memo = self._summary_memo
+        if memo is not None and _same_inputs(memo[0], key) and _still(memo[1].until, now):
+            summary = memo[1]  # nothing it depends on changed: a sweep at rest
+        else:
+            summary = summarise(
+                self.spec, self.recorded, self.recent, now, assessment, self.figures
+            )
+            self._summary_memo = (key, summary)
         self._view_at = now
         self._view_json = None
         m = self.metrics
@@ -1328,6 +1344,28 @@ class Daemon:
                 m.utilization.labels(region, pool).set(load.ratio)
         m.monthly_cost.set(float(summary.monthly_cost))
 
+    def _node_loads(
+        self,
+        spec: FleetSpec,
+        nodes: Sequence[RecordedNode],
+        now: datetime,
+        unhealthy: frozenset[str],
+    ) -> list[NodeLoad]:
+        """The autoscaler's inputs, the same list again while nothing they depend on changed
+        (each node's figures come from the cache otherwise)."""
+        key = (spec, self.recorded, self._recent_version, unhealthy)
+        memo = self._loads_memo
+        if memo is not None and _same_inputs(memo[0], key) and _still(memo[1], now):
+            return memo[2]
+        loads = node_loads(spec, nodes, self.recent, now, unhealthy, self.figures)
+        until: datetime | None = None
+        for node in nodes:
+            ends = self.figures.until(node.name)
+            if ends is not None and (until is None or ends < until):
+                until = ends
+        self._loads_memo = (key, until, loads)
+        return loads
+
     async def _job_autoscale(self) -> None:
         spec = self.spec
         if not spec.scaling.enabled:
@@ -1339,7 +1377,7 @@ class Daemon:
         now = self.clock.now()
         nodes = [n for n in self.recorded.nodes if n.status is not NodeStatus.DECOMMISSIONED]
         health = self.liveness.assess(nodes, now, spec.health)
-        loads = node_loads(spec, nodes, self.recent, now, health.unhealthy, self.figures)
+        loads = self._node_loads(spec, nodes, now, health.unhealthy)
         bounds = region_bounds(spec)
         counted: dict[str, int] = {}
         for node in nodes:
@@ -1675,6 +1713,16 @@ async def _bounded_close(close: Callable[[], None], what: str) -> None:
         )
     except ReconcilerError as exc:
         log.warning(f"closing {what} failed: {exc.message}", extra={"event": "daemon.close_failed"})
+
+
+def _same_inputs(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
+    """Memo keys: the spec and the recorded fleet by identity (replaced when they change),
+    the rest by value."""
+    return old[0] is new[0] and old[1] is new[1] and old[2:] == new[2:]
+
+
+def _still(until: datetime | None, now: datetime) -> bool:
+    return until is None or now < until
 
 
 def _constants_key(recorded: RecordedFleet) -> tuple[tuple[str, str, str, str], ...]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -163,8 +163,16 @@ class FiguresCache:
     and never changed in place (a new tuple when it changes, as ``FleetState`` does)."""
 
     def __init__(self) -> None:
+        #: name -> (record, series, key, figures, until when the key holds at the latest)
         self._entries: dict[
-            str, tuple[RecordedNode, Sequence[NodeMetrics], tuple[int, int, int, bool], NodeFigures]
+            str,
+            tuple[
+                RecordedNode,
+                Sequence[NodeMetrics],
+                tuple[int, int, int, bool],
+                NodeFigures,
+                datetime | None,
+            ],
         ] = {}
         self._spec: FleetSpec | None = None
 
@@ -186,13 +194,29 @@ class FiguresCache:
         else:
             low = high = 0
         started = node.warmup_started_at
-        key = (low, high, warmup_day(started, now) if started is not None else 0, unhealthy)
+        day = warmup_day(started, now) if started is not None else 0
+        key = (low, high, day, unhealthy)
         entry = self._entries.get(node.name)
         if entry is not None and entry[0] is node and entry[1] is beats and entry[2] == key:
             return entry[3]
         figures = node_figures(spec, node, beats, now, unhealthy)
-        self._entries[node.name] = (node, beats, key, figures)
+        # the first moment ``key`` may change: a beat leaves the horizon, one just ahead of
+        # ``now`` enters it, or the warmup day turns
+        ends: list[datetime] = []
+        if low < len(beats):
+            ends.append(beats[low].at + figures_horizon(spec) + _TICK)
+        if high < len(beats):
+            ends.append(beats[high].at - _FUTURE_SLACK)
+        if started is not None:
+            ends.append(started + timedelta(days=day))
+        self._entries[node.name] = (node, beats, key, figures, min(ends) if ends else None)
         return figures
+
+    def until(self, name: str) -> datetime | None:
+        """Until when the figures last computed for ``name`` hold whatever else stays
+        (None: as long as its record and beats do)."""
+        entry = self._entries.get(name)
+        return entry[4] if entry is not None else None
 
     def forget_except(self, names: Collection[str]) -> None:
         """Drop the nodes not in ``names`` (closed ones)."""
@@ -202,6 +226,7 @@ class FiguresCache:
 
 
 _FUTURE_SLACK = timedelta(seconds=5)
+_TICK = timedelta(microseconds=1)
 
 
 def _beat_at(beat: NodeMetrics) -> datetime:
@@ -476,6 +501,9 @@ class FleetSummary:
     #: (region, pool or '') -> utilization, as the view's groups
     groups: dict[tuple[str, str], Utilization]
     monthly_cost: Decimal
+    #: with a cache: the first moment a node's figures may change by time alone (a beat
+    #: leaving the horizon, a warmup day turning); None: not before its inputs change
+    until: datetime | None = field(default=None, compare=False)
 
 
 def summarise(
@@ -497,6 +525,7 @@ def summarise(
     unhealthy: dict[str, int] = {}
     loads: list[NodeLoad] = []
     total = Decimal(0)
+    until: datetime | None = None
     for node in recorded.nodes:
         if node.status is NodeStatus.DECOMMISSIONED:
             continue
@@ -511,12 +540,17 @@ def summarise(
         unhealthy[region] = unhealthy.get(region, 0) + (1 if name in paused else 0)
         cost = node.approximate_cost
         total += cost if cost is not None else cents(costs.node(node.plan, node.pool)[0])
+        if cache is not None:
+            ends = cache.until(name)
+            if ends is not None and (until is None or ends < until):
+                until = ends
     return FleetSummary(
         statuses=statuses,
         grades=grades,
         unhealthy=unhealthy,
         groups=utilization_by(loads, spec.scaling.per_core_rate),
         monthly_cost=total,
+        until=until,
     )
 
 
