@@ -205,30 +205,26 @@ class CountingTransport(httpx.AsyncHTTPTransport):
 
 
 class RemoteEndpoints:
-    """The node stand-ins' endpoints, asked of the stand-in process (cached per IP)."""
+    """The node stand-ins' endpoints, asked of the stand-in process (a connection per
+    question, so many nodes coming up at once are answered concurrently; cached per IP)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
         self._known: dict[str, int] = {}
-        self._lock = asyncio.Lock()
-        self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def endpoint(self, ip: str) -> tuple[str, int]:
         if ip not in self._known:
-            async with self._lock:
-                if ip not in self._known:
-                    if self._conn is None:
-                        self._conn = await asyncio.open_connection("127.0.0.1", self.port)
-                    reader, writer = self._conn
-                    writer.write(f"{ip}\n".encode())
-                    await writer.drain()
-                    self._known[ip] = int((await reader.readline()).decode())
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            try:
+                writer.write(f"{ip}\n".encode())
+                await writer.drain()
+                self._known[ip] = int((await reader.readline()).decode())
+            finally:
+                writer.close()
         return "127.0.0.1", self._known[ip]
 
     async def aclose(self) -> None:
-        if self._conn is not None:
-            self._conn[1].close()
-            self._conn = None
+        self._known.clear()
 
 
 async def measure(

@@ -225,18 +225,16 @@ class NodeStandIn:
         """A new host key (what a rebuilt server or a man in the middle would present)."""
         self.host_key_path.unlink(missing_ok=True)
 
-    def prepare(self, *, first_boot_seconds: float = 0.0) -> None:
-        """Folders, stubs and ownership (idempotent)."""
+    def prepare(self, *, first_boot_seconds: float = 0.0) -> bool:
+        """Folders, stubs and ownership (idempotent; file work only, run in a thread).
+        True when it marked a fresh node's first boot (the caller ends it later)."""
         fresh = not self.root.exists()
         for sub in (self.root, self.home, self.root / "run", self.root / "var" / "log"):
             sub.mkdir(parents=True, exist_ok=True)
         _write_stubs(self.folder)
-        if fresh and first_boot_seconds > 0:
+        first_boot = fresh and first_boot_seconds > 0
+        if first_boot:
             (self.root / "run" / "first-boot").write_text("unattended-upgrades\n")
-            asyncio.get_running_loop().call_later(
-                first_boot_seconds,
-                lambda: (self.root / "run" / "first-boot").unlink(missing_ok=True),
-            )
         if os.geteuid() == 0:
             check_reachable(self.folder, self.uid)
             for path in (self.folder, self.root, self.home):
@@ -246,10 +244,19 @@ class NodeStandIn:
                     os.lchown(os.path.join(dirpath, entry), self.uid, self.uid)
                 os.lchown(dirpath, self.uid, self.uid)
             self.folder.chmod(0o711)
+        return first_boot
 
     async def start(self, *, first_boot_seconds: float = 0.0) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.prepare(first_boot_seconds=first_boot_seconds)
+        # the file work (stubs, ownership, the host key) in a thread: many nodes coming up
+        # at once do not queue on the event loop
+        first_boot = await asyncio.to_thread(self.prepare, first_boot_seconds=first_boot_seconds)
+        if first_boot:
+            asyncio.get_running_loop().call_later(
+                first_boot_seconds,
+                lambda: (self.root / "run" / "first-boot").unlink(missing_ok=True),
+            )
+        host_key = await asyncio.to_thread(self.host_key)
         stand_in = self
 
         class _Server(asyncssh.SSHServer):
@@ -273,7 +280,7 @@ class NodeStandIn:
             _Server,
             "127.0.0.1",
             self.port,
-            server_host_keys=[self.host_key()],
+            server_host_keys=[host_key],
             process_factory=self._process,
             encoding=None,
             allow_scp=False,
@@ -566,33 +573,42 @@ class NodeStandIns:
         self.first_boot_seconds = first_boot_seconds
         self.uid = uid
         self.nodes: dict[str, NodeStandIn] = {}
-        self._lock = asyncio.Lock()
+        self._starting: dict[str, asyncio.Future[NodeStandIn]] = {}
 
     async def endpoint(self, ip: str) -> tuple[str, int]:
-        """The loopback address of the stand-in for ``ip`` (started if needed)."""
-        async with self._lock:
-            node = self.nodes.get(ip)
-            if node is None:
-                name = (self.name_of(ip) if self.name_of else None) or ip
-                home = self.run_folder / name
-                if self.run_folder != self.folder:
-                    link = self.folder / name
-                    home.mkdir(exist_ok=True)
-                    if not link.is_symlink() and not link.exists():
-                        link.symlink_to(home, target_is_directory=True)
-                node = NodeStandIn(
-                    name,
-                    ip,
-                    home,
-                    list(self.authorized),
-                    self.relay,
-                    self.uid,
-                    ready_key=self.ready_key,
-                    agent_starter=self.agent_starter,
-                )
-                await node.start(first_boot_seconds=self.first_boot_seconds)
-                self.nodes[ip] = node
-            return "127.0.0.1", node.port
+        """The loopback address of the stand-in for ``ip`` (started if needed; nodes start
+        concurrently, each once)."""
+        node = self.nodes.get(ip)
+        if node is None:
+            starting = self._starting.get(ip)
+            if starting is None:
+                starting = asyncio.ensure_future(self._start(ip))
+                self._starting[ip] = starting
+                starting.add_done_callback(lambda _: self._starting.pop(ip, None))
+            node = await asyncio.shield(starting)
+        return "127.0.0.1", node.port
+
+    async def _start(self, ip: str) -> NodeStandIn:
+        name = (self.name_of(ip) if self.name_of else None) or ip
+        home = self.run_folder / name
+        if self.run_folder != self.folder:
+            link = self.folder / name
+            home.mkdir(exist_ok=True)
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(home, target_is_directory=True)
+        node = NodeStandIn(
+            name,
+            ip,
+            home,
+            list(self.authorized),
+            self.relay,
+            self.uid,
+            ready_key=self.ready_key,
+            agent_starter=self.agent_starter,
+        )
+        await node.start(first_boot_seconds=self.first_boot_seconds)
+        self.nodes[ip] = node
+        return node
 
     def by_name(self, name: str) -> NodeStandIn | None:
         for node in self.nodes.values():
@@ -612,6 +628,9 @@ class NodeStandIns:
             await node.stop()
 
     async def aclose(self) -> None:
+        for starting in list(self._starting.values()):
+            with contextlib.suppress(Exception):
+                await starting  # a node coming up is stopped with the others
         for node in list(self.nodes.values()):
             await node.stop()
         self.nodes.clear()
