@@ -1,22 +1,29 @@
-"""Heartbeat ingestion through the daemon's HTTP endpoint into PostgreSQL, signed requests.
+"""Heartbeat ingestion through the daemon's HTTP endpoint into PostgreSQL, signed requests,
+against its ceiling, with one and two daemon replicas on one PostgreSQL (issues 10 and 14).
 
-Target: at least 2,000 beats/s on this 2-core machine (10,000 nodes beating every 30 s is
-333 beats/s; the target is six times that), and not below the 3,760/s measured before a 202
-meant "committed" (issue 10: group commit, cross-replica replay check in the same UPDATE).
+Targets: the daemon with durability (202 only once the beat is committed) and the store-side
+replay check at least 0.8 of the ceiling's throughput (issue 14), and not below 3,760 beats/s
+(issue 10; an absolute figure from a quiet machine, printed for reference only: on a shared
+machine the ratio is what holds).
 
-Run: ``.venv/bin/python benchmarks/heartbeat_ingest.py [--nodes 10000] [--beats 40000]
-[--connections 64]``. Needs PostgreSQL (``RECONCILER_TEST_POSTGRES_URL``, default
-postgres@127.0.0.1:5432).
+Run: ``.venv/bin/python benchmarks/heartbeat_ingest.py [--nodes 10000] [--beats 20000]
+[--connections 64] [--repeat 3]``. Needs PostgreSQL (``RECONCILER_TEST_POSTGRES_URL``, default
+postgres@127.0.0.1:5432); creates and drops its own database.
 
-The real ``reconcile daemon`` runs as a process over a store and a simulator account seeded
-with the same N nodes (a steady fleet). The load generator shares the machine's two cores:
-it keeps ``--connections`` HTTP/1.1 keep-alive connections over loopback, each sending one
-signed beat after another (a minimal hand-written HTTP client: a Python HTTP library would
-cost more CPU than the server it measures). Every beat has its own signature (node, sent
-count and timestamp vary; a node's beats are one second apart), so none is refused as a
-replay (HTTP answers are printed: any 409 would show). The figure reported is beats
-accepted AND written to PostgreSQL per second: the clock stops when the daemon's
-``reconciler_heartbeats_written_total`` reaches the number sent.
+Set-up: a simulator account and a store seeded with the same N nodes (a steady fleet), two
+``reconcile daemon`` processes on that store (the second is stopped with SIGSTOP while it is
+not measured) and the ceiling app (``benchmarks/ceiling_app.py``: the same uvicorn server
+set-up, a bare Starlette route that checks the HMAC and parses the JSON, nothing else).
+
+Each repetition measures, one after the other: the ceiling, the daemon alone, the two daemons
+(the connections split between them, as a load balancer would). The load generator is the
+same for all: ``--connections`` HTTP/1.1 keep-alive connections over loopback, each sending one
+signed beat after another (a minimal hand-written client: a Python HTTP library would cost
+more CPU than the server it measures). Every beat has its own signature and a node's beats are
+one second apart, so none is a replay (HTTP answers are printed: any 409 would show). A beat
+counts when answered 202; for the daemon that means committed, and the daemon's
+``reconciler_heartbeats_written_total`` is checked to have grown by as much. Figures are
+medians over the repetitions; ratios are taken within each repetition, then the median.
 """
 
 from __future__ import annotations
@@ -25,25 +32,34 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.daemonsetup import (
+    FLEET,
     MASTER,
+    SPEC,
+    Proc,
     cpu_seconds,
+    free_port,
     fresh_database,
     metric,
-    rss_mb,
-    running_daemon,
+    seed,
+    spawn,
+    wait_http,
 )
 from reconciler.daemon.heartbeats import derive_node_secret, signed_headers
 
 PATH = "/v1/heartbeats"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_request(host: str, node: str, secret: str, sent: int, now: int) -> bytes:
@@ -80,9 +96,9 @@ async def read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def worker(
-    host: str, port: int, requests: list[bytes], latencies: list[float], statuses: dict[int, int]
+    port: int, requests: list[bytes], latencies: list[float], statuses: dict[int, int]
 ) -> None:
-    reader, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for request in requests:
             started = time.perf_counter()
@@ -96,92 +112,216 @@ async def worker(
 
 
 async def blast(
-    host: str, port: int, requests: list[bytes], connections: int
+    ports: list[int], requests: list[bytes], connections: int
 ) -> tuple[float, list[float], dict[int, int]]:
+    """``connections`` connections spread over ``ports`` (round robin)."""
     shares = [requests[i::connections] for i in range(connections)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
-    await asyncio.gather(*(worker(host, port, share, latencies, statuses) for share in shares))
+    await asyncio.gather(
+        *(
+            worker(ports[i % len(ports)], share, latencies, statuses)
+            for i, share in enumerate(shares)
+        )
+    )
     return time.perf_counter() - started, latencies, statuses
+
+
+@dataclass
+class Result:
+    name: str
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    statuses: dict[int, int]
+    cpu_us_per_beat: float  # server processes' CPU (all replicas) per accepted beat
+    written: float  # daemon: heartbeats_written_total growth
+
+
+class Bench:
+    def __init__(self, names: list[str], beats: int, connections: int) -> None:
+        self.names = names
+        self.beats = beats
+        self.connections = connections
+        self.secrets = {n: derive_node_secret(MASTER.encode(), n) for n in names}
+        self.next_second = int(time.time()) - 200
+
+    def requests(self) -> list[bytes]:
+        """A fresh set: each round over the nodes one second later than any before, so every
+        beat is newer than its node's newest recorded one."""
+        first = max(self.next_second, int(time.time()) - 200)
+        rounds = -(-self.beats // len(self.names))
+        self.next_second = first + rounds
+        count = len(self.names)
+        return [
+            build_request(
+                "127.0.0.1",
+                self.names[i % count],
+                self.secrets[self.names[i % count]],
+                i,
+                first + i // count,
+            )
+            for i in range(self.beats)
+        ]
+
+    def run(self, name: str, ports: list[int], pids: list[int], urls: list[str]) -> Result:
+        requests = self.requests()
+        written_before = sum(metric(u, "reconciler_heartbeats_written_total") for u in urls)
+        cpu_before = sum(cpu_seconds(p) for p in pids)
+        elapsed, latencies, statuses = asyncio.run(blast(ports, requests, self.connections))
+        cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+        written = sum(metric(u, "reconciler_heartbeats_written_total") for u in urls)
+        accepted = statuses.get(202, 0)
+        latencies.sort()
+        return Result(
+            name,
+            accepted / elapsed,
+            statistics.median(latencies) * 1000,
+            latencies[int(len(latencies) * 0.99)] * 1000,
+            dict(sorted(statuses.items())),
+            cpu / max(accepted, 1) * 1e6,
+            written - written_before,
+        )
+
+
+def wait_fleet(url: str, nodes: int) -> None:
+    deadline = time.monotonic() + 180
+    while metric(url, "reconciler_fleet_nodes") < nodes:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url}: the daemon did not load the fleet in time")
+        time.sleep(0.5)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=10_000)
-    parser.add_argument("--beats", type=int, default=40_000)
+    parser.add_argument("--beats", type=int, default=20_000, help="per measurement")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    procs: list[Proc] = []
     with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
-        with running_daemon(Path(tmp), args.nodes, url, log_level="warning") as (
-            daemon,
-            base,
-            names,
-        ):
-            host, port_text = base.removeprefix("http://").split(":")
-            port = int(port_text)
-            deadline = time.monotonic() + 120
-            while metric(base, "reconciler_fleet_nodes") < args.nodes:
-                if time.monotonic() > deadline:
-                    print("the daemon did not load the fleet in time")
-                    return 1
-                time.sleep(0.5)
-            secrets = {n: derive_node_secret(MASTER.encode(), n) for n in names}
-            now = int(time.time())
-            prepared = time.perf_counter()
-            # each round over the nodes one second later: a node's beats are strictly newer
-            # than the previous ones (the store refuses a beat not newer than the node's newest)
-            rounds = -(-args.beats // len(names))
-            first = now - min(rounds, 250)
-            requests = [
-                build_request(
-                    base,
-                    names[i % len(names)],
-                    secrets[names[i % len(names)]],
-                    i,
-                    first + i // len(names),
+        work = Path(tmp)
+        try:
+            state = work / "simulator.json"
+            names = seed(args.nodes, url, state)
+            spec = work / "fleet.yaml"
+            spec.write_text(SPEC.format(fleet=FLEET, nodes=args.nodes))
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "RECONCILER_NODE_MASTER_SECRET": MASTER}
+            sim_port = free_port()
+            procs.append(
+                spawn(
+                    ["simulator", "--port", str(sim_port), "--state", str(state)],
+                    env,
+                    work / "simulator.log",
                 )
-                for i in range(args.beats)
-            ]
-            signing = time.perf_counter() - prepared
-            written_before = metric(base, "reconciler_heartbeats_written_total")
-            cpu_before = cpu_seconds(daemon.popen.pid)
-            started = time.perf_counter()
-            client_cpu = time.process_time()
-            elapsed, latencies, statuses = asyncio.run(
-                blast(host, port, requests, args.connections)
             )
-            client_cpu = time.process_time() - client_cpu
-            accepted = statuses.get(202, 0)
-            while metric(base, "reconciler_heartbeats_written_total") - written_before < accepted:
-                if time.perf_counter() - started > elapsed + 60:
-                    break
-                time.sleep(0.05)
-            through_db = time.perf_counter() - started
-            written = metric(base, "reconciler_heartbeats_written_total") - written_before
-            daemon_cpu = cpu_seconds(daemon.popen.pid) - cpu_before
-            rss = rss_mb(daemon.popen.pid)
-        latencies.sort()
-        print(f"nodes recorded:          {args.nodes:,}")
-        print(f"beats sent:              {args.beats:,} over {args.connections} connections")
-        print(f"HTTP answers:            {dict(sorted(statuses.items()))}")
-        rate = accepted / elapsed
-        print(f"accepted (HTTP 202):     {accepted:,} in {elapsed:.2f} s = {rate:,.0f}/s")
+            wait_http(f"http://127.0.0.1:{sim_port}/sim/health")
+            ceiling_port = free_port()
+            with (work / "ceiling.log").open("wb") as log:
+                ceiling = Proc(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(ROOT / "benchmarks" / "ceiling_app.py"),
+                            "--port",
+                            str(ceiling_port),
+                        ],
+                        stdout=log,
+                        stderr=log,
+                        env=env,
+                    ),
+                    work / "ceiling.log",
+                )
+            procs.append(ceiling)
+            daemons: list[tuple[Proc, int, str]] = []
+            for replica in ("a", "b"):
+                port = free_port()
+                denv = {
+                    **env,
+                    "HOSTWINDS_API_URL": f"http://127.0.0.1:{sim_port}/cloud/api.php",
+                    "RECONCILER_DATABASE_URL": url,
+                    "RECONCILER_STATE_DIR": str(work / f"state-{replica}"),
+                }
+                proc = spawn(
+                    [
+                        "daemon",
+                        "-f",
+                        str(spec),
+                        "--listen",
+                        f"127.0.0.1:{port}",
+                        "--log-level",
+                        "warning",
+                    ],
+                    denv,
+                    work / f"daemon-{replica}.log",
+                )
+                procs.append(proc)
+                daemons.append((proc, port, f"http://127.0.0.1:{port}"))
+            wait_http(f"http://127.0.0.1:{ceiling_port}/healthz")
+            for _, _, durl in daemons:
+                wait_http(f"{durl}/healthz")
+                wait_fleet(durl, args.nodes)
+            (a, a_port, a_url), (b, b_port, b_url) = daemons
+            bench = Bench(names, args.beats, args.connections)
+            rows: list[list[Result]] = []
+            loads: list[float] = []
+            for r in range(args.repeat):
+                b.popen.send_signal(signal.SIGSTOP)  # not measured: frozen
+                time.sleep(1)
+                ceiling_result = bench.run("ceiling", [ceiling_port], [ceiling.popen.pid], [])
+                one = bench.run("daemon x1", [a_port], [a.popen.pid], [a_url])
+                b.popen.send_signal(signal.SIGCONT)
+                time.sleep(3)  # let it catch up with its jobs
+                two = bench.run(
+                    "daemon x2", [a_port, b_port], [a.popen.pid, b.popen.pid], [a_url, b_url]
+                )
+                load = os.getloadavg()[0]
+                rows.append([ceiling_result, one, two])
+                loads.append(load)
+                print(f"-- repetition {r + 1} (load average {load:.1f})")
+                for res in (ceiling_result, one, two):
+                    print(
+                        f"   {res.name:10s} {res.rate:8,.0f} beats/s  p50 {res.p50_ms:6.1f} ms "
+                        f"p99 {res.p99_ms:7.1f} ms  server CPU {res.cpu_us_per_beat:5.0f} us/beat"
+                        f"  answers {res.statuses}"
+                        + (f"  written {res.written:,.0f}" if res.name != "ceiling" else "")
+                    )
+                print(
+                    f"   ratio x1 {one.rate / ceiling_result.rate:.2f}  "
+                    f"x2 {two.rate / ceiling_result.rate:.2f}"
+                )
+        finally:
+            for proc in reversed(procs):
+                if proc.popen.poll() is None:
+                    proc.popen.send_signal(signal.SIGCONT)
+                proc.stop()
+    med = statistics.median
+    ceiling_rate = med(row[0].rate for row in rows)
+    print()
+    print(
+        f"nodes {args.nodes:,}; {args.beats:,} beats per measurement over "
+        f"{args.connections} connections; {args.repeat} repetitions; load average "
+        f"{med(loads):.1f} (2 cores shared with other work)"
+    )
+    print(
+        f"ceiling (bare Starlette, HMAC + JSON):  {ceiling_rate:8,.0f} beats/s  "
+        f"CPU {med(row[0].cpu_us_per_beat for row in rows):.0f} us/beat"
+    )
+    ok = True
+    for index, label in ((1, "daemon, 1 replica"), (2, "daemon, 2 replicas")):
+        rate = med(row[index].rate for row in rows)
+        ratio = med(row[index].rate / row[0].rate for row in rows)
+        cpu = med(row[index].cpu_us_per_beat for row in rows)
+        p50 = med(row[index].p50_ms for row in rows)
+        lost = sum(row[index].statuses.get(202, 0) - row[index].written for row in rows)
         print(
-            f"written to PostgreSQL:   {written:,.0f} in {through_db:.2f} s = "
-            f"{written / through_db:,.0f} beats/s  (target >= 2,000)"
+            f"{label + ':':38s} {rate:8,.0f} beats/s  ratio {ratio:.2f} (target >= 0.80)  "
+            f"p50 {p50:.1f} ms  CPU {cpu:.0f} us/beat  202 not written: {lost:.0f}"
         )
-        print(
-            f"latency p50 / p99:       {statistics.median(latencies) * 1000:.1f} ms / "
-            f"{latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms"
-        )
-        share = 100 * daemon_cpu / through_db
-        print(f"daemon CPU during run:   {daemon_cpu:.1f} s ({share:.0f} % of one core)")
-        print(f"load generator CPU:      {client_cpu:.1f} s")
-        print(f"machine load average:    {os.getloadavg()[0]:.2f} (2 cores; other work skews it)")
-        print(f"daemon RSS after run:    {rss:.1f} MB")
-        print(f"(requests signed beforehand in {signing:.2f} s, not counted)")
-        print("verdict:", "PASS" if written / through_db >= 2000 else "FAIL")
+        ok = ok and ratio >= 0.8 and lost == 0
+    print("verdict:", "PASS" if ok else "FAIL")
     return 0
 
 

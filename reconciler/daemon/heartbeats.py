@@ -381,6 +381,8 @@ class Outcome(StrEnum):
 class _Entry:
     beat: NodeMetrics
     future: asyncio.Future[Outcome]
+    #: loop time after which the beat is answered UNAVAILABLE if not yet committed
+    expires: float
 
 
 class HeartbeatBatcher:
@@ -393,9 +395,13 @@ class HeartbeatBatcher:
     one transaction, and starts again at once while beats wait; up to ``writers`` batches are
     written at once (a node never in two of them), so batches fill with the requests that
     arrived during the previous writes and a commit's latency does not cap the intake.
-    ``offer`` refuses (None) when ``max_queue`` beats already wait. A beat whose caller gave
-    up (``abandon``) before its batch started is not written. ``on_written`` receives each
-    batch's recorded beats.
+    ``offer`` refuses (None) when ``max_queue`` beats already wait. A beat not committed
+    within the ``write_deadline`` given to ``offer`` is settled UNAVAILABLE (and counted in
+    ``stats.timeouts``): one timer per batch being written, and the queue's expired beats are
+    dropped (never written) whenever the writer looks at it, so a request costs no timer of
+    its own. A batch whose write outlives its deadline may still commit: its beats were
+    answered 503 and are resent, and the store refuses them as replays (the agent treats that
+    409 as recorded). ``on_written`` receives each batch's recorded beats.
     """
 
     def __init__(
@@ -426,24 +432,23 @@ class HeartbeatBatcher:
         #: monotonic time of the last failed write, None once a write succeeded again
         self.failing_since: float | None = None
 
-    def offer(self, beat: NodeMetrics) -> asyncio.Future[Outcome] | None:
+    def offer(
+        self, beat: NodeMetrics, write_deadline: float = 5.0
+    ) -> asyncio.Future[Outcome] | None:
+        """Queue ``beat``; its future settles once its batch committed (or could not be), at
+        the latest ``write_deadline`` seconds from now. None: the queue is full."""
         if len(self._pending) >= self._max_queue:
             self.stats.dropped += 1
             return None
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        if not self._stopping:
-            self.start()  # the writer runs whenever a beat waits (idempotent)
-        self._pending.append(_Entry(beat, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        if self._task is None and not self._stopping:
+            self.start()  # the writer runs whenever a beat waits
+        self._pending.append(_Entry(beat, future, loop.time() + write_deadline))
         self.stats.accepted += 1
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         return future
-
-    def abandon(self, future: asyncio.Future[Outcome]) -> None:
-        """The caller stopped waiting: drop the beat if its batch has not started."""
-        self.stats.timeouts += 1
-        self._pending = [entry for entry in self._pending if entry.future is not future]
-        if not future.done():
-            future.cancel()
 
     @property
     def pending(self) -> int:
@@ -466,6 +471,8 @@ class HeartbeatBatcher:
                 task = asyncio.get_running_loop().create_task(self._write(batch))
                 running.add(task)
                 task.add_done_callback(running.discard)
+            if self._pending and self._pending[0].expires <= asyncio.get_running_loop().time():
+                self._drop_expired()  # every writer busy (a frozen store): answer the queue
             self._wake.clear()
             waiters: set[asyncio.Future[Any]] = {*running}
             wake = asyncio.ensure_future(self._wake.wait())
@@ -480,9 +487,14 @@ class HeartbeatBatcher:
         rest: list[_Entry] = []
         nodes: set[str] = set()
         busy = self._writing
+        now = asyncio.get_running_loop().time()
         for entry in self._pending:
             if entry.future.done():
-                continue  # abandoned
+                continue  # settled already (the caller went away)
+            if entry.expires <= now:
+                self.stats.timeouts += 1  # waited too long for a batch: never written
+                _settle(entry.future, Outcome.UNAVAILABLE)
+                continue
             node = entry.beat.node
             if len(batch) >= self._max_batch or node in nodes or node in busy:
                 rest.append(entry)
@@ -503,11 +515,33 @@ class HeartbeatBatcher:
             if not await self._write(batch):
                 return
 
+    def _drop_expired(self) -> None:
+        now = asyncio.get_running_loop().time()
+        kept: list[_Entry] = []
+        for entry in self._pending:
+            if entry.future.done():
+                continue
+            if entry.expires <= now:
+                self.stats.timeouts += 1
+                entry.future.set_result(Outcome.UNAVAILABLE)
+            else:
+                kept.append(entry)
+        self._pending = kept
+
+    def _expire(self, batch: list[_Entry]) -> None:
+        """The batch's deadline passed before its write returned (a frozen store)."""
+        for entry in batch:
+            if not entry.future.done():
+                self.stats.timeouts += 1
+                entry.future.set_result(Outcome.UNAVAILABLE)
+
     async def _write(self, batch: list[_Entry]) -> bool:
         """One transaction; settles every beat's future. False when the store failed."""
         beats = [entry.beat for entry in batch]
         names = {beat.node for beat in beats}
         self._writing |= names
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(min(entry.expires for entry in batch), self._expire, batch)
         try:
             outcome = await asyncio.to_thread(self._store.record_beats, self._fleet, beats)
         except StoreError as exc:
@@ -526,6 +560,7 @@ class HeartbeatBatcher:
                 _settle(entry.future, Outcome.UNAVAILABLE)
             return False
         finally:
+            timer.cancel()
             self._writing -= names
             self._wake.set()  # nodes freed: their waiting beats may go
         if self.failing_since is not None:

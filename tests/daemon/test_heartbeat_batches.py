@@ -1,0 +1,222 @@
+"""Group commit on the heartbeat path changes no answer (issues 10 and 14), over HTTP against
+the real app and the real store, on SQLite and PostgreSQL:
+
+- a beat answered 202 is in the store, and only those: concurrent beats of many nodes, and
+  of one node through two daemons, are each recorded once or refused;
+- a store failure during a batch answers 503 + Retry-After to every beat of that batch and
+  records none of them; resent, each is recorded once;
+- replays are refused across two daemons on one database and across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from reconciler.core.fleet import NodeStatus, RecordedNode
+from reconciler.daemon.heartbeats import (
+    HEARTBEATS_PATH,
+    HeartbeatBatcher,
+    MasterSecret,
+    Verifier,
+    derive_node_secret,
+    signed_headers,
+)
+from reconciler.daemon.http import create_app
+from reconciler.daemon.metrics import DaemonMetrics
+from state import open_store
+from tests.daemon.serving import serve_in_thread
+
+MASTER = "test-master-secret-0123456789abcdef"
+FLEET = "acme"
+NODES = [f"acme-dallas-{i:03d}" for i in range(1, 13)]
+
+
+class State:
+    is_leader = True
+
+    async def store_reachable(self) -> bool:
+        return True
+
+    def fleet_document(self) -> dict[str, Any]:
+        return {"fleet": FLEET, "nodes": []}
+
+    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
+        return self.fleet_document()
+
+    def spec_status(self) -> dict[str, Any]:
+        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
+
+    def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
+        return 401, "token required"
+
+    def git_webhook(self, headers: Any, body: bytes) -> tuple[int, str]:
+        return 404, "off"
+
+
+class Daemon:
+    """One daemon's intake (verifier, replay cache, batcher) over its own store handle."""
+
+    def __init__(self, url: str) -> None:
+        self.store = open_store(url, upgrade=True)
+        self.metrics = DaemonMetrics()
+        verifier = Verifier(MasterSecret(MASTER), known_node=set(NODES).__contains__)
+        self.batcher = HeartbeatBatcher(self.store, FLEET, flush_interval=0.01)
+        self.app = create_app(State(), self.metrics, verifier, self.batcher)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@contextlib.contextmanager
+def running(url: str) -> Iterator[tuple[Daemon, str]]:
+    daemon = Daemon(url)
+    try:
+        with serve_in_thread(daemon.app, header_timeout=10.0) as base:
+            yield daemon, base
+    finally:
+        daemon.close()
+
+
+def seeded(url: str) -> str:
+    store = open_store(url, upgrade=True)
+    try:
+        store.upsert_nodes(
+            [
+                RecordedNode(
+                    id=None,
+                    fleet=FLEET,
+                    name=name,
+                    region="dallas",
+                    plan="small",
+                    status=NodeStatus.ACTIVE,
+                )
+                for name in NODES
+            ]
+        )
+    finally:
+        store.close()
+    return url
+
+
+def beat(node: str, stamp: int, sent: int = 10) -> tuple[bytes, dict[str, str]]:
+    content = json.dumps(
+        {
+            "node": node,
+            "cpu": 0.5,
+            "memory": 0.4,
+            "disk": 0.3,
+            "queue_length": 3,
+            "sent": sent,
+            "bounces": 0,
+            "complaints": 0,
+            "interval_seconds": 30,
+        }
+    ).encode()
+    secret = derive_node_secret(MASTER.encode(), node)
+    return content, signed_headers(node, secret, "POST", HEARTBEATS_PATH, content, stamp)
+
+
+async def post_all(
+    requests: list[tuple[str, tuple[bytes, dict[str, str]]]],
+) -> list[httpx.Response]:
+    """Every request at once (each its own connection), so they meet in batches."""
+    async with httpx.AsyncClient(timeout=20.0) as client:
+        return await asyncio.gather(
+            *(
+                client.post(base + HEARTBEATS_PATH, content=content, headers=headers)
+                for base, (content, headers) in requests
+            )
+        )
+
+
+def recorded(url: str) -> dict[str, list[int]]:
+    """Each node's recorded beats: (sent_at is not kept per metric) their ``sent`` figures."""
+    store = open_store(url)
+    try:
+        series = store.recent_metrics(FLEET, _epoch())
+        return {name: [int(m.sent) for m in beats] for name, beats in series.items()}
+    finally:
+        store.close()
+
+
+def _epoch() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def test_a_failed_batch_answers_503_to_every_beat_and_records_none(database_url: str) -> None:
+    url = seeded(database_url)
+    now = int(time.time())
+    with running(url) as (daemon, base):
+        failing = [True]
+
+        def fail(_conn: object, _cursor: object, statement: str, *args: object) -> None:
+            if failing[0] and "node_metrics" in statement:
+                raise sa.exc.OperationalError(statement, {}, Exception("server closed"))
+
+        engine = daemon.store.engine
+        event.listen(engine, "before_cursor_execute", fail)
+        beats = [(base, beat(node, now, sent=i + 1)) for i, node in enumerate(NODES)]
+        answers = asyncio.run(post_all(beats))
+        assert [a.status_code for a in answers] == [503] * len(NODES)
+        assert all(a.headers["retry-after"] == "5" for a in answers)
+        assert daemon.batcher.stats.failed_batches >= 1
+        assert daemon.batcher.stats.written == 0
+        assert recorded(url) == {}  # the whole batch rolled back: nothing half-written
+        failing[0] = False
+        # the agents resend the very same beats: each recorded once, then a replay
+        answers = asyncio.run(post_all(beats))
+        assert [a.status_code for a in answers] == [202] * len(NODES)
+        answers = asyncio.run(post_all(beats))
+        assert [a.status_code for a in answers] == [409] * len(NODES)
+        event.remove(engine, "before_cursor_execute", fail)
+    assert recorded(url) == {node: [i + 1] for i, node in enumerate(NODES)}
+
+
+def test_every_202_is_recorded_once_across_two_daemons_and_a_restart(database_url: str) -> None:
+    url = seeded(database_url)
+    now = int(time.time()) - 100
+    with running(url) as (_, first), running(url) as (_, second):
+        # each node's beats one second apart, spread over both daemons, all at once: the
+        # older of two beats that meet in the store may be refused; a 202 is always recorded
+        requests = [
+            ((first, second)[(i + k) % 2], beat(node, now + k, sent=100 * k + i))
+            for k in range(3)
+            for i, node in enumerate(NODES)
+        ]
+        answers = asyncio.run(post_all(requests))
+        codes = [a.status_code for a in answers]
+        assert set(codes) <= {202, 409}
+        accepted = [
+            json.loads(content)["sent"]
+            for (_, (content, _)), code in zip(requests, codes, strict=True)
+            if code == 202
+        ]
+        # the same beats again, each to the other daemon: every one refused
+        again = [
+            ((second, first)[(i + k) % 2], beat(node, now + k, sent=100 * k + i))
+            for k in range(3)
+            for i, node in enumerate(NODES)
+        ]
+        assert {a.status_code for a in asyncio.run(post_all(again))} == {409}
+    series = recorded(url)
+    assert sorted(s for sents in series.values() for s in sents) == sorted(accepted)
+    for node in NODES:  # the newest beat of each node always wins
+        assert max(series[node]) == 200 + NODES.index(node)
+    # a restart (a new daemon, new replay cache): still refused; a newer beat is recorded
+    with running(url) as (_, base):
+        replay = asyncio.run(post_all([(base, beat(NODES[0], now + 2, sent=200))]))
+        assert replay[0].status_code == 409
+        newer = asyncio.run(post_all([(base, beat(NODES[0], now + 3, sent=300))]))
+        assert newer[0].status_code == 202
+    assert max(recorded(url)[NODES[0]]) == 300
