@@ -137,7 +137,7 @@ from reconciler.daemon.statuspage import (
     presented_token,
 )
 from reconciler.daemon.statuspage import render as render_status
-from reconciler.daemon.stopping import StopSignals
+from reconciler.daemon.stopping import StopSignals, exit_on_stop_while_starting
 from reconciler.engine.applying import ApplyReport
 from reconciler.engine.clocks import SystemClock
 from reconciler.engine.costing import refresh_recorded_costs
@@ -1767,6 +1767,20 @@ def _with_agent_url(environ: Mapping[str, str], settings: DaemonSettings) -> Map
 
 async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> int:
     """The composition root of ``reconcile daemon``: spec, store, leadership, cloud."""
+    # a stop signal while starting is logged and ends the process; Daemon.run installs its
+    # own handlers over these (no moment without a handler)
+    restore_signals = exit_on_stop_while_starting()
+    running: list[Daemon] = []
+    try:
+        return await _serve_daemon(settings, environ, running)
+    finally:
+        if not running:
+            restore_signals()
+
+
+async def _serve_daemon(
+    settings: DaemonSettings, environ: Mapping[str, str], running: list[Daemon]
+) -> int:
     source: SpecSource | None = None
     if settings.git is not None:
         source = git_source(settings.git, default_state_dir(environ), environ)
@@ -1819,6 +1833,7 @@ async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> 
                     source=source,
                 )
                 daemon.exit_process = True
+                running.append(daemon)
                 try:
                     return await daemon.run()
                 finally:

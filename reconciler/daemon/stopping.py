@@ -25,6 +25,9 @@ the signal's name to a watchdog thread, which does the rest off the loop:
   or within ``EXIT_WAIT`` seconds when worker threads are still in database calls (code 0, or 1
   when it stopped on an error; with a line saying so).
 
+While the daemon starts (before ``Daemon.run``), a stop signal is logged and ends the process
+at once (``exit_on_stop_while_starting``): it does not lead yet.
+
 Off the main thread (an embedding that runs the daemon in a thread) Python cannot install
 signal handlers: the loop's own handlers are used, without the watchdog.
 """
@@ -204,6 +207,36 @@ class StopSignals:
         )
         _flush_logs()
         os._exit(self._exit_code)
+
+
+def exit_on_stop_while_starting() -> Callable[[], None]:
+    """Until the daemon runs (its spec, store, cloud and provisioning being set up, which may
+    wait for a database up to its connect timeout): a stop signal is logged and ends the process
+    at once, code 0 (it does not lead yet: there is nothing to release or finish). Returns the
+    function that puts the previous handlers back (nothing is installed off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        log.info(
+            f"{name} received while starting: exiting (not leading yet, nothing to release)",
+            extra={"event": "daemon.stopping", "signal": name, "phase": "starting"},
+        )
+        _flush_logs()
+        os._exit(0)
+
+    for sig in STOP_SIGNALS:
+        previous[sig] = signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, before in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, before)
+        previous.clear()
+
+    return restore
 
 
 def _flush_logs() -> None:

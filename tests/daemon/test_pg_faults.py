@@ -33,6 +33,7 @@ from tests.daemon.processes import (
     start_daemon,
     wait_for,
 )
+from tests.daemon.processes import _spawn as spawn
 
 pytestmark = [
     pytest.mark.e2e,
@@ -357,3 +358,38 @@ def test_stop_signal_while_the_reconcile_is_stuck_on_a_frozen_database(
         f"forced: {[e.get('phase') for e in forced]}, leadership free {free_after:.1f} s "
         "after the thaw"
     )
+
+
+def test_stop_signal_while_starting_against_a_frozen_database(
+    tmp_path: Path, pg: PrivatePostgres
+) -> None:
+    """A daemon that starts while the database does not answer (it waits up to the connect
+    timeout): SIGTERM is logged and ends it at once."""
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(SPEC.format(nodes=1))
+    with simulator(tmp_path, build_time="300ms") as sim:
+        env = daemon_env(sim, pg.url, tmp_path / "state")
+        pg.freeze()
+        try:
+            proc = spawn(
+                "daemon",
+                ["daemon", "-f", str(spec), "--listen", "127.0.0.1:0", "--log-format", "json"],
+                env,
+                tmp_path,
+            )
+            # it is connecting to the frozen database (the store is built before anything
+            # else waits)
+            wait_for(lambda: pg.client_ports(proc.popen.pid), 30, "a connection", step=0.05)
+            signalled = time.monotonic()
+            proc.popen.send_signal(signal.SIGTERM)
+            code = proc.popen.wait(10)
+            took = time.monotonic() - signalled
+        finally:
+            pg.thaw()
+            if proc.popen.poll() is None:
+                proc.stop(signal.SIGKILL)
+    assert code == 0, proc.log()[-2000:]
+    assert took < 2, took
+    (stopping,) = [e for e in events(proc) if e.get("event") == "daemon.stopping"]
+    assert stopping["phase"] == "starting"
+    assert "Traceback" not in proc.log()
