@@ -280,6 +280,10 @@ class HostwindsClient:
     async def revert_upgrade(self, service_id: int) -> None:
         await self._call("revert_upgrade", {"serviceid": service_id})
 
+    async def boot_server(self, service_id: int) -> None:
+        """``boot`` ([DOC S1]: "Instance Server#<id> has been started!"); poll for ACTIVE."""
+        await self._call("boot", {"serviceid": service_id})
+
     async def set_rdns(self, service_id: int, ip: str, hostname: str) -> None:
         await self._call("set_rdns", {"serviceid": service_id, "ip": ip, "rdns": hostname})
 

@@ -77,6 +77,7 @@ ACTION_ORDER: dict[Action, int] = {
             Action.ADOPT,
             Action.REPAIR,
             Action.PAUSE,
+            Action.BOOT,
             Action.RESUME,
             Action.RESIZE,
             Action.SET_RDNS,
@@ -884,13 +885,53 @@ class _Planner:
                     if since is not None and node.status is NodeStatus.UNHEALTHY
                     else ""
                 )
+                bootable = (
+                    server.status is ServerStatus.SHUTOFF
+                    and not server.locked
+                    and not server.suspended
+                    and node.record is not None
+                    and not node.adopting
+                    and not held_by_operator(node.record)
+                    and not operator.held
+                )
                 out.warn(
                     "stopped",
                     f"{node.name}: server {halted}: out of the sending rotation and counted "
                     f"unavailable{until}",
-                    hint="boot or unlock it in the Hostwinds panel, or let the reconciler "
+                    hint="the reconciler boots it, and replaces it if it stays stopped past "
+                    "health.replace_after"
+                    if bootable
+                    else "boot or unlock it in the Hostwinds panel, or let the reconciler "
                     "replace it after health.replace_after",
                 )
+                if bootable:
+                    # boot first (issue 9); still stopped after replace_after: replaced. A
+                    # run without heartbeats (the CLI) has nothing else to bring the node
+                    # back: the boot puts it back into rotation once ACTIVE; the daemon lets
+                    # its heartbeats decide
+                    record = node.record
+                    back = (
+                        rotation_status(node, self.steps)
+                        if not options.metrics_known
+                        and record is not None
+                        and record.paused_by in (None, PausedBy.HEALTH)
+                        and (node.status.in_rotation or node.status is NodeStatus.UNHEALTHY)
+                        else None
+                    )
+                    out.add(
+                        node_change(
+                            Action.BOOT,
+                            node,
+                            "server SHUTOFF: boot it (it stays out of the sending rotation "
+                            "until healthy; replaced if still stopped after "
+                            f"health.replace_after, {format_duration(spec.health.replace_after)})",
+                            before={"server": ServerStatus.SHUTOFF.value},
+                            after={"server": ServerStatus.ACTIVE.value}
+                            | ({"status": back.value} if back is not None else {}),
+                            status=back,
+                            hostname=node_hostname(self.spec, node.name),
+                        )
+                    )
             leaving = node.status is NodeStatus.DRAINING  # not a victim: would go back
             held = options.reputation_paused
             why_paused = held.get(node.name) if held is not None else None

@@ -27,6 +27,7 @@ class Action(StrEnum):
     PAUSE = "pause"  # ~  out of rotation (unhealthy, blocklisted)
     RESUME = "resume"  # ~  back into rotation
     PROVISION = "provision"  # ~  a provisioning step (host key, DNS, bootstrap, verify)
+    BOOT = "boot"  # ~  start a stopped (SHUTOFF) server; replaced if it stays stopped
 
     @property
     def marker(self) -> str:
@@ -34,7 +35,13 @@ class Action(StrEnum):
 
     @property
     def mutates_cloud(self) -> bool:
-        return self in (Action.CREATE, Action.RESIZE, Action.SET_RDNS, Action.DESTROY)
+        return self in (
+            Action.CREATE,
+            Action.RESIZE,
+            Action.SET_RDNS,
+            Action.DESTROY,
+            Action.BOOT,
+        )
 
 
 _MARKERS: dict[Action, str] = {
@@ -51,6 +58,7 @@ _MARKERS: dict[Action, str] = {
     Action.PAUSE: "~",
     Action.RESUME: "~",
     Action.PROVISION: "~",
+    Action.BOOT: "~",
 }
 
 

@@ -54,6 +54,10 @@ class CountingCloud:
         self._count("revert_upgrade")
         await self._inner.revert_upgrade(service_id)
 
+    async def boot_server(self, service_id: int) -> None:
+        self._count("boot")
+        await self._inner.boot_server(service_id)
+
     async def set_rdns(self, service_id: int, ip: str, hostname: str) -> None:
         self._count("set_rdns")
         await self._inner.set_rdns(service_id, ip, hostname)

@@ -33,7 +33,7 @@ from reconciler.core.errors import GuardRefusedError, LeadershipLostError, Provi
 from reconciler.core.fencing import fenced
 from reconciler.core.plans import Action, Change, Plan
 from reconciler.core.ports import Clock, CloudPort, StorePort
-from reconciler.engine import creating, destroying, recording, resizing, steps
+from reconciler.engine import creating, destroying, powering, recording, resizing, steps
 from reconciler.engine.contexts import (
     ApplyContext,
     ApplySettings,
@@ -105,6 +105,7 @@ HANDLERS: dict[Action, Handler] = {
     Action.RESOLVE: creating.resolve,
     Action.ADOPT: creating.adopt,
     Action.DESTROY: destroying.destroy,
+    Action.BOOT: powering.boot,
     Action.RESIZE: resizing.resize,
     Action.SET_RDNS: steps.run_step,
     Action.PROVISION: steps.run_step,
@@ -230,7 +231,7 @@ class Applier:
         node: those steps are resolved by observing, and this run's plan redoes what is still
         needed (a FORGET closes a destroy intent as done instead)."""
         target = changes[0].address
-        kinds = ["set_rdns", "resize"]
+        kinds = ["set_rdns", "resize", "boot"]
         if not any(c.action in (Action.FORGET, Action.DESTROY) for c in changes):
             kinds.append("destroy")
         for kind in kinds:

@@ -47,6 +47,7 @@ _VERBS: dict[Action, str] = {
     Action.PAUSE: "pause",
     Action.RESUME: "resume",
     Action.PROVISION: "provision",
+    Action.BOOT: "boot",
 }
 _UNMANAGED_SHOWN = 50
 

@@ -206,17 +206,20 @@ def test_a_stopped_server_leaves_rotation_is_shown_and_is_replaced_after_a_timeo
     spec = spec_of({"dallas": 2})
     a, b = pair("acme-dallas-001", 101), pair("acme-dallas-002", 102)
     halted = replace(a[0], **how)  # type: ignore[arg-type]
+    # a SHUTOFF server (neither locked nor suspended) is booted first (issue 9)
+    boot = [("boot", "acme-dallas-001")] if halted.status is ServerStatus.SHUTOFF else []
     p = plan(spec, *world([halted, b[0]], [a[1], b[1]]), NOW)
-    assert actions(p) == [("pause", "acme-dallas-001")]
+    assert actions(p) == [("pause", "acme-dallas-001"), *boot]
     assert p.changes[0].status is NodeStatus.UNHEALTHY
     assert "stopped" in guards(p)
-    # recorded out of rotation: nothing to do yet, but never "matches the spec"
+    # recorded out of rotation: nothing else to do yet, and never "matches the spec"
     paused = replace(a[1], status=NodeStatus.UNHEALTHY, status_changed_at=NOW)
     p = plan(spec, *world([halted, b[0]], [paused, b[1]]), NOW)
-    assert p.is_empty
+    assert actions(p) == boot
     text = render_plan(p)
     assert "matches the spec" not in text
-    assert "does not match the spec yet" in text
+    if not boot:
+        assert "does not match the spec yet" in text
     # a second node may not be disrupted meanwhile: it counts as unavailable
     bigger = spec_of({"dallas": 2, "seattle": 0}, disruption={"max_unavailable": 1})
     c = pair("acme-dallas-003", 103)
@@ -232,6 +235,7 @@ def test_a_stopped_server_leaves_rotation_is_shown_and_is_replaced_after_a_timeo
     else:
         assert ("destroy", "acme-dallas-001") in actions(p)
         assert ("create", "acme-dallas-003") in actions(p)
+        assert ("boot", "acme-dallas-001") not in actions(p)  # replaced, not booted
 
 
 def test_a_steady_fleet_still_matches_the_spec() -> None:

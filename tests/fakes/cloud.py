@@ -98,6 +98,7 @@ METHOD_ACTIONS: Mapping[str, str] = {
     "confirm_upgrade": "confirm_upgrade",
     "revert_upgrade": "revert_upgrade",
     "set_rdns": "set_rdns",
+    "boot_server": "boot",
     "list_ips": "get_instance_ips",
     "price_list": "get_price_list",
     "locations": "get_locations",
@@ -332,6 +333,15 @@ class FakeCloud:
         inst = self._get(action, service_id)
         self._check_unlocked(action, inst)
         self.delete_behind_our_back(service_id)
+        self._raise_deferred(fault)
+
+    async def boot_server(self, service_id: int) -> None:
+        action = "boot"
+        fault = await self._enter(action, defer=True)
+        inst = self._get(action, service_id)
+        self._check_unlocked(action, inst)
+        if inst.status is ServerStatus.SHUTOFF:
+            inst.status = ServerStatus.ACTIVE
         self._raise_deferred(fault)
 
     async def upgrade_instance(self, service_id: int, rid: int) -> None:

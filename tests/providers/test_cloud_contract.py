@@ -61,6 +61,8 @@ class Harness(Protocol):
 
     async def restore_builds(self) -> None: ...
 
+    async def stop(self, service_id: int) -> None: ...
+
 
 @dataclass
 class FakeHarness:
@@ -81,6 +83,9 @@ class FakeHarness:
 
     async def restore_builds(self) -> None:
         self.port.fail_builds(-1000)
+
+    async def stop(self, service_id: int) -> None:
+        self.port.set_status(service_id, ServerStatus.SHUTOFF)
 
 
 @dataclass
@@ -110,6 +115,10 @@ class SimulatorHarness:
     async def restore_builds(self) -> None:
         await self._admin("POST", "/sim/faults", {"build_failure_rate": 0.0})
 
+    async def stop(self, service_id: int) -> None:
+        # the API's own `shutdown` (an action the port does not need)
+        await self.port._call("shutdown", {"serviceid": service_id})
+
 
 @dataclass
 class LiveHarness:
@@ -129,6 +138,9 @@ class LiveHarness:
         raise AssertionError("the live API is read-only in tests")
 
     async def restore_builds(self) -> None:
+        raise AssertionError("the live API is read-only in tests")
+
+    async def stop(self, service_id: int) -> None:
         raise AssertionError("the live API is read-only in tests")
 
 
@@ -396,6 +408,21 @@ async def test_locked_servers_refuse_changes(mutable_cloud: Harness) -> None:
     with pytest.raises(ConflictError):
         await port.upgrade_instance(sid, BIG_RID)
     assert (await port.get_server(sid)).status is ServerStatus.ACTIVE
+
+
+async def test_boot_starts_a_stopped_server(mutable_cloud: Harness) -> None:
+    """``boot`` ([DOC S1]): a SHUTOFF server is ACTIVE again; a locked one refuses."""
+    port = mutable_cloud.port
+    sid = await mutable_cloud.add_unmanaged(unique("portal"))
+    await mutable_cloud.stop(sid)
+    assert (await port.get_server(sid)).status is ServerStatus.SHUTOFF
+    await port.boot_server(sid)
+    assert (await port.get_server(sid)).status is ServerStatus.ACTIVE
+    locked = await mutable_cloud.add_unmanaged(unique("portal"), locked=True)
+    with pytest.raises(ConflictError):
+        await port.boot_server(locked)
+    with pytest.raises(NotFoundError):
+        await port.boot_server(1)
 
 
 async def test_changes_behind_our_back_are_observed(mutable_cloud: Harness) -> None:
