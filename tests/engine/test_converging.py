@@ -97,17 +97,39 @@ def test_a_failed_slot_ends_the_wait_at_once(world: World) -> None:
 
 
 def test_a_stopped_server_is_waited_for_until_its_replacement(world: World) -> None:
-    """A SHUTOFF server is out of rotation at once and replaced after health.replace_after:
-    the wait sleeps until then and the follow-up run replaces it (destroys confirmed by the
-    hooks: the default hooks confirm)."""
+    """A server that stays SHUTOFF (its boot refused) is out of rotation at once and replaced
+    after health.replace_after: the wait sleeps until then and the follow-up run replaces it
+    (destroys confirmed by the hooks: the default hooks confirm)."""
+    from reconciler.core.errors import TerminalError
     from reconciler.core.fleet import ServerStatus
 
     spec = make_spec({"dallas": 3}, health={"replace_after": "5m"})
     world.converge(spec)
     victim = world.cloud.snapshot()[0]
     world.cloud.set_status(victim.service_id, ServerStatus.SHUTOFF)
-    world.run(spec)  # out of rotation
+    refused = TerminalError("boot failed: refused", refused=True)
+    world.cloud.fail_next("boot", refused, times=100)
+    world.run(spec)  # out of rotation; the boot is refused
+    result = _wait(world, spec, timeout=900)
+    assert result.end is WaitEnd.FAILED  # a follow-up run's boot failed again
+    assert result.error is None
+    world.clock.advance(6 * 60)
     result = _wait(world, spec, timeout=900)
     assert result.end is WaitEnd.CONVERGED, result
     assert victim.service_id not in {s.service_id for s in world.cloud.snapshot()}
+    world.assert_sound(spec)
+
+
+def test_a_stopped_server_is_booted_and_the_wait_converges(world: World) -> None:
+    from reconciler.core.fleet import ServerStatus
+
+    spec = make_spec({"dallas": 3}, health={"replace_after": "5m"})
+    world.converge(spec)
+    victim = world.cloud.snapshot()[0]
+    world.cloud.set_status(victim.service_id, ServerStatus.SHUTOFF)
+    result = _wait(world, spec, timeout=900)
+    assert result.end is WaitEnd.CONVERGED, result
+    assert [r.outcome for r in result.runs] == ["ok"]
+    assert world.cloud.calls["boot"] == 1
+    assert world.cloud.calls.get("terminate", 0) == 0
     world.assert_sound(spec)
