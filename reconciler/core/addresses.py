@@ -12,6 +12,7 @@ from specs.model import FleetSpec
 
 #: region names follow specs.model.NAME_PATTERN; the sequence is the last hyphenated part
 _TAIL = re.compile(r"^(?P<region>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)-(?P<seq>[0-9]{3,})$")
+_REGION = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 
 def node_name(fleet: str, region: str, seq: int) -> str:
@@ -33,6 +34,13 @@ def parse_node_name(fleet: str, name: str) -> tuple[str, int] | None:
     if seq < 1:
         return None
     return match.group("region"), seq
+
+
+def plain_region(region: str) -> bool:
+    """True when ``region`` has the shape of a region in a node name: then
+    ``<fleet>-<region>-<seq>``, with ``seq`` three or more ASCII digits, parses as
+    ``(region, int(seq))`` (when ``seq`` is not all zeros)."""
+    return _REGION.fullmatch(region) is not None
 
 
 def owned_by_fleet(fleet: str, name: str) -> bool:

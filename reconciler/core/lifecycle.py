@@ -150,6 +150,18 @@ def held_by_operator(record: RecordedNode | None) -> bool:
     return record is not None and record.maintenance is not None and record.maintenance.active
 
 
+def may_hold(node: LiveNode) -> bool:
+    """Whether ``hold`` can decide anything for ``node``: it has a record with an operator's
+    hold (active or ended), a quarantine, or a quarantine's pause to lift. Planning calls
+    ``hold`` only for those (most nodes have none)."""
+    record = node.record
+    return record is not None and (
+        record.maintenance is not None
+        or bool(record.quarantine)
+        or (node.status is NodeStatus.PAUSED and record.paused_by is PausedBy.QUARANTINE)
+    )
+
+
 def hold(
     node: LiveNode,
     ctx: StepContext,
@@ -163,7 +175,7 @@ def hold(
     no queue figures (CLI runs) a drain counts as complete at once, as for scale-downs."""
     record = node.record
     result = Hold()
-    if record is None:
+    if record is None or not may_hold(node):
         return result
     maintenance = record.maintenance
     if maintenance is not None and maintenance.active:

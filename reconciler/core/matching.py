@@ -31,8 +31,9 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 
-from reconciler.core.addresses import parse_node_name
+from reconciler.core.addresses import parse_node_name, plain_region
 from reconciler.core.fleet import (
     IntentStatus,
     NodeStatus,
@@ -208,6 +209,13 @@ class Matcher:
         self.protected = protected_names(spec, recorded)
         self.regions = known_regions(spec, recorded)
         self._parsed: dict[str, tuple[str, int] | None] = {}
+        self._prefix = f"{self.fleet}-"
+        #: known regions that are valid region names: a name ``<fleet>-<region>-<digits>``
+        #: with one of them parses without the regular expression (``parse``)
+        self._plain_regions = frozenset(r for r in self.regions if plain_region(r))
+        #: (rid, recorded plan, region plan) -> match_plan's answer (``make_node``)
+        self._matched: dict[tuple[int | None, str | None, str | None], str | None] = {}
+        self._region_plans = {name: region.plan for name, region in spec.regions.items()}
         #: one entry per service id (a paginated listing may repeat one); deterministic choice
         unique: dict[int, ObservedServer] = {}
         for seen in observed.servers:
@@ -220,14 +228,23 @@ class Matcher:
     def parse(self, name: str) -> tuple[str, int] | None:
         """``(region, seq)`` when ``name`` is one of this fleet's node names: it parses as
         ``<fleet>-<region>-<seq>`` and the region is a known one (memoized)."""
-        try:
-            return self._parsed[name]
-        except KeyError:
-            parsed = parse_node_name(self.fleet, name)
-            if parsed is not None and parsed[0] not in self.regions:
-                parsed = None
-            self._parsed[name] = parsed
-            return parsed
+        memo = self._parsed
+        if name in memo:
+            return memo[name]
+        parsed: tuple[str, int] | None = None
+        if name.startswith(self._prefix):
+            # fast path, the same answer as parse_node_name: the sequence is what follows the
+            # last hyphen when it is all ASCII digits, the region what precedes it
+            region, _, seq = name[len(self._prefix) :].rpartition("-")
+            if region in self._plain_regions and len(seq) >= 3 and seq.isascii() and seq.isdigit():
+                number = int(seq)
+                parsed = (region, number) if number >= 1 else None
+            else:
+                parsed = parse_node_name(self.fleet, name)
+                if parsed is not None and parsed[0] not in self.regions:
+                    parsed = None
+        memo[name] = parsed
+        return parsed
 
     def look_alikes(self, inventory: Inventory) -> None:
         """A fleet the store records nothing of, beside servers named like its nodes under
@@ -260,33 +277,44 @@ class Matcher:
     def make_node(
         self, name: str, region: str, server: ObservedServer, record: RecordedNode | None
     ) -> LiveNode:
-        parsed = self.parse(name)
+        parsed = self._parsed[name] if name in self._parsed else self.parse(name)
         seq = parsed[1] if parsed is not None else 0
-        region_spec = self.spec.regions.get(region)
-        region_plan = region_spec.plan if region_spec is not None else None
+        region_plan = self._region_plans.get(region)
         recorded_plan = record.plan if record is not None else None
-        matched = match_plan(self.by_rid, server.plan_rid, recorded_plan, region_plan)
+        key = (server.plan_rid, recorded_plan, region_plan)
+        try:
+            matched = self._matched[key]
+        except KeyError:
+            matched = self._matched[key] = match_plan(self.by_rid, *key)
         current = matched if matched is not None else recorded_plan
         if server.plan_rid is not None and matched is None:
             current = None
-        protected = name in self.protected or (record is not None and record.protected)
-        unhealthy = (
-            name in self.unhealthy
-            or (record is not None and record.status is NodeStatus.UNHEALTHY)
-            # stopped, suspended or locked: cannot send, never counted in rotation
-            or stopped(server) is not None
-        )
+        # stopped, suspended or locked: cannot send, never counted in rotation
+        halted = stopped(server) is not None
+        if record is None:
+            return LiveNode(
+                name,
+                region,
+                seq,
+                server,
+                None,
+                NodeStatus.PROVISIONING,
+                current,
+                None,
+                name in self.protected,
+                halted or name in self.unhealthy,
+            )
         return LiveNode(
-            name=name,
-            region=region,
-            seq=seq,
-            server=server,
-            record=record,
-            status=record.status if record is not None else NodeStatus.PROVISIONING,
-            plan=current,
-            pool=record.pool if record is not None else None,
-            protected=protected,
-            unhealthy=unhealthy,
+            name,
+            region,
+            seq,
+            server,
+            record,
+            record.status,
+            current,
+            record.pool,
+            name in self.protected or record.protected,
+            halted or name in self.unhealthy or record.status is NodeStatus.UNHEALTHY,
         )
 
     def run(self) -> Inventory:
@@ -295,11 +323,11 @@ class Matcher:
         max_seq = inventory.max_seq
 
         # 1. split the observation: ours (name shaped like ours) vs unmanaged (never touched)
-        ours_by_sid: dict[int, ObservedServer] = {}
-        ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
+        ours_by_sid: dict[int, ObservedServer] = {}  # in service id order
         prefixed: list[str] = []  # the fleet's prefix, not its node name: reported
+        parse = self.parse
         for seen in self.servers:
-            parsed = self.parse(seen.name)
+            parsed = parse(seen.name)
             if parsed is None:
                 if seen.status is not ServerStatus.DELETED:
                     inventory.unmanaged.append(
@@ -308,13 +336,12 @@ class Matcher:
                     if seen.name.startswith(f"{fleet}-"):
                         prefixed.append(f"{seen.name} (#{seen.service_id})")
                 continue
-            max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+            region, seq = parsed
+            if seq > max_seq[region]:
+                max_seq[region] = seq
             if seen.status is ServerStatus.DELETED:
                 continue
             ours_by_sid[seen.service_id] = seen
-            ours_by_name[seen.name].append(seen)
-        for servers in ours_by_name.values():
-            servers.sort(key=lambda s: s.service_id)
         if prefixed:
             inventory.warnings.append(
                 GuardWarning(
@@ -331,9 +358,9 @@ class Matcher:
 
         # names are never reused: every recorded name and every intent counts for the sequence
         for record in self.recorded.nodes:
-            parsed = self.parse(record.name)
-            if parsed is not None:
-                max_seq[parsed[0]] = max(max_seq[parsed[0]], parsed[1])
+            parsed = parse(record.name)
+            if parsed is not None and parsed[1] > max_seq[parsed[0]]:
+                max_seq[parsed[0]] = parsed[1]
         create_intents: dict[str, list[RecordedIntent]] = defaultdict(list)
         destroy_targets: set[str] = set()
         for intent in self.recorded.pending_intents:
@@ -354,8 +381,14 @@ class Matcher:
         # 2. records: match to servers by service id (or by name while the id is unknown)
         live_records = sorted(
             (r for r in self.recorded.nodes if r.status is not NodeStatus.DECOMMISSIONED),
-            key=lambda r: (r.name, r.id),
+            key=attrgetter("name", "id"),
         )
+        # servers by name, each name's in service id order (only records without a service
+        # id and pending create intents look servers up by name)
+        ours_by_name: dict[str, list[ObservedServer]] = defaultdict(list)
+        if create_intents or any(r.service_id is None for r in live_records):
+            for seen in ours_by_sid.values():
+                ours_by_name[seen.name].append(seen)
         for record in live_records:
             server: ObservedServer | None = None
             if record.service_id is not None:
@@ -405,7 +438,7 @@ class Matcher:
             nodes.append(self.make_node(record.name, record.region, server, record))
 
         # 3. pending create intents: look the name up first (design §3)
-        recorded_nodes = {n.name: n for n in nodes}
+        recorded_nodes = {n.name: n for n in nodes} if create_intents else {}
         for target in sorted(create_intents):
             intents = sorted(create_intents[target], key=lambda i: i.id)
             newest = intents[-1]
@@ -440,27 +473,28 @@ class Matcher:
                 inventory.pending.append(PendingCreate(newest, target, region))
 
         # 4. servers of ours the store does not know: adopt (or report a duplicate name)
-        for name in sorted(ours_by_name):
-            for server in ours_by_name[name]:
-                if server.service_id in claimed:
-                    continue
-                parsed = self.parse(name)
-                assert parsed is not None
-                if name in taken:
-                    inventory.warnings.append(
-                        GuardWarning(
-                            "duplicate_name",
-                            f"server {server.service_id} is named {name} like another node of "
-                            "the fleet: not adopted, never touched; remove or rename it by hand",
-                        )
+        # (by name, then service id; the claimed ones are skipped)
+        unclaimed = [seen for sid, seen in ours_by_sid.items() if sid not in claimed]
+        unclaimed.sort(key=attrgetter("name", "service_id"))
+        for server in unclaimed:
+            name = server.name
+            parsed = parse(name)
+            assert parsed is not None
+            if name in taken:
+                inventory.warnings.append(
+                    GuardWarning(
+                        "duplicate_name",
+                        f"server {server.service_id} is named {name} like another node of "
+                        "the fleet: not adopted, never touched; remove or rename it by hand",
                     )
-                    continue
-                claimed.add(server.service_id)
-                taken.add(name)
-                node = self.make_node(name, parsed[0], server, None)
-                node.adopting = True
-                node.brought_up = True
-                nodes.append(node)
+                )
+                continue
+            claimed.add(server.service_id)
+            taken.add(name)
+            node = self.make_node(name, parsed[0], server, None)
+            node.adopting = True
+            node.brought_up = True
+            nodes.append(node)
         return inventory
 
 

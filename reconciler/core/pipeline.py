@@ -327,6 +327,14 @@ class NextSteps:
     notes: list[str]
 
 
+def may_step(node: LiveNode) -> bool:
+    """Whether ``next_changes`` can plan anything for ``node``: a recorded node that is
+    provisioning or warming. Planning calls it only for those."""
+    return node.record is not None and (
+        node.status is NodeStatus.PROVISIONING or node.status is NodeStatus.WARMING
+    )
+
+
 def next_changes(
     node: LiveNode, ctx: StepContext, pipeline: Sequence[Step] | None = None
 ) -> NextSteps:

@@ -10,8 +10,11 @@ summary) and ``core.pipeline`` (each node's next step into service).
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -35,6 +38,7 @@ from reconciler.core.lifecycle import (
     breaker_open,
     held_by_operator,
     hold,
+    may_hold,
     provisioning_overdue,
     slot_failed,
 )
@@ -48,6 +52,7 @@ from reconciler.core.matching import (
 )
 from reconciler.core.pipeline import (
     StepContext,
+    may_step,
     next_changes,
     node_change,
     pipeline_for,
@@ -200,7 +205,39 @@ def plan(
     options: PlanOptions = PlanOptions(),
 ) -> Plan:
     """Compute the plan that brings ``observed``/``recorded`` to ``spec`` (see docs/planning.md)."""
-    return _Planner(spec, observed, recorded, now, options).run()
+    with _collector_paused():
+        return _Planner(spec, observed, recorded, now, options).run()
+
+
+_pause_lock = threading.Lock()
+_pausing = 0
+_resume_collector = False
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector is off while a plan is computed.
+
+    Planning allocates a few objects per node and frees them by reference counting (it makes
+    no reference cycles); with the collector on, every few hundred allocations it walks the
+    young objects and, as the plan's objects survive, repeatedly the whole heap (the inputs:
+    a server and a record per node), which was 15-45 % of the time of a large plan. Nested
+    and concurrent plans (threads) share the pause; the collector comes back on (if it was on)
+    when the last one ends, and collects any cycle then as usual.
+    """
+    global _pausing, _resume_collector
+    with _pause_lock:
+        if _pausing == 0:
+            _resume_collector = gc.isenabled()
+            gc.disable()
+        _pausing += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pausing -= 1
+            if _pausing == 0 and _resume_collector:
+                gc.enable()
 
 
 class _Planner:
@@ -233,6 +270,9 @@ class _Planner:
         )
         #: new disruptions of in-rotation nodes this plan may still start (set by removals)
         self.disruption_left = 0
+        #: the victims of scale-downs, region by region (sorted), each region's in
+        #: scale-down order (set with ``LiveNode.victim``)
+        self.victims: list[LiveNode] = []
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -282,40 +322,48 @@ class _Planner:
         for settled in inventory.settled:
             self.settle(settled)
 
-        # 5. records that differ from the cloud (drift): repair the record
+        # 5-7, one pass over the nodes: records that differ from the cloud (drift), condemned
+        # nodes, and the nodes of each region
+        by_region: dict[str, list[LiveNode]] = defaultdict(list)
+        deadlines = spec.provisioning is not None
+        replace_after = spec.health.replace_after
         for node in nodes:
-            if node.record is not None:
+            record, server = node.record, node.server
+            # 5. records that differ from the cloud (drift): repair the record
+            if record is not None and (
+                # what repair() looks at: it changes nothing when none of these holds
+                record.service_id is None
+                or (server.main_ip is not None and server.main_ip != record.ip_address)
+                or (server.plan_rid is not None and node.plan != record.plan)
+            ):
                 self.repair(node)
-
-        # 6. condemned nodes: failed builds, unhealthy past the grace period
-        for node in nodes:
-            if node.server.status is ServerStatus.ERROR:
+            # 6. condemned nodes: failed builds, unhealthy past the grace period
+            if server.status is ServerStatus.ERROR:
                 node.condemned = (
                     "build failed (server in ERROR)"
                     if node.status is NodeStatus.PROVISIONING
                     else "server in ERROR state"
                 )
-            elif node.name in options.replace_unhealthy and not held_by_operator(node.record):
+            elif node.name in options.replace_unhealthy and not held_by_operator(record):
                 node.condemned = "unhealthy past the grace period: replace it"
             elif (
-                (halted := stopped(node.server)) is not None
+                node.status is NodeStatus.UNHEALTHY
+                and (halted := stopped(server)) is not None
                 # a locked server cannot be terminated (Hostwinds refuses): never condemned
-                and not node.server.locked
-                and node.status is NodeStatus.UNHEALTHY
-                and node.record is not None
-                and node.record.status_changed_at is not None
-                and self.now - node.record.status_changed_at >= spec.health.replace_after
-                and not held_by_operator(node.record)
+                and not server.locked
+                and record is not None
+                and record.status_changed_at is not None
+                and self.now - record.status_changed_at >= replace_after
+                and not held_by_operator(record)
             ):
                 node.condemned = f"server {halted} for longer than health.replace_after: replace it"
-            elif (failed := slot_failed(node, spec, self.now)) is not None:
-                out.warn("slot_failed", failed, hint=SLOT_HINT, subject=node.name)
-            elif (late := provisioning_overdue(node, spec, self.now)) is not None:
-                node.condemned = late
-
-        # 7. per region: victims of a scale-down, and missing nodes
-        by_region: dict[str, list[LiveNode]] = defaultdict(list)
-        for node in nodes:
+            elif node.status is NodeStatus.PROVISIONING and deadlines:
+                # (a provisioning deadline runs only then)
+                if (failed := slot_failed(node, spec, self.now)) is not None:
+                    out.warn("slot_failed", failed, hint=SLOT_HINT, subject=node.name)
+                elif (late := provisioning_overdue(node, spec, self.now)) is not None:
+                    node.condemned = late
+            # 7. per region: victims of a scale-down, and missing nodes (below)
             by_region[node.region].append(node)
         pending_by_region: dict[str, list[PendingCreate]] = defaultdict(list)
         for item in inventory.pending:
@@ -351,8 +399,13 @@ class _Planner:
                 if self.spec.disruption.billing_aware:
                     self.billing_note(region, candidates, surplus)
                     candidates.sort(key=self.billing_victim_key)
-                for node in candidates[:surplus]:
+                chosen = candidates[:surplus]
+                for node in chosen:
                     node.victim = True
+                if self.spec.disruption.billing_aware:
+                    chosen = sorted((n for n in known if n.victim), key=self.victim_key)
+                # the region's victims in scale-down order (victim_key; ties in node order)
+                self.victims.extend(chosen)
                 kept_protected = surplus - min(surplus, len(candidates))
                 if kept_protected > 0:
                     out.warn(
@@ -697,32 +750,40 @@ class _Planner:
     ) -> None:
         options, spec, out = self.options, self.spec, self.out
         disruption = spec.disruption
-        # --- protection: never destroyed, whatever the reason
+        # one pass: protection (never destroyed, whatever the reason), the condemned and the
+        # victims, the fleet's size for the mass-delete guard, the nodes unavailable now
+        condemned: list[LiveNode] = []
+        victims = self.victims  # by region, then victim_key
+        fleet_size = 0
+        unavailable = 0
         for node in nodes:
-            if node.condemned is not None and node.protected:
-                out.warn(
-                    "protected",
-                    f"{node.name} is protected: not destroyed although {node.condemned}",
-                )
-        for node in nodes:
-            if node.condemned is not None and node.adopting and not node.protected:
-                out.notes.append(
-                    f"{node.name}: adopted this run although {node.condemned}; never "
-                    "destroyed in the run that discovers it (the next run decides)"
-                )
-        condemned = sorted(
-            (n for n in nodes if n.condemned is not None and not n.protected and not n.adopting),
-            key=lambda n: (n.server.status is not ServerStatus.ERROR, n.region, n.name),
-        )
-        victims = sorted(
-            (n for n in nodes if n.victim), key=lambda n: (n.region, self.victim_key(n))
-        )
+            if node.condemned is not None:
+                if node.protected:
+                    out.warn(
+                        "protected",
+                        f"{node.name} is protected: not destroyed although {node.condemned}",
+                    )
+                elif node.adopting:
+                    out.notes.append(
+                        f"{node.name}: adopted this run although {node.condemned}; never "
+                        "destroyed in the run that discovers it (the next run decides)"
+                    )
+                else:
+                    condemned.append(node)
+            if not _never_served(node):
+                fleet_size += 1
+            if (
+                node.status in _OUT_OF_SERVICE
+                or node.unhealthy
+                or (node.status.in_rotation and node.server.status is not ServerStatus.ACTIVE)
+            ):
+                unavailable += 1
+        condemned.sort(key=lambda n: (n.server.status is not ServerStatus.ERROR, n.region, n.name))
 
         # --- mass-delete guard: judged on everything the spec wants gone, not just this run
         # (a failed build, or a node that missed its provisioning deadline, never served:
         # replacing it is not a deletion of the fleet)
         removing = [n for n in victims] + [n for n in condemned if not _never_served(n)]
-        fleet_size = sum(1 for n in nodes if not _never_served(n))
         emptied = sorted({n.region for n in victims if desired.get(n.region, 0) == 0})
         share = len(removing) / fleet_size if fleet_size else 0.0
         # at the threshold, not only above it (issue 9)
@@ -762,14 +823,6 @@ class _Planner:
                 out.warn("mass_delete", message, blocking=True, hint=MASS_DESTROY_HINT)
 
         # --- unavailable right now (disruption budget)
-        unavailable = 0
-        for node in nodes:
-            if (
-                node.status in _OUT_OF_SERVICE
-                or node.unhealthy
-                or (node.status.in_rotation and node.server.status is not ServerStatus.ACTIVE)
-            ):
-                unavailable += 1
         self.disruption_left = max(0, disruption.max_unavailable - unavailable)
 
         # --- what each removal needs this run
@@ -778,10 +831,11 @@ class _Planner:
         for node in condemned:
             destroys.append((node, node.condemned or ""))
         for node in victims:
-            reason = self.region_reason(node.region, present[node.region], desired[node.region])
             if node.in_rotation:
                 drains.append(node)
-            elif node.status is NodeStatus.DRAINING:
+                continue
+            reason = self.region_reason(node.region, present[node.region], desired[node.region])
+            if node.status is NodeStatus.DRAINING:
                 since = node.record.status_changed_at if node.record is not None else None
                 timed_out = since is not None and self.now - since >= disruption.drain_timeout
                 if not options.metrics_known or node.name in options.queue_empty:
@@ -857,6 +911,7 @@ class _Planner:
         shrinking: list[str] = []
         #: provisioning nodes whose pipeline waits with nothing to do in this plan
         stalled: list[str] = []
+        pipeline = pipeline_for(self.spec)
         for node in nodes:
             if node.condemned is not None or node.victim:
                 continue
@@ -864,16 +919,19 @@ class _Planner:
                 continue  # adopted out of rotation; the next run removes it
             server = node.server
             # an operator's hold (maintenance, quarantine: core.lifecycle) comes first
-            operator = hold(
-                node,
-                self.steps,
-                queue_empty=options.queue_empty,
-                metrics_known=options.metrics_known,
-                reputation_paused=options.reputation_paused,
-            )
-            for change in operator.changes:
-                out.add(change)
-            out.notes.extend(operator.notes)
+            operator_held = False
+            if may_hold(node):
+                operator = hold(
+                    node,
+                    self.steps,
+                    queue_empty=options.queue_empty,
+                    metrics_known=options.metrics_known,
+                    reputation_paused=options.reputation_paused,
+                )
+                for change in operator.changes:
+                    out.add(change)
+                out.notes.extend(operator.notes)
+                operator_held = operator.held
             # health (daemon): out of rotation at once; back when it recovers
             entering = node.brought_up and server.status is ServerStatus.ACTIVE
             halted = stopped(server)
@@ -936,7 +994,7 @@ class _Planner:
             held = options.reputation_paused
             why_paused = held.get(node.name) if held is not None else None
             paused_by = node.record.paused_by if node.record is not None else None
-            if operator.held:
+            if operator_held:
                 pass
             elif sick and (node.status.in_rotation or entering or leaving):
                 out.add(
@@ -1026,36 +1084,34 @@ class _Planner:
                         "(not by reputation): reputation does not resume it"
                     )
             # resize towards the spec's plan (the spec wins over drift)
-            if node.region in self.spec.regions:
+            if node.region in spec.regions:
                 target = self.target_plan(node)
-                target_rid = self.spec.plans[target].rid
                 if server.plan_rid is None:
                     differs = node.plan != target
                 else:
-                    differs = server.plan_rid != target_rid
-                current = self.spec.plans.get(node.plan) if node.plan is not None else None
-                shrinks = (
-                    differs
-                    and current is not None
-                    and self.spec.plans[target].disk_gb < current.disk_gb
-                )
+                    differs = server.plan_rid != spec.plans[target].rid
                 if server.status in (ServerStatus.RESIZE, ServerStatus.RESIZED):
                     resizes.append((node, target))
-                elif server.status is ServerStatus.ACTIVE and differs and shrinks:
-                    shrinking.append(f"{node.name} ({node.plan} -> {target})")
                 elif server.status is ServerStatus.ACTIVE and differs:
-                    resizes.append((node, target))
+                    current = spec.plans.get(node.plan) if node.plan is not None else None
+                    if current is not None and spec.plans[target].disk_gb < current.disk_gb:
+                        shrinking.append(f"{node.name} ({node.plan} -> {target})")
+                    else:
+                        resizes.append((node, target))
             # the per-node pipeline: each node's next steps into service (core.pipeline)
-            if operator.held:
+            if operator_held:
                 continue
-            steps = next_changes(node, self.steps, pipeline_for(self.spec))
-            for change in steps.changes:
-                out.add(change)
-            out.notes.extend(steps.notes)
+            stepped = False
+            if may_step(node):
+                steps = next_changes(node, self.steps, pipeline)
+                for change in steps.changes:
+                    out.add(change)
+                out.notes.extend(steps.notes)
+                stepped = bool(steps.changes)
             if (
                 node.status is NodeStatus.PROVISIONING
                 and node.condemned is None
-                and not steps.changes
+                and not stepped
                 and self.spec.provisioning is not None
             ):
                 stalled.append(node.name)
@@ -1084,6 +1140,8 @@ class _Planner:
             )
         self.resize(resizes)
         # nodes in service: rolling re-bootstrap of a changed bundle, drift checks
+        if self.spec.provisioning is None:
+            return  # no upkeep without a provisioning section
         kept = upkeep(
             [n for n in nodes if n.condemned is None and not n.victim],
             self.spec,
@@ -1154,23 +1212,19 @@ class _Planner:
         # pool occupancy after this plan: nodes that stay, counted in IPs, and the pending
         # creates that still hold their slot (sent and not seen yet, or created anew)
         pool_ips: dict[str, int] = defaultdict(int)
-        for node in nodes:
-            if node.pool is not None and node.condemned is None and not node.victim:
-                pool_ips[node.pool] += ips
-        for item in pending:
-            pool = item.intent.params.get("pool") or None
-            if pool is not None and (item.recreate or not self.grace_expired(item)):
-                pool_ips[pool] += ips
         # a replacement of a node that missed its provisioning deadline inherits its slot's
         # count of such failures (+1): bounded per slot by provisioning.replacements
         inherited: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for node in nodes:
-            if (
-                node.record is not None
-                and node.condemned is not None
-                and node.condemned.startswith(DEADLINE_REASON)
-            ):
+            if node.condemned is None:
+                if node.pool is not None and not node.victim:
+                    pool_ips[node.pool] += ips
+            elif node.record is not None and node.condemned.startswith(DEADLINE_REASON):
                 inherited[node.region].append((node.record.slot_failures + 1, node.name))
+        for item in pending:
+            pool = item.intent.params.get("pool") or None
+            if pool is not None and (item.recreate or not self.grace_expired(item)):
+                pool_ips[pool] += ips
         for region in regions:
             count = missing.get(region, 0)
             if count <= 0:
@@ -1228,23 +1282,23 @@ class _Planner:
     def finish(self, nodes: list[LiveNode], unmanaged: list[UnmanagedServer]) -> Plan:
         out, spec = self.out, self.spec
         changes = sorted(out.changes, key=lambda c: (c.region, c.address, ACTION_ORDER[c.action]))
-        before = Decimal(0)
+        # the cost before: every node of ours that exists, priced by (plan, pool); the sum of
+        # per-node cents is exact in Decimal, so it is added up per (plan, pool)
+        priced: dict[tuple[str | None, str | None], int] = defaultdict(int)
         for node in nodes:
-            before += self.cost(node.plan, node.pool)
+            priced[(node.plan, node.pool)] += 1
+        count_before = len(nodes)
         # duplicates and other ours-but-unrecorded servers are billed too
         seen = {n.server.service_id for n in nodes}
         for server in self.servers:
             if server.service_id in seen or server.status is ServerStatus.DELETED:
                 continue
             if self.parse(server.name) is not None:
-                before += self.cost(match_plan(self.by_rid, server.plan_rid), None)
-        count_before = len(nodes) + sum(
-            1
-            for s in self.servers
-            if s.service_id not in seen
-            and s.status is not ServerStatus.DELETED
-            and self.parse(s.name) is not None
-        )
+                priced[(match_plan(self.by_rid, server.plan_rid), None)] += 1
+                count_before += 1
+        before = Decimal(0)
+        for (plan_name, pool), count in priced.items():
+            before += self.cost(plan_name, pool) * count
         # creates sent and not seen yet are bought already: they count in the cost (and the
         # budget) and in the node count
         for change in changes:
