@@ -336,9 +336,9 @@ class Matcher:
                     if seen.name.startswith(f"{fleet}-"):
                         prefixed.append(f"{seen.name} (#{seen.service_id})")
                 continue
-            region, seq = parsed
-            if seq > max_seq[region]:
-                max_seq[region] = seq
+            named, seq = parsed
+            if seq > max_seq[named]:
+                max_seq[named] = seq
             if seen.status is ServerStatus.DELETED:
                 continue
             ours_by_sid[seen.service_id] = seen
