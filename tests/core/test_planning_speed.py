@@ -16,7 +16,23 @@ from tests.core.factories import NOW, make_spec, node, server
 REGIONS = ["dallas", "eu-west", "a1", "x-9-9"]
 #: pieces of names: regions (known or not, valid or not), separators, digits, odd characters
 PIECES = st.sampled_from(
-    [*REGIONS, "acme", "acme-", "-", "--", "0", "00", "000", "001", "1234", "７", "٣", "\n", "A", "_"]
+    [
+        *REGIONS,
+        "acme",
+        "acme-",
+        "-",
+        "--",
+        "0",
+        "00",
+        "000",
+        "001",
+        "1234",
+        "７",
+        "٣",
+        "\n",
+        "A",
+        "_",
+    ]
 )
 
 
