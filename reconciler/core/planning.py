@@ -10,17 +10,15 @@ summary) and ``core.pipeline`` (each node's next step into service).
 
 from __future__ import annotations
 
-import gc
-import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from reconciler.core.addresses import node_hostname, node_name
 from reconciler.core.billing import paid_until, unused_paid
+from reconciler.core.collector import collector_paused
 from reconciler.core.costs import CostResolver, cents, price_warnings, sort_constants
 from reconciler.core.fleet import (
     NodeStatus,
@@ -205,39 +203,8 @@ def plan(
     options: PlanOptions = PlanOptions(),
 ) -> Plan:
     """Compute the plan that brings ``observed``/``recorded`` to ``spec`` (see docs/planning.md)."""
-    with _collector_paused():
+    with collector_paused():
         return _Planner(spec, observed, recorded, now, options).run()
-
-
-_pause_lock = threading.Lock()
-_pausing = 0
-_resume_collector = False
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector is off while a plan is computed.
-
-    Planning allocates a few objects per node and frees them by reference counting (it makes
-    no reference cycles); with the collector on, every few hundred allocations it walks the
-    young objects and, as the plan's objects survive, repeatedly the whole heap (the inputs:
-    a server and a record per node), which was 15-45 % of the time of a large plan. Nested
-    and concurrent plans (threads) share the pause; the collector comes back on (if it was on)
-    when the last one ends, and collects any cycle then as usual.
-    """
-    global _pausing, _resume_collector
-    with _pause_lock:
-        if _pausing == 0:
-            _resume_collector = gc.isenabled()
-            gc.disable()
-        _pausing += 1
-    try:
-        yield
-    finally:
-        with _pause_lock:
-            _pausing -= 1
-            if _pausing == 0 and _resume_collector:
-                gc.enable()
 
 
 class _Planner:
