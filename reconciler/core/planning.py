@@ -917,7 +917,7 @@ class _Planner:
                     and node.record is not None
                     and not node.adopting
                     and not held_by_operator(node.record)
-                    and not operator.held
+                    and not operator_held
                 )
                 out.warn(
                     "stopped",
