@@ -11,7 +11,9 @@ default postgres@127.0.0.1:5432).
 The real ``reconcile daemon`` runs as a process over a store and a simulator account seeded
 with the same N nodes (a steady fleet: its reconciles find nothing to do), with the autoscaler
 on (the region is autoscaled between N and N: it evaluates every 15 s and never changes the
-count). Once it has reconciled and built its fleet view, the benchmark samples its CPU time
+count) and health on ``alert`` (on a starved machine a late beat must not start pauses and
+replacements: the benchmark measures a steady fleet, not health decisions). Once it has
+reconciled and built its fleet view, the benchmark samples its CPU time
 (utime + stime from ``/proc``, every thread) and RSS over an idle window, then sends signed
 beats at ``--rate`` per second through a few keep-alive connections (each node once per
 N / rate seconds, as its agent would), lets the figures fill the health horizon (``--warmup``),
@@ -59,6 +61,7 @@ regions:
   dallas: {{location_id: 13, plan: baseline, nodes: {{min: {nodes}, max: {nodes}}}}}
 scaling: {{enabled: true, evaluation_interval: 15s}}
 reconcile: {{interval: 60s}}
+health: {{on_unhealthy: alert}}
 """
 
 IDLE_TARGET = 0.02
@@ -93,25 +96,28 @@ class Load:
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        queue: asyncio.Queue[int | None] = asyncio.Queue()
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.connections)]
         started = time.monotonic()
         while not self.stop.is_set():
             due = int((time.monotonic() - started) * self.rate)
-            now = int(time.time())
             while self.sent < due:
-                name = self.names[self.sent % len(self.names)]
-                queue.put_nowait(build_request(self.host, name, self.secrets[name], self.sent, now))
+                queue.put_nowait(self.sent)
                 self.sent += 1
             await asyncio.sleep(0.05)
         for _ in workers:
             queue.put_nowait(None)
         await asyncio.gather(*workers)
 
-    async def _worker(self, queue: asyncio.Queue[bytes | None]) -> None:
+    async def _worker(self, queue: asyncio.Queue[int | None]) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
-            while (request := await queue.get()) is not None:
+            while (number := await queue.get()) is not None:
+                # signed when it goes out: a beat that waited here is not refused as stale
+                name = self.names[number % len(self.names)]
+                request = build_request(
+                    self.host, name, self.secrets[name], number, int(time.time())
+                )
                 began = time.perf_counter()
                 writer.write(request)
                 status = await read_response(reader)
@@ -156,7 +162,7 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
     parser.add_argument("--warmup", type=float, default=100.0, help="beats before measuring")
     parser.add_argument("--measure", type=float, default=90.0, help="measured window under load")
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--keep-log", help="copy the daemon's log there at the end")
     args = parser.parse_args()
     # stopped (SIGTERM): the daemon and the simulator are stopped, the database dropped
@@ -174,7 +180,9 @@ def main() -> int:
     ):
         pid = daemon.popen.pid
         started = time.monotonic()
+        settling_rss = 0.0
         while time.monotonic() - started < 240:
+            settling_rss = max(settling_rss, rss_mb(pid))
             if (
                 metric(base, "reconciler_reconciles_total") >= 1
                 and metric(base, "reconciler_fleet_nodes") >= args.nodes
@@ -186,6 +194,7 @@ def main() -> int:
             return 1
         settle = time.monotonic() - started
         time.sleep(5.0)  # let the first autoscale and sweep after the reconcile pass
+        settled_peak = peak_rss_mb(pid)
         idle_cpu, idle_wall, idle_rss, idle_max = sample(pid, args.idle)
         reconciles_before = exact_metric(base, "reconciler_reconcile_duration_seconds_count")
         seconds_before = exact_metric(base, "reconciler_reconcile_duration_seconds_sum")
@@ -221,6 +230,10 @@ def main() -> int:
         f"idle CPU:                     {idle_cpu:.2f} s over {idle_wall:.0f} s = "
         f"{100 * idle_share:.2f} % of a core (target < {100 * IDLE_TARGET:.0f} %: ratio "
         f"{idle_share / IDLE_TARGET:.2f} {verdict(idle_share / IDLE_TARGET)})"
+    )
+    print(
+        f"RSS while settling:           max sampled {settling_rss:.1f} MB, VmHWM after it "
+        f"{settled_peak:.1f} MB (first load, first reconcile of every node)"
     )
     print(f"idle RSS median / max:        {idle_rss:.1f} / {idle_max:.1f} MB")
     print(

@@ -188,18 +188,47 @@ class FleetState:
     # --- loading from the store -----------------------------------------------------------
 
     def apply_full(self, full: FullLoad, now: datetime) -> None:
-        """Everything as the store says; beats committed here meanwhile are merged again."""
-        self._nodes = {node.name: node for node in full.recorded.nodes}
-        self._marks = {name: mark for name, mark in full.marks.items() if name in self._nodes}
+        """Everything as the store says; beats committed here meanwhile are merged again.
+        A record or a series equal to the one held is kept as the same object, so what is
+        cached on it (figures, liveness) stays valid: a full load of an unchanged fleet (a
+        leadership regained) recomputes nothing downstream."""
+        held_nodes = self._nodes
+        nodes: dict[str, RecordedNode] = {}
+        changed = len(full.recorded.nodes) != len(held_nodes)
+        for node in full.recorded.nodes:
+            held = held_nodes.get(node.name)
+            if held is not None and held == node:
+                nodes[node.name] = held
+            else:
+                nodes[node.name] = node
+                changed = True
+        held_beats = self._beats
+        beats: dict[str, tuple[NodeMetrics, ...]] = {}
+        for name, series in full.recent.items():
+            if not series:
+                continue
+            fresh = tuple(series)[-self._window :]
+            held_series = held_beats.get(name)
+            if held_series is not None and _same_beats(held_series, fresh):
+                fresh = held_series
+            beats[name] = fresh
+        self._nodes = nodes
+        self._marks = {name: mark for name, mark in full.marks.items() if name in nodes}
         self._local = {}
-        self._beats = {
-            name: tuple(series)[-self._window :] for name, series in full.recent.items() if series
-        }
-        self._intents = full.recorded.pending_intents
-        self._costs = full.recorded.cost_overrides
-        self._recorded = None
-        self.records_version += 1
-        self.beats_version += 1
+        if beats.keys() != held_beats.keys() or any(
+            beats[name] is not held_beats[name] for name in beats
+        ):
+            self.beats_version += 1
+        self._beats = beats
+        if (
+            changed
+            or full.recorded.pending_intents != self._intents
+            or full.recorded.cost_overrides != self._costs
+        ):
+            self._intents = full.recorded.pending_intents
+            self._costs = full.recorded.cost_overrides
+            self._recorded = None
+            self.records_version += 1
         self.loaded_at = now
         self.drain()
 
@@ -295,6 +324,15 @@ class FleetState:
                 self._beats[name] = series
             else:
                 del self._beats[name]
+
+
+def _same_beats(held: Sequence[NodeMetrics], fresh: Sequence[NodeMetrics]) -> bool:
+    """The same beats (told apart by time: the store keeps neither ``sent_at`` nor soft
+    bounces, so a beat merged here and the store's copy differ in those)."""
+    return len(held) == len(fresh) and all(
+        a.at == b.at and a.sent == b.sent and a.queue_length == b.queue_length
+        for a, b in zip(held, fresh, strict=True)
+    )
 
 
 def _at(beat: NodeMetrics) -> datetime:

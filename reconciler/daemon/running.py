@@ -377,6 +377,8 @@ class Daemon:
         self._view_json: dict[str, Any] | None = None
         self._health_key: tuple[frozenset[str], frozenset[str], frozenset[str]] | None = None
         self._reconcile_task: asyncio.Task[None] | None = None
+        #: (spec hash, cost constants) the recorded costs were last refreshed for
+        self._costs_current_for: tuple[str, Any] | None = None
         self._rerun = False
         self._costs_due = False
         #: the provider's price list, read at most once an hour for every plan
@@ -842,6 +844,7 @@ class Daemon:
                 job.modify(next_run_time=datetime.now(UTC))
 
     def _leadership_changed(self, leading: bool) -> None:
+        self._costs_current_for = None  # another leader may have written meanwhile
         if leading:
             # a new leader starts from the store's whole truth (a standby kept up by polls)
             self._full_load_due = True
@@ -1587,6 +1590,8 @@ class Daemon:
                 failures = None  # the run itself reports the store; no alert change
             else:
                 options = dataclasses.replace(options, provisioning_failures=failures)
+        # the recorded costs follow the spec's prices and the cost constants only
+        costs_key = (self.loaded.spec_hash, _constants_key(self.recorded))
         request = RunRequest(
             mode="dry-run" if dry_run else "daemon",
             dry_run=dry_run,
@@ -1595,12 +1600,22 @@ class Daemon:
             actor=f"daemon {self.settings.holder}",
             # a revision on trial is what this run plans
             revision=self._pending[0] if self._pending is not None else self.revision,
+            costs_current=costs_key == self._costs_current_for,
         )
         outcome = "ok"
         result: RunResult | None = None
         try:
             result = await reconciler.reconcile(request, _DaemonHooks(self))
             outcome = self._translate(result)
+            if (
+                not dry_run
+                and result.error is None
+                and result.report is not None
+                and result.costs_error is None
+            ):
+                # the run refreshed the recorded costs (or knew them current): a later run
+                # with nothing to apply need not read the whole fleet again for them
+                self._costs_current_for = costs_key
             if result.plan is not None:
                 await self._slot_alerts(result.plan)
         except asyncio.CancelledError:

@@ -69,6 +69,10 @@ class RunRequest:
     actor: str | None = None
     #: the spec revision it runs (a git commit, or files:<spec hash>)
     revision: str | None = None
+    #: the caller knows the recorded costs match this spec and the cost constants (it saw a
+    #: refresh since either last changed): a run with nothing to apply skips the refresh, a
+    #: second read of the whole fleet (the daemon's periodic no-op reconcile, issue 14)
+    costs_current: bool = False
 
     def tags(self) -> dict[str, str]:
         """What every run record and journal entry of this run carries (``reconcile history``
@@ -422,7 +426,9 @@ class Reconciler:
         self.record_spec_protection(snapshot, request.epoch)
         if plan.is_empty:
             run_id = self._record(mode, plan, "ok")
-            refreshed, costs_error = self._refresh_costs(request, hooks)
+            refreshed, costs_error = (
+                ((), None) if request.costs_current else self._refresh_costs(request, hooks)
+            )
             return RunResult(
                 "ok",
                 plan=plan,

@@ -330,3 +330,24 @@ def expected_summary(
         groups=utilization_by(loads, spec.scaling.per_core_rate),
         monthly_cost=view.monthly_cost,
     )
+
+
+def test_a_full_load_of_an_unchanged_fleet_keeps_what_is_cached_valid() -> None:
+    clock = FakeClock(T0)
+    harness = Harness(InMemoryStore(now=clock.now), clock)
+    for index in range(3):
+        harness.run(("local", index))
+    harness.poll()
+    before = harness.state.recorded
+    series = harness.state.recent()
+    versions = (harness.state.records_version, harness.state.beats_version)
+    harness.run(("full",))  # leadership regained: the store read again, nothing changed
+    assert harness.state.recorded is before
+    assert all(harness.state.recent()[name] is s for name, s in series.items())
+    assert (harness.state.records_version, harness.state.beats_version) == versions
+    harness.run(("status", 0, NodeStatus.PAUSED))
+    harness.run(("full",))
+    assert harness.state.recorded is not before
+    kept = [a is b for a, b in zip(before.nodes, harness.state.recorded.nodes, strict=True)]
+    assert kept.count(False) == 1  # only the changed record is a new object
+    harness.check()

@@ -583,3 +583,38 @@ def test_a_failed_slot_raises_a_high_alert_and_the_metric(tmp_path: Path) -> Non
 
     asyncio.run(scenario())
     assert world.cloud.calls["add_instance"] == 3
+
+
+def test_a_noop_reconcile_refreshes_the_recorded_costs_only_when_they_may_have_changed(
+    tmp_path: Path,
+) -> None:
+    """Issue 14: a reconcile with nothing to do does not read the whole fleet a second time
+    to refresh costs it refreshed already; a new price (spec) or constant brings it back."""
+    world = make_world(tmp_path)
+    daemon = world.daemon
+
+    def costs() -> set[str]:
+        return {str(n.approximate_cost) for n in world.store.load_fleet("acme").nodes}
+
+    async def scenario() -> None:
+        assert await daemon.guard.tick()
+        for _ in range(6):  # create, build, settle
+            await daemon.reconcile_now()
+            world.clock.advance(30)
+        assert daemon._costs_current_for is not None
+        before = costs()
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert plan.is_empty
+        assert costs() == before
+        # a new price: the next run with nothing to apply refreshes the recorded costs
+        world.spec_path.write_text(
+            SPEC.format(nodes="2").replace("monthly_price: 9.99", "monthly_price: 12.99")
+        )
+        await daemon._job_spec_watch()
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert plan.is_empty
+        assert costs() != before
+
+    asyncio.run(scenario())
