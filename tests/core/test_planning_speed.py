@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reconciler.core.addresses import parse_node_name
+from reconciler.core.collector import collector_paused
 from reconciler.core.fleet import Observed, RecordedFleet
 from reconciler.core.matching import Matcher
 from reconciler.core.planning import plan
@@ -63,3 +64,19 @@ def test_planning_pauses_the_collector_and_restores_it() -> None:
         assert not gc.isenabled()  # left off when the caller had it off
     finally:
         gc.enable()
+
+
+def test_the_collector_pause_nests_and_survives_an_exception() -> None:
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the outer pause still holds
+    assert gc.isenabled()
+    try:
+        with collector_paused():
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    assert gc.isenabled()
