@@ -1077,6 +1077,7 @@ class _Planner:
                 stepped = bool(steps.changes)
             if (
                 node.status is NodeStatus.PROVISIONING
+                and node.record is not None  # an unrecorded one is adopted: that is its work
                 and node.condemned is None
                 and not stepped
                 and self.spec.provisioning is not None

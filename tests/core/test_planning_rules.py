@@ -759,3 +759,17 @@ def test_a_host_key_quarantine_pauses_the_node_and_its_release_resumes_it() -> N
     for options in (PlanOptions(), PlanOptions(reputation_paused={})):
         p = plan(spec, *world([a[0]], [released]), NOW, options)
         assert actions(p) == [("resume", "acme-dallas-001")]
+
+
+def test_a_server_being_adopted_is_not_reported_as_a_stalled_provisioning_node() -> None:
+    # the adoption is this run's work for it: the "waiting on a pipeline step with nothing to
+    # do" warning is for recorded nodes only (found by the planner's speed work)
+    provisioning = {"domain": "mail.example.com", "sink": "probe@sink.example.com"}
+    stray = server("acme-dallas-004", 104, plan="baseline")
+    adopting = plan(
+        spec_of({"dallas": {"plan": "baseline", "nodes": 1}}, provisioning=provisioning),
+        *world([stray]),
+        NOW,
+    )
+    assert [c.action for c in adopting.changes] == [Action.ADOPT]
+    assert "provisioning" not in guards(adopting)
