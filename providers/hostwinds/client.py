@@ -41,7 +41,8 @@ from providers.hostwinds.wire import (
     InstanceIdWire,
     PriceEntryWire,
     entries,
-    parse_instance,
+    instance_values,
+    observed_from_values,
     parse_ips,
     parse_locations,
     read_envelope,
@@ -510,15 +511,15 @@ def _observed(
     action: str, entry: Mapping[str, object], fallback_id: int | None = None
 ) -> ObservedServer:
     try:
-        wire = parse_instance(entry)
+        values = instance_values(entry)
     except (ValueError, TypeError):
         # never include the payload: it carries the root password
         raise TransientError(f"{action} failed: an instance object did not parse") from None
-    if wire.service_id is None and fallback_id is not None:
-        wire = wire.model_copy(update={"serviceid": fallback_id})
-    if wire.service_id is None:
-        raise TerminalError(f"{action} failed: an instance object carries no serviceid")
-    return wire.to_observed()
+    if values.get("serviceid") is None and values.get("id") is None:
+        if fallback_id is None:
+            raise TerminalError(f"{action} failed: an instance object carries no serviceid")
+        values["serviceid"] = fallback_id
+    return observed_from_values(values)
 
 
 def _describe(exc: httpx.HTTPError) -> str:

@@ -17,6 +17,8 @@ from providers.hostwinds.wire import (
     InstanceWire,
     PriceEntryWire,
     Unrecognised,
+    instance_values,
+    observed_from_values,
     parse_instance,
     parse_ips,
     parse_locations,
@@ -245,6 +247,11 @@ def test_the_fast_instance_parse_equals_pydantics(entry: dict[str, object]) -> N
     assert fast.model_dump() == expected.model_dump()
     if expected.service_id is not None:
         assert fast.to_observed() == expected.to_observed()
+        # the listing's path: no model at all
+        assert observed_from_values(instance_values(entry)) == expected.to_observed()
+    else:
+        with pytest.raises(ValueError, match="without serviceid"):
+            observed_from_values(instance_values(entry))
 
 
 @pytest.mark.parametrize("entry", [None, [], "x", 3])
