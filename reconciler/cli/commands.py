@@ -153,13 +153,30 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version``: the installed version, read only when asked (reading the package
+    metadata costs ~15 ms, which every other command would pay at start-up)."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"reconcile, version {package_version()}")
+    ctx.exit()
+
+
 @click.group(
     cls=LazyGroup,
     lazy=LAZY_COMMANDS,
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(package_version(), "--version", "-V", prog_name="reconcile")
+@click.option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_show_version,
+    help="Show the version and exit.",
+)
 @reconcile_options
 @click.option(
     "--log-level",

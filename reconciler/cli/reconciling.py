@@ -50,12 +50,6 @@ from reconciler.engine.reconciling import (
     SavedPlan,
     lock_name,
 )
-from reconciler.views.documents import (
-    plan_from_document,
-    plan_to_document,
-    spec_paths_of,
-    state_dir_of,
-)
 from reconciler.views.human import render_plan
 from reconciler.views.markdown import render_markdown
 from reconciler.views.progress import BarProgress, PlainProgress, render_report
@@ -540,6 +534,8 @@ def _write_plan(
     spec_paths: tuple[str, ...] = (),
     state_dir: str | None = None,
 ) -> None:
+    from reconciler.views.documents import plan_to_document  # only with --out (issue 14)
+
     document = plan_to_document(
         plan, fingerprint=fingerprint, spec_paths=spec_paths, state_dir=state_dir
     )
@@ -566,6 +562,8 @@ def _say_where_the_plan_went(path: Path, plan: Plan, settings: _Settings) -> Non
 
 def _state_dir_of_plan(path: Path) -> str | None:
     """The state folder a saved plan names, if it still exists."""
+    from reconciler.views.documents import state_dir_of
+
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -576,6 +574,8 @@ def _state_dir_of_plan(path: Path) -> str | None:
 
 def _spec_paths_of_plan(path: Path) -> tuple[str, ...]:
     """The spec paths a saved plan names; each must still exist."""
+    from reconciler.views.documents import spec_paths_of
+
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -592,6 +592,8 @@ def _spec_paths_of_plan(path: Path) -> tuple[str, ...]:
 
 def _read_plan(path: Path) -> SavedPlan:
     """Read a saved plan; whether it still applies is the engine's check (StalePlanError)."""
+    from reconciler.views.documents import plan_from_document
+
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -636,6 +638,8 @@ def plan_digest(document: Mapping[str, Any]) -> str:
 
 def _print_plan(plan: Plan, snapshot: Snapshot, settings: _Settings) -> None:
     if settings.output == "json":
+        from reconciler.views.documents import plan_to_document
+
         document = plan_to_document(plan, fingerprint=snapshot.fingerprint)
         click.echo(json.dumps(document, indent=2))
     elif settings.output == "markdown":

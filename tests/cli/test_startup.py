@@ -47,14 +47,14 @@ PROBE = (
 )
 
 
-def loaded_modules(*args: str) -> set[str]:
+def loaded_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         check=False,
     )
     report = json.loads(done.stderr.strip().splitlines()[-1])
@@ -80,6 +80,56 @@ def test_light_commands_import_no_store_client_or_server(args: tuple[str, ...]) 
 def test_the_probe_sees_heavy_imports_when_a_command_uses_them() -> None:
     # the check above can fail: `reconcile db --help` loads the store's module
     assert "sqlalchemy" in {m.split(".")[0] for m in loaded_modules("db", "current", "--help")}
+
+
+#: what a dry-run (embedded simulator, SQLite) never needs: the saved-plan format, migrations,
+#: PostgreSQL, the provisioning adapters and stand-ins, the daemon
+NOT_FOR_A_DRY_RUN = (
+    "reconciler.views.documents",
+    "alembic",
+    "psycopg",
+    "asyncssh",
+    "dns",
+    "aiosmtpd",
+    "apscheduler",
+    "reconciler.daemon",
+    "providers.simulator.standins",
+)
+
+
+#: a fleet without provisioning (the benchmark's: benchmarks/dry_run.py)
+SMALL_FLEET = """\
+apiVersion: fleet-reconciler/v1
+kind: Fleet
+metadata: {name: probe}
+provider: {type: simulator, build_time: 1s}
+plans:
+  baseline: {rid: 52, vcpu: 1, ram_gb: 2, disk_gb: 50, monthly_price: 9.99}
+regions:
+  dallas: {location_id: 13, plan: baseline, nodes: 2}
+"""
+
+
+def test_a_dry_run_imports_only_what_it_uses(tmp_path: Path) -> None:
+    spec = tmp_path / "fleet.yaml"
+    spec.write_text(SMALL_FLEET)
+    env = {
+        "RECONCILER_STATE_DIR": str(tmp_path),
+        "RECONCILER_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}",
+        "HOSTWINDS_API_URL": "",
+    }
+    args = ("-f", str(spec), "--dry-run")
+    # the first run creates the database (migrations: alembic); the second is the measured one
+    loaded_modules(*args, env=env)
+    modules = loaded_modules(*args, env=env)
+    assert {"sqlalchemy", "httpx", "uvicorn"} <= {m.split(".")[0] for m in modules}
+    loaded = sorted(
+        m for m in modules if any(m == h or m.startswith(h + ".") for h in NOT_FOR_A_DRY_RUN)
+    )
+    assert loaded == []
+    # the check can fail: with --out the plan's document format is loaded
+    out = loaded_modules(*args, "--out", str(tmp_path / "plan.json"), env=env)
+    assert "reconciler.views.documents" in out
 
 
 def test_help_does_not_even_build_the_spec_models() -> None:
