@@ -27,7 +27,7 @@ import re
 import socket
 import threading
 import uuid
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -525,11 +525,13 @@ class SqlStore:
     def load_fleet(self, fleet: str) -> RecordedFleet:
         """Open nodes, pending intents and cost constants: three queries."""
         with self._tx(f"loading fleet {fleet!r}") as connection:
-            node_rows = connection.execute(
-                sa.select(m.SendingNode)
-                .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
-                .order_by(m.SendingNode.name)
-            ).all()
+            node_rows = _plain_rows(
+                connection.execute(
+                    sa.select(m.SendingNode)
+                    .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
+                    .order_by(m.SendingNode.name)
+                )
+            )
             intent_rows = connection.execute(
                 sa.select(m.Intent)
                 .where(m.Intent.fleet == fleet, m.Intent.status == IntentStatus.PENDING.value)
@@ -1979,11 +1981,13 @@ class SqlStore:
         result: list[RecordedNode] = []
         with self._tx(f"loading {len(wanted)} node(s) of {fleet!r}") as connection:
             for chunk in _chunks(wanted):
-                rows = connection.execute(
-                    sa.select(node).where(
-                        node.fleet == fleet, node.closed_at.is_(None), node.name.in_(chunk)
+                rows = _plain_rows(
+                    connection.execute(
+                        sa.select(node).where(
+                            node.fleet == fleet, node.closed_at.is_(None), node.name.in_(chunk)
+                        )
                     )
-                ).all()
+                )
                 result += (_node_out(row) for row in rows)
         return sorted(result, key=lambda n: n.name)
 
@@ -2342,6 +2346,19 @@ def _metric_params(node_id: uuid.UUID, slot: int, beat: NodeMetrics) -> dict[str
         "complaints": int(beat.complaints),
         "interval_seconds": float(beat.interval_seconds),
     }
+
+
+@functools.cache
+def _row_type(keys: tuple[str, ...]) -> Any:
+    return namedtuple("PlainRow", keys)
+
+
+def _plain_rows(result: sa.CursorResult[Any]) -> list[Any]:
+    """A result's rows as plain named tuples: the same values under the same names, but
+    reading a field is a tuple index, where a SQLAlchemy ``Row`` goes through Python code for
+    every attribute (~0.3 us: with ~30 columns, most of the cost of reading 10,000 nodes)."""
+    make = _row_type(tuple(result.keys()))._make
+    return [make(row) for row in result]
 
 
 def _node_out(node: Any) -> RecordedNode:
