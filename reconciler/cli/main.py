@@ -10,6 +10,7 @@ Subcommands live in modules named for what they do and are registered below.
 
 from __future__ import annotations
 
+import gc
 import sys
 import traceback
 from collections.abc import Sequence
@@ -82,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    # The process is ending: the collector's last passes at interpreter shutdown would walk
+    # every object still alive (modules, SQLAlchemy, a 10,000-node fleet's servers and
+    # records: ~180 ms CPU after a dry-run) only to find what the OS frees anyway. Frozen
+    # objects are skipped by them; reference counting, atexit handlers and weakref
+    # finalizers still run, and stdout/stderr are still flushed (issue 14).
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
