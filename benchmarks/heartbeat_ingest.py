@@ -11,9 +11,10 @@ Run: ``.venv/bin/python benchmarks/heartbeat_ingest.py [--nodes 10000] [--beats 
 postgres@127.0.0.1:5432); creates and drops its own database.
 
 Set-up: a simulator account and a store seeded with the same N nodes (a steady fleet), two
-``reconcile daemon`` processes on that store (the second is stopped with SIGSTOP while it is
-not measured) and the ceiling app (``benchmarks/ceiling_app.py``: the same uvicorn server
-set-up, a bare Starlette route that checks the HMAC and parses the JSON, nothing else).
+``reconcile daemon`` processes on that store (both run throughout, as two replicas would: the
+second idles while the first is measured alone) and the ceiling app
+(``benchmarks/ceiling_app.py``: the same uvicorn server set-up, a bare Starlette route that
+checks the HMAC and parses the JSON, nothing else).
 
 Each repetition measures, one after the other: the ceiling, the daemon alone, the two daemons
 (the connections split between them, as a load balancer would). The load generator is the
@@ -32,7 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -282,9 +282,7 @@ def main() -> int:
                 wait_http(f"{durl}/healthz")
                 wait_fleet(durl, args.nodes)
             (a, a_port, a_url), (b, b_port, b_url) = daemons
-            b.popen.send_signal(signal.SIGSTOP)
             idle_a = idle_rate(a.popen.pid)
-            b.popen.send_signal(signal.SIGCONT)
             idle_b = idle_rate(b.popen.pid)
             print(
                 f"daemons idle (no beats): {100 * idle_a:.0f} % and {100 * idle_b:.0f} % of "
@@ -294,12 +292,8 @@ def main() -> int:
             rows: list[list[Result]] = []
             loads: list[float] = []
             for r in range(args.repeat):
-                b.popen.send_signal(signal.SIGSTOP)  # not measured: frozen
-                time.sleep(1)
                 ceiling_result = bench.run("ceiling", [ceiling_port], [ceiling.popen.pid], [])
                 one = bench.run("daemon x1", [a_port], [a.popen.pid], [a_url], idle_a)
-                b.popen.send_signal(signal.SIGCONT)
-                time.sleep(3)  # let it catch up with its jobs
                 two = bench.run(
                     "daemon x2",
                     [a_port, b_port],
@@ -325,8 +319,6 @@ def main() -> int:
                 )
         finally:
             for proc in reversed(procs):
-                if proc.popen.poll() is None:
-                    proc.popen.send_signal(signal.SIGCONT)
                 proc.stop()
     med = statistics.median
     ceiling_rate = med(row[0].rate for row in rows)
