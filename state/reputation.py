@@ -8,6 +8,7 @@ leader's epoch like every daemon write).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,15 @@ from reconciler.core.reputation import (
 )
 from specs.blocklists import ListingAction, Severity
 from state import models as m
-from state.store import SqlStore, _aware, _chunks, _upsert_stmt, add_send_counts, normalise_ip
+from state.store import (
+    SqlStore,
+    _aware,
+    _chunks,
+    _insert_for,
+    _upsert_stmt,
+    add_send_counts,
+    normalise_ip,
+)
 
 
 class SqlReputationStore:
@@ -149,16 +158,15 @@ class SqlReputationStore:
             self._store._fence(connection, fleet, epoch)
             ids = self._nodes(connection, fleet)
             by_ip = self._node_ips(connection, fleet)
-            for record in records:
-                node_id = ids.get(record.node)
-                if node_id is None:
-                    continue
-                values = _record_params(record, at)
-                connection.execute(
-                    _upsert_stmt(connection, m.NodeReputation)
-                    .values(node_id=node_id, **values)
-                    .on_conflict_do_update(index_elements=["node_id"], set_=values)
-                )
+            rows = [
+                {"node_id": ids[record.node], **_record_params(record, at)}
+                for record in records
+                if record.node in ids
+            ]
+            if rows:
+                # one statement run for every row (a statement built per node cost ~0.5 ms of
+                # CPU each: seconds per assessment of 10,000 nodes, beside the heartbeat intake)
+                connection.execute(_reputation_upsert(connection.dialect.name), rows)
             for event in events:
                 self._event(connection, event, by_ip)
             day = at.date().isoformat()
@@ -323,6 +331,29 @@ class SqlReputationStore:
                 )
             )
         return int(result.rowcount)
+
+
+@functools.cache
+def _reputation_upsert(dialect: str) -> Any:
+    """``node_reputation``'s upsert, built once: every column but the key from the row."""
+    table = m.NodeReputation
+    stmt = _insert_for(dialect, table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.node_id],
+        set_={column: getattr(stmt.excluded, column) for column in _REPUTATION_COLUMNS},
+    )
+
+
+_REPUTATION_COLUMNS = (
+    "ip_state",
+    "quarantine",
+    "quarantined_at",
+    "paused_at",
+    "rates_since",
+    "warmup_held_since",
+    "reasons",
+    "updated_at",
+)
 
 
 def _record_params(record: ReputationRecord, at: datetime) -> dict[str, Any]:
