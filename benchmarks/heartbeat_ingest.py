@@ -282,6 +282,7 @@ def main() -> int:
                 wait_http(f"{durl}/healthz")
                 wait_fleet(durl, args.nodes)
             (a, a_port, a_url), (b, b_port, b_url) = daemons
+            time.sleep(20)  # past the start-up reconcile and first assessments
             idle_a = idle_rate(a.popen.pid)
             idle_b = idle_rate(b.popen.pid)
             print(
