@@ -878,6 +878,8 @@ class _Planner:
         shrinking: list[str] = []
         #: provisioning nodes whose pipeline waits with nothing to do in this plan
         stalled: list[str] = []
+        #: unhealthy nodes a run without heartbeats (the CLI) cannot bring back
+        unseen: list[str] = []
         pipeline = pipeline_for(self.spec)
         for node in nodes:
             if node.condemned is not None or node.victim:
@@ -1050,6 +1052,14 @@ class _Planner:
                         f"{node.name}: paused by {paused_by.value if paused_by else 'unknown'} "
                         "(not by reputation): reputation does not resume it"
                     )
+            if (
+                node.status is NodeStatus.UNHEALTHY
+                and not sick
+                and not options.metrics_known
+                and not operator_held
+                and node.record is not None
+            ):
+                unseen.append(node.name)
             # resize towards the spec's plan (the spec wins over drift)
             if node.region in spec.regions:
                 target = self.target_plan(node)
@@ -1083,6 +1093,18 @@ class _Planner:
                 and self.spec.provisioning is not None
             ):
                 stalled.append(node.name)
+        if unseen:
+            shown = ", ".join(unseen[:5]) + (
+                f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
+            )
+            out.warn(
+                "unhealthy",
+                f"{len(unseen)} node(s) out of the sending rotation as unhealthy (missed "
+                f"heartbeats, or a server that was stopped): {shown}; a run without heartbeats "
+                "cannot tell that they recovered",
+                hint="the daemon (`reconcile daemon`) puts them back once their heartbeats are "
+                "healthy, and replaces them after health.replace_after if they are not",
+            )
         if stalled:
             shown = ", ".join(stalled[:5]) + (
                 f" and {len(stalled) - 5} more" if len(stalled) > 5 else ""

@@ -143,13 +143,18 @@ UNSETTLED = frozenset(
         "destroy_budget",
         "disruption_budget",
         "renamed",
+        # out of rotation as unhealthy in a run that cannot see heartbeats (the CLI)
+        "unhealthy",
         # provisioning nodes waiting on a pipeline step (out of attempts, first heartbeat)
         "provisioning",
     }
 )
 #: of those, the ones that no amount of waiting clears: an operator has to act
 #: (``reconcile node retry``, the circuit breaker's reset, a rename decided)
-NEEDS_OPERATOR = frozenset({"create_failed", "slot_failed", "circuit_breaker", "renamed"})
+#: ("unhealthy": a run without heartbeats cannot see a recovery; the daemon or an operator can)
+NEEDS_OPERATOR = frozenset(
+    {"create_failed", "slot_failed", "circuit_breaker", "renamed", "unhealthy"}
+)
 
 
 @dataclass(frozen=True, slots=True)

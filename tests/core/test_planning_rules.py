@@ -773,3 +773,21 @@ def test_a_server_being_adopted_is_not_reported_as_a_stalled_provisioning_node()
     )
     assert [c.action for c in adopting.changes] == [Action.ADOPT]
     assert "provisioning" not in guards(adopting)
+
+
+def test_an_unhealthy_node_a_run_without_heartbeats_cannot_resume_is_not_settled() -> None:
+    # found by the stateful apply test: a node paused because its server was suspended stayed
+    # out of rotation after the server ran again, and the CLI said the fleet matched the spec
+    observed, recorded = pair("acme-dallas-001", 101)
+    sick = replace(recorded, status=NodeStatus.UNHEALTHY, paused_by=PausedBy.HEALTH)
+    cli = plan(spec_of({"dallas": 1}), *world([observed], [sick]), NOW)
+    assert not cli.changes
+    assert guards(cli) == {"unhealthy": False}
+    assert [w.guard for w in cli.unsettled] == ["unhealthy"]
+    assert "acme-dallas-001" in cli.warnings[0].message
+    # the daemon sees heartbeats: healthy again means back into rotation, nothing unsettled
+    daemon = plan(
+        spec_of({"dallas": 1}), *world([observed], [sick]), NOW, PlanOptions(metrics_known=True)
+    )
+    assert [c.action for c in daemon.changes] == [Action.RESUME]
+    assert not daemon.unsettled
