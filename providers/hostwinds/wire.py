@@ -139,7 +139,8 @@ def decimal_from(value: object) -> Decimal | None:
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # validators are built on first use: the listing never validates through a model (issue 14)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
 
 #: Below this, an instance's ``ram`` is taken as GB, otherwise MB (OpenStack flavors use MB).
