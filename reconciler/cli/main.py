@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
+    import reconciler.cli
+
+    reconciler.cli.process_ends_after_command = True
     code = main()
     # The process is ending: the collector's last passes at interpreter shutdown would walk
     # every object still alive (modules, SQLAlchemy, a 10,000-node fleet's servers and
