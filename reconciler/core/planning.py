@@ -1094,9 +1094,7 @@ class _Planner:
             ):
                 stalled.append(node.name)
         if unseen:
-            shown = ", ".join(unseen[:5]) + (
-                f" and {len(unseen) - 5} more" if len(unseen) > 5 else ""
-            )
+            shown = _first_five(unseen)
             out.warn(
                 "unhealthy",
                 f"{len(unseen)} node(s) out of the sending rotation as unhealthy (missed "
@@ -1106,9 +1104,7 @@ class _Planner:
                 "healthy, and replaces them after health.replace_after if they are not",
             )
         if stalled:
-            shown = ", ".join(stalled[:5]) + (
-                f" and {len(stalled) - 5} more" if len(stalled) > 5 else ""
-            )
+            shown = _first_five(stalled)
             out.warn(
                 "provisioning",
                 f"{len(stalled)} node(s) not in service yet, waiting on a pipeline step with "
@@ -1118,9 +1114,7 @@ class _Planner:
                 "node's agent",
             )
         if shrinking:
-            shown = ", ".join(shrinking[:5]) + (
-                f" and {len(shrinking) - 5} more" if len(shrinking) > 5 else ""
-            )
+            shown = _first_five(shrinking)
             out.warn(
                 "disk_downgrade",
                 f"{len(shrinking)} node(s) cannot be resized to a plan with a smaller disk: "
@@ -1337,3 +1331,9 @@ class _Planner:
             generated_at=self.now,
             notes=tuple(self.options.notes) + tuple(out.notes),
         )
+
+
+def _first_five(names: list[str]) -> str:
+    """Up to five names for a warning, and how many more."""
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more
