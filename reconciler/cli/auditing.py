@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import click
 
+from reconciler.cli.options import fleet_options
 from reconciler.core.errors import UserError
 from reconciler.core.fleet import RecordedIntent
 from reconciler.core.ports import RunRecord
@@ -211,15 +212,7 @@ def _fleet_name(files: tuple[str, ...], fleet: str | None) -> str:
 
 
 @click.command("history")
-@click.option(
-    "-f",
-    "--file",
-    "files",
-    multiple=True,
-    metavar="PATH",
-    help="Spec file or directory naming the fleet (default ./fleet.yaml).",
-)
-@click.option("--fleet", metavar="NAME", help="The fleet's name (instead of -f).")
+@fleet_options
 @click.option("--node", metavar="NAME", help="Only the journal entries of this node.")
 @click.option(
     "--since",

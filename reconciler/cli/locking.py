@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import click
 
+from reconciler.cli.options import fleet_options
 from reconciler.core.errors import UserError
 from reconciler.core.ports import LockHolder
 
@@ -56,15 +57,7 @@ def _ago(delta: object) -> str:
 
 
 @click.command("unlock")
-@click.option(
-    "-f",
-    "--file",
-    "files",
-    multiple=True,
-    metavar="PATH",
-    help="Spec file or directory naming the fleet (default ./fleet.yaml).",
-)
-@click.option("--fleet", metavar="NAME", help="The fleet's name (instead of -f).")
+@fleet_options
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def unlock(files: tuple[str, ...], fleet: str | None, yes: bool) -> int:
     """Break the fleet's writer lock (left by a run killed on another host), after saying who

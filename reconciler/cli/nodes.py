@@ -36,11 +36,12 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from reconciler.cli.auditing import collect, render_text
+from reconciler.cli.options import fleet_options
 from reconciler.core.errors import UserError
 from reconciler.core.fleet import HoldKind, IntentStatus, Maintenance, RecordedNode
 from reconciler.core.ports import StorePort
@@ -56,21 +57,7 @@ def node() -> None:
     resume, retry, release, protect, unprotect (recorded with who and why)."""
 
 
-F = TypeVar("F", bound=Callable[..., Any])
 MAX_REASON = 300
-
-
-def _fleet_options(func: F) -> F:
-    func = click.option("--fleet", metavar="NAME", help="The fleet's name (instead of -f).")(func)
-    func = click.option(
-        "-f",
-        "--file",
-        "files",
-        multiple=True,
-        metavar="PATH",
-        help="Spec file or directory naming the fleet (default ./fleet.yaml).",
-    )(func)
-    return func
 
 
 def _fleet_of(files: tuple[str, ...], fleet: str | None) -> str:
@@ -143,7 +130,7 @@ def node_document(node: RecordedNode) -> dict[str, Any]:
 
 
 @node.command("list")
-@_fleet_options
+@fleet_options
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 def list_nodes(files: tuple[str, ...], fleet: str | None, output: str) -> int:
     """The recorded nodes: status, protection, IP, server id, last heartbeat."""
@@ -184,7 +171,7 @@ def list_nodes(files: tuple[str, ...], fleet: str | None, output: str) -> int:
 
 @node.command("show")
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 def show(name: str, files: tuple[str, ...], fleet: str | None, output: str) -> int:
     """One node in full, with its journal (what was done to it, by whom, why)."""
@@ -244,7 +231,7 @@ def _set_protection(
 
 @node.command("protect")
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", required=True, metavar="TEXT", help="Why (recorded in the journal).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def protect(
@@ -257,7 +244,7 @@ def protect(
 
 @node.command("unprotect")
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", required=True, metavar="TEXT", help="Why (recorded in the journal).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def unprotect(
@@ -329,7 +316,7 @@ def _previous(before: RecordedNode) -> str:
 
 @node.command()
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", required=True, metavar="TEXT", help="Why (shown in plans and status).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def maintenance(
@@ -347,7 +334,7 @@ def maintenance(
 
 @node.command()
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", required=True, metavar="TEXT", help="Why (shown in plans and status).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def cordon(
@@ -367,7 +354,7 @@ def cordon(
 
 @node.command()
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", required=True, metavar="TEXT", help="Why (shown in plans and status).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def drain(name: str, files: tuple[str, ...], fleet: str | None, reason: str, by: str | None) -> int:
@@ -405,7 +392,7 @@ def _end_hold(
 
 @node.command()
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", metavar="TEXT", help="Why (recorded in the journal).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def uncordon(
@@ -432,7 +419,7 @@ def uncordon(
 
 @node.command("resume")
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", metavar="TEXT", help="Why (recorded in the journal).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def resume(
@@ -477,7 +464,7 @@ def resume(
     is_flag=True,
     help="Also forget the pinned SSH host key: the next contact pins the key presented now.",
 )
-@_fleet_options
+@fleet_options
 @click.option("--reason", metavar="TEXT", help="Why (recorded in the journal).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def release(
@@ -513,7 +500,7 @@ def release(
 
 @node.command()
 @click.argument("name")
-@_fleet_options
+@fleet_options
 @click.option("--reason", metavar="TEXT", help="Why (recorded in the journal).")
 @click.option("--by", metavar="WHO", help="Who (default: cli user@host, or RECONCILER_ACTOR).")
 def retry(
@@ -597,7 +584,7 @@ def _retry_failed_slot(
 
 
 @click.command("platform-token")
-@_fleet_options
+@fleet_options
 def platform_token_command(files: tuple[str, ...], fleet: str | None) -> int:
     """Print the sending platform's token for GET /v1/rotation and POST /v1/complaints,
     derived from RECONCILER_NODE_MASTER_SECRET and the fleet's name (nothing is stored)."""

@@ -107,3 +107,18 @@ def reconcile_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def fleet_options(func: F) -> F:
+    """``-f/--file`` (the spec naming the fleet) and ``--fleet NAME``: how the commands that
+    act on a recorded fleet (history, unlock, node ...) are told which one."""
+    func = click.option("--fleet", metavar="NAME", help="The fleet's name (instead of -f).")(func)
+    func = click.option(
+        "-f",
+        "--file",
+        "files",
+        multiple=True,
+        metavar="PATH",
+        help="Spec file or directory naming the fleet (default ./fleet.yaml).",
+    )(func)
+    return func
