@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
-from sqlalchemy import event
+import psycopg
 
 from reconciler.core.fleet import NodeStatus, RecordedNode
 from reconciler.daemon.heartbeats import (
@@ -34,6 +34,7 @@ from reconciler.daemon.http import create_app
 from reconciler.daemon.metrics import DaemonMetrics
 from state import open_store
 from tests.daemon.serving import serve_in_thread
+from tests.driver_faults import failing_statements
 
 MASTER = "test-master-secret-0123456789abcdef"
 FLEET = "acme"
@@ -159,27 +160,30 @@ def test_a_failed_batch_answers_503_to_every_beat_and_records_none(database_url:
     now = int(time.time())
     with running(url) as (daemon, base):
         failing = [True]
-
-        def fail(_conn: object, _cursor: object, statement: str, *args: object) -> None:
-            if failing[0] and "node_metrics" in statement:
-                raise sa.exc.OperationalError(statement, {}, Exception("server closed"))
-
         engine = daemon.store.engine
-        event.listen(engine, "before_cursor_execute", fail)
-        beats = [(base, beat(node, now, sent=i + 1)) for i, node in enumerate(NODES)]
-        answers = asyncio.run(post_all(beats))
-        assert [a.status_code for a in answers] == [503] * len(NODES)
-        assert all(a.headers["retry-after"] == "5" for a in answers)
-        assert daemon.batcher.stats.failed_batches >= 1
-        assert daemon.batcher.stats.written == 0
-        assert recorded(url) == {}  # the whole batch rolled back: nothing half-written
-        failing[0] = False
-        # the agents resend the very same beats: each recorded once, then a replay
-        answers = asyncio.run(post_all(beats))
-        assert [a.status_code for a in answers] == [202] * len(NODES)
-        answers = asyncio.run(post_all(beats))
-        assert [a.status_code for a in answers] == [409] * len(NODES)
-        event.remove(engine, "before_cursor_execute", fail)
+        driver_error: type[Exception] = (
+            psycopg.OperationalError
+            if engine.dialect.name == "postgresql"
+            else sqlite3.OperationalError
+        )
+
+        def fail() -> BaseException | None:
+            return driver_error("server closed") if failing[0] else None
+
+        with failing_statements(engine, "INSERT INTO node_metrics", fail):
+            beats = [(base, beat(node, now, sent=i + 1)) for i, node in enumerate(NODES)]
+            answers = asyncio.run(post_all(beats))
+            assert [a.status_code for a in answers] == [503] * len(NODES)
+            assert all(a.headers["retry-after"] == "5" for a in answers)
+            assert daemon.batcher.stats.failed_batches >= 1
+            assert daemon.batcher.stats.written == 0
+            assert recorded(url) == {}  # the whole batch rolled back: nothing half-written
+            failing[0] = False
+            # the agents resend the very same beats: each recorded once, then a replay
+            answers = asyncio.run(post_all(beats))
+            assert [a.status_code for a in answers] == [202] * len(NODES)
+            answers = asyncio.run(post_all(beats))
+            assert [a.status_code for a in answers] == [409] * len(NODES)
     assert recorded(url) == {node: [i + 1] for i, node in enumerate(NODES)}
 
 

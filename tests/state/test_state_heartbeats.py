@@ -106,20 +106,20 @@ def test_a_deadlocked_batch_is_run_again(shared_postgres_url: str, clock: FakeCl
     simply recorded again."""
     import psycopg
     from conftest import empty_postgres
-    from sqlalchemy import event
+
+    from tests.driver_faults import failing_statements
 
     empty_postgres(shared_postgres_url)
     store = open_store(shared_postgres_url, clock=clock.now)
     failures = [psycopg.errors.DeadlockDetected("deadlock detected (simulated)")]
 
-    def victim(_conn: object, _cursor: object, statement: str, *args: object) -> None:
-        if failures and statement.lstrip().startswith("INSERT INTO node_metrics"):
-            raise failures.pop()
+    def victim() -> BaseException | None:
+        return failures.pop() if failures else None
 
     try:
         store.upsert_nodes([make_node("a")])
-        event.listen(store.engine, "before_cursor_execute", victim)
-        assert store.record_heartbeats("acme", [beat("a", clock.now())]) == 1
+        with failing_statements(store.engine, "INSERT INTO node_metrics", victim):
+            assert store.record_heartbeats("acme", [beat("a", clock.now())]) == 1
         assert failures == []
         assert store.metrics_rows() == 1
         assert store.load_fleet("acme").nodes[0].last_heartbeat == clock.now()
