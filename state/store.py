@@ -356,15 +356,18 @@ def holder_is_dead(owner: str) -> bool:
 def current_epoch(connection: Connection, name: str, *, lock: str | None = None) -> int:
     """The newest epoch granted for ``name`` (leadership or writer lock), 0 if none.
 
-    ``lock="share"`` holds a share lock on both rows until the transaction ends (a concurrent
-    grant waits); ``lock="update"`` an exclusive one. Rows are always visited leadership first,
-    then locks, so concurrent callers cannot deadlock.
+    ``lock="share"`` holds a key-share lock on both rows until the transaction ends: a
+    concurrent grant (``lock="update"``, ``FOR UPDATE``) waits for it, but a lease renewal (an
+    ``UPDATE`` of the lease column only, ``FOR NO KEY UPDATE``) does not, so a long fenced write
+    (a reputation save of every node on a loaded database) never makes its own leader miss a
+    renewal. ``lock="update"`` takes an exclusive one. Rows are always visited leadership
+    first, then locks, so concurrent callers cannot deadlock.
     """
     epoch = 0
     for model in (m.Leadership, m.WriterLock):
         query = sa.select(model.epoch).where(model.name == name)
         if lock == "share":
-            query = query.with_for_update(read=True)
+            query = query.with_for_update(read=True, key_share=True)
         elif lock == "update":
             query = query.with_for_update()
         value = connection.execute(query).scalar_one_or_none()

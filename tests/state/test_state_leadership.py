@@ -107,6 +107,35 @@ def test_release_lets_another_lead_and_fleets_are_independent(pg_url: str) -> No
             leadership.close()
 
 
+@pytest.mark.postgres
+def test_a_long_fenced_write_does_not_hold_up_the_lease_renewal(pg_url: str) -> None:
+    """A fenced write locks the epoch rows in key-share mode for its whole transaction; the
+    leader's renewal (an update of the lease only) must not wait for it, or a long write on a
+    loaded database makes the leader lose its own lease (found by the daemon benchmark)."""
+    import sqlalchemy as sa
+
+    from state.store import current_epoch
+
+    leader = PostgresLeadership(pg_url, "acme", "daemon-1")
+    engine = sa.create_engine(pg_url)
+    try:
+        epoch = leader.try_acquire()
+        assert epoch is not None
+        with engine.connect() as writer, writer.begin():
+            assert current_epoch(writer, "acme", lock="share") == epoch  # the fence, held
+            started = time.monotonic()
+            assert leader.check()  # renewed, not blocked behind the fence
+            assert time.monotonic() - started < 2.0
+            # a grant still waits for the fenced write: FOR UPDATE conflicts with KEY SHARE
+            with engine.connect() as granting, granting.begin():
+                granting.execute(sa.text("SET LOCAL lock_timeout = '200ms'"))
+                with pytest.raises(sa.exc.OperationalError):
+                    current_epoch(granting, "acme", lock="update")
+    finally:
+        leader.close()
+        engine.dispose()
+
+
 def test_file_leadership(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/state.db"
     open_store(url).close()
