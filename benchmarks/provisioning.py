@@ -8,8 +8,12 @@ Everything runs through the engine (``Reconciler.reconcile_once``, the code path
 the DNS stand-in (RFC 2136 + TSIG, real queries for FCrDNS), node stand-ins (SSH on loopback;
 the bundle runs as an unprivileged user with stub package tools) and the sink (SMTP; DKIM
 verified with dkimpy against the published key). The stand-ins' own steps take (nearly) zero
-time: builds take 0 s in part 1, and the stub ``opendkim-genkey`` copies a ready key instead of
-generating one, so what is measured is the tool.
+time: builds take 0 s in part 1, and the node stand-ins run with ``instant_bundle`` (the
+bundle's run, started by the tool's real SSH session, finishes at once: files, the node's DKIM
+key, ``status`` = done, with no install step; see ``providers/simulator/nodes.py``), so what is
+measured is the tool: its SSH sessions, uploads, DNS updates, the test mail and the store.
+Part 3 also runs with the **full bundle** (``install.sh`` against the stub package tools on
+every node, as the quickstart does) and prints both; ``--full-bundle-only`` skips the first.
 
 The simulator and the stand-ins run in **a process of their own** (this script started with
 ``--serve-standins``), as the nodes, DNS and the sink are other machines in real life: the
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import math
 import os
@@ -91,6 +96,15 @@ def prepare(folder: Path) -> Path:
             ["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True
         )
         key.chmod(0o644)
+    pub = folder / "ready-dkim.key.pub"  # its public half, for the instant bundle runs
+    if not pub.exists():
+        der = subprocess.run(
+            ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+            check=True,
+            capture_output=True,
+        ).stdout
+        pub.write_text(base64.b64encode(der).decode())
+        pub.chmod(0o644)
     return key
 
 
@@ -108,6 +122,7 @@ def run(
     rate: float,
     concurrency: int = 8,
     inline: bool = False,
+    instant: bool = True,
 ) -> dict[str, object]:
     key = prepare(folder)
     return asyncio.run(
@@ -120,12 +135,13 @@ def run(
             rate=rate,
             concurrency=concurrency,
             inline=inline,
+            instant=instant,
         )
     )
 
 
 async def start_world(
-    folder: Path, key: Path, build: float
+    folder: Path, key: Path, build: float, instant: bool
 ) -> tuple[AsyncSimulatorServer, StandIns]:
     """The simulated account and the stand-ins (DNS, sink, nodes), in the running loop."""
     server = AsyncSimulatorServer(build_seconds=build, persist_interval=60.0)
@@ -148,16 +164,17 @@ async def start_world(
         folder / "state", zone=ZONE, sink_address=SINK, ptr_source=ptr, name_of=name_of
     )
     stand_ins.nodes.ready_key = key
+    stand_ins.nodes.instant_bundle = instant
     await stand_ins.start()
     return server, stand_ins
 
 
-async def serve_standins(folder: Path, build: float) -> None:
+async def serve_standins(folder: Path, build: float, instant: bool) -> None:
     """The child process (``--serve-standins``): the simulator and the stand-ins, plus a
     loopback control port answering "the stand-in's SSH port for this IP" (one line each),
     until stdin closes."""
     key = prepare(folder)
-    server, stand_ins = await start_world(folder, key, build)
+    server, stand_ins = await start_world(folder, key, build, instant)
 
     async def control(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -237,6 +254,7 @@ async def measure(
     rate: float,
     concurrency: int,
     inline: bool,
+    instant: bool,
 ) -> dict[str, object]:
     spec_path = folder / f"{fleet}.yaml"
     spec_path.write_text(
@@ -255,7 +273,7 @@ async def measure(
     endpoints: RemoteEndpoints | None = None
     remote: StandInRemote
     if inline:
-        world = await start_world(folder, key, build)
+        world = await start_world(folder, key, build, instant)
         server, stand_ins = world
         api_url = server.api_url
         dns = stand_ins.dns()
@@ -270,6 +288,7 @@ async def measure(
             str(folder),
             "--build",
             str(build),
+            *(["--instant"] if instant else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -409,10 +428,16 @@ def main() -> None:
         action="store_true",
         help="also run part 3 with the stand-ins in the tool's process, to compare",
     )
+    parser.add_argument(
+        "--full-bundle-only",
+        action="store_true",
+        help="part 3 only with the full bundle (install.sh against stub tools on each node)",
+    )
     parser.add_argument("--serve-standins", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--instant", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_standins is not None:
-        asyncio.run(serve_standins(args.serve_standins, args.build))
+        asyncio.run(serve_standins(args.serve_standins, args.build, args.instant))
         return
     base = Path(tempfile.mkdtemp(prefix="fr-bench-provision-", dir="/tmp"))
     base.chmod(0o755)
@@ -422,7 +447,15 @@ def main() -> None:
         if "2" in args.parts:
             part2(base, args.parallel_nodes)
         if "3" in args.parts:
-            part3(base, args.nodes, args.build, args.rate, args.runs, args.inline)
+            part3(
+                base,
+                args.nodes,
+                args.build,
+                args.rate,
+                args.runs,
+                args.inline,
+                full_only=args.full_bundle_only,
+            )
         load = os.getloadavg()
         print(f"machine load (1/5/15 min): {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     finally:
@@ -462,7 +495,16 @@ def part2(base: Path, n: int) -> None:
     print(f"   floor {floor2:.1f} s -> ratio {par['elapsed'] / floor2:.3f}")  # type: ignore[operator]
 
 
-def part3(base: Path, n: int, build: float, rate: float, runs: int, inline: bool) -> None:
+def part3(
+    base: Path,
+    n: int,
+    build: float,
+    rate: float,
+    runs: int,
+    inline: bool,
+    *,
+    full_only: bool = False,
+) -> None:
     burst = max(1, math.ceil(rate))
     floor = max((1 + 2 * n - burst) / rate, max(0, 1 + n - burst) / rate + build)
     print(f"3. 0 -> {n} verified nodes, build {build:g} s, rate limit {rate:g} req/s")
@@ -470,14 +512,25 @@ def part3(base: Path, n: int, build: float, rate: float, runs: int, inline: bool
         f"   floor: max((1 + 2*{n} - {burst}) / {rate:g}, "
         f"max(0, 1 + {n} - {burst}) / {rate:g} + {build:g}) = {floor:.2f} s"
     )
-    modes = [("stand-ins in their own process", False)]
+    modes: list[tuple[str, bool, bool]] = []
+    if not full_only:
+        modes.append(("zero-time steps (bundle run finishes at once), own process", False, True))
+    modes.append(("full bundle (install.sh, stub tools) on each node, own process", False, False))
     if inline:
-        modes.append(("stand-ins in the tool's process", True))
-    for label, in_process in modes:
+        modes.append(("full bundle, stand-ins in the tool's process", True, False))
+    for label, in_process, instant in modes:
         ratios: list[float] = []
         for i in range(runs):
-            folder = base / f"big-{int(in_process)}-{i}"
-            big = run(folder, fleet="big", nodes=n, build=build, rate=rate, inline=in_process)
+            folder = base / f"big-{int(in_process)}{int(instant)}-{i}"
+            big = run(
+                folder,
+                fleet="big",
+                nodes=n,
+                build=build,
+                rate=rate,
+                inline=in_process,
+                instant=instant,
+            )
             ratio = big["elapsed"] / floor  # type: ignore[operator]
             ratios.append(ratio)
             steps = ", ".join(f"{k} {v:.1f}" for k, v in steps_timeline(folder, "big").items())

@@ -161,10 +161,58 @@ _STUBS: dict[str, str] = {
 }
 
 
-def _write_stubs(folder: Path) -> None:
+#: ``instant_bundle`` (benchmarks: "stand-ins whose steps take zero time"): ``setsid`` on the
+#: node's PATH finishes the bundle's run at once instead of starting ``run.sh``. It does what a
+#: finished run leaves behind, with no package tool, script step or key generation: the
+#: bundle's files copied into the node's root, the DKIM key in place (the ready key when one
+#: is given, its public half read from ``<key>.pub`` when that was precomputed), ``dkim.pub``,
+#: the services marked active, ``status`` = done and the lock released. Any other ``setsid``
+#: call goes to the real one. The sessions, uploads and mail of the tool are all still real.
+_INSTANT_SETSID = """\
+if [ "${1:-}" != nohup ] || [ "${2:-}" != sh ] || [ "${3:-}" != ./run.sh ]; then
+  exec /usr/bin/setsid "$@"
+fi
+date -u +%s.%N > started_at
+rc=0
+(
+  set -e
+  cp -R files/. "$ROOT/"
+  kf=$(sed -n 's/^KeyFile[[:space:]]*//p' files/etc/opendkim.conf)
+  key="$ROOT$kf"
+  mkdir -p "$(dirname "$key")"
+  ready="${RECONCILER_STANDIN_KEY:-}"
+  if [ ! -s "$key" ] && [ -n "$ready" ] && [ -s "$ready.pub" ]; then
+    (umask 077; cat "$ready" > "$key")
+    cat "$ready.pub" > dkim.pub
+  else
+    if [ ! -s "$key" ]; then
+      opendkim-genkey -b 2048 -D "$(dirname "$key")" -s "$(basename "$key" .private)"
+    fi
+    openssl rsa -in "$key" -pubout -outform DER 2>/dev/null | base64 | tr -d '\\n' > dkim.pub
+  fi
+  d="$ROOT/var/lib/stub-systemd"; mkdir -p "$d"
+  for u in opendkim fail2ban postfix; do echo active > "$d/$u"; done
+  unit=files/etc/systemd/system/fleet-reconciler-agent.service
+  if [ -f "$unit" ] && grep -q -- --url "$unit"; then echo active > "$d/fleet-reconciler-agent"; fi
+  mkdir -p "$ROOT/etc/fleet-reconciler"; cp VERSION "$ROOT/etc/fleet-reconciler/bundle-version"
+) > install.log 2>&1 || rc=$?
+date -u +%s.%N > finished_at
+if [ $rc -eq 0 ]; then echo done > status.tmp; else echo "failed $rc" > status.tmp; fi
+mv status.tmp status
+rmdir lock
+exit 0
+"""
+
+
+def _write_stubs(folder: Path, *, instant_bundle: bool = False) -> None:
     stubs = folder / "stubs"
     stubs.mkdir(parents=True, exist_ok=True)
-    for name, body in _STUBS.items():
+    wanted = dict(_STUBS)
+    if instant_bundle:
+        wanted["setsid"] = _INSTANT_SETSID
+    else:
+        (stubs / "setsid").unlink(missing_ok=True)
+    for name, body in wanted.items():
         path = stubs / name
         text = _STUB_HEADER + body
         if not path.exists() or path.read_text() != text:
@@ -194,6 +242,8 @@ class NodeStandIn:
     command_delay: float = 0.0
     #: a ready DKIM key the stub opendkim-genkey copies (benchmarks: steps take no time)
     ready_key: Path | None = None
+    #: the bundle's run finishes at once (benchmarks; see ``_INSTANT_SETSID``)
+    instant_bundle: bool = False
     port: int = 0
     commands: list[str] = field(default_factory=list)
     agent_starter: AgentStarter | None = None
@@ -231,7 +281,7 @@ class NodeStandIn:
         fresh = not self.root.exists()
         for sub in (self.root, self.home, self.root / "run", self.root / "var" / "log"):
             sub.mkdir(parents=True, exist_ok=True)
-        _write_stubs(self.folder)
+        _write_stubs(self.folder, instant_bundle=self.instant_bundle)
         first_boot = fresh and first_boot_seconds > 0
         if first_boot:
             (self.root / "run" / "first-boot").write_text("unattended-upgrades\n")
@@ -545,8 +595,12 @@ class NodeStandIns:
         ready_key: Path | None = None,
         agent_starter: AgentStarter | None = None,
         alive: Callable[[], set[str]] | None = None,
+        instant_bundle: bool = False,
     ) -> None:
         self.ready_key = ready_key
+        #: benchmarks only ("stand-ins whose steps take zero time"): a started bundle run
+        #: finishes at once (``_INSTANT_SETSID``); off by default (quickstart, tests)
+        self.instant_bundle = instant_bundle
         self.agent_starter = agent_starter
         self.folder = folder.resolve()
         #: where the node folders really are: ``folder``, or (when this process is root and
@@ -604,6 +658,7 @@ class NodeStandIns:
             self.relay,
             self.uid,
             ready_key=self.ready_key,
+            instant_bundle=self.instant_bundle,
             agent_starter=self.agent_starter,
         )
         await node.start(first_boot_seconds=self.first_boot_seconds)

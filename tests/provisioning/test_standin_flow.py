@@ -101,3 +101,33 @@ async def test_a_changed_host_key_is_refused(stand_ins: StandIns) -> None:
         await stand_ins.remote().run(target, "true", time_limit=10)
     assert key.fingerprint in str(info.value)
     assert len(node.commands) == 1  # nothing ran on the impostor
+
+
+async def test_instant_bundle_finishes_the_run_at_once_over_real_sessions(
+    stand_ins: StandIns,
+) -> None:
+    """The benchmarks' "steps take zero time" stand-ins: the same three SSH sessions, no
+    package tool or install step runs, yet the node holds the bundle's files, its own DKIM key
+    (whose public half came back) and signs the test mail verifiably."""
+    stand_ins.nodes.instant_bundle = True
+    p = provisioner_for(stand_ins)
+    stand_ins.ptrs[IP] = HOST  # type: ignore[attr-defined]
+    target = p.target(IP, await p.pin_host_key(IP))
+    deadline = SystemClock().now() + timedelta(seconds=60)
+    result = await p.bootstrap(target, _bundle(), TOKEN, deadline=deadline)  # type: ignore[arg-type]
+    assert result.done, result
+    assert result.dkim_public
+    assert len(result.dkim_public) > 300
+    node = stand_ins.nodes.by_name(IP)
+    assert node is not None
+    assert len(node.commands) == 3, node.commands
+    assert "default_process_limit = 200" in (node.root / "etc/postfix/main.cf").read_text()
+    log = (node.root / "var/log/stub-commands.log").read_text()
+    assert "apt-get" not in log  # install.sh never ran
+    assert TOKEN in (node.root / "etc/fleet-reconciler/agent.env").read_text()
+    await p.publish_dkim(NODE, result.dkim_public)
+    await p.send_probe(target, HOST, "probe-i")
+    checked = await _arrival(p, "probe-i")
+    assert checked.arrived
+    assert checked.dkim_ok, checked
+    assert "setsid nohup sh ./run.sh locked" in log  # what the option's setsid stood in for
