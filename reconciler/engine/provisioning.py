@@ -272,22 +272,28 @@ class Provisioner:
         if status.startswith("failed") and not rerun_failed:
             return await self._failed(target, bundle, status)
         if status == "uploaded" or status.startswith("failed"):
-            # the agent's token (stdin, 0600) and the detached start, in one session
-            started = await self._run(
-                target,
-                commands.start_with_token_command(bundle.version),
-                stdin=f"RECONCILER_NODE_SECRET={token}\n".encode(),
-                what="starting the bootstrap",
-            )
-            status = "done" if started.strip() == "done" else "running"
+            # the agent's token (stdin, 0600), the detached start and a first wait for the
+            # run on the node, in one session (a run done within the wait costs no other)
+            wait = self._wait_slice(deadline)
+            started, _, rest = (
+                await self._run(
+                    target,
+                    commands.start_and_wait_command(bundle.version, wait),
+                    stdin=f"RECONCILER_NODE_SECRET={token}\n".encode(),
+                    time_limit=wait + COMMAND_TIMEOUT,
+                    what="starting the bootstrap",
+                )
+            ).partition("\n")
+            status, public = _status_lines(rest)
+            if started.strip() == "done":
+                status = "done"
         while status != "done":
             if status.startswith("failed"):
                 return await self._failed(target, bundle, status)
-            left = (deadline - self.clock.now()).total_seconds()
-            if left <= 0:
+            if (deadline - self.clock.now()).total_seconds() <= 0:
                 return BootstrapResult(False, status)
             # the node waits for its own run (one session), at most a slice of what is left
-            wait = max(1, min(int(left), 20))
+            wait = self._wait_slice(deadline)
             status, public = _status_lines(
                 await self._run(
                     target,
@@ -299,6 +305,11 @@ class Provisioner:
         if public is None:
             public = await self.read_dkim(target, bundle.version)
         return BootstrapResult(True, "done", public)
+
+    def _wait_slice(self, deadline: datetime) -> int:
+        """Seconds one wait on the node may take: at most 20, within what is left."""
+        left = (deadline - self.clock.now()).total_seconds()
+        return max(1, min(int(left), 20))
 
     async def _failed(self, target: RemoteTarget, bundle: Bundle, status: str) -> BootstrapResult:
         try:

@@ -19,6 +19,7 @@ __all__ = [
     "prepare_command",
     "read_dkim_command",
     "reset_command",
+    "start_and_wait_command",
     "start_command",
     "start_with_token_command",
     "status_command",
@@ -127,6 +128,15 @@ def start_with_token_command(version: str) -> str:
         f'printf \'%s\\n\' "$line" > "$R"{path}.tmp; chmod 600 "$R"{path}.tmp; '
         f'mv "$R"{path}.tmp "$R"{path} ) || exit 1; unset line; ' + start_command(version)
     )
+
+
+def start_and_wait_command(version: str, seconds: int) -> str:
+    """``start_with_token_command`` then ``wait_command`` in the same session: the start's
+    answer (``started``, ``running`` or ``done``) on the first line, then the status (and the
+    DKIM key once done) as ``wait_command`` prints it. A run that finishes within ``seconds``
+    costs one session less; a dropped connection still ends only the wait (the run is
+    detached)."""
+    return f"{start_with_token_command(version)}; {wait_command(version, seconds)}"
 
 
 def read_dkim_command(version: str) -> str:
