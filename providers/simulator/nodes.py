@@ -95,8 +95,8 @@ def check_reachable(folder: Path, uid: int) -> None:
 _STUB_HEADER = """#!/bin/sh
 # stand-in stub: logs the call, changes nothing outside the node's folder
 ROOT="${RECONCILER_NODE_ROOT:?}"
-mkdir -p "$ROOT/var/log"
-printf '%s\\n' "$(basename "$0") $*" >> "$ROOT/var/log/stub-commands.log"
+[ -d "$ROOT/var/log" ] || mkdir -p "$ROOT/var/log"
+printf '%s\\n' "${0##*/} $*" >> "$ROOT/var/log/stub-commands.log"
 """
 
 _STUBS: dict[str, str] = {
@@ -179,14 +179,14 @@ rc=0
   cp -R files/. "$ROOT/"
   kf=$(sed -n 's/^KeyFile[[:space:]]*//p' files/etc/opendkim.conf)
   key="$ROOT$kf"
-  mkdir -p "$(dirname "$key")"
+  mkdir -p "${key%/*}"
   ready="${RECONCILER_STANDIN_KEY:-}"
   if [ ! -s "$key" ] && [ -n "$ready" ] && [ -s "$ready.pub" ]; then
     (umask 077; cat "$ready" > "$key")
     cat "$ready.pub" > dkim.pub
   else
     if [ ! -s "$key" ]; then
-      opendkim-genkey -b 2048 -D "$(dirname "$key")" -s "$(basename "$key" .private)"
+      sel="${key##*/}"; opendkim-genkey -b 2048 -D "${key%/*}" -s "${sel%.private}"
     fi
     openssl rsa -in "$key" -pubout -outform DER 2>/dev/null | base64 | tr -d '\\n' > dkim.pub
   fi
