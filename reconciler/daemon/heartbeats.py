@@ -197,6 +197,9 @@ class Rejection(StrEnum):
     MALFORMED = "malformed"
     SLOW_CLIENT = "slow_client"
     STORE_UNAVAILABLE = "store_unavailable"
+    #: the same beat again while the first copy still waits for its commit (a client that
+    #: timed out and resent): 503, never 409, which the agent takes for "recorded"
+    IN_FLIGHT = "in_flight"
 
 
 class HeartbeatRejected(Exception):  # noqa: N818 (a verdict, not a failure of ours)
@@ -219,6 +222,8 @@ class ReplayCache:
         self._window = window_seconds
         self._max = max_entries
         self._seen: OrderedDict[bytes, float] = OrderedDict()
+        #: seen, but not yet recorded or refused by the store (its request still waits)
+        self._in_flight: set[bytes] = set()
 
     @staticmethod
     def key(signature: str) -> bytes:
@@ -229,17 +234,27 @@ class ReplayCache:
             return digest.encode()
 
     def check_and_add(self, key: bytes, timestamp: float, now: float) -> bool:
-        """True if new (and now remembered), False if seen before."""
+        """True if new (and now remembered, in flight until ``settled``), False if seen
+        before (``in_flight`` says whether that copy is still waiting for the store)."""
         self._expire(now)
         if key in self._seen:
             return False
         self._seen[key] = timestamp
+        self._in_flight.add(key)
         while len(self._seen) > self._max:
-            self._seen.popitem(last=False)
+            self._in_flight.discard(self._seen.popitem(last=False)[0])
         return True
+
+    def in_flight(self, key: bytes) -> bool:
+        return key in self._in_flight
+
+    def settled(self, key: bytes) -> None:
+        """The store recorded the beat (or holds one at least as new): a copy is a replay."""
+        self._in_flight.discard(key)
 
     def forget(self, key: bytes) -> None:
         self._seen.pop(key, None)
+        self._in_flight.discard(key)
 
     def _expire(self, now: float) -> None:
         # entries are nearly in timestamp order; stop at the first one still inside the window
@@ -249,6 +264,7 @@ class ReplayCache:
             if ts >= horizon:
                 break
             del self._seen[key]
+            self._in_flight.discard(key)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -339,8 +355,15 @@ class Verifier:
             raise HeartbeatRejected(Rejection.IMPLAUSIBLE, 422, detail=why)
         key = ReplayCache.key(signature)
         if not self._replay.check_and_add(key, timestamp, now):
+            if self._replay.in_flight(key):
+                # the first copy may still fail: "replayed" (409) would lose its counts
+                raise HeartbeatRejected(Rejection.IN_FLIGHT, 503)
             raise HeartbeatRejected(Rejection.REPLAYED, 409)
         return VerifiedBeat(payload, timestamp, key)
+
+    def settled(self, beat: VerifiedBeat) -> None:
+        """The store recorded the beat, or refused it as a replay: a copy is a replay too."""
+        self._replay.settled(beat.replay_key)
 
     def forget(self, beat: VerifiedBeat) -> None:
         """The beat was not recorded (store unavailable): the node may send it again."""

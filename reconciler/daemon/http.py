@@ -289,7 +289,7 @@ class HeartbeatEndpoint:
             self._refused(exc.reason)
             if exc.reason is Rejection.IMPLAUSIBLE:
                 self._quarantined(headers, exc.detail)
-            await _answer(send, exc.status, _REFUSALS[exc.reason])
+            await _answer(send, exc.status, _REFUSALS[exc.reason], retry_after=exc.status == 503)
             return
         except Exception as exc:
             self._refused(Rejection.MALFORMED)
@@ -309,11 +309,17 @@ class HeartbeatEndpoint:
             self._refused(Rejection.OVERLOADED)
             await _answer(send, 503, _REFUSALS[Rejection.OVERLOADED], retry_after=True)
             return
-        outcome = await future  # settled by the batcher, within the write deadline
+        try:
+            outcome = await future  # settled by the batcher, within the write deadline
+        except BaseException:
+            self._verifier.forget(beat)
+            raise
         if outcome is Outcome.RECORDED:
+            self._verifier.settled(beat)
             self._metrics.heartbeats_received.inc()
             await _answer(send, 202, _ACCEPTED)
         elif outcome is Outcome.REPLAYED:
+            self._verifier.settled(beat)
             self._refused(Rejection.REPLAYED)
             await _answer(send, 409, _REFUSALS[Rejection.REPLAYED])
         else:

@@ -224,3 +224,55 @@ def test_every_202_is_recorded_once_across_two_daemons_and_a_restart(database_ur
         newer = asyncio.run(post_all([(base, beat(NODES[0], now + 3, sent=300))]))
         assert newer[0].status_code == 202
     assert max(recorded(url)[NODES[0]]) == 300
+
+
+def test_a_beat_resent_while_its_first_copy_waits_is_not_taken_for_recorded(
+    database_url: str,
+) -> None:
+    """An agent whose request timed out resends the same beat while the daemon still waits on
+    the store for the first copy. Answering that copy 409 ("replayed", which the agent takes
+    for recorded) lost the beat's counts when the first copy then failed (found by the
+    private-PostgreSQL fault test); it is 503 + Retry-After until the first copy settles."""
+    import threading
+
+    url = seeded(database_url)
+    now = int(time.time())
+    node = NODES[0]
+    one = beat(node, now, sent=21)
+    with running(url) as (daemon, base):
+        engine = daemon.store.engine
+        driver_error: type[Exception] = (
+            psycopg.OperationalError
+            if engine.dialect.name == "postgresql"
+            else sqlite3.OperationalError
+        )
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_then_fail() -> BaseException | None:
+            entered.set()
+            release.wait(20)
+            return driver_error("server closed")
+
+        first: list[httpx.Response] = []
+        with failing_statements(engine, "INSERT INTO node_metrics", slow_then_fail):
+            sender = threading.Thread(
+                target=lambda: first.append(
+                    httpx.post(base + HEARTBEATS_PATH, content=one[0], headers=one[1], timeout=30)
+                )
+            )
+            sender.start()
+            assert entered.wait(20), "the first copy never reached the store"
+            again = httpx.post(base + HEARTBEATS_PATH, content=one[0], headers=one[1], timeout=30)
+            assert again.status_code == 503, again.text
+            assert again.json() == {"error": "in_flight"}
+            assert again.headers["retry-after"] == "5"
+            release.set()
+            sender.join(30)
+        assert [r.status_code for r in first] == [503]
+        assert recorded(url) == {}
+        # resent once the store is back: recorded once, then a replay
+        resent = httpx.post(base + HEARTBEATS_PATH, content=one[0], headers=one[1], timeout=30)
+        assert resent.status_code == 202, resent.text
+        replayed = httpx.post(base + HEARTBEATS_PATH, content=one[0], headers=one[1], timeout=30)
+        assert replayed.status_code == 409
+    assert recorded(url) == {node: [21]}
