@@ -1833,6 +1833,13 @@ class SqlStore:
             raw = self._engine.raw_connection()
         except SQLAlchemyError as exc:
             raise convert_error(exc, doing, self._url) from exc
+        except psycopg.Error as exc:
+            # the pool's connect raises the driver's own error (a database stopped or
+            # restarting): not wrapped by SQLAlchemy on this path
+            wrapped = sa.exc.DBAPIError.instance(
+                None, None, exc, psycopg.Error, connection_invalidated=True
+            )
+            raise convert_error(wrapped, doing, self._url) from wrapped
         driver: Any = raw.driver_connection
         try:
             try:

@@ -567,8 +567,16 @@ class HeartbeatBatcher:
         timer = loop.call_at(min(entry.expires for entry in batch), self._expire, batch)
         try:
             outcome = await asyncio.to_thread(self._store.record_beats, self._fleet, beats)
-        except StoreError as exc:
+        except Exception as exc:  # the writer must outlive any store failure
+            # a StoreError as a rule; anything else is a bug of ours, but the intake must not
+            # die of it: the beats are answered 503 and resent, and the next batch tries again
             self.stats.failed_batches += 1
+            if not isinstance(exc, StoreError):
+                log.error(
+                    f"heartbeat batch failed unexpectedly ({type(exc).__name__}): answered 503",
+                    exc_info=True,
+                    extra={"event": "heartbeats.write_bug"},
+                )
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
                 log.warning(

@@ -289,3 +289,34 @@ def test_a_batch_probes_its_nodes_on_a_fresh_database(fresh_postgres_url: str) -
             assert nodes.count("Index Scan") == 2, nodes  # name -> id, then id -> row
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_batch_whose_connection_cannot_be_opened_is_a_store_error(
+    fresh_postgres_url: str, clock: FakeClock
+) -> None:
+    """The batch write takes a raw driver connection from the pool; when a new one cannot be
+    opened (the database stopped or restarting) the driver's own error came out unconverted
+    and killed the daemon's heartbeat writer (found by the private-PostgreSQL fault test)."""
+    import psycopg
+
+    from reconciler.core.errors import StoreError
+
+    url = fresh_postgres_url
+    name = url.rsplit("/", 1)[1]
+    admin = url.rsplit("/", 1)[0].replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    store = open_store(url, upgrade=True, clock=clock.now)
+    try:
+        store.upsert_nodes([make_node("acme-n1", id=None)])
+        store.engine.dispose()  # no pooled connection left: the next batch opens one
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" RENAME TO "{name}_away"')
+        try:
+            with pytest.raises(StoreError):
+                store.record_beats("acme", [beat("acme-n1", clock.now())])
+        finally:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'ALTER DATABASE "{name}_away" RENAME TO "{name}"')
+        assert store.record_beats("acme", [beat("acme-n1", clock.now())]) == [True]
+    finally:
+        store.close()
