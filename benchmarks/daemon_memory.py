@@ -27,6 +27,7 @@ from benchmarks.daemonsetup import (
     metric,
     rss_mb,
     running_daemon,
+    wait_settled,
 )
 
 
@@ -41,15 +42,7 @@ def main() -> int:
         with running_daemon(work, args.nodes, url) as (daemon, base, _names):
             pid = daemon.popen.pid
             started = time.monotonic()
-            deadline = started + 180
-            while time.monotonic() < deadline:
-                if (
-                    metric(base, "reconciler_reconciles_total") >= 1
-                    and metric(base, "reconciler_fleet_nodes") >= args.nodes
-                ):
-                    break
-                time.sleep(0.5)
-            else:
+            if not wait_settled(base, args.nodes, 180):
                 print("the daemon did not settle in 180 s; see", daemon.log)
                 return 1
             settle = time.monotonic() - started

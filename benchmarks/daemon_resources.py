@@ -42,10 +42,10 @@ from benchmarks.daemonsetup import (
     MASTER,
     cpu_seconds,
     fresh_database,
-    metric,
     peak_rss_mb,
     rss_mb,
     running_daemon,
+    wait_settled,
 )
 from benchmarks.heartbeat_ingest import build_request, read_response
 from reconciler.daemon.heartbeats import derive_node_secret
@@ -180,18 +180,15 @@ def main() -> int:
     ):
         pid = daemon.popen.pid
         started = time.monotonic()
-        settling_rss = 0.0
-        while time.monotonic() - started < 240:
-            settling_rss = max(settling_rss, rss_mb(pid))
-            if (
-                metric(base, "reconciler_reconciles_total") >= 1
-                and metric(base, "reconciler_fleet_nodes") >= args.nodes
-            ):
-                break
-            time.sleep(0.5)
-        else:
+        sampled = [0.0]
+
+        def watch_rss() -> None:
+            sampled[0] = max(sampled[0], rss_mb(pid))
+
+        if not wait_settled(base, args.nodes, 240, watch_rss):
             print("the daemon did not settle in 240 s; see", daemon.log)
             return 1
+        settling_rss = sampled[0]
         settle = time.monotonic() - started
         time.sleep(5.0)  # let the first autoscale and sweep after the reconcile pass
         settled_peak = peak_rss_mb(pid)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -226,3 +226,21 @@ def metric(url: str, name: str) -> float:
         if line.startswith(name) and not line.startswith("#"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def wait_settled(
+    url: str, nodes: int, timeout: float, poll: Callable[[], None] | None = None
+) -> bool:
+    """Wait until the daemon at ``url`` has reconciled once and sees ``nodes`` nodes (True), or
+    ``timeout`` seconds passed (False); ``poll`` runs at each look (e.g. to sample its RSS)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if poll is not None:
+            poll()
+        if (
+            metric(url, "reconciler_reconciles_total") >= 1
+            and metric(url, "reconciler_fleet_nodes") >= nodes
+        ):
+            return True
+        time.sleep(0.5)
+    return False
