@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -43,3 +44,31 @@ def serve_in_thread(app: Starlette, *, header_timeout: float | None = None) -> I
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+class StubDaemonState:
+    """The daemon's state as the HTTP app sees it, for tests of the heartbeat intake: a leader
+    with a reachable store, an empty fleet, a status page behind a token, no git webhook."""
+
+    is_leader = True
+
+    def __init__(self, fleet: str = "acme") -> None:
+        self.fleet = fleet
+
+    async def store_reachable(self) -> bool:
+        return True
+
+    def fleet_document(self) -> dict[str, Any]:
+        return {"fleet": self.fleet, "nodes": []}
+
+    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
+        return self.fleet_document()
+
+    def spec_status(self) -> dict[str, Any]:
+        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
+
+    def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
+        return (401, "token required") if authorization is None else (200, "<html></html>")
+
+    def git_webhook(self, headers: Any, body: bytes) -> tuple[int, str]:
+        return 404, "off"

@@ -25,28 +25,12 @@ from reconciler.daemon.heartbeats import (
 )
 from reconciler.daemon.http import bind_socket, create_app, parse_listen
 from reconciler.daemon.metrics import DaemonMetrics
-from tests.daemon.serving import serve_in_thread
+from tests.daemon.serving import StubDaemonState, serve_in_thread
 from tests.fakes.store import InMemoryStore
 
 MASTER = "test-master-secret-0123456789abcdef"
 FLEET = "acme"
 NODES = ("acme-dallas-001", "acme-dallas-002")
-
-
-class State:
-    is_leader = True
-
-    async def store_reachable(self) -> bool:
-        return True
-
-    def fleet_document(self) -> dict[str, Any]:
-        return {"fleet": FLEET, "nodes": []}
-
-    def spec_status(self) -> dict[str, Any]:
-        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
-
-    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
-        return self.fleet_document()
 
 
 @pytest.fixture
@@ -73,7 +57,7 @@ def setup(store: InMemoryStore) -> Iterator[tuple[httpx.Client, DaemonMetrics, H
     known = set(NODES)
     verifier = Verifier(master, known_node=known.__contains__)
     batcher = HeartbeatBatcher(store, FLEET, flush_interval=0.01)
-    app = create_app(State(), metrics, verifier, batcher)
+    app = create_app(StubDaemonState(FLEET), metrics, verifier, batcher)
     with serve_in_thread(app) as base_url, httpx.Client(base_url=base_url) as client:
         yield client, metrics, batcher
 

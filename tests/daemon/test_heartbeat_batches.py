@@ -33,34 +33,12 @@ from reconciler.daemon.heartbeats import (
 from reconciler.daemon.http import create_app
 from reconciler.daemon.metrics import DaemonMetrics
 from state import open_store
-from tests.daemon.serving import serve_in_thread
+from tests.daemon.serving import StubDaemonState, serve_in_thread
 from tests.driver_faults import failing_statements
 
 MASTER = "test-master-secret-0123456789abcdef"
 FLEET = "acme"
 NODES = [f"acme-dallas-{i:03d}" for i in range(1, 13)]
-
-
-class State:
-    is_leader = True
-
-    async def store_reachable(self) -> bool:
-        return True
-
-    def fleet_document(self) -> dict[str, Any]:
-        return {"fleet": FLEET, "nodes": []}
-
-    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
-        return self.fleet_document()
-
-    def spec_status(self) -> dict[str, Any]:
-        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
-
-    def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
-        return 401, "token required"
-
-    def git_webhook(self, headers: Any, body: bytes) -> tuple[int, str]:
-        return 404, "off"
 
 
 class Daemon:
@@ -71,7 +49,7 @@ class Daemon:
         self.metrics = DaemonMetrics()
         verifier = Verifier(MasterSecret(MASTER), known_node=set(NODES).__contains__)
         self.batcher = HeartbeatBatcher(self.store, FLEET, flush_interval=0.01)
-        self.app = create_app(State(), self.metrics, verifier, self.batcher)
+        self.app = create_app(StubDaemonState(FLEET), self.metrics, verifier, self.batcher)
 
     def close(self) -> None:
         self.store.close()

@@ -39,35 +39,13 @@ from reconciler.daemon.heartbeats import (
 )
 from reconciler.daemon.http import create_app
 from reconciler.daemon.metrics import DaemonMetrics
-from tests.daemon.serving import serve_in_thread
+from tests.daemon.serving import StubDaemonState, serve_in_thread
 from tests.fakes.store import InMemoryStore
 
 MASTER = "test-master-secret-0123456789abcdef"
 FLEET = "acme"
 NODE = "acme-dallas-001"
 CAPACITY_PER_MINUTE = 1000.0
-
-
-class State:
-    is_leader = True
-
-    async def store_reachable(self) -> bool:
-        return True
-
-    def fleet_document(self) -> dict[str, Any]:
-        return {"fleet": FLEET, "nodes": []}
-
-    def fleet_for(self, authorization: str | None, query_token: str | None) -> dict[str, Any]:
-        return self.fleet_document()
-
-    def spec_status(self) -> dict[str, Any]:
-        return {"revision": "files:abc", "spec_hash": "abc", "refused": None}
-
-    def status_page(self, authorization: str | None, query_token: str | None) -> tuple[int, str]:
-        return (401, "token required") if authorization is None else (200, "<html></html>")
-
-    def git_webhook(self, headers: Any, body: bytes) -> tuple[int, str]:
-        return 404, "off"
 
 
 class FlakyStore(InMemoryStore):
@@ -105,7 +83,7 @@ class Daemon:
             capacity_per_minute={NODE: CAPACITY_PER_MINUTE}.get,
         )
         self.batcher = HeartbeatBatcher(store, FLEET, flush_interval=0.01)
-        self.app = create_app(State(), self.metrics, verifier, self.batcher, **app)
+        self.app = create_app(StubDaemonState(FLEET), self.metrics, verifier, self.batcher, **app)
 
     def rejected(self, reason: str) -> float:
         value = self.metrics.registry.get_sample_value(
