@@ -154,6 +154,27 @@ def instances(sim_url: str) -> list[dict[str, Any]]:
     return data
 
 
+def live_servers(sim_url: str) -> list[str]:
+    """The names of the simulated account's servers that are not deleted."""
+    return [
+        i["srvrname"] for i in instances(sim_url) if str(i.get("status", "")).lower() != "deleted"
+    ]
+
+
+def leaders(urls: dict[str, str], skip: set[str]) -> list[str]:
+    """The daemons (by name) whose ``/readyz`` says they lead; ``skip``: frozen or dead ones."""
+    found = []
+    for name, url in urls.items():
+        if name in skip:
+            continue
+        try:
+            if httpx.get(f"{url}/readyz", timeout=3).json().get("leader"):
+                found.append(name)
+        except (httpx.HTTPError, ValueError):
+            continue
+    return found
+
+
 # --- simulated agents --------------------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import pytest
 
 from state.store import open_store
@@ -18,7 +17,8 @@ from tests.daemon.processes import (
     Proc,
     daemon_env,
     fleet,
-    instances,
+    leaders,
+    live_servers,
     simulator,
     start_daemon,
     wait_for,
@@ -42,10 +42,6 @@ reconcile: {{interval: 2s, concurrency: 1, adoption_grace: 5s}}
 """
 
 
-def _servers(sim: str) -> list[str]:
-    return [i["srvrname"] for i in instances(sim) if str(i.get("status", "")).lower() != "deleted"]
-
-
 @pytest.mark.postgres
 def test_sigkill_of_the_leader_and_takeover(tmp_path: Path, fresh_postgres_url: str) -> None:
     open_store(fresh_postgres_url, upgrade=True).close()
@@ -58,18 +54,18 @@ def test_sigkill_of_the_leader_and_takeover(tmp_path: Path, fresh_postgres_url: 
         try:
             wait_for(lambda: fleet(url_a)["leader"], 15, "daemon-a to lead")
             b, url_b = start_daemon("daemon-b", spec, env, tmp_path)
-            wait_for(lambda: len(_servers(sim)) == 1, 30, "the first server")
+            wait_for(lambda: len(live_servers(sim)) == 1, 30, "the first server")
             assert fleet(url_a)["leader"] is True
             assert fleet(url_b)["leader"] is False  # one acts, the other stands by
             # a spec change asks for 4 more servers; kill the leader in the middle of it
             spec.write_text(SPEC.format(nodes=5))
-            wait_for(lambda: len(_servers(sim)) >= 2, 30, "the leader to start creating")
+            wait_for(lambda: len(live_servers(sim)) >= 2, 30, "the leader to start creating")
             a.stop(signal.SIGKILL)
             killed = time.monotonic()
             wait_for(lambda: fleet(url_b)["leader"], 30, "daemon-b to take over")
             takeover = time.monotonic() - killed
             assert takeover < 30
-            wait_for(lambda: len(_servers(sim)) == 5, 60, "convergence to 5 servers")
+            wait_for(lambda: len(live_servers(sim)) == 5, 60, "convergence to 5 servers")
             wait_for(
                 lambda: (
                     len(fleet(url_b)["nodes"]) == 5
@@ -78,7 +74,7 @@ def test_sigkill_of_the_leader_and_takeover(tmp_path: Path, fresh_postgres_url: 
                 30,
                 "5 recorded nodes",
             )
-            servers = _servers(sim)
+            servers = live_servers(sim)
             assert max(Counter(servers).values()) == 1, servers
             assert sorted(servers) == sorted(n["name"] for n in fleet(url_b)["nodes"])
         finally:
@@ -90,19 +86,6 @@ def test_sigkill_of_the_leader_and_takeover(tmp_path: Path, fresh_postgres_url: 
     a_events = [json.loads(line) for line in a.log().splitlines() if line.startswith("{")]
     assert any(e.get("event") == "plan.change" for e in a_events)
     print(f"takeover after SIGKILL: {takeover:.1f}s")
-
-
-def _leaders(urls: dict[str, str], skip: set[str]) -> list[str]:
-    found = []
-    for name, url in urls.items():
-        if name in skip:
-            continue
-        try:
-            if httpx.get(f"{url}/readyz", timeout=3).json().get("leader"):
-                found.append(name)
-        except (httpx.HTTPError, ValueError):
-            continue
-    return found
 
 
 def test_two_daemons_on_one_sqlite_file_freeze_and_kill(tmp_path: Path) -> None:
@@ -119,30 +102,30 @@ def test_two_daemons_on_one_sqlite_file_freeze_and_kill(tmp_path: Path) -> None:
         try:
             for name in ("a", "b"):
                 procs[name], urls[name] = start_daemon(f"daemon-{name}", spec, env, tmp_path)
-            wait_for(lambda: len(_leaders(urls, set())) == 1, 20, "one leader")
-            wait_for(lambda: len(_servers(sim)) == 1, 30, "the first server")
-            (first,) = _leaders(urls, set())
+            wait_for(lambda: len(leaders(urls, set())) == 1, 20, "one leader")
+            wait_for(lambda: len(live_servers(sim)) == 1, 30, "the first server")
+            (first,) = leaders(urls, set())
             procs[first].popen.send_signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
-            wait_for(lambda: len(_leaders(urls, {first})) == 1, 25, "a takeover")
+            wait_for(lambda: len(leaders(urls, {first})) == 1, 25, "a takeover")
             freeze_failover = time.monotonic() - frozen_at
             assert freeze_failover < 15, freeze_failover
             spec.write_text(spec.read_text().replace("nodes: 1", "nodes: 2"))
-            wait_for(lambda: len(_servers(sim)) == 2, 30, "two servers")
+            wait_for(lambda: len(live_servers(sim)) == 2, 30, "two servers")
             procs[first].popen.send_signal(signal.SIGCONT)
             time.sleep(3)
-            assert len(_leaders(urls, set())) == 1  # the resumed one stood down
-            (second,) = _leaders(urls, set())
+            assert len(leaders(urls, set())) == 1  # the resumed one stood down
+            (second,) = leaders(urls, set())
             assert second != first
             spec.write_text(spec.read_text().replace("nodes: 2", "nodes: 3"))
             procs[second].stop(signal.SIGKILL)
             killed_at = time.monotonic()
-            wait_for(lambda: len(_leaders(urls, {second})) == 1, 20, "a takeover after a kill")
+            wait_for(lambda: len(leaders(urls, {second})) == 1, 20, "a takeover after a kill")
             kill_failover = time.monotonic() - killed_at
             assert kill_failover < 5, kill_failover
-            wait_for(lambda: len(_servers(sim)) == 3, 40, "three servers")
+            wait_for(lambda: len(live_servers(sim)) == 3, 40, "three servers")
             time.sleep(2)
-            servers = _servers(sim)
+            servers = live_servers(sim)
             assert max(Counter(servers).values()) == 1, servers
             assert len(servers) == 3
         finally:

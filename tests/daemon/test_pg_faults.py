@@ -28,7 +28,8 @@ from tests.daemon.processes import (
     Swarm,
     daemon_env,
     fleet,
-    instances,
+    leaders,
+    live_servers,
     simulator,
     start_daemon,
     wait_for,
@@ -143,23 +144,6 @@ def test_frozen_stopped_and_restarted_database(tmp_path: Path, pg: PrivatePostgr
     assert statistics.median(healthz) < max(0.02, 2 * statistics.median(baseline))
 
 
-def _servers(sim: str) -> list[str]:
-    return [i["srvrname"] for i in instances(sim) if str(i.get("status", "")).lower() != "deleted"]
-
-
-def _leaders(urls: dict[str, str], skip: set[str]) -> list[str]:
-    found = []
-    for name, url in urls.items():
-        if name in skip:
-            continue
-        try:
-            if httpx.get(f"{url}/readyz", timeout=3).json().get("leader"):
-                found.append(name)
-        except (httpx.HTTPError, ValueError):
-            continue
-    return found
-
-
 READS = ("list_servers", "get_server", "find_servers_by_name", "price_list", "locations")
 
 
@@ -203,12 +187,12 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
         try:
             for name in ("a", "b", "c"):
                 procs[name], urls[name] = start_daemon(f"daemon-{name}", spec, env, tmp_path)
-            wait_for(lambda: len(_leaders(urls, set())) == 1, 20, "one leader")
-            wait_for(lambda: len(_servers(sim)) == 2, 30, "two servers")
+            wait_for(lambda: len(leaders(urls, set())) == 1, 20, "one leader")
+            wait_for(lambda: len(live_servers(sim)) == 2, 30, "two servers")
             stopped: set[str] = set()
 
             # 1. freeze the leader: a standby takes over once the lease expired
-            (first,) = _leaders(urls, stopped)
+            (first,) = leaders(urls, stopped)
             wait_for(
                 lambda: any(e.get("event") == "reconcile.noop" for e in events(procs[first])),
                 30,
@@ -218,22 +202,22 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
             procs[first].popen.send_signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
             stopped.add(first)
-            wait_for(lambda: len(_leaders(urls, stopped)) == 1, 25, "a takeover")
+            wait_for(lambda: len(leaders(urls, stopped)) == 1, 25, "a takeover")
             freeze_failover = time.monotonic() - frozen_at
             assert freeze_failover < 15, freeze_failover
             spec.write_text(SPEC.format(nodes=3))  # work for the new leader
-            wait_for(lambda: len(_servers(sim)) == 3, 30, "three servers")
+            wait_for(lambda: len(live_servers(sim)) == 3, 30, "three servers")
             procs[first].popen.send_signal(signal.SIGCONT)
             stopped.discard(first)
             time.sleep(3)
-            assert len(_leaders(urls, set())) == 1  # the resumed one stood down
-            if first not in _leaders(urls, set()):
+            assert len(leaders(urls, set())) == 1  # the resumed one stood down
+            if first not in leaders(urls, set()):
                 # it called no mutating cloud API since it was frozen (it has not led since)
                 assert mutating_calls(urls[first]) == calls_before
 
             # 2. terminate the leader's own database sessions, and only those: it stops, a
             #    leader again (with a newer epoch), the standbys' sessions untouched
-            (second,) = _leaders(urls, set())
+            (second,) = leaders(urls, set())
             epoch_before = leader_epoch(pg)
             sessions_before = pg.sessions()
 
@@ -243,22 +227,22 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
             lost_before = losses()
             terminated = pg.terminate_sessions_of(procs[second].popen.pid)
             assert 0 < terminated < sessions_before, (terminated, sessions_before)
-            wait_for(lambda: len(_leaders(urls, set())) == 1, 20, "a leader again")
+            wait_for(lambda: len(leaders(urls, set())) == 1, 20, "a leader again")
             wait_for(lambda: leader_epoch(pg) > epoch_before, 20, "a newer epoch")
             wait_for(lambda: losses() > lost_before, 10, "the leader to notice its loss")
 
             # 3. kill the leader
-            (third,) = _leaders(urls, set())
+            (third,) = leaders(urls, set())
             spec.write_text(SPEC.format(nodes=4))
             procs[third].stop(signal.SIGKILL)
             killed_at = time.monotonic()
             stopped.add(third)
-            wait_for(lambda: len(_leaders(urls, stopped)) == 1, 20, "a takeover after a kill")
+            wait_for(lambda: len(leaders(urls, stopped)) == 1, 20, "a takeover after a kill")
             kill_failover = time.monotonic() - killed_at
             assert kill_failover < 5, kill_failover
-            wait_for(lambda: len(_servers(sim)) == 4, 40, "four servers")
+            wait_for(lambda: len(live_servers(sim)) == 4, 40, "four servers")
             time.sleep(3)
-            servers = _servers(sim)
+            servers = live_servers(sim)
             assert max(Counter(servers).values()) == 1, servers
             assert len(servers) == 4
             epochs = intent_epochs(pg)
