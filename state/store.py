@@ -318,6 +318,114 @@ def _ip_upsert(dialect: str) -> Any:
     )
 
 
+# the other statements of the write paths, built once (SQLAlchemy's construction and cache
+# key of a statement built per call cost more CPU than SQLite's work: ~8 statements per node
+# written, several node writes per provisioned node)
+
+
+@functools.cache
+def _intent_insert() -> Any:
+    return sa.insert(m.Intent).returning(m.Intent.id)
+
+
+@functools.cache
+def _intent_locked() -> Any:
+    return sa.select(m.Intent).where(m.Intent.id == sa.bindparam("b_id")).with_for_update()
+
+
+@functools.cache
+def _intent_finish() -> Any:
+    return (
+        sa.update(m.Intent)
+        .where(m.Intent.id == sa.bindparam("b_id"))
+        .values(
+            status=sa.bindparam("b_status"),
+            error=sa.bindparam("b_error"),
+            updated_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
+        )
+    )
+
+
+@functools.cache
+def _claims_query() -> Any:
+    """Open nodes holding any of the service ids ``b_ids``."""
+    node = m.SendingNode
+    return sa.select(node.fleet, node.name, node.provider_id).where(
+        node.provider_id.in_(sa.bindparam("b_ids", expanding=True)), node.closed_at.is_(None)
+    )
+
+
+@functools.cache
+def _ip_prices_query() -> Any:
+    return sa.select(m.CostConstant.scope, m.CostConstant.value).where(
+        m.CostConstant.key == IP_PRICE_KEY
+    )
+
+
+@functools.cache
+def _ip_release() -> Any:
+    """A node's open IP rows other than ``b_ip`` released at ``b_at``."""
+    ips = m.SmtpIpAddress
+    return (
+        sa.update(ips)
+        .where(
+            ips.node_id == sa.bindparam("b_node", type_=sa.Uuid()),
+            ips.ip_address != sa.bindparam("b_ip"),
+            ips.released_at.is_(None),
+        )
+        .values(
+            released_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
+            updated_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
+        )
+    )
+
+
+@functools.cache
+def _period_inputs_query() -> Any:
+    """What ``_sync_cost_periods`` compares, in one read: each node of ``b_ids`` with the cost
+    of its open IP row and its open cost period (outer joins: either may be missing)."""
+    node = m.SendingNode
+    ips = m.SmtpIpAddress
+    period = m.NodeCostPeriod
+    return (
+        sa.select(
+            node.id,
+            node.fleet,
+            node.name,
+            node.provider_id,
+            node.region,
+            node.pool,
+            node.plan,
+            node.approximate_cost,
+            node.closed_at,
+            ips.approximate_cost.label("ip_cost"),
+            period.id.label("period_id"),
+            period.monthly_cost.label("period_cost"),
+            period.plan.label("period_plan"),
+            period.pool.label("period_pool"),
+            period.provider_id.label("period_provider_id"),
+            period.started_at.label("period_start"),
+        )
+        .outerjoin(ips, sa.and_(ips.node_id == node.id, ips.released_at.is_(None)))
+        .outerjoin(period, sa.and_(period.node_id == node.id, period.ended_at.is_(None)))
+        .where(node.id.in_(sa.bindparam("b_ids", expanding=True)))
+    )
+
+
+@functools.cache
+def _period_end() -> Any:
+    return (
+        sa.update(m.NodeCostPeriod)
+        .where(m.NodeCostPeriod.id == sa.bindparam("b_id"))
+        .values(ended_at=sa.bindparam("b_end", type_=m.UtcDateTime()))
+    )
+
+
+@functools.cache
+def _period_insert() -> Any:
+    return sa.insert(m.NodeCostPeriod)
+
+
 def ensure_epoch_rows(connection: Connection, name: str) -> None:
     for model in (m.Leadership, m.WriterLock):
         connection.execute(
@@ -364,16 +472,26 @@ def current_epoch(connection: Connection, name: str, *, lock: str | None = None)
     first, then locks, so concurrent callers cannot deadlock.
     """
     epoch = 0
+    for query in _epoch_queries(lock):
+        value = connection.execute(query, {"b_name": name}).scalar_one_or_none()
+        if value is not None:
+            epoch = max(epoch, int(value))
+    return epoch
+
+
+@functools.cache
+def _epoch_queries(lock: str | None) -> tuple[Any, ...]:
+    """``current_epoch``'s two reads, built once per lock mode (every fenced write runs them:
+    building a statement costs more than running it on SQLite)."""
+    queries = []
     for model in (m.Leadership, m.WriterLock):
-        query = sa.select(model.epoch).where(model.name == name)
+        query = sa.select(model.epoch).where(model.name == sa.bindparam("b_name"))
         if lock == "share":
             query = query.with_for_update(read=True, key_share=True)
         elif lock == "update":
             query = query.with_for_update()
-        value = connection.execute(query).scalar_one_or_none()
-        if value is not None:
-            epoch = max(epoch, int(value))
-    return epoch
+        queries.append(query)
+    return tuple(queries)
 
 
 def claim_leadership(
@@ -614,19 +732,18 @@ class SqlStore:
         with self._tx(f"writing the {kind} intent for {target!r}") as connection:
             self._fence(connection, fleet, epoch)
             intent_id = connection.execute(
-                sa.insert(m.Intent)
-                .values(
-                    fleet=fleet,
-                    kind=kind,
-                    target=target,
-                    params=clean,
-                    status=status.value,
-                    attempts=1,
-                    epoch=epoch,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(m.Intent.id)
+                _intent_insert(),
+                {
+                    "fleet": fleet,
+                    "kind": kind,
+                    "target": target,
+                    "params": clean,
+                    "status": status.value,
+                    "attempts": 1,
+                    "epoch": epoch,
+                    "created_at": now,
+                    "updated_at": now,
+                },
             ).scalar_one()
             if node is not None:
                 self._upsert(connection, [node], now)
@@ -644,9 +761,7 @@ class SqlStore:
         )
 
     def _locked_intent(self, connection: Connection, intent_id: int) -> Any:
-        row = connection.execute(
-            sa.select(m.Intent).where(m.Intent.id == intent_id).with_for_update()
-        ).one_or_none()
+        row = connection.execute(_intent_locked(), {"b_id": intent_id}).one_or_none()
         if row is None:
             raise StoreError(f"no intent with id {intent_id} in the journal")
         return row
@@ -670,13 +785,13 @@ class SqlStore:
             if node is not None and node.fleet != row.fleet:
                 raise InvalidRecordError(f"node {node.name!r} belongs to fleet {node.fleet!r}")
             connection.execute(
-                sa.update(m.Intent)
-                .where(m.Intent.id == intent_id)
-                .values(
-                    status=status.value,
-                    error=error[:MAX_ERROR_TEXT] if error else None,
-                    updated_at=now,
-                )
+                _intent_finish(),
+                {
+                    "b_id": intent_id,
+                    "b_status": status.value,
+                    "b_error": error[:MAX_ERROR_TEXT] if error else None,
+                    "b_at": now,
+                },
             )
             if node is not None:
                 self._upsert(connection, [node], now)
@@ -738,11 +853,7 @@ class SqlStore:
             raise InvalidRecordError("two nodes in one batch carry the same service id")
         ids = sorted(claims)
         for chunk in _chunks(ids):
-            rows = connection.execute(
-                sa.select(m.SendingNode.fleet, m.SendingNode.name, m.SendingNode.provider_id).where(
-                    m.SendingNode.provider_id.in_(chunk), m.SendingNode.closed_at.is_(None)
-                )
-            ).all()
+            rows = connection.execute(_claims_query(), {"b_ids": list(chunk)}).all()
             for row in rows:
                 node = claims[row.provider_id]
                 if (row.fleet, row.name) != (node.fleet, node.name):
@@ -752,11 +863,7 @@ class SqlStore:
                     )
 
     def _ip_prices(self, connection: Connection) -> dict[str, Decimal]:
-        rows = connection.execute(
-            sa.select(m.CostConstant.scope, m.CostConstant.value).where(
-                m.CostConstant.key == IP_PRICE_KEY
-            )
-        ).all()
+        rows = connection.execute(_ip_prices_query()).all()
         return {row.scope: Decimal(row.value) for row in rows}
 
     def _record_costs(
@@ -818,19 +925,7 @@ class SqlStore:
             connection.execute(stmt, list(chunk))
         if not ip_rows:
             return
-        ips = m.SmtpIpAddress
-        release = (
-            sa.update(ips)
-            .where(
-                ips.node_id == sa.bindparam("b_node", type_=sa.Uuid()),
-                ips.ip_address != sa.bindparam("b_ip"),
-                ips.released_at.is_(None),
-            )
-            .values(
-                released_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
-                updated_at=sa.bindparam("b_at", type_=m.UtcDateTime()),
-            )
-        )
+        release = _ip_release()
         for chunk in _chunks(releases):
             connection.execute(release, list(chunk))
         stmt = _ip_upsert(connection.dialect.name)
@@ -935,36 +1030,12 @@ class SqlStore:
         ids = list(dict.fromkeys(node_ids))
         nodes: dict[uuid.UUID, Any] = {}
         periods: dict[uuid.UUID, Any] = {}
+        # one read: each node with its open IP row and its open period (built once)
         for chunk in _chunks(ids):
-            for row in connection.execute(
-                sa.select(
-                    m.SendingNode.id,
-                    m.SendingNode.fleet,
-                    m.SendingNode.name,
-                    m.SendingNode.provider_id,
-                    m.SendingNode.region,
-                    m.SendingNode.pool,
-                    m.SendingNode.plan,
-                    m.SendingNode.approximate_cost,
-                    m.SendingNode.closed_at,
-                    m.SmtpIpAddress.approximate_cost.label("ip_cost"),
-                )
-                .outerjoin(
-                    m.SmtpIpAddress,
-                    sa.and_(
-                        m.SmtpIpAddress.node_id == m.SendingNode.id,
-                        m.SmtpIpAddress.released_at.is_(None),
-                    ),
-                )
-                .where(m.SendingNode.id.in_(list(chunk)))
-            ):
+            for row in connection.execute(_period_inputs_query(), {"b_ids": list(chunk)}):
                 nodes[row.id] = row
-            for found in connection.execute(
-                sa.select(m.NodeCostPeriod).where(
-                    m.NodeCostPeriod.node_id.in_(list(chunk)), m.NodeCostPeriod.ended_at.is_(None)
-                )
-            ):
-                periods[found.node_id] = found
+                if row.period_id is not None:
+                    periods[row.id] = row
         ends: list[dict[str, Any]] = []
         opens: list[dict[str, Any]] = []
         for node_id in ids:
@@ -975,16 +1046,18 @@ class SqlStore:
             billed = node.provider_id is not None and node.approximate_cost is not None
             if open_period is not None:
                 same = billed and (
-                    open_period.monthly_cost == node.approximate_cost
-                    and open_period.plan == node.plan
-                    and open_period.pool == node.pool
-                    and open_period.provider_id == node.provider_id
+                    open_period.period_cost == node.approximate_cost
+                    and open_period.period_plan == node.plan
+                    and open_period.period_pool == node.pool
+                    and open_period.period_provider_id == node.provider_id
                     and node.closed_at is None
                 )
                 if same:
                     continue
                 ended = node.closed_at if node.closed_at is not None else now
-                ends.append({"b_id": open_period.id, "b_end": max(ended, open_period.started_at)})
+                ends.append(
+                    {"b_id": open_period.period_id, "b_end": max(ended, open_period.period_start)}
+                )
             if billed and node.closed_at is None:
                 opens.append(
                     {
@@ -1001,16 +1074,10 @@ class SqlStore:
                         "ended_at": None,
                     }
                 )
-        if ends:
-            stmt = (
-                sa.update(m.NodeCostPeriod)
-                .where(m.NodeCostPeriod.id == sa.bindparam("b_id"))
-                .values(ended_at=sa.bindparam("b_end", type_=m.UtcDateTime()))
-            )
-            for part in _chunks(ends):
-                connection.execute(stmt, list(part))
+        for part in _chunks(ends):
+            connection.execute(_period_end(), list(part))
         for part in _chunks(opens):
-            connection.execute(sa.insert(m.NodeCostPeriod), list(part))
+            connection.execute(_period_insert(), list(part))
 
     def cost_periods(self, fleet: str, since: datetime) -> list[CostPeriod]:
         """The fleet's cost periods still running at ``since`` or later (oldest first)."""
