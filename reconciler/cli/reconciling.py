@@ -206,9 +206,11 @@ def _load(files: tuple[str, ...]) -> LoadedSpec:
 def _color(no_color: bool, output: str) -> bool:
     """Colors and the progress bar: only on an interactive terminal that can show them
     (``TERM=dumb``, an unset ``TERM``, ``NO_COLOR`` and ``--no-color`` mean plain text)."""
+    if output != "text" or no_color or not sys.stdout.isatty():
+        return False  # plain text, and no import of rich (~0.05 s) through the tables module
     from reconciler.views.tables import wants_rich
 
-    return output == "text" and wants_rich(sys.stdout, color=not no_color)
+    return wants_rich(sys.stdout, color=True)
 
 
 def _echo_info(settings: _Settings) -> Callable[[str], None]:
