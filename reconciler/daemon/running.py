@@ -12,7 +12,10 @@ Jobs run on an APScheduler ``AsyncIOScheduler``, each with ``max_instances=1`` a
 - ``autoscale`` (``scaling.evaluation_interval``): HPA-style decisions per region, fed to the
   planner as ``PlanOptions.desired_counts``; a changed count asks for a reconcile at once;
 - ``reconcile`` (``reconcile.interval``, and on request): observe, plan, apply as the leader,
-  with the epoch on every write and a live leadership check before every mutation;
+  with the epoch on every write and a live leadership check before every mutation. The run
+  itself goes to its own thread and event loop (``engineloop.EngineLoop``, where the cloud
+  client and the provisioning adapters live): its synchronous store calls and its planning
+  never hold this loop, so the lease is renewed and the sweeps run while it runs;
 - ``costs`` (daily): refresh each node's recorded monthly cost, prune old heartbeat figures.
 
 Only the leader mutates (reconcile, costs). Every daemon ingests heartbeats and serves HTTP.
@@ -30,11 +33,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -86,6 +91,7 @@ from reconciler.core.scaling import (
 from reconciler.daemon.agent import Agent, Figures
 from reconciler.daemon.alerts import Alerter, plan_conditions
 from reconciler.daemon.counting import CountingCloud
+from reconciler.daemon.engineloop import EngineLoop
 from reconciler.daemon.fleetstate import (
     FULL_LOAD_EVERY,
     Changes,
@@ -161,6 +167,11 @@ from specs.model import FleetSpec
 from state.leadership import leadership_for
 
 log = logging.getLogger("reconciler.daemon")
+
+_T = TypeVar("_T")
+
+#: seconds the engine thread waits for the daemon's loop to take a hook's call (the plan)
+HOOK_WAIT = 30.0
 
 
 def _serve_in_own_loop(server: Any, sock: Any) -> None:
@@ -252,11 +263,53 @@ class _ApplyProgress:
         return None
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[], _T], wait: float = HOOK_WAIT) -> _T:
+    """``call()`` run on ``loop`` (the daemon's state belongs to its main loop), its result
+    returned to the calling thread (the engine's); at once when the caller runs on ``loop``.
+    A loop that is closed or does not take the call within ``wait`` s: ``ReconcilerError``
+    (the engine then records its run as failed)."""
+    if _running_loop() is loop:
+        return call()
+    done: Future[_T] = Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(call())
+        except BaseException as exc:
+            done.set_exception(exc)
+
+    try:
+        loop.call_soon_threadsafe(run)
+    except RuntimeError as exc:
+        raise ReconcilerError("the daemon's event loop is closed (stopping)") from exc
+    try:
+        return done.result(timeout=wait)
+    except FutureTimeout:
+        done.cancel()
+        raise ReconcilerError(
+            f"the daemon's event loop did not take the plan within {wait:.0f}s"
+        ) from None
+
+
 class _DaemonHooks(RunHooks):
     """The daemon's part of a run: log the plan, check leadership before applying and before
-    every mutation, count and log each change."""
+    every mutation, count and log each change.
 
-    def __init__(self, daemon: Daemon) -> None:
+    Called on the engine's thread (``EngineLoop``): what touches the daemon's state (the plan,
+    a spec revision on trial, the scheduler) hops to the daemon's loop (``on_loop``); the
+    leader guard is thread-safe (its lock, its checks in threads, a lease read on the
+    monotonic clock), and so are the metrics and the log."""
+
+    def __init__(self, daemon: Daemon, loop: asyncio.AbstractEventLoop) -> None:
         guard = daemon.guard
         super().__init__(
             before_mutation=guard.before_mutation,
@@ -265,33 +318,10 @@ class _DaemonHooks(RunHooks):
             fence=WriterFence(guard.before_mutation, held=lambda: guard.is_leader),
         )
         self.daemon = daemon
+        self.loop = loop
 
     def planned(self, plan: Plan, snapshot: Snapshot) -> None:
-        self.daemon.last_plan = plan
-        # a spec revision on trial: a plan refused by a guard puts the previous spec back
-        # (the engine then records the run as refused and applies nothing)
-        self.daemon.settle_revision(plan)
-        if plan.is_empty:
-            return
-        for change in plan.changes:
-            log.info(
-                f"{change.action.marker} {change.action.value} {change.address}: {change.reason}",
-                extra={
-                    "event": "plan.change",
-                    "action": change.action.value,
-                    "node": change.address,
-                    "region": change.region,
-                },
-            )
-        for warning in plan.warnings:
-            log.warning(
-                f"guard {warning.guard}: {warning.message}",
-                extra={
-                    "event": "plan.warning",
-                    "guard": warning.guard,
-                    "blocking": warning.blocking,
-                },
-            )
+        on_loop(self.loop, lambda: self.daemon.planned(plan))
 
     def confirm(self, plan: Plan) -> None:
         self.daemon.guard.before_mutation()
@@ -317,8 +347,16 @@ class Daemon:
         checker_factory: Callable[[FleetSpec], BlocklistChecker | None] | None = None,
         provisioning: ProvisioningPorts | None = None,
         source: SpecSource | None = None,
+        engine: EngineLoop | None = None,
     ) -> None:
         self.settings = settings
+        #: where reconciles run (their own thread and loop, with the cloud client and the
+        #: provisioning adapters); None: ``run`` starts one for its life, a ``reconcile_now``
+        #: outside ``run`` (tests, an embedding) one for the call
+        self.engine = engine
+        self._own_engine = False
+        #: the loop ``run`` runs on (the daemon's state is its)
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: the provisioning steps' adapters (None: the spec's pipeline stops after rDNS)
         self.provisioning = provisioning
         self.loaded = loaded
@@ -588,6 +626,11 @@ class Daemon:
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT (or ``stop()``); returns the exit code (0)."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
+        if self.engine is None:
+            # reconciles run on their own thread and loop, for the daemon's life
+            self.engine = EngineLoop().start()
+            self._own_engine = True
         # SIGTERM, SIGINT, SIGQUIT: handled off the loop too, so that a loop stuck in a store
         # call still stops within a bound (reconciler.daemon.stopping)
         stop_signals = StopSignals(
@@ -633,8 +676,9 @@ class Daemon:
                 sock = bind_socket(*self.settings.listen)
                 server = make_server(app, *self.settings.listen, metrics=self.metrics)
                 # the HTTP server runs on its own event loop in its own thread: /healthz and
-                # heartbeat intake never wait for this loop, where the engine's (synchronous)
-                # store calls of a reconcile may hang on a frozen database
+                # heartbeat intake never wait for this loop's jobs (nor for the reconcile's
+                # thread, where the engine's synchronous store calls may hang on a frozen
+                # database)
                 serving = loop.create_task(
                     asyncio.to_thread(_serve_in_own_loop, server, sock), name="http"
                 )
@@ -714,6 +758,11 @@ class Daemon:
         else:
             await self.batcher.aclose()
         await self.alerter.aclose()
+        if self._own_engine and self.engine is not None:
+            self.phase = "stopping the reconcile thread"
+            await self.engine.close(3.0)
+            self.engine = None
+            self._own_engine = False
         self.phase = "stopped (leadership released, HTTP closed), closing the store"
         log.info("daemon stopped", extra={"event": "daemon.stopped"})
         self.events.detach()
@@ -844,6 +893,13 @@ class Daemon:
                 job.modify(next_run_time=datetime.now(UTC))
 
     def _leadership_changed(self, leading: bool) -> None:
+        # the guard reports a loss from whichever thread learnt it (the engine's mutation
+        # check): the daemon's state changes on its loop
+        loop = self._loop
+        if loop is not None and _running_loop() is not loop:
+            with contextlib.suppress(RuntimeError):  # closed: the daemon has stopped
+                loop.call_soon_threadsafe(self._leadership_changed, leading)
+            return
         self._costs_current_for = None  # another leader may have written meanwhile
         if leading:
             # a new leader starts from the store's whole truth (a standby kept up by polls)
@@ -1036,6 +1092,35 @@ class Daemon:
         self._full_load_due = True
         self.alerter.configure(loaded.spec.alerts.webhook, loaded.spec.alerts.dedupe_window)
         self._reschedule(old, loaded.spec)
+
+    def planned(self, plan: Plan) -> None:
+        """The engine's plan (on the daemon's loop): kept for the status page, settles a spec
+        revision on trial, logged."""
+        self.last_plan = plan
+        # a spec revision on trial: a plan refused by a guard puts the previous spec back
+        # (the engine then records the run as refused and applies nothing)
+        self.settle_revision(plan)
+        if plan.is_empty:
+            return
+        for change in plan.changes:
+            log.info(
+                f"{change.action.marker} {change.action.value} {change.address}: {change.reason}",
+                extra={
+                    "event": "plan.change",
+                    "action": change.action.value,
+                    "node": change.address,
+                    "region": change.region,
+                },
+            )
+        for warning in plan.warnings:
+            log.warning(
+                f"guard {warning.guard}: {warning.message}",
+                extra={
+                    "event": "plan.warning",
+                    "guard": warning.guard,
+                    "blocking": warning.blocking,
+                },
+            )
 
     def settle_revision(self, plan: Plan) -> bool:
         """After planning with a spec revision on trial: a plan refused by a guard puts the
@@ -1558,7 +1643,8 @@ class Daemon:
 
     async def reconcile_now(self) -> Plan | None:
         """One run as the leader (the engine's lifecycle, with the epoch on every write and a
-        live leadership check before every mutation). Returns the plan (None: not leader)."""
+        live leadership check before every mutation), on the engine's thread and loop.
+        Returns the plan (None: not leader)."""
         epoch = self.guard.epoch
         if epoch is None:
             if self._provisioning_conditions or self._slot_conditions:
@@ -1582,14 +1668,6 @@ class Daemon:
         dry_run = self.settings.dry_run
         options = self.plan_options()
         failures: dict[str, int] | None = None
-        if self.spec.provisioning is not None:
-            # read once: the plan pauses creation by it, the alerts say so
-            try:
-                failures = reconciler.provisioning_failures()
-            except StoreError:
-                failures = None  # the run itself reports the store; no alert change
-            else:
-                options = dataclasses.replace(options, provisioning_failures=failures)
         # the recorded costs follow the spec's prices and the cost constants only
         costs_key = (self.loaded.spec_hash, _constants_key(self.recorded))
         request = RunRequest(
@@ -1604,20 +1682,22 @@ class Daemon:
         )
         outcome = "ok"
         result: RunResult | None = None
+        hooks = _DaemonHooks(self, asyncio.get_running_loop())
         try:
-            result = await reconciler.reconcile(request, _DaemonHooks(self))
-            outcome = self._translate(result)
+            failures, run = await self._on_engine(_run_engine(reconciler, request, hooks))
+            result = run
+            outcome = self._translate(run)
             if (
                 not dry_run
-                and result.error is None
-                and result.report is not None
-                and result.costs_error is None
+                and run.error is None
+                and run.report is not None
+                and run.costs_error is None
             ):
                 # the run refreshed the recorded costs (or knew them current): a later run
                 # with nothing to apply need not read the whole fleet again for them
                 self._costs_current_for = costs_key
-            if result.plan is not None:
-                await self._slot_alerts(result.plan)
+            if run.plan is not None:
+                await self._slot_alerts(run.plan)
         except asyncio.CancelledError:
             outcome = "abandoned"
             raise
@@ -1637,6 +1717,17 @@ class Daemon:
                 self._provisioning_conditions = breakers
                 await self._update_alerts(self.clock.now())
         return result.plan if result is not None else self.last_plan
+
+    async def _on_engine(self, run: Coroutine[Any, Any, _T]) -> _T:
+        """``run`` on the engine's thread and loop (never this loop: its store calls and its
+        planning would stop the lease renewal, the sweeps and the stop's grace)."""
+        if self.engine is not None:
+            return await self.engine.call(run)
+        engine = EngineLoop().start()  # outside ``run``: a thread and a loop for this call
+        try:
+            return await engine.call(run)
+        finally:
+            await engine.close(1.0)
 
     def _translate(self, result: RunResult) -> str:
         """A run's result as log lines and metrics; returns the outcome label."""
@@ -1715,6 +1806,23 @@ class Daemon:
                 f"recorded monthly cost refreshed for {len(changed)} node(s)",
                 extra={"event": "costs.refreshed", "nodes": len(changed)},
             )
+
+
+async def _run_engine(
+    reconciler: Reconciler, request: RunRequest, hooks: _DaemonHooks
+) -> tuple[dict[str, int] | None, RunResult]:
+    """One run, on the engine's loop: the provisioning failures (read once: the plan pauses
+    creation by them, the leader's alerts say so), then the engine's run."""
+    failures: dict[str, int] | None = None
+    if reconciler.spec.provisioning is not None and request.options is not None:
+        try:
+            failures = reconciler.provisioning_failures()
+        except StoreError:
+            failures = None  # the run itself reports the store; no alert change
+        else:
+            options = dataclasses.replace(request.options, provisioning_failures=failures)
+            request = dataclasses.replace(request, options=options)
+    return failures, await reconciler.reconcile(request, hooks)
 
 
 async def _bounded_close(close: Callable[[], None], what: str) -> None:
@@ -1815,16 +1923,22 @@ async def _serve_daemon(
         leadership = leadership_for(None, loaded.spec.name, settings.holder, environ=environ)
         try:
             state_dir = default_state_dir(environ)
-            async with (
-                build_cloud(loaded, environ=environ, state_dir=state_dir) as cloud,
-                build_provisioning(
-                    loaded,
-                    cloud,
-                    environ=_with_agent_url(environ, settings),
-                    state_dir=state_dir,
-                    agent_starter=start_stand_in_agent,
-                ) as provisioning,
-            ):
+            # the cloud client, the embedded simulator and the provisioning adapters live on
+            # the reconcile's loop (an httpx client's connections belong to one loop)
+            engine = EngineLoop().start()
+            try:
+                cloud = await engine.enter(
+                    build_cloud(loaded, environ=environ, state_dir=state_dir)
+                )
+                provisioning = await engine.enter(
+                    build_provisioning(
+                        loaded,
+                        cloud,
+                        environ=_with_agent_url(environ, settings),
+                        state_dir=state_dir,
+                        agent_starter=start_stand_in_agent,
+                    )
+                )
                 if settings.poll_interval <= 0:
                     settings = dataclasses.replace(
                         settings, poll_interval=poll_interval_for(loaded.spec)
@@ -1846,6 +1960,7 @@ async def _serve_daemon(
                     checker_factory=lambda spec: build_blocklist_checker(spec.reputation, environ),
                     provisioning=provisioning,
                     source=source,
+                    engine=engine,
                 )
                 daemon.exit_process = True
                 running.append(daemon)
@@ -1853,6 +1968,8 @@ async def _serve_daemon(
                     return await daemon.run()
                 finally:
                     stopped = daemon.stop_signals
+            finally:
+                await engine.close(3.0)
         finally:
             await _bounded_close(leadership.close, "the leadership connection")
     finally:

@@ -1,11 +1,11 @@
 """Stopping the daemon on SIGTERM, SIGINT or SIGQUIT within a bounded time, whatever is stuck.
 
-The event loop runs the engine's store calls synchronously (a reconcile in flight). Against a
-database that accepts connections but never answers (SIGSTOP, a partition whose kernel still
-acknowledges, where keepalives and ``tcp_user_timeout`` see nothing wrong) such a call waits
-for ever, and with it everything the loop would do on a signal: the stop, the grace, the
-release of leadership. The interpreter's own exit would wait too, for the worker threads left
-in database calls (it joins them).
+Against a database that accepts connections but never answers (SIGSTOP, a partition whose
+kernel still acknowledges, where keepalives and ``tcp_user_timeout`` see nothing wrong) a store
+call waits for ever. The reconcile's calls run on its own thread (``engineloop``), but a call
+the loop waits on (the release, closing the store) or a bug that blocks the loop must not keep
+the daemon from leaving either. The interpreter's own exit would wait too, for the worker
+threads left in database calls (it joins them).
 
 So the stop signals get Python-level handlers. Python runs them in the main thread at its
 next check for signals, which psycopg's wait makes while it waits for a frozen server (the
@@ -171,8 +171,8 @@ class StopSignals:
         phase = self._phase()
         if not self._loop_answered.is_set():
             phase += (
-                "; the event loop never answered: a call on it is stuck (a store call of the "
-                "reconcile in flight on a database that does not answer)"
+                "; the event loop never answered: a call on it is stuck (a store call on a "
+                "database that does not answer?)"
             )
         log.error(
             f"{why} ({phase}): mutations stopped, leaving without waiting further",
