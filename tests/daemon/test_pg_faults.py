@@ -175,7 +175,8 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
     tmp_path: Path, pg: PrivatePostgres
 ) -> None:
     """Leader SIGSTOP (a standby takes over after the lease; the resumed one stands down and
-    makes no store write and no cloud call), pg_terminate_backend of the leader's sessions
+    makes no store write and no cloud call), the same with the leader's apply in flight (a
+    create sent, the build pending), pg_terminate_backend of the leader's sessions
     (only those), leader SIGKILL; never two acting leaders (the journal's epochs never go
     back), never a duplicate server."""
     spec = tmp_path / "fleet.yaml"
@@ -215,6 +216,60 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
                 # it called no mutating cloud API since it was frozen (it has not led since)
                 assert mutating_calls(urls[first]) == calls_before
 
+            # 1b. freeze the leader while its apply is in flight (the fourth server created, its
+            #     build slow), resume it once a standby took over and the build is done: the
+            #     old apply goes on where it stopped, and its next step (reverse DNS of the
+            #     built server) is refused: no cloud mutation, no write, no duplicate server
+            (mid,) = leaders(urls, set())
+            mid_started = time.monotonic()
+            mid_before = mutating_calls(urls[mid])
+            mid_lost = sum(e.get("event") == "leadership.lost" for e in events(procs[mid]))
+            slow = httpx.post(f"{sim}/sim/faults", json={"build_seconds": 600}, timeout=5)
+            assert slow.status_code == 200, slow.text
+            spec.write_text(SPEC.format(nodes=4))
+            wait_for(lambda: len(live_servers(sim)) == 4, 20, "the fourth server created")
+            wait_for(lambda: mutating_calls(urls[mid]) > mid_before, 10, "its create counted")
+            # its next mutation waits for the build (600 s): nothing is sent in between
+            mid_frozen = mutating_calls(urls[mid])
+            procs[mid].popen.send_signal(signal.SIGSTOP)
+            mid_frozen_at = time.monotonic()
+            stopped.add(mid)
+            wait_for(lambda: len(leaders(urls, stopped)) == 1, 25, "a takeover mid-apply")
+            mid_failover = time.monotonic() - mid_frozen_at
+            (successor,) = leaders(urls, stopped)
+            httpx.post(f"{sim}/sim/faults", json={"build_seconds": 0.3}, timeout=5)
+            built = httpx.post(f"{sim}/sim/clock/advance", json={"seconds": 600}, timeout=5)
+            assert built.status_code == 200, built.text
+            noops = sum(e.get("event") == "reconcile.noop" for e in events(procs[successor]))
+            procs[mid].popen.send_signal(signal.SIGCONT)
+            stopped.discard(mid)
+            wait_for(
+                lambda: (
+                    sum(e.get("event") == "leadership.lost" for e in events(procs[mid])) > mid_lost
+                ),
+                10,
+                "the resumed leader to see its lease over",
+            )
+
+            def finished() -> bool:
+                nodes = fleet(urls[successor])["nodes"]
+                return len(nodes) == 4 and all(n["status"] != "provisioning" for n in nodes)
+
+            wait_for(finished, 20, "the new leader to finish the fourth server")
+            wait_for(
+                lambda: (
+                    sum(e.get("event") == "reconcile.noop" for e in events(procs[successor]))
+                    > noops
+                ),
+                20,
+                "the new leader to converge",
+            )
+            assert leaders(urls, set()) == [successor]
+            assert mutating_calls(urls[mid]) == mid_frozen  # nothing sent once resumed
+            servers = live_servers(sim)
+            assert sorted(Counter(servers).values()) == [1, 1, 1, 1], servers
+            mid_phase = time.monotonic() - mid_started
+
             # 2. terminate the leader's own database sessions, and only those: it stops, a
             #    leader again (with a newer epoch), the standbys' sessions untouched
             (second,) = leaders(urls, set())
@@ -233,18 +288,18 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
 
             # 3. kill the leader
             (third,) = leaders(urls, set())
-            spec.write_text(SPEC.format(nodes=4))
+            spec.write_text(SPEC.format(nodes=5))
             procs[third].stop(signal.SIGKILL)
             killed_at = time.monotonic()
             stopped.add(third)
             wait_for(lambda: len(leaders(urls, stopped)) == 1, 20, "a takeover after a kill")
             kill_failover = time.monotonic() - killed_at
             assert kill_failover < 5, kill_failover
-            wait_for(lambda: len(live_servers(sim)) == 4, 40, "four servers")
+            wait_for(lambda: len(live_servers(sim)) == 5, 40, "five servers")
             time.sleep(3)
             servers = live_servers(sim)
             assert max(Counter(servers).values()) == 1, servers
-            assert len(servers) == 4
+            assert len(servers) == 5
             epochs = intent_epochs(pg)
             assert epochs, "no journal entry"
             assert epochs == sorted(epochs), epochs  # an older epoch never wrote after a newer
@@ -264,7 +319,21 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
     if writes:
         assert retaken, writes[:3]
         assert after.index(writes[0]) > retaken[0], writes[:3]
-    print(f"failover after freeze {freeze_failover:.1f} s, after kill {kill_failover:.1f} s")
+    # the leader frozen mid-apply: after its loss, no change done and nothing planned again
+    # unless it led again (a new epoch)
+    resumed_mid = events(procs[mid])
+    lost_mid = [i for i, e in enumerate(resumed_mid) if e.get("event") == "leadership.lost"]
+    assert len(lost_mid) > mid_lost, [e.get("event") for e in resumed_mid][-30:]
+    after_mid = resumed_mid[lost_mid[mid_lost] + 1 :]
+    done = [e for e in after_mid if e.get("event") == "apply.change" and e.get("ok")]
+    retaken_mid = [i for i, e in enumerate(after_mid) if e.get("event") == "leadership.taken"]
+    if done:
+        assert retaken_mid, done[:3]
+        assert after_mid.index(done[0]) > retaken_mid[0], done[:3]
+    print(
+        f"failover after freeze {freeze_failover:.1f} s, after a freeze mid-apply "
+        f"{mid_failover:.1f} s (that phase {mid_phase:.1f} s), after kill {kill_failover:.1f} s"
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
