@@ -32,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,6 +41,7 @@ import httpx
 
 from benchmarks.daemonsetup import (
     MASTER,
+    ROOT,
     cpu_seconds,
     fresh_database,
     peak_rss_mb,
@@ -62,6 +64,96 @@ regions:
 scaling: {{enabled: true, evaluation_interval: 15s}}
 reconcile: {{interval: 60s}}
 health: {{on_unhealthy: alert}}
+"""
+
+#: ``--profile DIR``: the daemon imports this (as ``sitecustomize``) and profiles every thread
+#: with cProfile; each label the benchmark appends to ``DIR/marks`` closes the window the
+#: previous label opened and writes its figures to ``DIR/<previous label>.prof`` (pstats).
+PROFILER = """\
+import cProfile, gc, marshal, os, threading, time
+
+_DIR = os.path.dirname(os.path.abspath(__file__))
+_PROFILES = []
+
+
+def _snapshot():
+    total = {}
+    enabled = gc.isenabled()
+    gc.disable()  # no finalizer may run another thread's code while its tree is read
+    try:
+        for prof in list(_PROFILES):
+            prof.snapshot_stats()
+            for key, (cc, nc, tt, ct, callers) in prof.stats.items():
+                old = total.get(key)
+                if old is None:
+                    total[key] = (cc, nc, tt, ct, dict(callers))
+                    continue
+                merged = dict(old[4])
+                for caller, figures in callers.items():
+                    had = merged.get(caller)
+                    merged[caller] = (
+                        figures if had is None else tuple(a + b for a, b in zip(had, figures))
+                    )
+                total[key] = (old[0] + cc, old[1] + nc, old[2] + tt, old[3] + ct, merged)
+    finally:
+        if enabled:
+            gc.enable()
+    return total
+
+
+def _diff(new, old):
+    out = {}
+    for key, (cc, nc, tt, ct, callers) in new.items():
+        before = old.get(key)
+        if before is not None:
+            cc, nc, tt, ct = cc - before[0], nc - before[1], tt - before[2], ct - before[3]
+            kept = {}
+            for caller, figures in callers.items():
+                had = before[4].get(caller)
+                if had is not None:
+                    figures = tuple(a - b for a, b in zip(figures, had))
+                if figures[1] > 0:
+                    kept[caller] = figures
+            callers = kept
+        if nc > 0:
+            out[key] = (cc, nc, tt, ct, callers)
+    return out
+
+
+def _watch():
+    marks = os.path.join(_DIR, "marks")
+    seen, label, base = 0, None, None
+    while True:
+        time.sleep(0.2)
+        try:
+            with open(marks) as handle:
+                lines = handle.read().split()
+        except OSError:
+            continue
+        for new in lines[seen:]:
+            now = _snapshot()
+            if label is not None:
+                with open(os.path.join(_DIR, label + ".prof"), "wb") as out:
+                    marshal.dump(_diff(now, base), out)
+            label, base = new, now
+        seen = len(lines)
+
+
+threading.Thread(target=_watch, daemon=True, name="bench-profiler").start()
+_inner = threading.Thread._bootstrap_inner
+
+
+def _bootstrap_inner(self):
+    prof = cProfile.Profile()
+    _PROFILES.append(prof)
+    prof.enable()
+    _inner(self)
+
+
+threading.Thread._bootstrap_inner = _bootstrap_inner
+_main = cProfile.Profile()
+_PROFILES.append(_main)
+_main.enable()
 """
 
 IDLE_TARGET = 0.02
@@ -139,12 +231,15 @@ def sample(pid: int, seconds: float) -> tuple[float, float, float, float]:
 
 
 async def load_phase(
-    load: Load, pid: int, warmup: float, measure: float
+    load: Load, pid: int, warmup: float, measure: float, mark: Callable[[str], None]
 ) -> tuple[float, float, float, float, int]:
     task = asyncio.create_task(load.run())
+    mark("warmup")
     await asyncio.sleep(warmup)
     sent0 = load.sent
+    mark("load")
     result = await asyncio.to_thread(sample, pid, measure)
+    mark("end")
     sent = load.sent - sent0
     load.stop.set()
     await task
@@ -164,14 +259,39 @@ def main() -> int:
     parser.add_argument("--measure", type=float, default=90.0, help="measured window under load")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--keep-log", help="copy the daemon's log there at the end")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="profile the daemon (cProfile, every thread; it runs slower): DIR/idle.prof, "
+        "DIR/warmup.prof and DIR/load.prof, one per window (read them with pstats)",
+    )
     args = parser.parse_args()
+    daemon_env: dict[str, str] = {}
+    profile = Path(args.profile).resolve() if args.profile else None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        (profile / "marks").write_text("")
+        (profile / "sitecustomize.py").write_text(PROFILER)
+        daemon_env["PYTHONPATH"] = f"{profile}{os.pathsep}{ROOT}"
+
+    def mark(label: str) -> None:
+        if profile is not None:
+            with (profile / "marks").open("a") as handle:
+                handle.write(label + "\n")
+
     # stopped (SIGTERM): the daemon and the simulator are stopped, the database dropped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     with (
         tempfile.TemporaryDirectory() as tmp,
         fresh_database() as url,
         running_daemon(
-            Path(tmp), args.nodes, url, log_level="warning", spec_text=SPEC, warmed=True
+            Path(tmp),
+            args.nodes,
+            url,
+            log_level="warning",
+            spec_text=SPEC,
+            warmed=True,
+            daemon_env=daemon_env,
         ) as (
             daemon,
             base,
@@ -192,14 +312,16 @@ def main() -> int:
         settle = time.monotonic() - started
         time.sleep(5.0)  # let the first autoscale and sweep after the reconcile pass
         settled_peak = peak_rss_mb(pid)
+        mark("idle")
         idle_cpu, idle_wall, idle_rss, idle_max = sample(pid, args.idle)
+        mark("between")
         reconciles_before = exact_metric(base, "reconciler_reconcile_duration_seconds_count")
         seconds_before = exact_metric(base, "reconciler_reconcile_duration_seconds_sum")
         host, port_text = base.removeprefix("http://").split(":")
         load = Load(host, int(port_text), names, args.rate, args.connections)
         client0 = time.process_time()
         load_cpu, load_wall, load_rss, load_max, sent = asyncio.run(
-            load_phase(load, pid, args.warmup, args.measure)
+            load_phase(load, pid, args.warmup, args.measure, mark)
         )
         client = time.process_time() - client0
         peak = peak_rss_mb(pid)

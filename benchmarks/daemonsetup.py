@@ -159,10 +159,12 @@ def running_daemon(
     log_level: str = "info",
     spec_text: str | None = None,
     warmed: bool = False,
+    daemon_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Proc, str, list[str]]]:
     """Seeded simulator + daemon; yields (daemon process, daemon URL, node names).
     ``spec_text``: another spec (``{fleet}`` and ``{nodes}`` filled in) than ``SPEC``;
-    ``warmed``: the nodes' IP warmup is over (see ``seed``)."""
+    ``warmed``: the nodes' IP warmup is over (see ``seed``); ``daemon_env``: more environment
+    for the daemon only (e.g. a profiler's ``PYTHONPATH``)."""
     state = work / "simulator.json"
     names = seed(count, database_url, state, warmed=warmed)
     spec = work / "fleet.yaml"
@@ -184,6 +186,7 @@ def running_daemon(
             "RECONCILER_DATABASE_URL": database_url,
             "RECONCILER_STATE_DIR": str(work / "state"),
             "RECONCILER_NODE_MASTER_SECRET": MASTER,
+            **(daemon_env or {}),
         }
         daemon = spawn(
             ["daemon", "-f", str(spec), "--listen", f"127.0.0.1:{port}", "--log-level", log_level],

@@ -55,6 +55,9 @@ from specs.model import FleetSpec, WarmupSchedule
 
 log = logging.getLogger("reconciler.daemon.reputation")
 
+#: the store keeps this many characters of a record's reasons (``state.reputation``)
+MAX_REASONS = 2000
+
 #: nodes whose IPs are checked (a node being built has no sending history to protect yet)
 CHECKED = frozenset(
     {
@@ -195,7 +198,10 @@ class ReputationJob:
             )
             assessments[node.name] = assessment
             record, new_start = self._record(node, before, assessment, now, spec)
-            records.append(record)
+            if before is None or _stored(record) != before:
+                # only what changed is written: rewriting every node's row each run (10,000
+                # rows every 30 s) was most of the job's cost at rest (issue 14)
+                records.append(record)
             if new_start is not None and new_start != warmup_started:
                 moved.append(dataclasses.replace(node, warmup_started_at=new_start))
         conditions = [c for a in assessments.values() for c in a.alerts]
@@ -229,7 +235,7 @@ class ReputationJob:
         self.view.queries = queries
         self.view.conditions = tuple(conditions)
         self.view.at = now
-        if epoch is not None:
+        if epoch is not None and (records or events or any(queries.values())):
             await asyncio.to_thread(
                 self._reputation.save_reputation,
                 self.fleet,
@@ -344,6 +350,14 @@ class ReputationJob:
             )
             for node in recorded.nodes
         )
+
+
+def _stored(record: ReputationRecord) -> ReputationRecord:
+    """``record`` as the store gives it back (its reasons cut to the column's length), so an
+    unchanged record compares equal to the one read."""
+    if record.reasons is not None and len(record.reasons) > MAX_REASONS:
+        return dataclasses.replace(record, reasons=record.reasons[:MAX_REASONS])
+    return record
 
 
 def rotation_document(

@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from reconciler.core.fleet import NodeStatus, RecordedNode
-from reconciler.core.reputation import IpState, day_of
+from reconciler.core.reputation import IpState, SendCounts, day_of
 from reconciler.daemon.agent import Agent, Figures
 from reconciler.daemon.heartbeats import MasterSecret
 from reconciler.daemon.http import create_app
@@ -27,6 +28,7 @@ from reconciler.daemon.running import Daemon, DaemonSettings
 from reconciler.wiring import build_blocklist_checker
 from specs.loading import load_spec
 from state import SqlStore, open_store
+from state import models as m
 from state.reputation import SqlReputationStore
 from tests.fakes.clocks import FakeClock
 from tests.fakes.cloud import FakeCloud
@@ -382,3 +384,46 @@ def test_complaints_are_refused_with_503_when_the_store_fails() -> None:
     assert answer.status_code == 503
     assert answer.json() == {"error": "store_unavailable"}
     assert "disk I/O" not in answer.text
+
+
+def test_an_assessment_writes_only_the_records_that_changed(
+    store: SqlStore, clock: FakeClock, tmp_path: Path
+) -> None:
+    """The leader's job saves a node's reputation row only when the assessment changed it
+    (issue 14: every row rewritten every 30 s was most of the job's cost at rest); what the
+    store holds equals what the job decided."""
+    spec = load_spec([spec_file(tmp_path, 53)]).spec
+    rep = SqlReputationStore(store)
+    job = ReputationJob("acme", store, rep, None)
+
+    def written() -> dict[str, Any]:
+        with store._engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(m.SendingNode.name, m.NodeReputation.updated_at).join(
+                    m.NodeReputation, m.NodeReputation.node_id == m.SendingNode.id
+                )
+            ).all()
+        return {name: at for name, at in rows}
+
+    def run() -> None:
+        asyncio.run(job.run(spec, store.load_fleet("acme"), clock.now(), epoch=0))
+
+    run()
+    first = written()
+    assert set(first) == {"acme-dallas-001", "acme-dallas-002"}
+    clock.advance(30)
+    run()
+    assert written() == first  # nothing changed: nothing written
+    # bounces over the pause level quarantine one node: only its row is written again
+    rep.add_send_counts("acme", [("acme-dallas-001", clock.now(), SendCounts(900, 100, 0, 0))])
+    clock.advance(30)
+    run()
+    after = written()
+    assert after["acme-dallas-002"] == first["acme-dallas-002"]
+    assert after["acme-dallas-001"] > first["acme-dallas-001"]
+    stored = rep.reputation_snapshot("acme", clock.now() - timedelta(days=1), day_of(clock.now()))
+    assert stored.records["acme-dallas-001"].quarantine is not None
+    assert job.view.nodes["acme-dallas-001"].ip_state is IpState.QUARANTINED
+    clock.advance(30)
+    run()
+    assert written() == after
