@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -51,7 +51,7 @@ from reconciler.core.reputation import (
     rotation,
     step_listing,
 )
-from specs.model import FleetSpec, WarmupSchedule
+from specs.model import FleetSpec, ReputationPolicy, WarmupSchedule
 
 log = logging.getLogger("reconciler.daemon.reputation")
 
@@ -122,6 +122,7 @@ class ReputationJob:
         self._reputation = reputation
         self._factory = checker_factory
         self.view = ReputationView()
+        self._assessments = AssessmentCache()
 
     def due(self, spec: FleetSpec, ips: int, now: datetime) -> bool:
         decision = check_interval(spec.reputation, ips, compile_rules(spec.reputation))
@@ -174,17 +175,23 @@ class ReputationJob:
         for state in listings.values():
             by_ip.setdefault(state.ip, []).append(state)
         assessments: dict[str, NodeReputation] = {}
+        #: per pool: its warmup schedule (one look-up per pool, not per node)
+        schedules: dict[str | None, WarmupSchedule | None] = {}
         records: list[ReputationRecord] = []
         moved: list[RecordedNode] = []
         for node in nodes:
             before = snapshot.records.get(node.name)
             warmup_started = node.warmup_started_at
-            assessment = assess_node(
+            if node.pool in schedules:
+                schedule = schedules[node.pool]
+            else:
+                schedule = schedules[node.pool] = schedule_of(spec, node)
+            assessment = self._assessments.assess(
                 NodeReputationInput(
                     name=node.name,
                     ip=node.ip_address,
                     status=node.status,
-                    schedule=schedule_of(spec, node),
+                    schedule=schedule,
                     warmup_started_at=warmup_started,
                     warmup_held_since=before.warmup_held_since if before else None,
                     listings=tuple(by_ip.get(node.ip_address or "", ())),
@@ -231,6 +238,7 @@ class ReputationJob:
                     "resolver; the daemon never uses one nobody named)",
                 )
             )
+        self._assessments.keep_only(assessments)
         self.view.nodes = assessments
         self.view.queries = queries
         self.view.conditions = tuple(conditions)
@@ -350,6 +358,95 @@ class ReputationJob:
             )
             for node in recorded.nodes
         )
+
+
+class AssessmentCache:
+    """``assess_node`` for the job's repeated runs: a node's assessment is kept while its
+    input is equal and ``now`` stays before the first moment the result could change
+    (``steady_until``); the result equals ``assess_node(node, policy, now)``. At rest most
+    nodes' inputs do not move between runs, so a run re-assesses only what changed (issue 14).
+    """
+
+    def __init__(self) -> None:
+        #: name -> (input, policy, assessed at, valid until, assessment)
+        self._entries: dict[
+            str,
+            tuple[NodeReputationInput, ReputationPolicy, datetime, datetime, NodeReputation],
+        ] = {}
+
+    def assess(
+        self, node: NodeReputationInput, policy: ReputationPolicy, now: datetime
+    ) -> NodeReputation:
+        entry = self._entries.get(node.name)
+        if (
+            entry is not None
+            and entry[1] is policy
+            and entry[2] <= now < entry[3]
+            and entry[0] == node
+        ):
+            return entry[4]
+        assessment = assess_node(node, policy, now)
+        until = steady_until(node, policy, now)
+        if until is not None and until > now:
+            self._entries[node.name] = (node, policy, now, until, assessment)
+        else:
+            self._entries.pop(node.name, None)
+        return assessment
+
+    def keep_only(self, names: Collection[str]) -> None:
+        for name in [name for name in self._entries if name not in names]:
+            del self._entries[name]
+
+
+def steady_until(
+    node: NodeReputationInput, policy: ReputationPolicy, now: datetime
+) -> datetime | None:
+    """The first moment after ``now`` at which ``assess_node(node, policy, t)`` may differ
+    from its result at ``now`` (None: it may change at any moment: no reuse). ``now`` enters
+    the assessment through the warmup day (whole days since the start, frozen while held) and
+    the rate windows (which hourly buckets are inside ``window`` / ``max_window``, and the
+    span of a window stretched over older buckets, which moves with ``now``)."""
+    until: datetime | None = None
+
+    def earlier(moment: datetime) -> None:
+        nonlocal until
+        if until is None or moment < until:
+            until = moment
+
+    started, held = node.warmup_started_at, node.warmup_held_since
+    if started is not None:
+        if held is None:
+            elapsed = max(now - started, timedelta(0))
+            earlier(started + (elapsed // _DAY + 1) * _DAY)
+        elif held > now:
+            earlier(held)
+    since = node.rates_since
+    base = now - policy.window
+    limit = now - policy.max_window
+    in_window = 0
+    stretched = False  # a bucket older than the window that a stretched window would visit
+    for bucket in node.buckets:
+        start = bucket.start
+        if since is not None and start < since:
+            continue  # never counted
+        if start > now:
+            earlier(start)  # counts from then on
+            continue
+        if start >= base:
+            in_window += bucket.counts.attempts
+            earlier(start + policy.window)
+            earlier(start + policy.max_window)
+        elif start >= limit:
+            stretched = True
+            earlier(start + policy.max_window)
+    if stretched and in_window < policy.min_volume:
+        return None  # the stretched window's span moves with now
+    return until if until is not None else now + _FOREVER
+
+
+_DAY = timedelta(days=1)
+#: how long an assessment that no clock can change is kept (its input still compared)
+_FOREVER = timedelta(days=3650)
 
 
 def _stored(record: ReputationRecord) -> ReputationRecord:
