@@ -200,9 +200,19 @@ class Applier:
     async def _run_node(
         self, changes: list[Change], outcomes: dict[int, ChangeOutcome], index: Mapping[int, int]
     ) -> None:
-        failed_before = False
         async with self.ctx.slots:
             self._close_interrupted(changes)
+        try:
+            await self._run_changes(changes, outcomes, index)
+        finally:
+            # a pipeline step recorded with the node's next write (Journal.hold) is written
+            # once the node's changes are through
+            self.journal.flush(changes[0].address)
+
+    async def _run_changes(
+        self, changes: list[Change], outcomes: dict[int, ChangeOutcome], index: Mapping[int, int]
+    ) -> None:
+        failed_before = False
         for change in changes:
             if failed_before:
                 outcome = ChangeOutcome(

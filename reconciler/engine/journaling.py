@@ -7,6 +7,11 @@
   record written with it goes in the same transaction.
 - The journal keeps the run's view of the node records (``nodes``), so that the later changes
   of a node see what the earlier ones wrote.
+- ``hold`` puts a record in that view without a write of its own: the node's next write (an
+  intent begun on it, an upsert) carries it in the same transaction, and ``flush`` writes what
+  is still held (the step executors flush when a step run ends). Only for a step whose record,
+  lost in a crash, makes the rerun repeat something harmless (a host key scanned again on first
+  contact, a test mail found at the sink again).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Journal:
         self._before = before_mutation
         self.nodes: dict[str, RecordedNode] = {n.name: n for n in recorded.nodes}
         self._closed_intents: set[int] = set()
+        #: records in ``nodes`` not written yet (``hold``), by node name
+        self._held: dict[str, RecordedNode] = {}
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -72,6 +79,8 @@ class Journal:
         done: bool = False,
     ) -> RecordedIntent:
         self.mutating()
+        if node is None:
+            node = self._held.get(target)  # a held record goes with the node's next write
         intent = self.store.begin_intent(
             self.fleet,
             kind,
@@ -83,6 +92,7 @@ class Journal:
         )
         if node is not None:
             self.nodes[node.name] = node
+            self._held.pop(node.name, None)
         return intent
 
     def finish(
@@ -98,6 +108,7 @@ class Journal:
         self._closed_intents.add(intent.id)
         if node is not None:
             self.nodes[node.name] = node
+            self._held.pop(node.name, None)
 
     def finish_once(self, intent: RecordedIntent, status: IntentStatus, error: str) -> None:
         """Close ``intent`` unless this run closed it already."""
@@ -122,11 +133,27 @@ class Journal:
         self.mutating()
         self.store.upsert_node(node, epoch=self.epoch)
         self.nodes[node.name] = node
+        self._held.pop(node.name, None)
+
+    def hold(self, node: RecordedNode) -> None:
+        """``node`` into the run's view, written with the node's next write or by ``flush``
+        (see the module's docstring for when that is allowed)."""
+        self.nodes[node.name] = node
+        self._held[node.name] = node
+
+    def flush(self, name: str | None = None) -> None:
+        """Write the held record of node ``name`` (every held record when None), if any."""
+        names = [name] if name is not None else sorted(self._held)
+        for held in names:
+            node = self._held.get(held)
+            if node is not None:
+                self.upsert(node)
 
     def close(self, name: str) -> None:
         self.mutating()
         self.store.close_node(self.fleet, name, self.now(), epoch=self.epoch)
         self.nodes.pop(name, None)
+        self._held.pop(name, None)
 
     def status_change(self, kind: str, before: RecordedNode, after: RecordedNode, why: str) -> None:
         """Write ``after`` with a journal entry (``drain``, ``pause``, ``resume``,

@@ -486,9 +486,17 @@ class _Executor:
         ctx.journal.upsert(updated)
         return updated
 
-    def succeeded(self, ctx: ApplyContext, node: RecordedNode) -> RecordedNode:
+    def succeeded(
+        self, ctx: ApplyContext, node: RecordedNode, *, hold: bool = False
+    ) -> RecordedNode:
+        """``node`` with the step recorded done, written now, or with ``hold`` written with
+        the node's next write (its next step's first one, or the flush that ends the step
+        run): for a step whose rerun after a crash repeats nothing that matters."""
         updated = with_step(node, self.name, StepStatus.DONE, ctx)
-        ctx.journal.upsert(updated)
+        if hold:
+            ctx.journal.hold(updated)
+        else:
+            ctx.journal.upsert(updated)
         return updated
 
 
@@ -529,7 +537,11 @@ class HostKeyStep(_Executor):
         except ProviderError as exc:
             self.failed(ctx, node, error_text(exc))
             raise
-        return self.succeeded(ctx, replace(node, host_key=key, ip_address=_ip(node, server)))
+        # written with the dns step's intent (before anything trusts the key); a crash before
+        # it makes the rerun read the key again on first contact, as a crash before any write
+        return self.succeeded(
+            ctx, replace(node, host_key=key, ip_address=_ip(node, server)), hold=True
+        )
 
 
 class DnsStep(_Executor):
@@ -668,7 +680,9 @@ class VerifyStep(_Executor):
             why = f"test mail {probe}: {result.reason}"
             self.failed(ctx, node, why)
             raise ChangeFailedError(f"{node.name}: {why}")
-        return self.succeeded(ctx, node)
+        # written with the node's next write (the rotation step's entry): a crash before it
+        # makes the rerun find the test mail at the sink again, nothing is sent twice
+        return self.succeeded(ctx, node, hold=True)
 
 
 class HeartbeatStep(_Executor):
@@ -686,7 +700,7 @@ class HeartbeatStep(_Executor):
         if ports.require_heartbeat:
             # the daemon records the first beat; its plan then moves the node on
             raise Waiting(f"{node.name}: waiting for the node's first heartbeat")
-        return self.succeeded(ctx, node)
+        return self.succeeded(ctx, node, hold=True)  # nothing ran: recorded with the next write
 
 
 def _mark(

@@ -224,16 +224,21 @@ async def bring_up(ctx: ApplyContext, change: Change, node: RecordedNode, verb: 
     # way: a node waiting for its bootstrap or its test mail never holds up another's API call
     node = ctx.journal.nodes.get(node.name, node)
     ran: list[str] = []
-    for step in pipeline_for(ctx.spec):
-        if step.name == ADDRESS:
-            continue
-        executor = EXECUTORS[step.name]
-        if executor.done(node):
-            continue
-        async with _slot_for(ctx, executor.name):
-            node = ctx.journal.nodes.get(node.name, node)
-            node = await executor.run(ctx, change, node, server)
-        ran.append(executor.name)
+    try:
+        for step in pipeline_for(ctx.spec):
+            if step.name == ADDRESS:
+                continue
+            executor = EXECUTORS[step.name]
+            if executor.done(node):
+                continue
+            async with _slot_for(ctx, executor.name):
+                node = ctx.journal.nodes.get(node.name, node)
+                node = await executor.run(ctx, change, node, server)
+            ran.append(executor.name)
+    finally:
+        # a step recorded without a write of its own (Journal.hold: hostkey, verify,
+        # heartbeat) went with the next step's first write; whatever is left goes now
+        ctx.journal.flush(node.name)
     if node.ip_address != server.main_ip or (
         node.warmup_started_at is None and node.status.in_rotation
     ):
