@@ -64,7 +64,7 @@ def _problem(message: str, status: int = 400) -> Response:
 class SeedInstance(BaseModel):
     """``POST /sim/instances``: a server made outside our tool (portal, another team...)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     srvrname: str = Field(min_length=1, max_length=200)
     rid: int = 52
@@ -78,7 +78,7 @@ class SeedInstance(BaseModel):
 class PatchInstance(BaseModel):
     """``PATCH /sim/instances/{id}``: change a server behind our back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     status: str | None = None
     srvrname: str | None = Field(default=None, min_length=1, max_length=200)
@@ -96,7 +96,7 @@ _PATCH_STATES: dict[str, tuple[str, str | None, int]] = {
 class Reprice(BaseModel):
     """``POST /sim/prices``: the provider changes a plan's price (or runs a promotion)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     rid: int
     monthly: Decimal = Field(ge=0, le=100_000, decimal_places=2)
@@ -104,7 +104,7 @@ class Reprice(BaseModel):
 
 
 class ClockAdvance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     seconds: float = Field(ge=0, le=10 * 365 * 86_400)
 

@@ -19,9 +19,12 @@ Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class FaultSettings(BaseModel):
-    """The transport faults. All off by default."""
+    """The transport faults. All off by default.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Like the other simulator models, its validator is built on first use (``defer_build``):
+    a CLI run with the embedded simulator never configures faults (issue 14)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     latency_ms: Annotated[float, Field(ge=0, le=600_000)] = 0.0
     http_5xx_rate: Rate = 0.0
@@ -39,7 +42,7 @@ class FaultSettings(BaseModel):
 class LifecycleUpdate(BaseModel):
     """Lifecycle knobs that ``POST /sim/faults`` may also change (slow or failing builds)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     build_seconds: Annotated[float, Field(ge=0, le=86_400)] | None = None
     build_failure_rate: Rate | None = None
@@ -50,6 +53,9 @@ class LifecycleUpdate(BaseModel):
 
 LIFECYCLE_FIELDS = frozenset(LifecycleUpdate.model_fields)
 FAULT_FIELDS = frozenset(FaultSettings.model_fields)
+#: the defaults, made without building the validator (every default is valid by definition;
+#: ``FaultSettings()`` equals it, a test says so)
+NO_FAULTS = FaultSettings.model_construct()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +85,11 @@ class FaultInjector:
     ) -> None:
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self.settings = FaultSettings()
+        self.settings = NO_FAULTS
         self._random = random.Random(0)  # noqa: S311 - reproducible faults, not security
         self._tokens = 0.0
         self._refilled = monotonic()
-        self.configure(settings or FaultSettings())
+        self.configure(settings or NO_FAULTS)
 
     def configure(self, settings: FaultSettings) -> None:
         with self._lock:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
-from providers.simulator.faults import FaultInjector, FaultSettings
+from providers.simulator.faults import NO_FAULTS, FaultInjector, FaultSettings
 from providers.simulator.serving import SimulatorServer
 from tests.simulator.calling import IMAGE, KEY, Call
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def post(http: httpx.Client, sim: SimulatorServer, action: str, **form: object) -> httpx.Response:
@@ -162,3 +168,34 @@ def test_fault_settings_merge(http: httpx.Client, sim: SimulatorServer) -> None:
     set_faults(http, sim, latency_ms=5)
     view = set_faults(http, sim, http_5xx_rate=0.1)
     assert (view["latency_ms"], view["http_5xx_rate"]) == (5, 0.1)
+
+
+def test_the_default_settings_are_the_models_defaults() -> None:
+    # NO_FAULTS is made without validation (no validator built at start-up, issue 14)
+    assert FaultSettings() == NO_FAULTS
+    assert NO_FAULTS.model_dump() == FaultSettings().model_dump()
+    assert FaultInjector().settings == FaultSettings()
+
+
+def test_serving_builds_no_admin_validator_until_one_is_used() -> None:
+    # a fresh process: the models' validators are built on first use (defer_build)
+    probe = (
+        "from providers.simulator import app, faults\n"
+        "from providers.simulator.serving import build_app\n"
+        "build_app()\n"
+        "models = (app.SeedInstance, app.PatchInstance, app.Reprice, app.ClockAdvance,\n"
+        "          faults.FaultSettings, faults.LifecycleUpdate)\n"
+        "print(sum(m.__pydantic_complete__ for m in models))\n"
+        "faults.FaultSettings.model_validate({'http_5xx_rate': 0.5})\n"
+        "print(faults.FaultSettings.__pydantic_complete__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+    )
+    assert done.stdout.split() == ["0", "True"]
