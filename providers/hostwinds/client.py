@@ -11,6 +11,7 @@ engine resolves it by observing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -131,6 +132,8 @@ class HostwindsClient:
         self._monotonic = monotonic
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
         self._calls: Counter[str] = Counter()
+        #: the last account listing parsed: (digest of its raw answer, its servers)
+        self._listing: tuple[bytes, tuple[ObservedServer, ...]] | None = None
         if transport is None:
             transport = httpx.AsyncHTTPTransport(local_address=local_address, retries=0)
         self._http = httpx.AsyncClient(
@@ -176,11 +179,26 @@ class HostwindsClient:
     # --- CloudPort: reads ------------------------------------------------------------------
 
     async def list_servers(self) -> list[ObservedServer]:
-        """The whole account in ONE ``get_instances`` call."""
-        data = await self._call("get_instances", {}, empty_list_ok=True)
+        """The whole account in ONE ``get_instances`` call. An answer byte for byte the same
+        as the last one parsed gives the same servers again without being parsed (a daemon's
+        no-op reconcile lists an unchanged account every interval: issue 14); any other
+        answer is parsed as ever."""
+        last = self._listing
+        digests: list[bytes] = []
+
+        def unchanged(body: bytes) -> bool:
+            digest = hashlib.blake2b(body, digest_size=32).digest()
+            digests.append(digest)
+            return last is not None and last[0] == digest
+
+        data = await self._call("get_instances", {}, empty_list_ok=True, unchanged=unchanged)
+        if data is _UNCHANGED and last is not None:
+            return list(last[1])
         servers: list[ObservedServer] = []
         for entry in entries(data):
             servers.append(_observed("get_instances", entry))
+        # the answer just parsed is the last one digested (a retry digests its own answer)
+        self._listing = (digests[-1], tuple(servers)) if digests else None
         return servers
 
     async def get_server(self, service_id: int) -> ObservedServer:
@@ -291,9 +309,16 @@ class HostwindsClient:
     # --- the one request path --------------------------------------------------------------
 
     async def _call(
-        self, action: str, params: Mapping[str, FormValue], *, empty_list_ok: bool = False
+        self,
+        action: str,
+        params: Mapping[str, FormValue],
+        *,
+        empty_list_ok: bool = False,
+        unchanged: Callable[[bytes], bool] | None = None,
     ) -> object:
         """Send ``action``; return ``body["success"]`` (getters) or the result list (commands).
+        ``unchanged``: asked with the raw body of a 200 answer; True returns ``_UNCHANGED``
+        without parsing it (the caller knows what it holds).
 
         Raises only ``reconciler.core.errors`` types.
         """
@@ -350,6 +375,14 @@ class HostwindsClient:
                 retryable = read
                 cause = exc
             else:
+                if (
+                    unchanged is not None
+                    and response.status_code == 200
+                    and unchanged(response.content)
+                ):
+                    self._log(action, "ok (unchanged)", started, attempt, response.status_code)
+                    self._bucket.recover()
+                    return _UNCHANGED
                 try:
                     data = self._interpret(action, response, read=read)
                 except _EmptyListError:
@@ -505,6 +538,9 @@ def client_from_settings(
 
 
 # --- module helpers ---------------------------------------------------------------------------
+
+#: what ``_call`` returns for an answer its ``unchanged`` check recognised
+_UNCHANGED: Final = object()
 
 
 def _observed(

@@ -201,6 +201,33 @@ async def test_an_empty_account_is_an_empty_list(body: object) -> None:
         assert await client.list_servers() == []
 
 
+async def test_an_unchanged_listing_is_not_parsed_again() -> None:
+    """The same answer bytes give the same servers (the very objects: not parsed again); a
+    changed answer, even by one field, is parsed; an answer that does not parse is never kept."""
+    fleet = [instance(n, f"mail-sea-{n}") for n in range(1, 4)]
+    api = ScriptedApi()
+    api.json("get_instances", {"success": fleet})
+    api.json("get_instances", {"success": fleet})
+    changed = [*fleet[:2], instance(3, "mail-sea-3", status="SHUTOFF")]
+    api.json("get_instances", {"success": changed})
+    api.json("get_instances", {"success": [{"serviceid": "not a number"}]})
+    api.json("get_instances", {"success": changed})
+    api.json("get_instances", {"success": changed})
+    async with client_for(api, max_read_retries=0) as (client, _):
+        first = await client.list_servers()
+        again = await client.list_servers()
+        assert again == first
+        assert all(a is b for a, b in zip(again, first, strict=True))
+        third = await client.list_servers()
+        assert [s.status for s in third] == [ServerStatus.ACTIVE] * 2 + [ServerStatus.SHUTOFF]
+        with pytest.raises(ProviderError):
+            await client.list_servers()
+        fifth = await client.list_servers()
+        assert fifth == third
+        assert await client.list_servers() == third
+        assert dict(client.calls) == {"get_instances": 6}
+
+
 async def test_list_servers_accepts_an_id_keyed_dict() -> None:
     api = ScriptedApi()
     api.json("get_instances", {"success": {"1": instance(1, "a"), "2": instance(2, "b")}})
