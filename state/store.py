@@ -2422,9 +2422,13 @@ def _pg_record_batch(
     return recorded
 
 
-def _psycopg_sql(statement: Any) -> str:
-    """A ``sa.text`` statement's SQL with psycopg's ``%(name)s`` placeholders."""
-    return str(statement.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[no-untyped-call]
+def _psycopg_sql(statement: Any, *, binary: bool = False) -> str:
+    """A ``sa.text`` statement's SQL with psycopg's ``%(name)s`` placeholders; ``binary``:
+    ``%(name)b``, parameters sent in PostgreSQL's binary format (the batch's arrays: psycopg
+    writes a text array literal element by element in Python, escaping each with a regular
+    expression, about 60 % of a heartbeat batch's client CPU; binary arrays cost a third)."""
+    sql = str(statement.compile(dialect=postgresql.psycopg.dialect()))  # type: ignore[no-untyped-call]
+    return re.sub(r"%\((\w+)\)s", r"%(\1)b", sql) if binary else sql
 
 
 _PG_METRICS_UPSERT = sa.text(
@@ -2661,6 +2665,6 @@ def open_store(
 
 
 _PG_PROBES_ONLY_SQL = _psycopg_sql(_PG_PROBES_ONLY)
-_PG_TOUCH_NODES_SQL = _psycopg_sql(_PG_TOUCH_NODES)
-_PG_METRICS_UPSERT_SQL = _psycopg_sql(_PG_METRICS_UPSERT)
-_PG_SEND_COUNTS_UPSERT_SQL = _psycopg_sql(_PG_SEND_COUNTS_UPSERT)
+_PG_TOUCH_NODES_SQL = _psycopg_sql(_PG_TOUCH_NODES, binary=True)
+_PG_METRICS_UPSERT_SQL = _psycopg_sql(_PG_METRICS_UPSERT, binary=True)
+_PG_SEND_COUNTS_UPSERT_SQL = _psycopg_sql(_PG_SEND_COUNTS_UPSERT, binary=True)
