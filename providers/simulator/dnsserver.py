@@ -195,29 +195,36 @@ class DnsStandIn:
     # --- handling ------------------------------------------------------------------------
 
     def handle(self, wire: bytes) -> bytes | None:
+        # parsed once, the TSIG checked on the way (a message without TSIG parses as it is);
+        # parsed again without the check only to answer a refused or malformed one
         try:
-            unsigned = dns.message.from_wire(wire, keyring=False)
+            message = dns.message.from_wire(wire, keyring=self._keys)
+        except dns.message.UnknownTSIGKey:
+            return self._refuse(wire, dns.rcode.BADKEY)
+        except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
+            return self._refuse(wire, dns.rcode.BADSIG)
+        except dns.tsig.BadTime:
+            return self._refuse(wire, dns.rcode.BADTIME)
         except dns.exception.DNSException:
-            return None  # not DNS: dropped, as a server would
-        if unsigned.had_tsig:
-            try:
-                message = dns.message.from_wire(wire, keyring=self._keys)
-            except dns.message.UnknownTSIGKey:
-                return self._tsig_error(unsigned, dns.rcode.BADKEY)
-            except (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm):
-                return self._tsig_error(unsigned, dns.rcode.BADSIG)
-            except dns.tsig.BadTime:
-                return self._tsig_error(unsigned, dns.rcode.BADTIME)
-            except dns.exception.DNSException:
-                return self._plain(unsigned, dns.rcode.FORMERR)
-        else:
-            message = unsigned
+            return self._refuse(wire, None)
         if message.opcode() == dns.opcode.UPDATE:
             assert isinstance(message, dns.update.UpdateMessage)
             return self._update(message)
         if message.opcode() == dns.opcode.QUERY:
             return self._query(message)
         return self._plain(message, dns.rcode.NOTIMP)
+
+    def _refuse(self, wire: bytes, tsig_error: int | None) -> bytes | None:
+        """The answer to a message whose TSIG failed (``tsig_error``) or that did not parse:
+        NOTAUTH with the TSIG error, FORMERR for a signed message that is malformed past its
+        header, nothing for what is not DNS at all."""
+        try:
+            unsigned = dns.message.from_wire(wire, keyring=False)
+        except dns.exception.DNSException:
+            return None  # not DNS: dropped, as a server would
+        if tsig_error is not None and unsigned.had_tsig:
+            return self._tsig_error(unsigned, tsig_error)
+        return self._plain(unsigned, dns.rcode.FORMERR)
 
     def _plain(self, query: dns.message.Message, rcode: int) -> bytes:
         response = dns.message.make_response(query)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 import anyio
 import pytest
@@ -106,13 +109,33 @@ async def test_a_changed_host_key_is_refused(stand_ins: StandIns) -> None:
     assert len(node.commands) == 1  # nothing ran on the impostor
 
 
+def _ready_key(folder: Path) -> Path:
+    """A ready DKIM key and its public half (base64 DER), as benchmarks/provisioning.py
+    prepares them, readable by the stand-ins' unprivileged user."""
+    key = folder / "ready-dkim.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    (folder / "ready-dkim.key.pub").write_text(base64.b64encode(der).decode())
+    for path in (key, folder / "ready-dkim.key.pub"):
+        path.chmod(0o644)
+    return key
+
+
+@pytest.mark.parametrize("ready", [False, True], ids=["own-key", "ready-key"])
 async def test_instant_bundle_finishes_the_run_at_once_over_real_sessions(
-    stand_ins: StandIns,
+    stand_ins: StandIns, reachable_dir: Path, ready: bool
 ) -> None:
     """The benchmarks' "steps take zero time" stand-ins: the same SSH sessions, no
     package tool or install step runs, yet the node holds the bundle's files, its own DKIM key
-    (whose public half came back) and signs the test mail verifiably."""
+    (whose public half came back) and signs the test mail verifiably; with the benchmark's
+    ready key, that key is the node's."""
     stand_ins.nodes.instant_bundle = True
+    if ready:
+        stand_ins.nodes.ready_key = _ready_key(reachable_dir)
     p = provisioner_for(stand_ins)
     stand_ins.ptrs[IP] = HOST  # type: ignore[attr-defined]
     target = p.target(IP, await p.pin_host_key(IP))
@@ -134,3 +157,11 @@ async def test_instant_bundle_finishes_the_run_at_once_over_real_sessions(
     assert checked.arrived
     assert checked.dkim_ok, checked
     assert "setsid nohup sh ./run.sh locked" in log  # what the option's setsid stood in for
+    version = (node.root / "etc/fleet-reconciler/bundle-version").read_text()
+    assert version == _bundle().version + "\n"  # type: ignore[attr-defined]
+    assert (node.root / "var/lib/stub-systemd/postfix").read_text() == "active\n"
+    if ready:
+        assert result.dkim_public == (reachable_dir / "ready-dkim.key.pub").read_text()
+        keyfile = node.root / "etc/opendkim/keys" / f"{NODE}.private"
+        assert keyfile.read_bytes() == (reachable_dir / "ready-dkim.key").read_bytes()
+        assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
