@@ -263,6 +263,29 @@ class _ApplyProgress:
         return None
 
 
+def log_plan(plan: Plan) -> None:
+    """A line per planned change and per guard warning."""
+    for change in plan.changes:
+        log.info(
+            f"{change.action.marker} {change.action.value} {change.address}: {change.reason}",
+            extra={
+                "event": "plan.change",
+                "action": change.action.value,
+                "node": change.address,
+                "region": change.region,
+            },
+        )
+    for warning in plan.warnings:
+        log.warning(
+            f"guard {warning.guard}: {warning.message}",
+            extra={
+                "event": "plan.warning",
+                "guard": warning.guard,
+                "blocking": warning.blocking,
+            },
+        )
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -322,6 +345,7 @@ class _DaemonHooks(RunHooks):
 
     def planned(self, plan: Plan, snapshot: Snapshot) -> None:
         on_loop(self.loop, lambda: self.daemon.planned(plan))
+        log_plan(plan)  # here: thousands of lines must not hold the daemon's loop
 
     def confirm(self, plan: Plan) -> None:
         self.daemon.guard.before_mutation()
@@ -1095,32 +1119,11 @@ class Daemon:
 
     def planned(self, plan: Plan) -> None:
         """The engine's plan (on the daemon's loop): kept for the status page, settles a spec
-        revision on trial, logged."""
+        revision on trial."""
         self.last_plan = plan
         # a spec revision on trial: a plan refused by a guard puts the previous spec back
         # (the engine then records the run as refused and applies nothing)
         self.settle_revision(plan)
-        if plan.is_empty:
-            return
-        for change in plan.changes:
-            log.info(
-                f"{change.action.marker} {change.action.value} {change.address}: {change.reason}",
-                extra={
-                    "event": "plan.change",
-                    "action": change.action.value,
-                    "node": change.address,
-                    "region": change.region,
-                },
-            )
-        for warning in plan.warnings:
-            log.warning(
-                f"guard {warning.guard}: {warning.message}",
-                extra={
-                    "event": "plan.warning",
-                    "guard": warning.guard,
-                    "blocking": warning.blocking,
-                },
-            )
 
     def settle_revision(self, plan: Plan) -> bool:
         """After planning with a spec revision on trial: a plan refused by a guard puts the
