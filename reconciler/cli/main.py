@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import traceback
 from collections.abc import Sequence
 
 import click
@@ -72,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _interrupted()
         return EXIT_INTERRUPTED
     except Exception:
+        import traceback  # only for a bug: light commands start without it (issue 14)
+
         traceback.print_exc()
         click.echo(
             "error: unexpected internal error (a bug in fleet-reconciler); the traceback above "

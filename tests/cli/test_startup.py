@@ -77,6 +77,15 @@ def test_light_commands_import_no_store_client_or_server(args: tuple[str, ...]) 
     assert heavy_in(loaded_modules(*args)) == []
 
 
+@pytest.mark.parametrize(
+    "args", [("--help",), ("validate", QUICKSTART), ("schema",)], ids=["help", "validate", "schema"]
+)
+def test_light_commands_do_not_import_traceback(args: tuple[str, ...]) -> None:
+    # the CLI imports it only to print a bug's traceback (neither click, PyYAML, pydantic nor
+    # the spec models need it)
+    assert "traceback" not in loaded_modules(*args)
+
+
 def test_the_probe_sees_heavy_imports_when_a_command_uses_them() -> None:
     # the check above can fail: `reconcile db --help` loads the store's module
     assert "sqlalchemy" in {m.split(".")[0] for m in loaded_modules("db", "current", "--help")}
