@@ -9,8 +9,8 @@ Run: ``.venv/bin/python benchmarks/dry_run.py [NODES...] [--rounds N]`` (default
   plan must be "No changes", exit 0), and the same with ``--out plan.json`` (the fingerprint);
 - the limit: a stdlib-only Python process doing the same I/O: it reads and parses the account
   file, serves the instance list over HTTP on loopback from a thread and fetches and parses
-  it, reads the node rows from the same SQLite database, matches servers to nodes by name
-  and prints one line.
+  it, reads the open node rows from the same SQLite database, matches servers to nodes by
+  name (it fails if one is missing, as the dry-run would plan a change) and prints one line.
 
 Each figure is the median wall time of a whole process (interpreter start included) with
 bytecode cached (a temporary ``PYTHONPYCACHEPREFIX``), and its CPU time (user + system). It
@@ -60,10 +60,14 @@ conn.request("POST", "/cloud/api.php", body=b"action=get_instances&API=key",
 servers = json.loads(conn.getresponse().read())
 server.shutdown()
 db = sqlite3.connect(database)
-nodes = {row[0]: row for row in db.execute("SELECT * FROM sending_nodes WHERE fleet = ?", (fleet,))}
+rows = db.execute("SELECT * FROM sending_nodes WHERE fleet = ? AND closed_at IS NULL", (fleet,))
+at = [column[0] for column in rows.description].index("name")
+nodes = {row[at]: row for row in rows}
 names = {item["srvrname"] for item in servers}
 missing = [name for name in nodes if name not in names]
 print(f"{len(servers)} servers, {len(nodes)} nodes, {len(missing)} missing")
+if missing:
+    raise SystemExit("the limit matched no server to a node: it would not do the same work")
 """
 
 
