@@ -1,6 +1,7 @@
 """The heartbeat path's ceiling (issue 14): a bare Starlette app that only checks a beat's HMAC
 signature and parses its JSON, then answers 202, served by the daemon's own server set-up
-(uvicorn with httptools and the same protocol class, ``reconciler.daemon.http.make_server``).
+(uvicorn with httptools and the same protocol class, ``reconciler.daemon.http.make_server``,
+and the daemon's garbage-collector thresholds, ``reconciler.core.collector.tune_for_service``).
 No store, no replay check, no plausibility, no metrics: what the daemon's intake is compared
 with by ``benchmarks/heartbeat_ingest.py``.
 
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from reconciler.core.collector import tune_for_service
 from reconciler.daemon.heartbeats import (
     HEARTBEATS_PATH,
     MASTER_SECRET_ENV,
@@ -79,6 +81,7 @@ def main() -> int:
     if not master:
         print(f"{MASTER_SECRET_ENV} is not set", file=sys.stderr)
         return 2
+    tune_for_service()  # the daemon's collector thresholds: the same runtime set-up
     app = ceiling_app(master.encode())
     server = make_server(app, args.host, args.port)
     asyncio.run(serve(server, bind_socket(args.host, args.port)))

@@ -169,6 +169,9 @@ def daemon(
         shutdown_grace=_seconds(shutdown_grace, "--shutdown-grace"),
         git=git,
     )
+    from reconciler.core.collector import tune_for_service
+
+    tune_for_service()
     return asyncio.run(serve_daemon(settings, environ))
 
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["collector_paused"]
+__all__ = ["SERVICE_THRESHOLDS", "collector_paused", "tune_for_service"]
 
 _lock = threading.Lock()
 _pausing = 0
@@ -39,3 +39,17 @@ def collector_paused() -> Iterator[None]:
             _pausing -= 1
             if _pausing == 0 and _resume:
                 gc.enable()
+
+
+#: the collector's generation thresholds for a long-running service that answers thousands of
+#: requests a second (the daemon; the heartbeat ceiling app gets the same, to compare alike)
+SERVICE_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_for_service() -> None:
+    """A young-generation pass every 10,000 net allocations instead of 700. A request waiting
+    for its commit (a few ms) outlived several passes at 700 and every object it held moved to
+    the old generation, whose full passes walk every object alive (10,000 nodes' state):
+    ~17 % of the daemon's CPU while beats flowed (gc callbacks, loaded machine). At 10,000
+    most request objects are freed before a pass sees them; cycles are still collected."""
+    gc.set_threshold(*SERVICE_THRESHOLDS)

@@ -287,16 +287,17 @@ class Verifier:
         self._capacity = capacity_per_minute
         self._window = window_seconds
         self._replay = replay or ReplayCache(window_seconds)
-        self._secrets: OrderedDict[str, str] = OrderedDict()
+        #: node -> its secret as the HMAC key (bytes), derived once
+        self._keys: OrderedDict[str, bytes] = OrderedDict()
 
-    def _secret(self, node: str) -> str:
-        secret = self._secrets.get(node)
-        if secret is None:
-            secret = self._master.node_secret(node)
-            self._secrets[node] = secret
-            if len(self._secrets) > 50_000:
-                self._secrets.popitem(last=False)
-        return secret
+    def _key(self, node: str) -> bytes:
+        key = self._keys.get(node)
+        if key is None:
+            key = self._master.node_secret(node).encode()
+            self._keys[node] = key
+            if len(self._keys) > 50_000:
+                self._keys.popitem(last=False)
+        return key
 
     def verify(
         self,
@@ -338,7 +339,11 @@ class Verifier:
             raise HeartbeatRejected(Rejection.UNKNOWN_NODE)
         if len(signature) > 128 or not signature.isascii():
             raise HeartbeatRejected(Rejection.BAD_SIGNATURE)
-        expected = sign(self._secret(node), ts_text, method, path, body)
+        # what ``sign`` computes, with the one-shot ``hmac.digest`` (no HMAC object per beat)
+        digest = hmac.digest(
+            self._key(node), canonical_message(ts_text, method, path, body), "sha256"
+        )
+        expected = f"{SIGNATURE_VERSION}={digest.hex()}"
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise HeartbeatRejected(Rejection.BAD_SIGNATURE)
         # only an authentic request reaches here: now the fleet and the body
