@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -25,6 +26,9 @@ MAX_MESSAGE_BYTES = 1_000_000
 
 class FolderSink:
     """``MailSinkPort`` reading the files a sink writes (any process)."""
+
+    #: how often ``wait`` looks at the folder (a sink in another process writes it)
+    poll_interval = 0.05
 
     def __init__(self, folder: Path, address: str) -> None:
         self.folder = folder
@@ -42,6 +46,20 @@ class FolderSink:
         peer_file = path.with_suffix(".peer")
         peer = peer_file.read_text().strip() if peer_file.exists() else ""
         return ReceivedMail(probe, raw, peer)
+
+    async def wait(self, probe: str, within: float) -> ReceivedMail | None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + within
+        while True:
+            mail = await self.received(probe)
+            left = end - loop.time()
+            if mail is not None or left <= 0:
+                return mail
+            await self._arrival(probe, min(self.poll_interval, left))
+
+    async def _arrival(self, probe: str, seconds: float) -> None:
+        """Returns after ``seconds`` (or sooner, when this sink stored ``probe``)."""
+        await asyncio.sleep(seconds)
 
 
 class _Handler:
@@ -71,13 +89,22 @@ class _Handler:
 
 
 class MailSink(FolderSink):
-    """An SMTP server on ``host:port`` storing test mails under ``folder``."""
+    """An SMTP server on ``host:port`` storing test mails under ``folder``.
+
+    A ``wait`` for a probe is woken when this sink stores it (from whichever thread and event
+    loop the waiter runs on: the daemon's engine has a loop of its own); it still looks at the
+    folder every half second, for a copy of the message another sink wrote there."""
+
+    poll_interval = 0.5
 
     def __init__(self, folder: Path, address: str, *, host: str = "127.0.0.1", port: int = 0):
         super().__init__(folder, address)
         self.host = host
         self.port = port
         self._server: asyncio.base_events.Server | None = None
+        #: probe -> the futures of its waiters, with their loops
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._guard = threading.Lock()
 
     def store(self, probe: str, raw: bytes, peer: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -86,6 +113,27 @@ class MailSink(FolderSink):
         tmp.write_bytes(raw)
         path.with_suffix(".peer").write_text(peer + "\n")
         os.replace(tmp, path)
+        with self._guard:
+            waiters = self._waiters.pop(probe, [])
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_wake, future)
+
+    async def _arrival(self, probe: str, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
+        with self._guard:
+            self._waiters.setdefault(probe, []).append(entry)
+        try:
+            if await self.received(probe) is None:  # stored before the waiter was in place
+                await asyncio.wait({future}, timeout=seconds)
+        finally:
+            with self._guard:
+                left = self._waiters.get(probe)
+                if left is not None and entry in left:
+                    left.remove(entry)
+                    if not left:
+                        del self._waiters[probe]
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -103,3 +151,8 @@ class MailSink(FolderSink):
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -468,6 +468,12 @@ class MailSinkPort(Protocol):
         """The message carrying header ``X-Reconciler-Probe: <probe>``, if it arrived."""
         ...
 
+    async def wait(self, probe: str, within: float) -> ReceivedMail | None:
+        """The message carrying ``probe``, waiting up to ``within`` seconds for it to
+        arrive (None when it did not): a sink in this process wakes the waiter when it
+        stores the message, one in another process is looked at every few tens of ms."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class DkimVerdict:

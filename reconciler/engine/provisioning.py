@@ -377,8 +377,10 @@ class Provisioner:
             what="sending the test mail",
         )
 
-    async def check_probe(self, probe: str) -> ProbeResult:
-        mail = await self.sink.received(probe)
+    async def check_probe(self, probe: str, wait: float = 0.0) -> ProbeResult:
+        """Whether the test mail ``probe`` arrived (waiting up to ``wait`` seconds for it: the
+        sink wakes the wait when it arrives) and its DKIM signature verifies."""
+        mail = await (self.sink.wait(probe, wait) if wait > 0 else self.sink.received(probe))
         if mail is None:
             return ProbeResult(False, False, "the test mail has not arrived at the sink yet")
         verdict = await self.dkim.verify(mail.raw)
@@ -658,14 +660,9 @@ class VerifyStep(_Executor):
         hostname = provisioner.settings.hostname(node.name)
         try:
             result = await provisioner.check_probe(probe)
-            if not result.arrived:
+            if not result.arrived:  # not sent by an earlier, interrupted attempt
                 await provisioner.send_probe(provisioner.target(ip, node.host_key), hostname, probe)
-                waited = 0.0
-                result = await provisioner.check_probe(probe)
-                while not result.arrived and waited < ports.probe_wait:
-                    await ctx.clock.sleep(min(ports.poll_interval, 0.5))
-                    waited += min(ports.poll_interval, 0.5)
-                    result = await provisioner.check_probe(probe)
+                result = await provisioner.check_probe(probe, wait=ports.probe_wait)
         except HostKeyMismatchError as exc:
             self.failed(ctx, node, error_text(exc), quarantine=error_text(exc))
             raise ChangeFailedError(f"{node.name} QUARANTINED: {error_text(exc)}") from exc
