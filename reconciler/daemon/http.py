@@ -242,8 +242,11 @@ class HeartbeatEndpoint:
     ``Retry-After`` and the beat's signature is forgotten, so the node may send it again.
 
     Per request costs count here: the write deadline is the batcher's (one timer per batch,
-    not one per request), and the body deadline a bare loop timer (``asyncio.timeout`` costs
-    three times as much)."""
+    not one per request), and the body deadline is kept by one sweep timer per event loop
+    (every quarter of ``body_timeout``, at most a second; only while bodies are being read)
+    that cancels the reads found late: a request costs a dict entry, not a timer of its own
+    (a loop timer and its cancellation cost more than the rest of the body read). A slow
+    body is thus answered 408 between ``body_timeout`` and 1.25 times it."""
 
     def __init__(
         self,
@@ -262,6 +265,34 @@ class HeartbeatEndpoint:
         self._body_timeout = body_timeout
         self._write_deadline = write_deadline
         self._quarantine_log = LogLimiter(60.0)
+        #: body reads in progress: their task -> loop time their body is due
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        #: reads the sweep found late (and cancelled)
+        self._late: set[asyncio.Task[Any]] = set()
+        self._sweep_every = min(1.0, body_timeout / 4)
+        #: the sweep timer and its loop (tests may run the endpoint on several loops)
+        self._sweeper: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
+
+    def _arm_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        sweeper = self._sweeper
+        if sweeper is None or sweeper[0] is not loop or sweeper[1].cancelled():
+            self._sweeper = (loop, loop.call_later(self._sweep_every, self._sweep, loop))
+
+    def _done_reading(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._reading.pop(task, None)
+            self._late.discard(task)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._sweeper = None
+        now = loop.time()
+        for task, due in list(self._reading.items()):
+            if due <= now and task.get_loop() is loop:
+                del self._reading[task]
+                self._late.add(task)
+                task.cancel()
+        if any(task.get_loop() is loop for task in self._reading):
+            self._arm_sweep(loop)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -270,14 +301,10 @@ class HeartbeatEndpoint:
         body = b""
         more = True
         task = asyncio.current_task()
-        late = [False]
-
-        def body_late() -> None:
-            late[0] = True
-            if task is not None:
-                task.cancel()
-
-        timer = asyncio.get_running_loop().call_later(self._body_timeout, body_late)
+        if task is not None:
+            loop = task.get_loop()
+            self._reading[task] = loop.time() + self._body_timeout
+            self._arm_sweep(loop)
         try:
             while more:
                 message = await receive()
@@ -286,19 +313,20 @@ class HeartbeatEndpoint:
                 body += message.get("body", b"")
                 more = bool(message.get("more_body", False))
                 if len(body) > MAX_BODY_BYTES:
-                    timer.cancel()
+                    self._done_reading(task)
                     self._refused(Rejection.TOO_LARGE)
                     await _answer(send, 413, _REFUSALS[Rejection.TOO_LARGE], close=True)
                     return
         except asyncio.CancelledError:
-            if not late[0] or task is None:
+            if task is None or task not in self._late:
                 raise  # cancelled from outside (shutdown): not ours to answer
+            self._late.discard(task)
             task.uncancel()
             self._refused(Rejection.SLOW_CLIENT)
             await _answer(send, 408, _REFUSALS[Rejection.SLOW_CLIENT], close=True)
             return
         finally:
-            timer.cancel()
+            self._done_reading(task)
         now = self._wall()
         try:
             # only the three signed headers are decoded (the last of repeated ones counts)
