@@ -414,11 +414,11 @@ def steady_until(
             until = moment
 
     started, held = node.warmup_started_at, node.warmup_held_since
-    if started is not None:
-        if held is None:
-            elapsed = max(now - started, timedelta(0))
-            earlier(started + (elapsed // _DAY + 1) * _DAY)
-        elif held > now:
+    if started is not None and (held is None or held > now):
+        # the day advances until the hold begins (a hold still ahead freezes nothing yet)
+        elapsed = max(now - started, timedelta(0))
+        earlier(started + (elapsed // _DAY + 1) * _DAY)
+        if held is not None:
             earlier(held)
     since = node.rates_since
     base = now - policy.window

@@ -124,3 +124,24 @@ def test_an_idle_node_is_assessed_once_a_day_and_a_sending_one_when_its_window_m
         buckets=(CountBucket(hour_of(T0) - 30 * HOUR, SendCounts(10)),),
     )
     assert steady_until(thin, policy, T0) is None
+
+
+def test_a_hold_still_ahead_does_not_freeze_the_day_before_it() -> None:
+    """Found by the property above: a hold three days ahead kept day 1 past midnight."""
+    policy = ReputationPolicy(window=timedelta(hours=24), max_window=timedelta(hours=24))
+    node = NodeReputationInput(
+        name="n1",
+        ip="192.0.2.1",
+        status=NodeStatus.WARMING,
+        schedule=WARMUP_PRESETS["standard"],
+        warmup_started_at=T0,
+        warmup_held_since=T0 + 72 * HOUR,
+    )
+    cache = AssessmentCache()
+    first, later = T0 + HOUR, T0 + 25 * HOUR
+    assert cache.assess(node, policy, first) == assess_node(node, policy, first)
+    kept = cache.assess(node, policy, later)
+    assert kept == assess_node(node, policy, later)
+    assert kept.warmup_day == 2
+    until = steady_until(node, policy, first)
+    assert until is not None and until <= T0 + 24 * HOUR
