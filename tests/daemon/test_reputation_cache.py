@@ -144,4 +144,5 @@ def test_a_hold_still_ahead_does_not_freeze_the_day_before_it() -> None:
     assert kept == assess_node(node, policy, later)
     assert kept.warmup_day == 2
     until = steady_until(node, policy, first)
-    assert until is not None and until <= T0 + 24 * HOUR
+    assert until is not None
+    assert until <= T0 + 24 * HOUR
