@@ -140,7 +140,13 @@ def start_daemon(name: str, spec: Path, env: dict[str, str], log_dir: Path) -> t
             raise AssertionError(f"{name} exited: {proc.log()[-3000:]}")
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
 
-    wait_for(up, 30, f"{name} to serve")
+    try:
+        # liveness only: a loaded 2-core machine starts Python slowly
+        wait_for(up, 60, f"{name} to serve")
+    except BaseException:
+        proc.popen.kill()  # never left running past its test (it is nobody's to stop yet)
+        proc.popen.wait(10)
+        raise
     return proc, url
 
 
