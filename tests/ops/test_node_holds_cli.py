@@ -14,8 +14,8 @@ import pytest
 from reconciler.cli.main import main
 from reconciler.core.fleet import NodeStatus, StepState, StepStatus
 from state.store import open_store
+from tests.ops.quickstart import fast_quickstart
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
 NODE = "demo-dallas-001"
 
 
@@ -32,7 +32,7 @@ def fleet(
     monkeypatch.delenv("HOSTWINDS_API_URL", raising=False)
     monkeypatch.setenv("RECONCILER_ACTOR", "cli alice@ops")
     spec = tmp_path / "fleet.yaml"
-    spec.write_text(QUICKSTART.read_text())
+    spec.write_text(fast_quickstart())
     assert main(["db", "upgrade"]) == 0  # PostgreSQL is never migrated implicitly
     assert main(["-f", str(spec), "--yes"]) == 0
     capsys.readouterr()

@@ -11,8 +11,7 @@ import pytest
 
 from reconciler.cli.main import main
 from state.store import open_store
-
-QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+from tests.ops.quickstart import fast_quickstart
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def fleet(
     monkeypatch.delenv("HOSTWINDS_API_URL", raising=False)
     monkeypatch.setenv("RECONCILER_ACTOR", "cli alice@ops")
     spec = tmp_path / "fleet.yaml"
-    spec.write_text(QUICKSTART.read_text())
+    spec.write_text(fast_quickstart())
     assert main(["-f", str(spec), "--yes"]) == 0
     capsys.readouterr()
     return spec
