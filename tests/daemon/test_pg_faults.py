@@ -12,14 +12,13 @@ from __future__ import annotations
 import signal
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
 
-from tests.daemon.pgfaults import MARKS, SPEC, events, migrated_postgres
+from tests.daemon.pgfaults import MARKS, SPEC, events
 from tests.daemon.privatepg import PrivatePostgres
 from tests.daemon.processes import (
     Swarm,
@@ -32,12 +31,6 @@ from tests.daemon.processes import (
 from tests.daemon.processes import _spawn as spawn
 
 pytestmark = MARKS
-
-
-@pytest.fixture
-def pg() -> Iterator[PrivatePostgres]:
-    with migrated_postgres() as server:
-        yield server
 
 
 def recorded_sent(pg: PrivatePostgres) -> dict[str, int]:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
-import pytest
 
-from tests.daemon.pgfaults import MARKS, SPEC, events, migrated_postgres
+from tests.daemon.pgfaults import MARKS, SPEC, events
 from tests.daemon.privatepg import PrivatePostgres
 from tests.daemon.processes import (
     Proc,
@@ -28,12 +26,6 @@ from tests.daemon.processes import (
 )
 
 pytestmark = MARKS
-
-
-@pytest.fixture
-def pg() -> Iterator[PrivatePostgres]:
-    with migrated_postgres() as server:
-        yield server
 
 
 READS = ("list_servers", "get_server", "find_servers_by_name", "price_list", "locations")
