@@ -401,18 +401,38 @@ def _classify(exc: SQLAlchemyError, url: URL, doing: str) -> StoreError:
     return StoreError(f"state database {render_url(url)}: {doing}: {describe_db_error(exc, url)}")
 
 
+def _holds_no_rows(connection: Connection) -> bool:
+    """Whether no table but ``alembic_version`` holds a row: a database whose first upgrade
+    was cut short (the first run killed while it migrated) has nothing to lose by finishing it."""
+    tables = [t for t in sa.inspect(connection).get_table_names() if t != "alembic_version"]
+    try:
+        for name in tables:
+            probe = sa.select(sa.literal(1)).select_from(sa.table(name)).limit(1)
+            if connection.execute(probe).first() is not None:
+                return False
+    finally:
+        if connection.in_transaction():
+            connection.commit()
+    return True
+
+
 def ensure_schema(engine: Engine, url: URL, *, upgrade: bool | None) -> None:
     """Check (and maybe apply) the migrations before the store is used.
 
-    ``upgrade=None``: an empty embedded SQLite database is upgraded by itself; anything else
-    must already be at head. ``upgrade=True``: always upgrade. ``upgrade=False``: only check.
+    ``upgrade=None``: an empty embedded SQLite database is upgraded by itself, and so is one
+    whose tables hold no row (its first upgrade was cut short); anything else must already be
+    at head. ``upgrade=True``: always upgrade. ``upgrade=False``: only check.
     """
     try:
         with engine.connect() as connection:
             if upgrade is not True and _at_declared_head(connection):
                 return
             status = _status(connection, url)
-            auto = upgrade is None and is_embedded(url) and status.empty
+            auto = (
+                upgrade is None
+                and is_embedded(url)
+                and (status.empty or (not status.is_head and _holds_no_rows(connection)))
+            )
             if not status.is_head and (upgrade or auto):
                 _run_alembic(connection, url, "upgrade", "head")
                 status = _status(connection, url)

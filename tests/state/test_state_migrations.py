@@ -67,6 +67,28 @@ def test_open_store_upgrades_only_an_empty_embedded_database(database_url: str) 
         open_store(database_url).close()
 
 
+def test_a_first_upgrade_cut_short_is_finished_but_a_used_database_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A kill during the first run's migration leaves the embedded database behind head with
+    no row in it: the next run finishes the upgrade (found by the SIGKILL provisioning test).
+    One that holds anything is still refused."""
+    cut = f"sqlite:///{tmp_path}/cut.db"
+    sessions.upgrade(cut, revision="0002_node_steps")
+    open_store(cut).close()
+    assert sessions.schema_status(cut).is_head
+    used = f"sqlite:///{tmp_path}/used.db"
+    sessions.upgrade(used, revision="0002_node_steps")
+    engine = sa.create_engine(used)
+    with engine.begin() as connection:
+        connection.execute(sa.text("CREATE TABLE operator_notes (note TEXT)"))
+        connection.execute(sa.text("INSERT INTO operator_notes VALUES ('kept')"))
+    engine.dispose()
+    with pytest.raises(SchemaOutOfDateError, match="revision 0002_node_steps") as info:
+        open_store(used)
+    assert info.value.hint == "run: reconcile db upgrade"
+
+
 def test_upgrade_false_never_migrates(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     with pytest.raises(SchemaOutOfDateError, match="needs revision"):
