@@ -50,6 +50,9 @@ from state.store import (
 DEFAULT_LEASE_SECONDS = 10.0
 #: a leader stops mutating this long before its lease expires in the database
 LEASE_MARGIN_SECONDS = 1.0
+#: statement and lock timeout of the release (a shutdown must not wait on a slow database;
+#: one that does not answer at all is bounded by the caller, which leaves the lease to expire)
+RELEASE_TIMEOUT_MS = 1000
 
 
 class PostgresLeadership:
@@ -101,6 +104,7 @@ class PostgresLeadership:
         self._connection: Connection | None = None
         self._epoch: int | None = None
         self._valid_until = 0.0
+        self._expires_at: datetime | None = None
 
     def __repr__(self) -> str:
         return f"PostgresLeadership({self.fleet!r}, holder={self.holder!r}, epoch={self._epoch})"
@@ -115,6 +119,12 @@ class PostgresLeadership:
         """Monotonic time until which the lease held is certainly valid (0 when none)."""
         return self._valid_until if self._epoch is not None else 0.0
 
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        """About when the lease held expires in the database (this host's clock at the last
+        renewal plus the lease), or None: what a shutdown that cannot release it logs."""
+        return self._expires_at if self._epoch is not None else None
+
     def _epoch_key(self, epoch: int) -> int:
         return leader_epoch_key(self.fleet, epoch)
 
@@ -122,6 +132,7 @@ class PostgresLeadership:
         if self._connection is not None and self._epoch is not None and self.check():
             return self._epoch
         started = self._monotonic()
+        started_at = self._clock()
         try:
             connection = self._engine.connect()
         except SQLAlchemyError as exc:
@@ -168,6 +179,7 @@ class PostgresLeadership:
         self._connection = connection
         self._epoch = epoch
         self._valid_until = started + self.lease_seconds - LEASE_MARGIN_SECONDS
+        self._expires_at = started_at + timedelta(seconds=self.lease_seconds)
         return epoch
 
     def _session_gone(self, connection: Connection, epoch: int) -> bool:
@@ -187,6 +199,7 @@ class PostgresLeadership:
         if started >= self._valid_until:
             self._lost()  # expired on our own clock: another daemon may lead already
             return False
+        started_at = self._clock()
         try:
             with connection.begin():
                 renewed = connection.execute(
@@ -209,6 +222,7 @@ class PostgresLeadership:
             self._lost()
             return False
         self._valid_until = started + self.lease_seconds - LEASE_MARGIN_SECONDS
+        self._expires_at = started_at + timedelta(seconds=self.lease_seconds)
         return True
 
     def _lost(self) -> None:
@@ -218,6 +232,11 @@ class PostgresLeadership:
             _close_quietly(connection)
 
     def release(self) -> None:
+        """Clear the lease and unlock the epoch, with a short statement and lock timeout
+        (``RELEASE_TIMEOUT_MS``). Against a database that does not answer at all this call
+        waits on its socket: the caller bounds it (``LeaderGuard.release``) and leaves the
+        call, and its connection, behind (closing it would wait on the same database); the
+        lease expires by itself and the session ends with the process."""
         connection, epoch = self._connection, self._epoch
         self._connection, self._epoch = None, None
         self._valid_until = 0.0
@@ -225,6 +244,13 @@ class PostgresLeadership:
             return
         try:
             with connection.begin():
+                connection.execute(
+                    sa.text(
+                        "SELECT set_config('statement_timeout', :ms, true), "
+                        "set_config('lock_timeout', :ms, true)"
+                    ),
+                    {"ms": str(RELEASE_TIMEOUT_MS)},
+                )
                 release_leadership(connection, self.fleet, self.holder, epoch)
                 connection.execute(
                     sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._epoch_key(epoch)}
@@ -295,6 +321,7 @@ class FileLeadership:
         self._fd: int | None = None
         self._epoch: int | None = None
         self._valid_until = 0.0
+        self._expires_at: datetime | None = None
 
     def __repr__(self) -> str:
         return f"FileLeadership({str(self.path)!r}, holder={self.holder!r}, epoch={self._epoch})"
@@ -307,6 +334,11 @@ class FileLeadership:
     def valid_until(self) -> float:
         """Monotonic time until which the lease held is certainly valid (0 when none)."""
         return self._valid_until if self._epoch is not None else 0.0
+
+    @property
+    def lease_expires_at(self) -> datetime | None:
+        """When the lease held expires (as recorded at the last renewal), or None."""
+        return self._expires_at if self._epoch is not None else None
 
     def try_acquire(self) -> int | None:
         if self._epoch is not None and self.check():
@@ -332,12 +364,9 @@ class FileLeadership:
                     if fd is not None:
                         _unlock(fd)
                     return None
+                expires_at = now + timedelta(seconds=self.lease_seconds)
                 epoch = claim_leadership(
-                    connection,
-                    self.fleet,
-                    self.holder,
-                    now,
-                    lease_expires_at=now + timedelta(seconds=self.lease_seconds),
+                    connection, self.fleet, self.holder, now, lease_expires_at=expires_at
                 )
         except SQLAlchemyError as exc:
             if fd is not None:
@@ -352,6 +381,7 @@ class FileLeadership:
         self._fd = fd
         self._epoch = epoch
         self._valid_until = started + self.lease_seconds - LEASE_MARGIN_SECONDS
+        self._expires_at = expires_at
         return epoch
 
     def _lock_file(self) -> tuple[int | None, int | None]:
@@ -397,6 +427,7 @@ class FileLeadership:
         if self._fd is not None and not self._same_file(self._fd):
             self._lost()  # the lock file was removed or replaced
             return False
+        expires_at = self._clock() + timedelta(seconds=self.lease_seconds)
         try:
             with self._engine.begin() as connection:
                 renewed = connection.execute(
@@ -406,7 +437,7 @@ class FileLeadership:
                         m.Leadership.holder == self.holder,
                         m.Leadership.epoch == epoch,
                     )
-                    .values(lease_expires_at=self._clock() + timedelta(seconds=self.lease_seconds))
+                    .values(lease_expires_at=expires_at)
                 ).rowcount
         except SQLAlchemyError as exc:
             if _busy(exc) and self._monotonic() < self._valid_until:
@@ -417,6 +448,7 @@ class FileLeadership:
             self._lost()
             return False
         self._valid_until = started + self.lease_seconds - LEASE_MARGIN_SECONDS
+        self._expires_at = expires_at
         if self._fd is None:
             # took over from a frozen leader: show we are alive once that one let go
             fd, _ = self._lock_file()

@@ -48,6 +48,8 @@ class EngineLoop:
         self._stack = AsyncExitStack()
         self._started = False
         self._closed = False
+        #: the calls that have not finished over there (one token each)
+        self._unfinished: set[object] = set()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -76,6 +78,12 @@ class EngineLoop:
     def thread(self) -> threading.Thread:
         return self._thread
 
+    @property
+    def busy(self) -> bool:
+        """Whether a call has not finished there (a cancelled one still stuck in a call to a
+        database that does not answer, say)."""
+        return bool(self._unfinished)
+
     def in_thread(self) -> bool:
         """Whether the caller runs on this loop's thread."""
         return threading.current_thread() is self._thread
@@ -92,10 +100,14 @@ class EngineLoop:
             if not unwound.done():
                 unwound.set_result(None)
 
+        token = object()
+        self._unfinished.add(token)
+
         async def tracked() -> _T:
             try:
                 return await coro
             finally:
+                self._unfinished.discard(token)
                 with contextlib.suppress(RuntimeError):  # the caller's loop is closed
                     caller.call_soon_threadsafe(mark_unwound)
 
@@ -127,10 +139,13 @@ class EngineLoop:
             await asyncio.wait_for(asyncio.wrap_future(future), wait)
         except TimeoutError:
             log.warning(
-                f"the {self.name} thread did not finish within {wait:.0f}s (a call to the "
+                f"the {self.name} thread did not finish within {wait:g}s (a call to the "
                 "database that does not answer?): left behind",
                 extra={"event": "daemon.engine_stuck"},
             )
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            return False  # stuck in a call: joining it would only wait longer
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self.loop.stop)
         await asyncio.to_thread(self._thread.join, 1.0)

@@ -21,6 +21,7 @@ blocking runs on the event loop: a release after a loss runs in a thread too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from reconciler.core.errors import LeadershipLostError, ReconcilerError
@@ -37,6 +39,10 @@ from reconciler.daemon.metrics import DaemonMetrics
 log = logging.getLogger("reconciler.daemon.leadership")
 
 _T = TypeVar("_T")
+
+#: seconds a shutdown waits for the release of leadership (a database that does not answer:
+#: the lease is left to expire, logged)
+RELEASE_WAIT = 1.5
 
 
 class LeaderGuard:
@@ -74,6 +80,11 @@ class LeaderGuard:
     @property
     def epoch(self) -> int | None:
         return self._epoch if self._lease_valid() else None
+
+    @property
+    def holds_epoch(self) -> bool:
+        """Whether an epoch was taken and not given up yet (its lease may have run out)."""
+        return self._epoch is not None
 
     @property
     def is_leader(self) -> bool:
@@ -249,25 +260,83 @@ class LeaderGuard:
         if self._on_change is not None:
             self._on_change(leading)
 
-    async def release(self) -> None:
-        """Give leadership up (shutdown). Safe to call when not leading."""
+    async def release(self, wait: float = RELEASE_WAIT) -> bool:
+        """Give leadership up (shutdown), waiting at most ``wait`` s; safe when not leading.
+        True when released (or nothing was held).
+
+        The release runs in a daemon thread (the port's own statement timeout is short, but a
+        database that does not answer at all holds a call on its socket, and a renewal stuck
+        there holds the port's lock): past ``wait`` it is left behind with its connection
+        (closing that would wait on the same database), and the lease is left to expire, at
+        the time logged (``leadership.release_failed``). The session ends with the process,
+        so a standby takes over as soon as the database answers again, or when the lease
+        expires if that comes first."""
         self._closed = True
         epoch = self._epoch
         self._epoch = None
+        expires = getattr(self._port, "lease_expires_at", None) if epoch is not None else None
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def settle(outcome: BaseException | None) -> None:
+            if not done.done():
+                done.set_result(outcome)
+
+        def run() -> None:
+            outcome: BaseException | None = None
+            try:
+                self._release_within(wait)
+            except BaseException as exc:  # reported on the loop, never raised in the thread
+                outcome = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, outcome)
+
+        # a daemon thread: one stuck in a frozen database never holds the process's exit
+        threading.Thread(target=run, name="leader-release", daemon=True).start()
         try:
-            # bounded: a frozen database must not hold the shutdown (the lease expires anyway)
-            await asyncio.wait_for(asyncio.to_thread(self._release), 2 * self._check_wait + 1)
-        except (ReconcilerError, TimeoutError) as exc:
-            log.warning(
-                f"leadership release failed: {type(exc).__name__}; the lease expires by itself",
-                extra={"event": "leadership.release_failed"},
-            )
+            failure = await asyncio.wait_for(asyncio.shield(done), wait)
+        except TimeoutError as exc:
+            failure = exc
         if epoch is not None:
-            log.info(
-                f"leadership released (epoch {epoch})",
-                extra={"event": "leadership.released", "epoch": epoch},
-            )
             self._changed(False, "released")
+        if failure is None:
+            if epoch is not None:
+                log.info(
+                    f"leadership released (epoch {epoch})",
+                    extra={"event": "leadership.released", "epoch": epoch},
+                )
+            return True
+        why = type(failure).__name__
+        if isinstance(failure, TimeoutError):
+            why = f"no answer within {wait:g}s"
+        if epoch is None:  # a standby: a call of its own still waits on the database
+            log.info(
+                f"no leadership held; a leadership call still waits ({why}): left behind",
+                extra={"event": "leadership.release_failed", "epoch": None},
+            )
+            return False
+        lease = (
+            "lease left to expire; a standby takes over then, or as soon as the database sees "
+            "this process's session end"
+        )
+        if isinstance(expires, datetime):
+            at = expires.astimezone(UTC).isoformat(timespec="seconds")
+            if expires <= datetime.now(UTC):
+                lease = (
+                    f"lease expired at {at} (not renewed since the database stopped "
+                    "answering); a standby takes over as soon as the database answers"
+                )
+            else:
+                lease = f"lease left to expire at {at}; " + lease.split("; ", 1)[1]
+        log.warning(
+            f"leadership not released ({why}; epoch {epoch}): {lease}",
+            extra={
+                "event": "leadership.release_failed",
+                "epoch": epoch,
+                "lease_expires_at": expires.isoformat() if isinstance(expires, datetime) else None,
+            },
+        )
+        return False
 
     def abandon(self, wait: float) -> str:
         """Stop leading now, from any thread, without the event loop (a forced stop): every
@@ -299,9 +368,6 @@ class LeaderGuard:
             why = failed[0] if failed else f"no answer within {wait:.0f}s"
             return f"leadership not released ({who}; {why}): the lease expires by itself{expiry}"
         return f"leadership released ({who})"
-
-    def _release(self) -> None:
-        self._release_within(2 * self._check_wait)
 
     def _release_within(self, wait: float) -> None:
         if not self._lock.acquire(timeout=wait):

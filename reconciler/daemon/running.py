@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
@@ -110,7 +111,7 @@ from reconciler.daemon.http import (
     serve,
     wait_started,
 )
-from reconciler.daemon.leadership import LeaderGuard
+from reconciler.daemon.leadership import RELEASE_WAIT, LeaderGuard
 from reconciler.daemon.metrics import DaemonMetrics
 from reconciler.daemon.reputation import BlocklistChecker, ReputationJob, rotation_document
 from reconciler.daemon.rotation import Complaint, create_handlers, platform_token
@@ -172,6 +173,13 @@ _T = TypeVar("_T")
 
 #: seconds the engine thread waits for the daemon's loop to take a hook's call (the plan)
 HOOK_WAIT = 30.0
+#: seconds a stop waits for the HTTP server to close and the waiting heartbeats to be written
+HTTP_CLOSE_WAIT = 10.0
+#: the same, and for the reconcile thread, the leadership connection and the store to close,
+#: once the stop found the database not answering (``Daemon.left_behind``)
+HTTP_STUCK_WAIT = 1.0
+ENGINE_STUCK_WAIT = 0.5
+CLOSE_STUCK_WAIT = 0.5
 
 
 def _serve_in_own_loop(server: Any, sock: Any) -> None:
@@ -483,6 +491,10 @@ class Daemon:
         #: the daemon process (serve_daemon): a stop that cannot finish ends the process
         self.exit_process = False
         self.stop_signals: StopSignals | None = None
+        #: what the stop had to leave behind (a database that does not answer): the closes
+        #: after it do not wait on that database, and the process exits without waiting for
+        #: the threads left in its calls
+        self.left_behind: list[str] = []
 
     # --- what HTTP reads -----------------------------------------------------------------
 
@@ -769,26 +781,53 @@ class Daemon:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+                if self.engine is not None and self.engine.busy:
+                    # it did not unwind: its thread waits in a call (a frozen database)
+                    self.left_behind.append("the reconcile's store call")
             except Exception:  # noqa: S110 (already logged by the reconcile itself)
                 pass
         self.phase = "releasing leadership"
-        await self.guard.release()
+        leading = self.guard.holds_epoch  # its lease may have run out already
+        if not await self.guard.release(RELEASE_WAIT):
+            self.left_behind.append(
+                "the leadership lease (left to expire)" if leading else "a leadership call"
+            )
+        # a database that does not answer: what is left closes without waiting for it
+        stuck = bool(self.left_behind)
         self.phase = "closing the HTTP server and flushing heartbeats"
         if server is not None:
             server.should_exit = True
         if serving is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(serving, 10)
+            # the flush of the beats still waiting: 10 s, or a short bound when the database
+            # does not answer (those beats were never answered 2xx: their agents resend them)
+            try:
+                await asyncio.wait_for(serving, HTTP_STUCK_WAIT if stuck else HTTP_CLOSE_WAIT)
+            except TimeoutError:
+                self.left_behind.append("the heartbeat flush")
+            except (asyncio.CancelledError, Exception):  # noqa: S110 - logged by the server
+                pass
         else:
-            await self.batcher.aclose()
+            try:
+                await asyncio.wait_for(
+                    self.batcher.aclose(), HTTP_STUCK_WAIT if stuck else HTTP_CLOSE_WAIT
+                )
+            except TimeoutError:
+                self.left_behind.append("the heartbeat flush")
         await self.alerter.aclose()
         if self._own_engine and self.engine is not None:
             self.phase = "stopping the reconcile thread"
-            await self.engine.close(3.0)
+            await self.engine.close(ENGINE_STUCK_WAIT if self.left_behind else 3.0)
             self.engine = None
             self._own_engine = False
         self.phase = "stopped (leadership released, HTTP closed), closing the store"
-        log.info("daemon stopped", extra={"event": "daemon.stopped"})
+        if self.left_behind:
+            left = ", ".join(self.left_behind)
+            log.warning(
+                f"daemon stopped; left behind (the state database does not answer): {left}",
+                extra={"event": "daemon.stopped", "left_behind": list(self.left_behind)},
+            )
+        else:
+            log.info("daemon stopped", extra={"event": "daemon.stopped"})
         self.events.detach()
 
     def _start_scheduler(self) -> None:
@@ -1828,17 +1867,40 @@ async def _run_engine(
     return failures, await reconciler.reconcile(request, hooks)
 
 
-async def _bounded_close(close: Callable[[], None], what: str) -> None:
-    """Close in a thread, waiting at most 3 s (a frozen database must not hold the exit)."""
+async def _bounded_close(close: Callable[[], None], what: str, wait: float = 3.0) -> None:
+    """Close in a daemon thread, waiting at most ``wait`` s (a frozen database must not hold
+    the exit: a close stuck on it is left behind, its connections abandoned)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[BaseException | None] = loop.create_future()
+
+    def settle(outcome: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(outcome)
+
+    def run() -> None:
+        outcome: BaseException | None = None
+        try:
+            close()
+        except BaseException as exc:  # reported on the loop
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, outcome)
+
+    threading.Thread(target=run, name=f"close {what}", daemon=True).start()
     try:
-        await asyncio.wait_for(asyncio.to_thread(close), 3.0)
+        failure = await asyncio.wait_for(asyncio.shield(done), wait)
     except TimeoutError:
         log.warning(
-            f"closing {what} did not finish within 3s (the database does not answer)",
+            f"closing {what} did not finish within {wait:g}s (the database does not answer): "
+            "its connections are abandoned",
             extra={"event": "daemon.close_timeout"},
         )
-    except ReconcilerError as exc:
-        log.warning(f"closing {what} failed: {exc.message}", extra={"event": "daemon.close_failed"})
+        return
+    if failure is None:
+        return
+    if not isinstance(failure, ReconcilerError):
+        raise failure
+    log.warning(f"closing {what} failed: {failure.message}", extra={"event": "daemon.close_failed"})
 
 
 def _same_inputs(old: tuple[Any, ...], new: tuple[Any, ...]) -> bool:
@@ -1972,11 +2034,23 @@ async def _serve_daemon(
                 finally:
                     stopped = daemon.stop_signals
             finally:
-                await engine.close(3.0)
+                await engine.close(ENGINE_STUCK_WAIT if _left_behind(running) else 3.0)
         finally:
-            await _bounded_close(leadership.close, "the leadership connection")
+            await _bounded_close(
+                leadership.close, "the leadership connection", _close_wait(running)
+            )
     finally:
-        await _bounded_close(store.close, "the store")
+        await _bounded_close(store.close, "the store", _close_wait(running))
         if stopped is not None:
-            # the interpreter exits now, or within a bound (code 1 when an error ends the run)
-            stopped.stopped(failed=sys.exc_info()[0] is not None)
+            # the interpreter exits now, or within a bound (code 1 when an error ends the run);
+            # at once when the stop left calls to an unanswering database behind
+            stopped.stopped(failed=sys.exc_info()[0] is not None, left_behind=_left_behind(running))
+
+
+def _left_behind(running: list[Daemon]) -> list[str]:
+    return running[0].left_behind if running else []
+
+
+def _close_wait(running: list[Daemon]) -> float:
+    """How long a close may wait: short once the stop found the database not answering."""
+    return CLOSE_STUCK_WAIT if _left_behind(running) else 3.0

@@ -98,6 +98,7 @@ class StopSignals:
         self._thread: threading.Thread | None = None
         self._loop_answered = threading.Event()
         self._exit_code = 0
+        self._left_behind: list[str] = []
         self.forced = False
 
     def install(self) -> bool:
@@ -113,12 +114,15 @@ class StopSignals:
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         self._inbox.put(signal.Signals(signum).name)
 
-    def stopped(self, *, failed: bool = False) -> None:
+    def stopped(self, *, failed: bool = False, left_behind: list[str] | None = None) -> None:
         """The daemon has stopped (``failed``: by an error, exit code 1). In the daemon process
-        the handlers stay (a late signal is still logged) and the exit is bounded; in an
+        the handlers stay (a late signal is still logged) and the exit is bounded: at once
+        when the stop ``left_behind`` calls to a database that does not answer (the
+        interpreter would wait for their threads), else within ``EXIT_WAIT`` s; in an
         embedding they are put back."""
         if self._exit_process:
             self._exit_code = 1 if failed else 0
+            self._left_behind = list(left_behind or ())
             self._inbox.put("")
             return
         for sig, previous in self._previous.items():
@@ -187,7 +191,16 @@ class StopSignals:
         os._exit(FORCED_EXIT_CODE)
 
     def _bounded_exit(self) -> None:
-        """The daemon stopped; give the interpreter ``EXIT_WAIT`` s to exit by itself."""
+        """The daemon stopped; give the interpreter ``EXIT_WAIT`` s to exit by itself (none
+        when the stop left calls to an unanswering database behind: it would wait for their
+        threads)."""
+        if self._left_behind:
+            log.info(
+                f"exiting now (code {self._exit_code}): the calls left behind end with the process",
+                extra={"event": "daemon.exit_unjoined", "left_behind": self._left_behind},
+            )
+            _flush_logs()
+            os._exit(self._exit_code)
         item = None
         with contextlib.suppress(queue.Empty):
             item = self._inbox.get(timeout=EXIT_WAIT)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,6 +20,10 @@ class Port:
         self.block = threading.Event()
         self.blocking = False
         self.attempts = 0
+        self.release_blocks = False
+        self.released = 0
+        #: what a lease port tells about its lease (``PostgresLeadership.lease_expires_at``)
+        self.lease_expires_at = datetime(2026, 12, 1, 12, 0, 10, tzinfo=UTC)
 
     def try_acquire(self) -> int | None:
         self.attempts += 1
@@ -31,7 +37,9 @@ class Port:
         return True
 
     def release(self) -> None:
-        return None
+        if self.release_blocks:  # a database that does not answer
+            self.block.wait(10)
+        self.released += 1
 
 
 def test_unreachable_database_backs_off_then_takes_over() -> None:
@@ -77,3 +85,53 @@ def test_a_stuck_check_refuses_the_mutation_within_the_bound() -> None:
         await stuck
 
     asyncio.run(scenario())
+
+
+def test_a_release_the_database_does_not_answer_is_left_to_the_lease_and_says_until_when(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shutdown waits for the release at most its bound, then says the lease is left to
+    expire, and when (issue 10: a stop on a frozen database is bounded and clean)."""
+    port = Port()
+    port.lease_expires_at = datetime.now(UTC) + timedelta(seconds=8)
+    guard = LeaderGuard(port)
+    caplog.set_level(logging.INFO, logger="reconciler.daemon.leadership")
+
+    async def scenario() -> tuple[bool, float]:
+        assert await guard.tick()
+        port.release_blocks = True
+        started = time.monotonic()
+        released = await guard.release(0.3)
+        return released, time.monotonic() - started
+
+    try:
+        released, took = asyncio.run(scenario())
+    finally:
+        port.block.set()
+    assert released is False
+    assert took < 1.0, took
+    assert not guard.is_leader
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "leadership.released" not in events
+    (failed,) = [
+        r for r in caplog.records if getattr(r, "event", None) == "leadership.release_failed"
+    ]
+    at = port.lease_expires_at.isoformat(timespec="seconds")
+    assert f"lease left to expire at {at}" in failed.getMessage()
+    assert failed.lease_expires_at == port.lease_expires_at.isoformat()  # type: ignore[attr-defined]
+
+
+def test_a_release_that_answers_is_logged_as_done(caplog: pytest.LogCaptureFixture) -> None:
+    port = Port()
+    guard = LeaderGuard(port)
+    caplog.set_level(logging.INFO, logger="reconciler.daemon.leadership")
+
+    async def scenario() -> bool:
+        assert await guard.tick()
+        return await guard.release(0.3)
+
+    assert asyncio.run(scenario()) is True
+    assert port.released == 1
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "leadership.released" in events
+    assert "leadership.release_failed" not in events
