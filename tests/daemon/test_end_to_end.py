@@ -6,10 +6,12 @@ import json
 import signal
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.daemon.processes import (
+    Proc,
     Swarm,
     daemon_env,
     fleet,
@@ -140,11 +142,32 @@ def test_silent_node_goes_unhealthy_and_is_replaced(tmp_path: Path) -> None:
     assert [d["decision"] for d in decisions][:2] == ["pause", "replace"], decisions
 
 
-def test_sigterm_exits_zero_quickly(tmp_path: Path) -> None:
+def test_signals_are_logged_and_only_a_stop_signal_stops_with_a_release(tmp_path: Path) -> None:
+    """SIGHUP asks for a spec reload, SIGUSR1, SIGUSR2 and SIGALRM (whose default action
+    kills a process without a word) are logged and ignored; SIGINT then stops the daemon
+    quickly, exit 0, leadership released (issue 10: no signal kills it without a log line and
+    a clean release)."""
     spec = _write_spec(tmp_path, "1", 1)
     with simulator(tmp_path) as sim:
         env = daemon_env(sim, f"sqlite:///{tmp_path}/state.db", tmp_path / "state")
         proc, url = start_daemon("daemon", spec, env, tmp_path)
         wait_for(lambda: fleet(url)["leader"], 10, "leadership")
+
+        def logged(event: str, name: str) -> bool:
+            return any(e.get("event") == event and e.get("signal") == name for e in events(proc))
+
+        proc.popen.send_signal(signal.SIGHUP)
+        wait_for(lambda: logged("spec.reload_requested", "SIGHUP"), 10, "the reload logged")
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+            proc.popen.send_signal(sig)
+            wait_for(lambda sig=sig: logged("daemon.signal", sig.name), 10, f"{sig.name} logged")
+        assert proc.popen.poll() is None
+        assert fleet(url)["leader"]
         assert proc.stop(signal.SIGINT, timeout=15) == 0
-    assert "leadership released" in proc.log()
+    kinds = [e.get("event") for e in events(proc)]
+    assert "leadership.released" in kinds, kinds
+    assert kinds[-1] == "daemon.stopped", kinds
+
+
+def events(proc: Proc) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.log().splitlines() if line.startswith("{")]

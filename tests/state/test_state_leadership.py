@@ -54,7 +54,8 @@ def _holder_pid(url: str, fleet: str) -> int | None:
 
 def _terminate(url: str, pid: int) -> None:
     with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # waits (up to 5 s) until the backend is gone: the next statement must not race it
+        conn.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
 
 
 @pytest.mark.postgres
@@ -379,3 +380,94 @@ def test_a_file_leader_that_took_over_from_a_frozen_one_keeps_the_writer_lock(
         old.close()
         new.close()
         store.close()
+
+
+@pytest.mark.postgres
+def test_every_postgres_session_has_timeouts_and_tcp_keepalives(pg_url: str) -> None:
+    """A partition or a frozen server is noticed in seconds (issue 10): every session the
+    store and the leadership open has the server-side statement, lock and idle-in-transaction
+    timeouts, and its socket TCP keepalives and a user timeout (read back from the kernel)."""
+    import socket
+
+    import sqlalchemy as sa
+
+    from state.sessions import make_engine, resolve_url
+
+    def settings(connection: sa.Connection) -> dict[str, object]:
+        shown = {
+            name: connection.execute(sa.text(f"SHOW {name}")).scalar_one()
+            for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout")
+        }
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        params = raw.info.get_parameters()  # type: ignore[attr-defined]
+        fd = raw.pgconn.socket  # type: ignore[attr-defined]
+        sock = socket.fromfd(fd, socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            kernel = {
+                "SO_KEEPALIVE": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                "TCP_KEEPIDLE": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                "TCP_KEEPINTVL": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                "TCP_KEEPCNT": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                "TCP_USER_TIMEOUT": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT),
+            }
+        finally:
+            sock.close()  # a duplicate of the descriptor: the session stays open
+        return {**shown, "connect_timeout": params.get("connect_timeout"), **kernel}
+
+    kernel = {
+        "connect_timeout": "5",
+        "SO_KEEPALIVE": 1,
+        "TCP_KEEPIDLE": 5,
+        "TCP_KEEPINTVL": 2,
+        "TCP_KEEPCNT": 3,
+        "TCP_USER_TIMEOUT": 10_000,
+    }
+    engine = make_engine(resolve_url(pg_url))  # the store's engine (SqlStore, heartbeats)
+    leader = PostgresLeadership(pg_url, "acme", "daemon-1")
+    try:
+        with engine.connect() as connection:
+            assert settings(connection) == {
+                "statement_timeout": "30s",
+                "lock_timeout": "10s",
+                "idle_in_transaction_session_timeout": "1min",
+                **kernel,
+            }
+        assert leader.try_acquire() is not None
+        lease = leader._connection  # the lease's own session
+        assert lease is not None
+        assert settings(lease) == {
+            "statement_timeout": "3333ms",  # answers well within the 10 s lease
+            "lock_timeout": "3333ms",
+            "idle_in_transaction_session_timeout": "1min",
+            **kernel,
+        }
+    finally:
+        leader.close()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_release_blocked_by_a_lock_gives_up_within_a_second(pg_url: str) -> None:
+    """A shutdown's release of leadership runs with a 1 s lock and statement timeout (not the
+    lease session's 3.3 s): a row held by another session does not hold the stop, and the
+    lease session ends with the failed release, so its epoch lock is free for a standby."""
+    import sqlalchemy as sa
+
+    leader = PostgresLeadership(pg_url, "acme", "daemon-1")
+    standby = PostgresLeadership(pg_url, "acme", "daemon-2")
+    engine = sa.create_engine(pg_url)
+    try:
+        assert leader.try_acquire() == 1
+        with engine.connect() as blocker, blocker.begin():
+            blocker.execute(sa.text("SELECT 1 FROM leadership WHERE name = 'acme' FOR UPDATE"))
+            started = time.monotonic()
+            leader.release()
+            took = time.monotonic() - started
+        assert 0.9 < took < 2.0, took  # its lock timeout, not the lease session's 3.3 s
+        assert leader.epoch is None
+        assert standby.try_acquire() == 2  # the released session's epoch lock is gone
+    finally:
+        standby.close()
+        leader.close()
+        engine.dispose()
