@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from state.store import open_store
 from tests.daemon.privatepg import PrivatePostgres, private_postgres
-from tests.daemon.processes import Proc, daemon_env, simulator, start_daemon, wait_for
+from tests.daemon.processes import Proc, daemon_env, leaders, simulator, start_daemon, wait_for
 
 SPEC = """\
 apiVersion: fleet-reconciler/v1
@@ -58,19 +58,6 @@ def healthz(url: str, count: int) -> list[float]:
             result.append(time.perf_counter() - started)
             time.sleep(0.01)
     return sorted(result)
-
-
-def leaders(urls: dict[str, str], skip: set[str]) -> list[str]:
-    found = []
-    for name, url in urls.items():
-        if name in skip:
-            continue
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).json().get("leader"):
-                found.append(name)
-        except (httpx.HTTPError, ValueError):
-            continue
-    return found
 
 
 def pct(values: list[float], share: float) -> float:
@@ -112,7 +99,6 @@ def main() -> int:
                     pg.freeze()
                     frozen = healthz(urls[standby], args.requests)
                     pg.thaw()
-                    time.sleep(3)
                 wait_for(lambda: len(leaders(urls, set())) == 1, 30, "one leader again")
                 (leader,) = leaders(urls, set())
                 procs[leader].popen.send_signal(signal.SIGSTOP)
@@ -120,7 +106,8 @@ def main() -> int:
                 wait_for(lambda: len(leaders(urls, {leader})) == 1, 60, "a takeover", step=0.1)
                 after_freeze = time.monotonic() - started
                 procs[leader].popen.send_signal(signal.SIGCONT)
-                time.sleep(3)
+                # the resumed one stands down by itself (its own clock ended its lease)
+                wait_for(lambda: len(leaders(urls, set())) == 1, 30, "one leader after the resume")
                 (leader,) = leaders(urls, set())
                 procs[leader].stop(signal.SIGKILL)
                 started = time.monotonic()

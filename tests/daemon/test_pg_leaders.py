@@ -84,6 +84,7 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
                 "a converged fleet",
             )
             calls_before = mutating_calls(urls[first])
+            first_lost = sum(e.get("event") == "leadership.lost" for e in events(procs[first]))
             procs[first].popen.send_signal(signal.SIGSTOP)
             frozen_at = time.monotonic()
             stopped.add(first)
@@ -94,7 +95,14 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
             wait_for(lambda: len(live_servers(sim)) == 3, 30, "three servers")
             procs[first].popen.send_signal(signal.SIGCONT)
             stopped.discard(first)
-            time.sleep(3)
+            wait_for(
+                lambda: (
+                    sum(e.get("event") == "leadership.lost" for e in events(procs[first]))
+                    > first_lost
+                ),
+                10,
+                "the resumed leader to see its lease over",
+            )
             assert len(leaders(urls, set())) == 1  # the resumed one stood down
             if first not in leaders(urls, set()):
                 # it called no mutating cloud API since it was frozen (it has not led since)
@@ -179,7 +187,15 @@ def test_three_daemons_one_acting_leader_through_freeze_kill_and_termination(
             kill_failover = time.monotonic() - killed_at
             assert kill_failover < 5, kill_failover
             wait_for(lambda: len(live_servers(sim)) == 5, 40, "five servers")
-            time.sleep(3)
+            # then a whole reconcile of the new leader that finds nothing left to do: any
+            # duplicate would have been created by then
+            (fourth,) = leaders(urls, stopped)
+
+            def noops() -> int:
+                return sum(e.get("event") == "reconcile.noop" for e in events(procs[fourth]))
+
+            noops_at_five = noops()
+            wait_for(lambda: noops() > noops_at_five, 20, "a converged fleet after the kill")
             servers = live_servers(sim)
             assert max(Counter(servers).values()) == 1, servers
             assert len(servers) == 5
