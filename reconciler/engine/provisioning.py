@@ -260,33 +260,23 @@ class Provisioner:
         A version the node finished is not run again; one that is running (started by an
         earlier, interrupted attempt) is waited for, not started twice; a failed one is run
         again only when ``rerun_failed`` (a new attempt of the step)."""
-        # status (with the DKIM key once done), uploading the bundle if it is not there
-        status, public = _status_lines(
+        # one session: the token's line and the tar on stdin; the bundle unpacked if it is
+        # not there, started (token written 0600) if it never ran (or failed, on a new
+        # attempt), and a first wait for the run on the node (a run done within the wait, or
+        # a version already done, costs no other session)
+        wait = self._wait_slice(deadline)
+        started, _, rest = (
             await self._run(
                 target,
-                commands.prepare_command(bundle.version),
-                stdin=bundle.tar(),
-                what="uploading the bundle",
+                commands.bootstrap_command(bundle.version, wait, rerun_failed=rerun_failed),
+                stdin=f"RECONCILER_NODE_SECRET={token}\n".encode() + bundle.tar(),
+                time_limit=wait + COMMAND_TIMEOUT,
+                what="uploading and starting the bootstrap",
             )
-        )
-        if status.startswith("failed") and not rerun_failed:
-            return await self._failed(target, bundle, status)
-        if status == "uploaded" or status.startswith("failed"):
-            # the agent's token (stdin, 0600), the detached start and a first wait for the
-            # run on the node, in one session (a run done within the wait costs no other)
-            wait = self._wait_slice(deadline)
-            started, _, rest = (
-                await self._run(
-                    target,
-                    commands.start_and_wait_command(bundle.version, wait),
-                    stdin=f"RECONCILER_NODE_SECRET={token}\n".encode(),
-                    time_limit=wait + COMMAND_TIMEOUT,
-                    what="starting the bootstrap",
-                )
-            ).partition("\n")
-            status, public = _status_lines(rest)
-            if started.strip() == "done":
-                status = "done"
+        ).partition("\n")
+        status, public = _status_lines(rest)
+        if started.strip() == "done":
+            status = "done"
         while status != "done":
             if status.startswith("failed"):
                 return await self._failed(target, bundle, status)

@@ -8,18 +8,18 @@ complete.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 
 from reconciler.node.bundle import AGENT_ENV, BUNDLES_DIR
 
 __all__ = [
+    "bootstrap_command",
     "bundle_dir",
     "check_command",
-    "prepare_command",
     "read_dkim_command",
     "reset_command",
-    "start_and_wait_command",
     "start_command",
     "start_with_token_command",
     "status_command",
@@ -40,26 +40,35 @@ def bundle_dir(version: str) -> str:
 def status_command(version: str) -> str:
     """Prints the bundle's status (``absent`` when it was never uploaded)."""
     d = bundle_dir(version)
-    return f"if [ -d {d} ]; then cat {d}/status 2>/dev/null || echo uploaded; else echo absent; fi"
+    return f'if [ -d {d} ]; then {_read_status(d, "uploaded")}; echo "$st"; else echo absent; fi'
+
+
+def _read_status(d: str, missing: str) -> str:
+    """Sets ``st`` to the first line of the bundle's ``status`` (``missing`` when there is
+    none) with the shell's own ``read``: no process (a ``cat`` in ``$(...)`` costs two)."""
+    return (
+        f"st={missing}; [ ! -e {d}/status ] || {{ st=; read -r st 2>/dev/null < {d}/status || :; }}"
+    )
 
 
 def _status_then_dkim(d: str, missing: str) -> str:
     """Prints the status (``missing`` when there is none) and, once ``done``, the DKIM public
     key the run made on the following lines (saves a session to read it)."""
+    # the shell's own ``read`` and ``printf`` (dkim.pub is one line of base64): no process
     return (
-        f'st=$(cat {d}/status 2>/dev/null || echo {missing}); echo "$st"; '
-        f'if [ "$st" = done ]; then cat {d}/dkim.pub 2>/dev/null; fi; true'
+        f'{_read_status(d, missing)}; echo "$st"; if [ "$st" = done ] && [ -r {d}/dkim.pub ]; '
+        f'then while IFS= read -r l || [ -n "$l" ]; do printf \'%s\\n\' "$l"; done '
+        f"< {d}/dkim.pub; fi; true"
     )
 
 
-def prepare_command(version: str) -> str:
-    """Prints the bundle's status (and the DKIM key once done), unpacking the bundle's tar
-    from stdin first when the version was never uploaded (then ``uploaded``): one session for
-    what ``status_command`` and ``upload_command`` do, the tar read only when needed."""
-    d = bundle_dir(version)
+def _unpack(d: str) -> str:
+    """Unpacks the bundle's tar from stdin into ``d`` atomically when it is not there (a
+    temporary folder renamed into place; ``rm`` only when something that is not a folder is
+    in the way, which never happens normally)."""
     return (
         f"if [ ! -d {d} ]; then ( set -e; umask 022; mkdir -p {d}.part; tar -xf - -C {d}.part; "
-        f"rm -rf {d}; mv {d}.part {d} ) || exit 1; fi; " + _status_then_dkim(d, "uploaded")
+        f"if [ -e {d} ] || [ -L {d} ]; then rm -rf {d}; fi; mv {d}.part {d} ) || exit 1; fi"
     )
 
 
@@ -99,7 +108,8 @@ def start_command(version: str) -> str:
     # the background job is one simple command with every stream redirected, so no process
     # keeps the SSH channel's pipes open once the shell has answered
     return (
-        f'cd {d} || exit 1; if [ "$(cat status 2>/dev/null)" = done ]; then echo done; '
+        f"cd {d} || exit 1; st=; read -r st 2>/dev/null < status; "
+        'if [ "$st" = done ]; then echo done; '
         "elif mkdir lock 2>/dev/null; then echo running > status.tmp && mv status.tmp status "
         "&& { setsid nohup sh ./run.sh locked </dev/null >run.log 2>&1 & echo started; }; "
         "else echo running; fi"
@@ -117,26 +127,53 @@ def token_command() -> str:
     )
 
 
-def start_with_token_command(version: str) -> str:
-    """``token_command`` then ``start_command`` in one session: the first line of stdin
-    (``RECONCILER_NODE_SECRET=...``) goes to the agent's environment file (0600; written by
-    the shell's own ``printf``, so the token is on no command line), then the run starts."""
+def _write_token() -> str:
+    """Writes ``$line`` (``RECONCILER_NODE_SECRET=...``, read from stdin) to the agent's
+    environment file with the shell's own ``printf`` (the token is on no command line). The
+    file is made under umask 077, so it is 0600 from its creation; a leftover of an
+    interrupted write (which may have another mode) is removed first."""
     path = shlex.quote(AGENT_ENV)
+    tmp = shlex.quote(AGENT_ENV + ".tmp")
+    folder = shlex.quote(posixpath.dirname(AGENT_ENV))
     return (
-        'R="${RECONCILER_NODE_ROOT:-}"; IFS= read -r line || exit 1; '
-        f'( set -e; umask 077; mkdir -p "$R$(dirname {path})"; '
-        f'printf \'%s\\n\' "$line" > "$R"{path}.tmp; chmod 600 "$R"{path}.tmp; '
-        f'mv "$R"{path}.tmp "$R"{path} ) || exit 1; unset line; ' + start_command(version)
+        f'( set -e; umask 077; [ -d "$R"{folder} ] || mkdir -p "$R"{folder}; '
+        f'if [ -e "$R"{tmp} ] || [ -L "$R"{tmp} ]; then rm -f "$R"{tmp}; fi; '
+        f'printf \'%s\\n\' "$line" > "$R"{tmp}; mv "$R"{tmp} "$R"{path} ) || exit 1; unset line'
     )
 
 
-def start_and_wait_command(version: str, seconds: int) -> str:
-    """``start_with_token_command`` then ``wait_command`` in the same session: the start's
-    answer (``started``, ``running`` or ``done``) on the first line, then the status (and the
-    DKIM key once done) as ``wait_command`` prints it. A run that finishes within ``seconds``
-    costs one session less; a dropped connection still ends only the wait (the run is
-    detached)."""
-    return f"{start_with_token_command(version)}; {wait_command(version, seconds)}"
+def start_with_token_command(version: str) -> str:
+    """``token_command`` then ``start_command`` in one session: the first line of stdin
+    (``RECONCILER_NODE_SECRET=...``) goes to the agent's environment file (0600), then the
+    run starts."""
+    return (
+        'R="${RECONCILER_NODE_ROOT:-}"; IFS= read -r line || exit 1; '
+        f"{_write_token()}; {start_command(version)}"
+    )
+
+
+def bootstrap_command(version: str, seconds: int, *, rerun_failed: bool) -> str:
+    """The whole bootstrap of a node in one session (stdin: the token's line, then the
+    bundle's tar): the token line is read first (by the shell's own ``read``, which takes no
+    byte past its newline), the bundle unpacked atomically when the version was never
+    uploaded, and its status read; a version never run (``uploaded``), or one that failed when
+    ``rerun_failed`` (a new attempt of the step), gets the token written (0600) and ``run.sh``
+    started detached, as ``start_with_token_command``; then, whatever the status, the node
+    waits for the run as ``wait_command`` (a finished or failed version returns at once).
+
+    Prints the start's answer on the first line (``started``, ``running``, ``done``, or
+    ``skipped`` when nothing was to be started), then the status (and the DKIM key once done)
+    as ``wait_command`` does. A fresh node's bootstrap costs one session, and a run that
+    finishes within ``seconds`` no other."""
+    d = bundle_dir(version)
+    failed = "go=1" if rerun_failed else "go="
+    return (
+        'R="${RECONCILER_NODE_ROOT:-}"; IFS= read -r line || exit 1; '
+        f"{_unpack(d)}; {_read_status(d, 'uploaded')}; go=; "
+        f'case "$st" in uploaded|"") go=1;; failed*) {failed};; esac; '
+        f'if [ -n "$go" ]; then {_write_token()}; {start_command(version)}; '
+        "else unset line; echo skipped; fi; " + wait_command(version, seconds)
+    )
 
 
 def read_dkim_command(version: str) -> str:
