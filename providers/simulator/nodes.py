@@ -261,10 +261,13 @@ class NodeStandIn:
     instant_bundle: bool = False
     port: int = 0
     commands: list[str] = field(default_factory=list)
+    #: SSH connections accepted (each one a key exchange)
+    connections: int = 0
     agent_starter: AgentStarter | None = None
     _agent_stop: Callable[[], Awaitable[None]] | None = None
     _server: asyncssh.SSHAcceptor | None = None
     _procs: set[asyncio.subprocess.Process] = field(default_factory=set)
+    _conns: set[asyncssh.SSHServerConnection] = field(default_factory=set)
 
     @property
     def root(self) -> Path:
@@ -325,6 +328,14 @@ class NodeStandIn:
         stand_in = self
 
         class _Server(asyncssh.SSHServer):
+            def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+                self._conn = conn
+                stand_in._conns.add(conn)
+                stand_in.connections += 1
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                stand_in._conns.discard(self._conn)
+
             def begin_auth(self, username: str) -> bool:
                 return True
 
@@ -363,6 +374,11 @@ class NodeStandIn:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # a stopped node drops its SSH connections, as a machine going down (or rebuilt with
+        # a new host key, see ``rekey``) does: a client holding one must connect again
+        for conn in list(self._conns):
+            conn.abort()
+        self._conns.clear()
 
     # --- running a command ---------------------------------------------------------------
 
@@ -736,9 +752,9 @@ class StandInRemote:
         self.stand_ins = stand_ins
         self.inner = inner
 
-    async def scan_host_key(self, host: str, port: int) -> HostKey:
+    async def scan_host_key(self, host: str, port: int, *, username: str | None = None) -> HostKey:
         local, local_port = await self.stand_ins.endpoint(host)
-        return await self.inner.scan_host_key(local, local_port)
+        return await self.inner.scan_host_key(local, local_port, username=username)
 
     async def run(
         self, target: RemoteTarget, command: str, *, time_limit: float, stdin: bytes | None = None

@@ -39,6 +39,11 @@ CIPHERS = (
     "aes192-ctr",
     "aes256-ctr",
 )
+#: the host key algorithms a first contact accepts: asyncssh's default plain public keys (no
+#: certificates: nothing could vouch for one before a key is pinned)
+PLAIN_HOST_KEY_ALGS = [
+    alg.decode("ascii") for alg in asyncssh.public_key.get_default_public_key_algs()
+]
 AUTH_HINT = (
     "the node refused the SSH key: check that the operator's SSH private key matches the "
     "public key registered at Hostwinds and named in provider.ssh_keys"
@@ -167,7 +172,58 @@ class SshRemote:
         for conn in connections:
             await conn.wait_closed()
 
-    async def scan_host_key(self, host: str, port: int) -> HostKey:
+    async def scan_host_key(self, host: str, port: int, *, username: str | None = None) -> HostKey:
+        """The key ``host`` presents on first contact. With ``username``, the same connection
+        logs in (key authentication, as every connection does) and is kept for the commands
+        that follow over the key it returns: one key exchange per node instead of two. The
+        key is accepted on this first contact only (trust on first use, what the caller pins
+        and records before it runs anything); the kept connection is reused only for targets
+        pinned to exactly that key. A login refused here still returns the key (the commands
+        report the refusal)."""
+        if username is None:
+            return await self._scan(host, port)
+        presented: list[asyncssh.SSHKey] = []
+
+        class _FirstContact(asyncssh.SSHClient):
+            def validate_host_public_key(
+                self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+            ) -> bool:
+                presented.append(key)
+                return True
+
+        try:
+            conn = await asyncio.wait_for(
+                asyncssh.connect(
+                    host,
+                    port,
+                    username=username,
+                    client_factory=_FirstContact,
+                    # nothing trusted yet (never ``known_hosts=None``): the key is taken by
+                    # ``validate_host_public_key`` above; plain keys only, as a scan sees them
+                    known_hosts=([], [], []),
+                    x509_trusted_certs=None,
+                    server_host_key_algs=PLAIN_HOST_KEY_ALGS,
+                    encryption_algs=list(CIPHERS),
+                    client_keys=[self._client_key],
+                    agent_path=None,
+                    password=None,
+                    kbdint_auth=False,
+                    preferred_auth="publickey",
+                    config=None,
+                ),
+                self.connect_timeout,
+            )
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            if presented:  # the key came in the key exchange; the login failed after it
+                return host_key_of(presented[0])
+            raise TransientError(f"cannot read the SSH host key of {host}:{port}: {exc}") from exc
+        key = host_key_of(presented[0])
+        target = RemoteTarget(host, port, username, key)
+        self._drop(target)  # a connection kept for this key before (a rerun) gives way
+        self._connections[self._key(target)] = (conn, time.monotonic())
+        return key
+
+    async def _scan(self, host: str, port: int) -> HostKey:
         try:
             key = await asyncio.wait_for(
                 asyncssh.get_server_host_key(host, port), self.connect_timeout

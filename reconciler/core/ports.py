@@ -430,8 +430,10 @@ class RemoteExecPort(Protocol):
     A host key other than ``target.host_key`` raises HostKeyMismatchError (never accepted);
     an unreachable node or a timeout raises TransientError; a refused login AuthError."""
 
-    async def scan_host_key(self, host: str, port: int) -> HostKey:
-        """The key the node presents now (first contact, before pinning)."""
+    async def scan_host_key(self, host: str, port: int, *, username: str | None = None) -> HostKey:
+        """The key the node presents now (first contact, before pinning). With ``username``
+        the adapter may log in on that same first connection and keep it for the commands
+        that follow over the key it returned (one key exchange per node instead of two)."""
         ...
 
     async def run(

@@ -220,7 +220,9 @@ class Provisioner:
     # --- SSH -----------------------------------------------------------------------------
 
     async def pin_host_key(self, ip: str) -> HostKey:
-        return await self.remote.scan_host_key(ip, self.settings.ssh.port)
+        return await self.remote.scan_host_key(
+            ip, self.settings.ssh.port, username=self.settings.ssh.user
+        )
 
     async def _run(
         self,

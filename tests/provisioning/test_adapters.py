@@ -125,6 +125,41 @@ async def test_ssh_refuses_an_unpinned_target_and_a_wrong_client_key(stand_ins: 
     assert node.commands == []
 
 
+async def test_first_contact_with_a_user_keeps_its_connection_for_the_pinned_key(
+    stand_ins: StandIns,
+) -> None:
+    """One key exchange per node: the connection that read the key logs in and serves the
+    commands run over that key; a plain scan and a target pinned to another key do not."""
+    remote = stand_ins.remote()
+    key = await remote.scan_host_key(IP, 22, username="root")
+    node = stand_ins.nodes.nodes[IP]
+    assert key.fingerprint == node.host_key().get_fingerprint("sha256")
+    for _ in range(2):
+        result = await remote.run(RemoteTarget(IP, 22, "root", key), "true", time_limit=5)
+        assert result.exit_status == 0
+    assert node.connections == 1
+    assert key == await remote.scan_host_key(IP, 22)  # a plain scan: a connection of its own
+    assert node.connections == 2
+    # the node is rebuilt with another key: the kept connection goes with the old machine,
+    # and the next command, on a new connection, refuses the key it now presents
+    node.rekey()
+    await stand_ins.nodes.restart(IP)
+    with pytest.raises(HostKeyMismatchError):
+        await remote.run(RemoteTarget(IP, 22, "root", key), "true", time_limit=5)
+    assert node.commands == ["true", "true"]
+
+
+async def test_first_contact_returns_the_key_even_when_the_login_is_refused(
+    stand_ins: StandIns,
+) -> None:
+    stranger = stand_ins.remote(asyncssh.generate_private_key("ssh-ed25519"))
+    key = await stranger.scan_host_key(IP, 22, username="root")
+    assert key == await stand_ins.remote().scan_host_key(IP, 22)
+    with pytest.raises(AuthError, match="login refused"):
+        await stranger.run(RemoteTarget(IP, 22, "root", key), "true", time_limit=5)
+    assert stand_ins.nodes.nodes[IP].commands == []
+
+
 async def test_ssh_to_nowhere_is_transient() -> None:
     remote = SshRemote(asyncssh.generate_private_key("ssh-ed25519"), connect_timeout=2)
     with pytest.raises(TransientError):

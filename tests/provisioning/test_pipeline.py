@@ -93,8 +93,8 @@ async def test_a_changed_host_key_quarantines_the_node(reachable_dir: Path) -> N
             def __init__(self, inner):  # type: ignore[no-untyped-def]
                 self.inner = inner
 
-            async def scan_host_key(self, host, port):  # type: ignore[no-untyped-def]
-                key = await self.inner.scan_host_key(host, port)
+            async def scan_host_key(self, host, port, **kwargs):  # type: ignore[no-untyped-def]
+                key = await self.inner.scan_host_key(host, port, **kwargs)
                 node = w.stand_ins.nodes.nodes[host]
                 node.rekey()
                 await w.stand_ins.nodes.restart(host)

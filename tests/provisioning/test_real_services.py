@@ -181,8 +181,8 @@ class _Rooted:
         self.inner = inner
         self.root = root
 
-    async def scan_host_key(self, host: str, port: int) -> Any:
-        return await self.inner.scan_host_key(host, port)
+    async def scan_host_key(self, host: str, port: int, *, username: str | None = None) -> Any:
+        return await self.inner.scan_host_key(host, port, username=username)
 
     async def run(
         self, target: RemoteTarget, command: str, *, time_limit: float, stdin: bytes | None = None
