@@ -143,7 +143,12 @@ def _shown_url(url: str) -> str:
 
 
 def _client(
-    spec: FleetSpec, environ: Mapping[str, str], endpoint: str, key_env: str
+    spec: FleetSpec,
+    environ: Mapping[str, str],
+    endpoint: str,
+    key_env: str,
+    *,
+    lists_once: bool = False,
 ) -> HostwindsClient:
     provider = spec.provider
     return client_from_settings(
@@ -152,6 +157,7 @@ def _client(
         environ=environ,
         rate_limit=provider.rate_limit,
         timeout=provider.timeout.total_seconds(),
+        remember_listing=not lists_once,
     )
 
 
@@ -161,14 +167,16 @@ async def build_cloud(
     *,
     environ: Mapping[str, str] = os.environ,
     state_dir: Path | None = None,
+    lists_once: bool = False,
 ) -> AsyncIterator[CloudPort]:
     """The cloud adapter for ``loaded``'s provider; closed (and the embedded simulator
-    stopped, its state saved) on exit."""
+    stopped, its state saved) on exit. ``lists_once``: the caller lists the account once
+    (a dry-run), so the client neither digests nor keeps the listing to recognise it again."""
     spec = loaded.spec
     provider = spec.provider
     if provider.type is ProviderType.HOSTWINDS:
         endpoint, key_env = provider_credentials(spec, environ)
-        client = _client(spec, environ, endpoint, key_env)
+        client = _client(spec, environ, endpoint, key_env, lists_once=lists_once)
         try:
             yield client
         finally:
@@ -182,7 +190,7 @@ async def build_cloud(
         env = dict(environ)
         if not (env.get(key_env) or "").strip():
             env[key_env] = DEFAULT_API_KEY
-        client = _client(spec, env, endpoint, key_env)
+        client = _client(spec, env, endpoint, key_env, lists_once=lists_once)
         try:
             yield client
         finally:
@@ -205,6 +213,7 @@ async def build_cloud(
             DEFAULT_API_KEY,
             rate_limit=provider.rate_limit,
             timeout=provider.timeout.total_seconds(),
+            remember_listing=not lists_once,
         )
         _EMBEDDED[id(client)] = server
         try:

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,8 +43,7 @@ from providers.hostwinds.wire import (
     InstanceIdWire,
     PriceEntryWire,
     entries,
-    instance_values,
-    observed_from_values,
+    observed_from_entry,
     parse_ips,
     parse_locations,
     read_envelope,
@@ -111,6 +111,7 @@ class HostwindsClient:
         monotonic: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         local_address: str | None = "0.0.0.0",  # noqa: S104 - a bind address, forces IPv4
+        remember_listing: bool = True,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -132,10 +133,14 @@ class HostwindsClient:
         self._monotonic = monotonic
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
         self._calls: Counter[str] = Counter()
-        #: the last account listing parsed: (digest of its raw answer, its servers)
+        #: the last account listing parsed: (digest of its raw answer, its servers); not kept
+        #: (nor the answer digested) by a client that lists once (``remember_listing``)
         self._listing: tuple[bytes, tuple[ObservedServer, ...]] | None = None
+        self._remember_listing = remember_listing
         if transport is None:
-            transport = httpx.AsyncHTTPTransport(local_address=local_address, retries=0)
+            transport = httpx.AsyncHTTPTransport(
+                verify=_tls_context_for(endpoint), local_address=local_address, retries=0
+            )
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=httpx.Timeout(self._timeout),
@@ -191,12 +196,19 @@ class HostwindsClient:
             digests.append(digest)
             return last is not None and last[0] == digest
 
-        data = await self._call("get_instances", {}, empty_list_ok=True, unchanged=unchanged)
+        data = await self._call(
+            "get_instances",
+            {},
+            empty_list_ok=True,
+            unchanged=unchanged if self._remember_listing else None,
+        )
         if data is _UNCHANGED and last is not None:
             return list(last[1])
         servers: list[ObservedServer] = []
         for entry in entries(data):
             servers.append(_observed("get_instances", entry))
+        if not self._remember_listing:
+            return servers
         # the answer just parsed is the last one digested (a retry digests its own answer)
         self._listing = (digests[-1], tuple(servers)) if digests else None
         return servers
@@ -503,6 +515,7 @@ def client_from_settings(
     burst: int | None = None,
     max_read_retries: int = 4,
     local_address: str | None = "0.0.0.0",  # noqa: S104 - a bind address, forces IPv4
+    remember_listing: bool = True,
 ) -> HostwindsClient:
     """Build the client from the spec's provider settings and the environment.
 
@@ -534,6 +547,7 @@ def client_from_settings(
         timeout=timeout,
         max_read_retries=max_read_retries,
         local_address=local_address,
+        remember_listing=remember_listing,
     )
 
 
@@ -547,15 +561,28 @@ def _observed(
     action: str, entry: Mapping[str, object], fallback_id: int | None = None
 ) -> ObservedServer:
     try:
-        values = instance_values(entry)
+        server = observed_from_entry(entry, fallback_id)
     except (ValueError, TypeError):
         # never include the payload: it carries the root password
         raise TransientError(f"{action} failed: an instance object did not parse") from None
-    if values.get("serviceid") is None and values.get("id") is None:
-        if fallback_id is None:
-            raise TerminalError(f"{action} failed: an instance object carries no serviceid")
-        values["serviceid"] = fallback_id
-    return observed_from_values(values)
+    if server is None:
+        raise TerminalError(f"{action} failed: an instance object carries no serviceid")
+    return server
+
+
+def _tls_context_for(endpoint: str) -> ssl.SSLContext | bool:
+    """``True`` (httpx's verified default context) for any endpoint but a plain ``http://``
+    one, which never speaks TLS (one endpoint, no redirects followed, no proxies): there a
+    context that trusts no certificate at all, so that the client does not load the CA bundle
+    (~20 ms of CPU at every CLI start against the embedded simulator: issue 14) and any TLS
+    it were ever made to speak would fail verification."""
+    try:
+        scheme = urlsplit(endpoint).scheme.lower()
+    except ValueError:
+        return True
+    if scheme != "http":
+        return True
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked, certificate required
 
 
 def _describe(exc: httpx.HTTPError) -> str:

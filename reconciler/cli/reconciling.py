@@ -226,7 +226,7 @@ def _echo_info(settings: _Settings) -> Callable[[str], None]:
 async def _reconcile(loaded: LoadedSpec, settings: _Settings, environ: Mapping[str, str]) -> int:
     store = build_store(environ)
     try:
-        async with build_cloud(loaded, environ=environ) as cloud:
+        async with build_cloud(loaded, environ=environ, lists_once=settings.dry_run) as cloud:
             if settings.dry_run:  # planning needs no DNS, SSH or mail (nor their secrets)
                 return await _run(build_reconciler(loaded, cloud, store), settings, None, environ)
             async with build_provisioning(loaded, cloud, environ=environ) as provisioning:

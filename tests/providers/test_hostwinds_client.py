@@ -4,6 +4,7 @@ encoding, response mapping, error mapping, retries, rate limit. No sockets, no r
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from providers.hostwinds import HostwindsClient, MissingCredentialError, client_from_settings
+from providers.hostwinds.client import _tls_context_for
 from providers.hostwinds.errors import AUTH_HINT
 from reconciler.core.errors import (
     AuthError,
@@ -226,6 +228,33 @@ async def test_an_unchanged_listing_is_not_parsed_again() -> None:
         assert fifth == third
         assert await client.list_servers() == third
         assert dict(client.calls) == {"get_instances": 6}
+
+
+async def test_a_client_that_lists_once_parses_every_answer_and_keeps_none() -> None:
+    # a dry-run lists the account once: no digest of the answer, nothing kept (issue 14)
+    fleet = [instance(n, f"mail-sea-{n}") for n in range(1, 4)]
+    api = ScriptedApi()
+    api.json("get_instances", {"success": fleet})
+    api.json("get_instances", {"success": fleet})
+    async with client_for(api, remember_listing=False) as (client, _):
+        first = await client.list_servers()
+        again = await client.list_servers()
+        assert again == first
+        assert not any(a is b for a, b in zip(again, first, strict=True))
+        assert client._listing is None
+        assert dict(client.calls) == {"get_instances": 2}
+
+
+def test_a_plain_http_endpoint_gets_a_context_that_trusts_no_certificate() -> None:
+    # no CA bundle loaded for the embedded simulator's http:// URL (issue 14); any TLS it
+    # were made to speak would fail verification
+    context = _tls_context_for("http://127.0.0.1:8080/cloud/api.php")
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
+    assert context.cert_store_stats()["x509_ca"] == 0
+    for endpoint in ("https://clients.hostwinds.com/cloudapi.php", "HTTPS://x/y", "ftp://x", ""):
+        assert _tls_context_for(endpoint) is True
 
 
 async def test_list_servers_accepts_an_id_keyed_dict() -> None:

@@ -18,6 +18,7 @@ from providers.hostwinds.wire import (
     PriceEntryWire,
     Unrecognised,
     instance_values,
+    observed_from_entry,
     observed_from_values,
     parse_instance,
     parse_ips,
@@ -252,6 +253,65 @@ def test_the_fast_instance_parse_equals_pydantics(entry: dict[str, object]) -> N
     else:
         with pytest.raises(ValueError, match="without serviceid"):
             observed_from_values(instance_values(entry))
+
+
+_TYPED_ENTRIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "serviceid": st.integers(min_value=-(2**64), max_value=2**64) | _SCALARS,
+        "id": st.integers(min_value=0, max_value=2**40) | st.none(),
+        "srvrname": st.text(max_size=12) | _SCALARS,
+        "location_id": st.integers(min_value=-5, max_value=2**40) | _SCALARS,
+        "status": st.sampled_from([*(s.value for s in ServerStatus), "active", " BUILD "])
+        | _SCALARS,
+        "disp_status": st.text(max_size=12) | st.none(),
+        "main_ip": st.sampled_from(["198.51.100.2", " 198.51.100.3 ", ""]) | _SCALARS,
+        "ips": _VALUES,
+        "ram": st.integers(min_value=-300, max_value=5000) | _SCALARS,
+        "cpu": st.integers(min_value=0, max_value=64) | _SCALARS,
+        "disk": _SCALARS,
+        "product_id": _SCALARS,
+        "product_name": _SCALARS,
+        "locked": st.sampled_from([0, 1, "0", "1", True, None, 2, "yes", [], [0]]),
+        "is_suspended": _VALUES,
+        "hostname": _SCALARS,
+        "created_at": _SCALARS,
+        "name": _SCALARS,
+        "password": st.just("root-pw-canary"),
+    },
+)
+
+
+@given(_ENTRIES | _TYPED_ENTRIES, st.none() | st.integers(min_value=1, max_value=99))
+def test_the_one_pass_listing_conversion_equals_the_two_steps(
+    entry: dict[str, object], fallback: int | None
+) -> None:
+    # the listing's path (issue 14): observed_from_entry against instance_values +
+    # observed_from_values, for any entry (plain types as the API sends them, and any other)
+    values = instance_values(entry)
+    if values.get("serviceid") is None and values.get("id") is None:
+        if fallback is None:
+            assert observed_from_entry(entry, fallback) is None
+            return
+        values["serviceid"] = fallback
+    assert observed_from_entry(entry, fallback) == observed_from_values(values)
+
+
+@pytest.mark.parametrize("entry", [None, [], "x", 3])
+def test_the_one_pass_conversion_refuses_what_the_two_steps_refuse(entry: object) -> None:
+    with pytest.raises(ValueError, match="not a JSON object"):
+        instance_values(entry)
+    with pytest.raises(ValueError, match="not a JSON object"):
+        observed_from_entry(entry)
+
+
+def test_the_one_pass_conversion_of_an_api_instance() -> None:
+    server = observed_from_entry(INSTANCE)
+    assert server == InstanceWire.model_validate(INSTANCE).to_observed()
+    assert server is not None
+    assert server.created_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert server.created_at.tzinfo is UTC
+    assert "root-pw-canary" not in repr(server)
 
 
 @pytest.mark.parametrize("entry", [None, [], "x", 3])
