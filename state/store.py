@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import ipaddress
+import json
 import os
 import re
 import socket
@@ -646,13 +647,7 @@ class SqlStore:
     def load_fleet(self, fleet: str) -> RecordedFleet:
         """Open nodes, pending intents and cost constants: three queries."""
         with self._tx(f"loading fleet {fleet!r}") as connection:
-            node_rows = _plain_rows(
-                connection.execute(
-                    sa.select(m.SendingNode)
-                    .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
-                    .order_by(m.SendingNode.name)
-                )
-            )
+            nodes = _open_nodes(connection, fleet)
             intent_rows = connection.execute(
                 sa.select(m.Intent)
                 .where(m.Intent.fleet == fleet, m.Intent.status == IntentStatus.PENDING.value)
@@ -661,7 +656,6 @@ class SqlStore:
             cost_rows = connection.execute(
                 sa.select(m.CostConstant).order_by(m.CostConstant.key, m.CostConstant.scope)
             ).all()
-        nodes = tuple(_node_out(row) for row in node_rows)
         return RecordedFleet(
             fleet=fleet,
             nodes=nodes,
@@ -2566,6 +2560,212 @@ def _plain_rows(result: sa.CursorResult[Any]) -> list[Any]:
     every attribute (~0.3 us: with ~30 columns, most of the cost of reading 10,000 nodes)."""
     make = _row_type(tuple(result.keys()))._make
     return [make(row) for row in result]
+
+
+def _open_nodes(connection: Connection, fleet: str) -> tuple[RecordedNode, ...]:
+    """The open nodes of ``fleet``, by name. On SQLite the rows are read as the driver gives
+    them and converted by :func:`_sqlite_node` (a 10,000-node fleet: ~0.1 s less than
+    SQLAlchemy's type processing, whose dates alone parse a text and then ``.replace`` its
+    zone, ~1 us each, 8 per row: issue 14); a row holding anything else than what this store
+    writes is read by the typed path again. PostgreSQL's driver converts the values itself."""
+    if connection.dialect.name == "sqlite":
+        rows = connection.exec_driver_sql(_SQLITE_OPEN_NODES, (fleet,)).fetchall()
+        try:
+            return tuple(_sqlite_node(*row) for row in rows)
+        except _UnusualValueError:
+            pass
+    return _open_nodes_typed(connection, fleet)
+
+
+def _open_nodes_typed(connection: Connection, fleet: str) -> tuple[RecordedNode, ...]:
+    """The open nodes of ``fleet`` through SQLAlchemy's types (what the SQLite path equals)."""
+    rows = _plain_rows(
+        connection.execute(
+            sa.select(m.SendingNode)
+            .where(m.SendingNode.fleet == fleet, m.SendingNode.closed_at.is_(None))
+            .order_by(m.SendingNode.name)
+        )
+    )
+    return tuple(_node_out(row) for row in rows)
+
+
+#: the columns ``_sqlite_node`` takes, in its parameters' order
+_SQLITE_NODE_COLUMNS = (
+    "id",
+    "fleet",
+    "name",
+    "region",
+    "plan",
+    "status",
+    "provider_id",
+    "ip_address",
+    "hostname",
+    "pool",
+    "protected",
+    "reputation_score",
+    "current_load",
+    "created_at",
+    "last_heartbeat",
+    "rdns_done",
+    "warmup_started_at",
+    "approximate_cost",
+    "observed_generation",
+    "status_changed_at",
+    "steps",
+    "host_key",
+    "bundle_version",
+    "agent_url",
+    "quarantine",
+    "maintenance_reason",
+    "maintenance_by",
+    "maintenance_since",
+    "maintenance_ended_at",
+    "maintenance_kind",
+    "paused_by",
+    "slot_failures",
+)
+_SQLITE_OPEN_NODES = (  # our own column names, the fleet a bound parameter
+    f"SELECT {', '.join(_SQLITE_NODE_COLUMNS)} FROM sending_nodes "  # noqa: S608
+    "WHERE fleet = ? AND closed_at IS NULL ORDER BY name"
+)
+_LOWER_HEX_32 = re.compile(r"[0-9a-f]{32}")
+_NODE_STATUS_OF = {status.value: status for status in NodeStatus}
+#: stored amount (SQLite REAL or INTEGER, as SQLAlchemy's Numeric(12, 4) formats it) -> the
+#: amount as read back; a fleet holds few distinct amounts
+_SQLITE_MONEY: dict[str, Decimal | None] = {}
+_HoldRow = namedtuple(
+    "_HoldRow",
+    (
+        "maintenance_reason",
+        "maintenance_by",
+        "maintenance_since",
+        "maintenance_ended_at",
+        "maintenance_kind",
+    ),
+)
+
+
+class _UnusualValueError(Exception):
+    """A stored value outside the forms this store writes: the typed path reads the rows."""
+
+
+def _sqlite_uuid(value: object) -> str:
+    if type(value) is str and _LOWER_HEX_32.fullmatch(value):
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    raise _UnusualValueError
+
+
+def _sqlite_time(value: object) -> datetime | None:
+    """A stored datetime as SQLAlchemy reads it (``fromisoformat``, then UTC): the offset
+    put in the text makes it aware at once (``.replace(tzinfo=UTC)`` costs ~0.8 us)."""
+    if value is None:
+        return None
+    if type(value) is str and len(value) == 26:  # SQLAlchemy's storage format
+        try:
+            parsed = datetime.fromisoformat(value + "+00:00")
+        except ValueError:
+            raise _UnusualValueError from None
+        if parsed.tzinfo is UTC:
+            return parsed
+    raise _UnusualValueError
+
+
+def _sqlite_money(value: object) -> Decimal | None:
+    if value is None:
+        return None
+    if type(value) is not float and type(value) is not int:
+        raise _UnusualValueError
+    text = f"{value:.4f}"  # SQLAlchemy's Numeric(12, 4) result processor on SQLite
+    try:
+        return _SQLITE_MONEY[text]
+    except KeyError:
+        amount = _SQLITE_MONEY[text] = _money_out(Decimal(text))
+        return amount
+
+
+def _sqlite_json(value: object) -> object:
+    if value is None:
+        return None
+    if type(value) is str:
+        return json.loads(value)
+    raise _UnusualValueError
+
+
+def _sqlite_node(
+    id_: object,
+    fleet: str,
+    name: str,
+    region: str,
+    plan: str,
+    status: str,
+    provider_id: int | None,
+    ip_address: str | None,
+    hostname: str | None,
+    pool: str | None,
+    protected: object,
+    reputation_score: int,
+    current_load: object,
+    created_at: object,
+    last_heartbeat: object,
+    rdns_done: object,
+    warmup_started_at: object,
+    approximate_cost: object,
+    observed_generation: str | None,
+    status_changed_at: object,
+    steps: object,
+    host_key: object,
+    bundle_version: str | None,
+    agent_url: str | None,
+    quarantine: str | None,
+    maintenance_reason: str | None,
+    maintenance_by: str | None,
+    maintenance_since: object,
+    maintenance_ended_at: object,
+    maintenance_kind: str | None,
+    paused_by: str | None,
+    slot_failures: int | None,
+) -> RecordedNode:
+    """One row of ``_SQLITE_OPEN_NODES`` as the driver gives it -> what :func:`_node_out`
+    makes of the typed row (a property test pins the two equal)."""
+    node_status = _NODE_STATUS_OF.get(status)
+    if node_status is None:
+        raise _UnusualValueError
+    since = _sqlite_time(maintenance_since)
+    ended = _sqlite_time(maintenance_ended_at)
+    return RecordedNode(
+        id=_sqlite_uuid(id_),
+        fleet=fleet,
+        name=name,
+        region=region,
+        plan=plan,
+        status=node_status,
+        service_id=provider_id,
+        ip_address=ip_address,
+        hostname=hostname,
+        pool=pool,
+        protected=bool(protected),
+        reputation_score=int(reputation_score),
+        current_load=_sqlite_money(current_load) or Decimal(0),
+        created_at=_sqlite_time(created_at),
+        last_heartbeat=_sqlite_time(last_heartbeat),
+        rdns_done=bool(rdns_done),
+        warmup_started_at=_sqlite_time(warmup_started_at),
+        approximate_cost=_sqlite_money(approximate_cost),
+        observed_generation=observed_generation,
+        status_changed_at=_sqlite_time(status_changed_at),
+        steps=_steps_out(_sqlite_json(steps)),
+        host_key=_host_key_out(_sqlite_json(host_key)),
+        bundle_version=bundle_version,
+        agent_url=agent_url,
+        quarantine=quarantine,
+        maintenance=None
+        if maintenance_reason is None
+        else _maintenance_out(
+            _HoldRow(maintenance_reason, maintenance_by, since, ended, maintenance_kind)
+        ),
+        paused_by=_paused_by_out(paused_by),
+        slot_failures=int(slot_failures or 0),
+    )
 
 
 def _node_out(node: Any) -> RecordedNode:
