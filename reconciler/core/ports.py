@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from reconciler.core.dnsrecords import RecordSet
 from reconciler.core.fleet import (
@@ -28,12 +28,16 @@ from reconciler.core.fleet import (
     RecordedIntent,
     RecordedNode,
 )
-from reconciler.core.reputation import (
-    ListingEvent,
-    ReputationRecord,
-    ReputationSnapshot,
-    SendCounts,
-)
+
+# only in annotations: the reputation model is imported by what uses it (a dry-run does not:
+# ~20 ms of dataclasses and tables at every CLI start, issue 14)
+if TYPE_CHECKING:
+    from reconciler.core.reputation import (
+        ListingEvent,
+        ReputationRecord,
+        ReputationSnapshot,
+        SendCounts,
+    )
 
 
 class Clock(Protocol):

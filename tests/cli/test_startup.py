@@ -94,9 +94,10 @@ def test_the_probe_sees_heavy_imports_when_a_command_uses_them() -> None:
 #: what a dry-run (embedded simulator, SQLite) never needs: the saved-plan format, migrations,
 #: PostgreSQL, the provisioning adapters and stand-ins, the daemon, httpx's command-line client
 #: (rich, pygments: providers/hostwinds/lighthttpx.py), SQLAlchemy's ORM (the store's tables
-#: are Core tables: state/models.py)
+#: are Core tables: state/models.py), the reputation model (the ports name it in annotations)
 NOT_FOR_A_DRY_RUN = (
     "reconciler.views.documents",
+    "reconciler.core.reputation",
     "sqlalchemy.orm",
     "httpx._main",
     "rich",
