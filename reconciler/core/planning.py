@@ -21,11 +21,13 @@ from reconciler.core.billing import paid_until, unused_paid
 from reconciler.core.collector import collector_paused
 from reconciler.core.costs import CostResolver, cents, price_warnings, sort_constants
 from reconciler.core.fleet import (
+    IntentStatus,
     NodeStatus,
     Observed,
     PausedBy,
     PricePlan,
     RecordedFleet,
+    RecordedIntent,
     RecordedNode,
     ServerStatus,
 )
@@ -402,6 +404,9 @@ class _Planner:
             regions, missing, desired, present_count, nodes, inventory.max_seq, inventory.pending
         )
 
+        # 11. intents a cut-short run left pending on nodes this plan does nothing else to
+        self.interrupted()
+
         return self.finish(nodes, inventory.unmanaged)
 
     # --- steps ---------------------------------------------------------------------------
@@ -427,6 +432,53 @@ class _Planner:
                 resolution=Resolution.RECORDED,
             )
         )
+
+    def interrupted(self) -> None:
+        """RESOLVE/INTERRUPTED: close the intents other than creates that a run killed between
+        an intent's begin and its finish left pending, on each node this plan has no other
+        change for. Such a pending intent is work left, never "no changes": what it began is
+        settled now (the node is as the spec wants it, or gone), so closing it is all that is
+        left. A node with other changes needs none: the engine closes its interrupted intents
+        when it runs them (and redoes what its records say is not done). Pending creates are
+        resolved by looking their name up (``resolve_pending``, design §3)."""
+        planned = {c.address for c in self.out.changes}
+        left: dict[str, list[RecordedIntent]] = defaultdict(list)
+        for intent in self.recorded.pending_intents:
+            if (
+                intent.kind != "create"
+                and intent.status is IntentStatus.PENDING
+                and intent.target not in planned
+            ):
+                left[intent.target].append(intent)
+        records = {n.name: n for n in self.recorded.nodes}
+        for target in sorted(left):
+            intents = sorted(left[target], key=lambda i: i.id)
+            record = records.get(target)
+            parsed = self.parse(target)
+            region = (
+                record.region
+                if record is not None
+                else intents[0].params.get("region") or (parsed[0] if parsed else "-")
+            )
+            kinds = ", ".join(sorted({i.kind for i in intents}))
+            ids = ",".join(str(i.id) for i in intents)
+            settled = (
+                "the node needs nothing else"
+                if record is not None
+                else "the node has no open record and no server left"
+            )
+            self.out.add(
+                Change(
+                    Action.RESOLVE,
+                    target,
+                    region,
+                    f"pending {kinds} intent(s) of a run cut short; {settled}: close them",
+                    after={"interrupted": kinds, "intent_ids": ids},
+                    service_id=record.service_id if record is not None else None,
+                    intent_ids=tuple(i.id for i in intents),
+                    resolution=Resolution.INTERRUPTED,
+                )
+            )
 
     def adopt(self, node: LiveNode) -> None:
         """ADOPT an unrecorded server, or RESOLVE the pending intent that named it.

@@ -23,7 +23,7 @@ class Action(StrEnum):
     DESTROY = "destroy"  # -  terminate (only what our inventory owns)
     FORGET = "forget"  # -  record of a server deleted behind our back (drift)
     REPAIR = "repair"  # ~  record differs from the cloud (drift), correct the record
-    RESOLVE = "resolve"  # ?  a pending create intent: look the name up first
+    RESOLVE = "resolve"  # ?  a pending intent: a create's name looked up first, or closed
     PAUSE = "pause"  # ~  out of rotation (unhealthy, blocklisted)
     RESUME = "resume"  # ~  back into rotation
     PROVISION = "provision"  # ~  a provisioning step (host key, DNS, bootstrap, verify)
@@ -63,7 +63,7 @@ _MARKERS: dict[Action, str] = {
 
 
 class Resolution(StrEnum):
-    """What a ``RESOLVE`` does with a node's pending create intents (decided by the planner)."""
+    """What a ``RESOLVE`` does with a node's pending intents (decided by the planner)."""
 
     FOUND = "found"  # a server with the name is observed: record it, bring it up
     RECORDED = "recorded"  # the server is recorded already: close the intents
@@ -73,6 +73,10 @@ class Resolution(StrEnum):
     #: no server after the grace and the slot's create attempts are used up: the slot failed;
     #: the intent stays (it holds the slot), an operator decides (`reconcile node retry`)
     EXHAUSTED = "exhausted"
+    #: intents other than creates that a cut-short run left pending (killed between an
+    #: intent's begin and its finish) on a node this plan has nothing else to do for: what
+    #: they began is settled (the node is as the spec wants it, or gone); close them
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,7 @@ class Change:
     # --- typed control data (what the engine executes) -----------------------------------
     #: the node's recorded status after this change (adopt, activate, resume, pause, drain)
     status: NodeStatus | None = None
-    #: the pending create intents this change settles (resolve; adopt of an intent's server)
+    #: the pending intents this change settles (resolve; adopt of an intent's server)
     intent_ids: tuple[int, ...] = ()
     #: what a RESOLVE does
     resolution: Resolution | None = None

@@ -31,7 +31,7 @@ from typing import Any
 from reconciler.core.addresses import node_hostname
 from reconciler.core.errors import GuardRefusedError, LeadershipLostError, ProviderError
 from reconciler.core.fencing import fenced
-from reconciler.core.plans import Action, Change, Plan
+from reconciler.core.plans import Action, Change, Plan, Resolution
 from reconciler.core.ports import Clock, CloudPort, StorePort
 from reconciler.engine import creating, destroying, powering, recording, resizing, steps
 from reconciler.engine.contexts import (
@@ -237,14 +237,22 @@ class Applier:
             )
 
     def _close_interrupted(self, changes: list[Change]) -> None:
-        """Close the pending set_rdns/resize/destroy intents an interrupted run left on this
-        node: those steps are resolved by observing, and this run's plan redoes what is still
-        needed (a FORGET closes a destroy intent as done instead)."""
+        """Close the intents other than creates that an interrupted run left pending on this
+        node (set_rdns, resize, boot, destroy, decommission, a provisioning step...): what
+        they began is resolved by observing and by the node's recorded steps, and this run's
+        plan redoes what is still needed. Left to the changes themselves: a FORGET closes
+        them as done (the server is gone), a DESTROY its own destroy intents, a RESOLVE the
+        intents it names (pending creates are resolved by looking the name up)."""
+        if any(
+            c.action is Action.FORGET or c.resolution is Resolution.INTERRUPTED for c in changes
+        ):
+            return
         target = changes[0].address
-        kinds = ["set_rdns", "resize", "boot"]
-        if not any(c.action in (Action.FORGET, Action.DESTROY) for c in changes):
-            kinds.append("destroy")
-        for kind in kinds:
+        kept = {"create"}
+        if any(c.action is Action.DESTROY for c in changes):
+            kept.add("destroy")
+        kinds = {i.kind for i in self.journal.recorded.pending_intents if i.target == target}
+        for kind in sorted(kinds - kept):
             self.journal.supersede(kind, target)
 
 

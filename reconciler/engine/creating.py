@@ -176,8 +176,12 @@ async def find(ctx: ApplyContext, name: str, *, patient: bool) -> ObservedServer
 
 async def resolve(ctx: ApplyContext, change: Change) -> str:
     """A pending create intent: look the name up first (design §3 step 4). What to do when
-    it is not there is the plan's ``resolution``."""
+    it is not there is the plan's ``resolution``. (``INTERRUPTED``: other intents a cut-short
+    run left pending, closed.)"""
     wanted = set(change.intent_ids)
+    if change.resolution is Resolution.INTERRUPTED:
+        async with ctx.slots:
+            return close_interrupted(ctx, change)
     intents = [
         i
         for i in ctx.snapshot.recorded.pending_intents
@@ -203,6 +207,26 @@ async def resolve(ctx: ApplyContext, change: Change) -> str:
     return await resolve_intents(
         ctx, change, intents, recreate=change.resolution is Resolution.RECREATE
     )
+
+
+def close_interrupted(ctx: ApplyContext, change: Change) -> str:
+    """Close the pending intents the plan names (its ``intent_ids``) as failed: their run was
+    cut short before closing them, and the plan found nothing left to do for the node."""
+    wanted = set(change.intent_ids)
+    closed = [
+        i
+        for i in ctx.snapshot.recorded.pending_intents
+        if i.id in wanted and i.target == change.address and i.kind != "create"
+    ]
+    for intent in sorted(closed, key=lambda i: i.id):
+        ctx.journal.finish_once(
+            intent,
+            IntentStatus.FAILED,
+            "interrupted: the run that began it ended before closing it; the next plan "
+            "found nothing left to do for it",
+        )
+    kinds = ", ".join(sorted({i.kind for i in closed})) or "no"
+    return f"closed {len(closed)} interrupted intent(s) ({kinds})"
 
 
 async def resolve_intents(

@@ -52,12 +52,19 @@ def _record_step(
     ctx: ApplyContext, node: RecordedNode | None, name: str, step: str, detail: str
 ) -> RecordedNode | None:
     """One decommission step done: on the node's record (so a rerun skips it) and in the
-    journal (``reconcile history``, ``reconcile node show``)."""
-    intent = ctx.journal.begin("decommission", name, {"step": step, "detail": detail[:200]})
+    journal (``reconcile history``, ``reconcile node show``), in one transaction: the entry is
+    written done with the record, so a kill can never leave it pending (it records what is
+    done already; it was three writes, and a kill between them left a pending entry that no
+    run closed)."""
     if node is not None and step != "record":
         node = with_step(node, f"decommission.{step}", StepStatus.DONE, ctx, error=None)
-        ctx.journal.upsert(node)
-    ctx.journal.finish(intent, IntentStatus.DONE, node=node if step != "record" else None)
+    ctx.journal.begin(
+        "decommission",
+        name,
+        {"step": step, "detail": detail[:200]},
+        node=node if step != "record" else None,
+        done=True,
+    )
     return node
 
 
