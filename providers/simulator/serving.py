@@ -117,11 +117,46 @@ def _config(app: SimulatorApp) -> uvicorn.Config:
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without signal handling: the embedding program owns the signals."""
+    """uvicorn without signal handling: the embedding program owns the signals. Asked to stop
+    from its own event loop (:meth:`request_stop`), it stops at once instead of at its next
+    0.1 s tick, and with nothing in flight it skips uvicorn's 0.1 s grace before closing: an
+    embedded simulator's stop took ~0.19 s of every CLI run (issue 14)."""
+
+    _stop_requested: asyncio.Event | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def request_stop(self) -> None:
+        """Stop serving; call it from the event loop that serves."""
+        self.should_exit = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop (a tick every 0.1 s, until should_exit), woken by request_stop
+        self._stop_requested = wake = asyncio.Event()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.server_state.connections or self.server_state.tasks:
+            await super().shutdown(sockets)  # a grace for what is in flight
+            return
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 def _base_url(sock: socket.socket) -> str:
@@ -281,7 +316,7 @@ class AsyncSimulatorServer(_SimulatorHost):
     async def stop(self) -> None:
         self.app.closing.set()
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.request_stop()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, SystemExit):
                 await self._task

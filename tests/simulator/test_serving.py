@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
 
 import httpx
 import pytest
@@ -72,6 +74,47 @@ async def test_the_async_variant_serves_in_the_running_loop() -> None:
     async with AsyncSimulatorServer(api_key=KEY) as server, httpx.AsyncClient() as client:
         response = await client.post(server.api_url, data={"action": "get_price_list", "API": KEY})
         assert response.json()["success"]["52"]["monthly"] == "9.99"
+
+
+@pytest.mark.anyio
+async def test_the_async_variant_stops_at_once_when_nothing_is_in_flight() -> None:
+    # uvicorn alone stopped at its next 0.1 s tick, then waited a 0.1 s grace: never under
+    # 0.1 s (~0.19 s of every CLI run against the embedded simulator, issue 14)
+    durations = []
+    for _ in range(3):
+        server = AsyncSimulatorServer(api_key=KEY)
+        await server.start()
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(server.api_url, data={"action": "get_locations", "API": KEY})
+            assert answer.json()["success"]
+        started = time.perf_counter()
+        await server.stop()
+        durations.append(time.perf_counter() - started)
+        with pytest.raises(httpx.ConnectError):  # the port is closed
+            async with httpx.AsyncClient() as client:
+                await client.post(answer.url, data={"action": "get_locations", "API": KEY})
+    assert min(durations) < 0.1
+
+
+@pytest.mark.anyio
+async def test_a_request_in_flight_is_still_answered_when_the_async_variant_stops() -> None:
+    server = AsyncSimulatorServer(api_key=KEY)
+    await server.start()
+    async with httpx.AsyncClient() as client:
+        # a delayed answer (fault injection): stop() is asked while it is being served
+        await client.post(
+            server.url + "/sim/faults",
+            json={"latency_ms": 300, "actions": ["get_locations"]},
+        )
+        pending = asyncio.ensure_future(
+            client.post(server.api_url, data={"action": "get_locations", "API": KEY})
+        )
+        while server.app.stats.total < 1:  # noqa: ASYNC110 - the app counts requests, no event
+            await asyncio.sleep(0.01)
+        await server.stop()
+        answer = await pending
+    assert answer.status_code == 200
+    assert answer.json()["success"]
 
 
 @pytest.fixture
