@@ -25,6 +25,13 @@ one second apart, so none is a replay (HTTP answers are printed: any 409 would s
 counts when answered 202; for the daemon that means committed, and the daemon's
 ``reconciler_heartbeats_written_total`` is checked to have grown by as much. Figures are
 medians over the repetitions; ratios are taken within each repetition, then the median.
+
+CPU per beat: the servers' during the run ("server CPU"), the same less their idle rate
+("intake"), and "settled": counted on until ``--settle`` seconds after the last answer (past
+the next sweep), less idle, so the work the replicas do afterwards because of the beats (each
+one's poll reading what the other recorded) counts. "PostgreSQL": the CPU of the server
+processes of the sessions on the benchmark's database during the run (the WAL writer and
+checkpointer, shared, are not counted).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -139,6 +148,38 @@ class Result:
     #: the same less what the processes use when idle (the daemon's periodic jobs)
     intake_us_per_beat: float
     written: float  # daemon: heartbeats_written_total growth
+    #: the servers' CPU per accepted beat less idle, counted until ``settle`` seconds after the
+    #: last answer: what the replicas spend afterwards on the beats (their polls read the beats
+    #: the other replica recorded) counts too
+    settled_us_per_beat: float = 0.0
+    #: CPU of the PostgreSQL backends serving the benchmark's database, per accepted beat
+    pg_us_per_beat: float = 0.0
+
+
+def pg_backends(url: str) -> list[int]:
+    """The server processes of the sessions connected to the database of ``url``."""
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    seen: dict[int, float] = {}
+    for pid in pids:
+        try:
+            seen[pid] = cpu_seconds(pid)
+        except OSError:  # ended meanwhile
+            continue
+    return seen
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    after = cpu_of(list(before))
+    return sum(after[pid] - before[pid] for pid in after)
 
 
 class Bench:
@@ -175,15 +216,25 @@ class Bench:
         pids: list[int],
         urls: list[str],
         idle: float = 0.0,
+        *,
+        database: str | None = None,
+        settle: float = 0.0,
     ) -> Result:
-        """``idle``: the processes' CPU seconds per second when idle (subtracted)."""
+        """``idle``: the processes' CPU seconds per second when idle (subtracted);
+        ``database``: whose PostgreSQL backends' CPU to count; ``settle``: seconds to go on
+        counting the servers' CPU after the last answer."""
         requests = self.requests()
         written_before = sum(metric(u, "reconciler_heartbeats_written_total") for u in urls)
+        backends = cpu_of(pg_backends(database)) if database is not None else {}
         cpu_before = sum(cpu_seconds(p) for p in pids)
         elapsed, latencies, statuses = asyncio.run(blast(ports, requests, self.connections))
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+        pg = cpu_since(backends)
         written = sum(metric(u, "reconciler_heartbeats_written_total") for u in urls)
         accepted = max(statuses.get(202, 0), 1)
+        if settle:
+            time.sleep(settle)
+        settled = sum(cpu_seconds(p) for p in pids) - cpu_before - idle * (elapsed + settle)
         latencies.sort()
         return Result(
             name,
@@ -194,6 +245,8 @@ class Bench:
             cpu / accepted * 1e6,
             (cpu - idle * elapsed) / accepted * 1e6,
             written - written_before,
+            settled / accepted * 1e6,
+            pg / accepted * 1e6,
         )
 
 
@@ -217,6 +270,13 @@ def main() -> int:
     parser.add_argument("--beats", type=int, default=20_000, help="per measurement")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=12.0,
+        help="seconds the daemons' CPU is still counted after a run (past their next sweep, "
+        "whose poll reads the beats the other replica recorded)",
+    )
     args = parser.parse_args()
     procs: list[Proc] = []
     with tempfile.TemporaryDirectory() as tmp, fresh_database() as url:
@@ -296,13 +356,23 @@ def main() -> int:
             loads: list[float] = []
             for r in range(args.repeat):
                 ceiling_result = bench.run("ceiling", [ceiling_port], [ceiling.popen.pid], [])
-                one = bench.run("daemon x1", [a_port], [a.popen.pid], [a_url], idle_a)
+                one = bench.run(
+                    "daemon x1",
+                    [a_port],
+                    [a.popen.pid],
+                    [a_url],
+                    idle_a,
+                    database=url,
+                    settle=args.settle,
+                )
                 two = bench.run(
                     "daemon x2",
                     [a_port, b_port],
                     [a.popen.pid, b.popen.pid],
                     [a_url, b_url],
                     idle_a + idle_b,
+                    database=url,
+                    settle=args.settle,
                 )
                 load = os.getloadavg()[0]
                 rows.append([ceiling_result, one, two])
@@ -312,7 +382,14 @@ def main() -> int:
                     print(
                         f"   {res.name:10s} {res.rate:8,.0f} beats/s  p50 {res.p50_ms:6.1f} ms "
                         f"p99 {res.p99_ms:7.1f} ms  server CPU {res.cpu_us_per_beat:5.0f} us/beat"
-                        f" (intake {res.intake_us_per_beat:5.0f})"
+                        f" (intake {res.intake_us_per_beat:5.0f}"
+                        + (
+                            f", settled {res.settled_us_per_beat:5.0f}, PostgreSQL "
+                            f"{res.pg_us_per_beat:4.0f}"
+                            if res.name != "ceiling"
+                            else ""
+                        )
+                        + ")"
                         f"  answers {res.statuses}"
                         + (f"  written {res.written:,.0f}" if res.name != "ceiling" else "")
                     )
@@ -341,11 +418,14 @@ def main() -> int:
         ratio = med(row[index].rate / row[0].rate for row in rows)
         cpu = med(row[index].cpu_us_per_beat for row in rows)
         intake = med(row[index].intake_us_per_beat for row in rows)
+        settled = med(row[index].settled_us_per_beat for row in rows)
+        pg = med(row[index].pg_us_per_beat for row in rows)
         p50 = med(row[index].p50_ms for row in rows)
         lost = sum(row[index].statuses.get(202, 0) - row[index].written for row in rows)
         print(
             f"{label + ':':38s} {rate:8,.0f} beats/s  ratio {ratio:.2f} (target >= 0.80)  "
-            f"p50 {p50:.1f} ms  CPU {cpu:.0f} us/beat (intake {intake:.0f})  "
+            f"p50 {p50:.1f} ms  CPU {cpu:.0f} us/beat (intake {intake:.0f}, settled "
+            f"{settled:.0f}, PostgreSQL {pg:.0f})  "
             f"202 not written: {lost:.0f}"
         )
         ok = ok and ratio >= 0.8 and lost == 0

@@ -29,7 +29,7 @@ import socket
 import threading
 import uuid
 from collections import defaultdict, namedtuple
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -2046,29 +2046,61 @@ class SqlStore:
                     rows += connection.execute(
                         sa.select(*columns).where(metric.node_id.in_(chunk), metric.at >= since)
                     ).all()
-        result: dict[str, list[NodeMetrics]] = defaultdict(list)
-        for row in rows:
-            name = names.get(row.node_id)
-            if name is None:  # another fleet's node, or a closed one
-                continue
-            result[name].append(
-                NodeMetrics(
-                    node=name,
-                    at=row.at,
-                    cpu=float(row.cpu),
-                    memory=float(row.memory),
-                    disk=float(row.disk),
-                    queue_length=int(row.queue_length),
-                    sent=int(row.sent),
-                    bounces=int(row.bounces),
-                    complaints=int(row.complaints),
-                    interval_seconds=float(row.interval_seconds),
-                )
-            )
-        return {
-            name: sorted(series, key=lambda beat: beat.at)
-            for name, series in sorted(result.items())
-        }
+        return _metrics_by_name(rows, names)
+
+    def metrics_after(
+        self, fleet: str, since: datetime, starts: Mapping[str, int]
+    ) -> dict[str, list[NodeMetrics]]:
+        """Per open node of ``starts``, the beats it recorded after its first ``start`` ones
+        (its beats numbered ``start`` to its ``heartbeat_seq`` less one), newer than ``since``:
+        a daemon that saw a node's mark at ``start`` reads only the ring slots written since,
+        not the node's whole window (``recent_metrics``). A node whose count moved by the
+        window or more, or went back (another record under the name), or with a negative
+        ``start``, is read whole. Probes of the metrics' primary key, (node, slot) pairs:
+        no plan to choose, linear on a fresh database."""
+        since = _aware(since, "since")
+        node, metric = m.SendingNode, m.NodeMetric
+        window = self._window
+        columns = (
+            metric.node_id,
+            metric.at,
+            metric.cpu,
+            metric.memory,
+            metric.disk,
+            metric.queue_length,
+            metric.sent,
+            metric.bounces,
+            metric.complaints,
+            metric.interval_seconds,
+        )
+        names: dict[Any, str] = {}
+        rows: list[Any] = []
+        with self._tx(f"reading the new metrics of {fleet!r}") as connection:
+            whole: list[Any] = []
+            pairs: list[tuple[Any, int]] = []
+            for chunk in _chunks(sorted(starts)):
+                for node_id, name, seq in connection.execute(
+                    sa.select(node.id, node.name, node.heartbeat_seq).where(
+                        node.fleet == fleet, node.closed_at.is_(None), node.name.in_(chunk)
+                    )
+                ):
+                    names[node_id] = name
+                    start, count = starts[name], int(seq)
+                    if start < 0 or count < start or count - start >= window:
+                        whole.append(node_id)
+                    else:
+                        pairs += ((node_id, number % window) for number in range(start, count))
+            for ids in _chunks(whole):
+                rows += connection.execute(
+                    sa.select(*columns).where(metric.node_id.in_(ids), metric.at >= since)
+                ).all()
+            for part in _chunks(pairs):
+                rows += connection.execute(
+                    sa.select(*columns).where(
+                        sa.tuple_(metric.node_id, metric.slot).in_(part), metric.at >= since
+                    )
+                ).all()
+        return _metrics_by_name(rows, names)
 
     def node_marks(self, fleet: str) -> dict[str, NodeMark]:
         """One narrow read of the open nodes (no metrics, no JSON columns): a daemon's
@@ -2127,6 +2159,33 @@ class SqlStore:
 
 
 # --- rows <-> value types ------------------------------------------------------------------
+
+
+def _metrics_by_name(rows: Iterable[Any], names: Mapping[Any, str]) -> dict[str, list[NodeMetrics]]:
+    """Metric rows (node id first) as each node's beats, oldest first; rows of a node not in
+    ``names`` (another fleet's, or a closed one) are left out."""
+    result: dict[str, list[NodeMetrics]] = defaultdict(list)
+    for row in rows:
+        name = names.get(row.node_id)
+        if name is None:
+            continue
+        result[name].append(
+            NodeMetrics(
+                node=name,
+                at=row.at,
+                cpu=float(row.cpu),
+                memory=float(row.memory),
+                disk=float(row.disk),
+                queue_length=int(row.queue_length),
+                sent=int(row.sent),
+                bounces=int(row.bounces),
+                complaints=int(row.complaints),
+                interval_seconds=float(row.interval_seconds),
+            )
+        )
+    return {
+        name: sorted(series, key=lambda beat: beat.at) for name, series in sorted(result.items())
+    }
 
 
 def _ip_status_for(status: NodeStatus) -> IpStatus:

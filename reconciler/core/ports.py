@@ -296,6 +296,16 @@ class StorePort(Protocol):
         given (names of open nodes; others are ignored)."""
         ...
 
+    def metrics_after(
+        self, fleet: str, since: datetime, starts: Mapping[str, int]
+    ) -> dict[str, list[NodeMetrics]]:
+        """Per open node named in ``starts``, the beats since ``since`` (oldest first) that it
+        recorded after its first ``start`` ones (``NodeMark.heartbeat_seq`` counts them): what
+        another daemon recorded since a poll saw the node's mark at ``start``, without reading
+        its whole window again. A node whose count moved by the store's window or more, went
+        back, or with a negative ``start`` gets all its beats since ``since``."""
+        ...
+
     def node_marks(self, fleet: str) -> dict[str, NodeMark]:
         """Per open node's name: its beat count, last beat and record version, in one light
         query (what changed since a daemon last looked, without loading the fleet)."""

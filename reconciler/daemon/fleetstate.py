@@ -11,8 +11,9 @@ The store stays the truth. What this process knows comes from three sources:
 - a **light poll** at each ``sync`` (``StorePort.node_marks``: name, beat count, last beat and
   record version of each open node, no figures): a record whose version changed is read again
   (``nodes_named``); a node whose beat count moved further than the beats merged here (another
-  daemon ingested them, or a test wrote the store) has its recent beats read again
-  (``recent_metrics(..., nodes=...)``); closed nodes leave.
+  daemon ingested them, or a test wrote the store) has the beats recorded since read
+  (``metrics_after``: the ring slots written since the count this state agreed with, not
+  the node's whole window); closed nodes leave.
 
 Beats are told apart by their time (``at``): a beat merged from the inbox and read from the
 store is kept once. A count that disagrees (a beat committed while the poll ran) only costs
@@ -87,11 +88,12 @@ def read_changed(
     fleet: str,
     since: datetime,
     records: Collection[str],
-    series: Collection[str],
+    series: Mapping[str, int],
 ) -> tuple[list[RecordedNode], dict[str, list[NodeMetrics]]]:
-    """The records and beat series a poll found changed (worker thread)."""
+    """The records a poll found changed, and the beats recorded since the count this state
+    last agreed with for each node of ``series`` (``FleetState.read_from``; worker thread)."""
     nodes = store.nodes_named(fleet, records) if records else []
-    beats = store.recent_metrics(fleet, since, nodes=series) if series else {}
+    beats = store.metrics_after(fleet, since, series) if series else {}
     return nodes, beats
 
 
@@ -261,6 +263,18 @@ class FleetState:
             else frozenset()
         )
         return frozenset(records), frozenset(series), closed, frozenset(moved)
+
+    def read_from(self, series: Collection[str], records: Collection[str]) -> dict[str, int]:
+        """For each node of ``series`` (``changed``), the beat count from which the store's
+        beats are to be read: the count of the mark this state agrees with (the beats merged
+        here since are read again, and kept once), so a poll reads the beats recorded since
+        (by another daemon, mostly), not each node's whole window again. A node new here, or
+        whose record changed (it may be another record under the name), is read whole."""
+        marks = self._marks
+        return {
+            name: -1 if name in records or (mark := marks.get(name)) is None else mark.heartbeat_seq
+            for name in series
+        }
 
     def apply_changes(self, changes: Changes, closed: Collection[str]) -> None:
         for name in closed:

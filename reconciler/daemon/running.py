@@ -1250,7 +1250,12 @@ class Daemon:
                     records, series, closed, moved = state.changed(marks)
                     nodes, beats = (
                         await asyncio.to_thread(
-                            read_changed, self.store, self.fleet, since, records, series
+                            read_changed,
+                            self.store,
+                            self.fleet,
+                            since,
+                            records,
+                            state.read_from(series, records),
                         )
                         if records or series
                         else ([], {})

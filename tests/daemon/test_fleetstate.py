@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,10 +84,10 @@ def figures(series: Sequence[NodeMetrics]) -> list[tuple[Any, ...]]:
 
 
 class Harness:
-    def __init__(self, store: StorePort, clock: FakeClock) -> None:
+    def __init__(self, store: StorePort, clock: FakeClock, window: int = 1000) -> None:
         self.store = store
         self.clock = clock
-        self.state = FleetState(FLEET, window=1000)
+        self.state = FleetState(FLEET, window=window)
         self.tick = itertools.count(1)
         for i in range(4):
             store.upsert_node(record(f"n{i}", clock.now()))
@@ -147,7 +148,9 @@ class Harness:
         state.drain()
         marks, costs = read_marks(self.store, FLEET)
         records, series, closed, moved = state.changed(marks)
-        nodes, beats = read_changed(self.store, FLEET, self.since(), records, series)
+        nodes, beats = read_changed(
+            self.store, FLEET, self.since(), records, state.read_from(series, records)
+        )
         state.apply_changes(Changes(marks, costs, nodes, beats, series, moved), closed)
         state.trim(self.since())
 
@@ -161,9 +164,9 @@ class Harness:
         }
 
 
-def exercise(make: Callable[[FakeClock], StorePort], ops: list[Op]) -> None:
+def exercise(make: Callable[[FakeClock], StorePort], ops: list[Op], window: int = 1000) -> None:
     clock = FakeClock(T0)
-    harness = Harness(make(clock), clock)
+    harness = Harness(make(clock), clock, window)
     for op in ops:
         harness.run(op)
         if op[0] == "poll":
@@ -188,19 +191,22 @@ def test_the_fleet_in_memory_equals_a_full_reload(ops: list[Op]) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@pytest.mark.parametrize("window", [1000, 3])
 def test_the_fleet_in_memory_equals_a_full_reload_of_the_sql_store(
-    tmp_path: Path, ops: list[Op]
+    tmp_path: Path, window: int, ops: list[Op]
 ) -> None:
+    """Also with a ring of 3 beats per node, which a few beats of one node wrap: a poll reads
+    only the slots written since it last looked (``metrics_after``), or the whole ring."""
     path = tmp_path / f"state-{uuid.uuid4().hex[:8]}.db"
     stores: list[Any] = []
 
     def make(clock: FakeClock) -> StorePort:
-        store = open_store(f"sqlite:///{path}", metrics_window=1000)
+        store = open_store(f"sqlite:///{path}", metrics_window=window)
         stores.append(store)
         return store
 
     try:
-        exercise(make, ops)
+        exercise(make, ops, window)
     finally:
         for store in stores:
             store.close()

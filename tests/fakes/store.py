@@ -433,6 +433,29 @@ class InMemoryStore:
                 result[name] = recent
         return result
 
+    def metrics_after(
+        self, fleet: str, since: datetime, starts: Mapping[str, int]
+    ) -> dict[str, list[NodeMetrics]]:
+        """As SqlStore: the node's beats after its first ``start`` (all of them kept here, in
+        the order recorded; no window)."""
+        self._check(None)
+        result: dict[str, list[NodeMetrics]] = {}
+        for name, start in starts.items():
+            node = self.nodes.get((fleet, name))
+            if node is None or node.status is NodeStatus.DECOMMISSIONED:
+                continue
+            beats = self.metrics.get((fleet, name), [])
+            count = self.beat_seq.get((fleet, name), 0)
+            newer = (
+                beats
+                if start < 0 or count < start
+                else beats[max(0, len(beats) - (count - start)) :]
+            )
+            recent = sorted((b for b in newer if b.at >= since), key=lambda b: b.at)
+            if recent:
+                result[name] = recent
+        return result
+
     def node_marks(self, fleet: str) -> dict[str, NodeMark]:
         """As SqlStore; the version is the record itself without its last beat (so a test
         that replaces a record in ``nodes`` is seen too)."""

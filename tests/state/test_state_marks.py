@@ -10,6 +10,7 @@ from state_builders import FakeClock, beat, make_node
 
 from reconciler.core.fleet import NodeStatus
 from state import SqlStore
+from state.store import open_store
 
 
 def test_a_beat_advances_the_count_and_not_the_version(store: SqlStore, clock: FakeClock) -> None:
@@ -62,3 +63,35 @@ def test_records_and_beats_of_some_nodes(store: SqlStore, clock: FakeClock) -> N
         **store.recent_metrics("acme", start, nodes=["a"]),
         **some,
     }
+
+
+def test_the_beats_recorded_after_a_count(store_url: str, clock: FakeClock) -> None:
+    """``metrics_after``: only the ring slots written since the count given (what a daemon
+    reads of another daemon's beats), the whole ring when the count moved by the window or
+    more, went back, or is negative."""
+    store = open_store(store_url, upgrade=True, clock=clock.now, metrics_window=4)
+    try:
+        store.upsert_nodes([make_node(n) for n in ("a", "b", "c")])
+        store.close_node("acme", "c", clock.now())
+        start = clock.now()
+        ats = [start + timedelta(seconds=30 * (k + 1)) for k in range(6)]
+        for at in ats[:3]:
+            store.record_heartbeats("acme", [beat("a", at), beat("b", at)])
+        assert store.node_marks("acme")["a"].heartbeat_seq == 3
+        assert store.metrics_after("acme", start, {}) == {}
+        assert store.metrics_after("acme", start, {"a": 3, "b": 3}) == {}
+        for at in ats[3:5]:
+            store.record_heartbeats("acme", [beat("a", at)])
+        # a's beats 3 and 4 went to slots 3 and 0 (the ring wrapped); b recorded nothing
+        after = store.metrics_after("acme", start, {"a": 3, "b": 3, "c": 0, "ghost": 0})
+        assert {n: [m.at for m in s] for n, s in after.items()} == {"a": ats[3:5]}
+        assert [m.at for m in store.metrics_after("acme", ats[4], {"a": 3})["a"]] == [ats[4]]
+        whole = {"a": ats[1:5]}  # the ring's four newest
+        for starts in ({"a": -1}, {"a": 1}, {"a": 0}, {"a": 9}):
+            got = store.metrics_after("acme", start, starts)
+            assert {n: [m.at for m in s] for n, s in got.items()} == whole, starts
+        assert store.metrics_after("acme", start, {"a": 2}) == store.recent_metrics(
+            "acme", ats[2], nodes=["a"]
+        )
+    finally:
+        store.close()
