@@ -177,9 +177,11 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
     return seen
 
 
-def cpu_since(before: dict[int, float]) -> float:
-    after = cpu_of(list(before))
-    return sum(after[pid] - before[pid] for pid in after)
+def cpu_since(before: dict[int, float], now: list[int]) -> float:
+    """CPU of the processes since ``before``; one not there before (a session the pool
+    opened during the run) counts whole."""
+    after = cpu_of(sorted({*before, *now}))
+    return sum(after[pid] - before.get(pid, 0.0) for pid in after)
 
 
 class Bench:
@@ -229,7 +231,7 @@ class Bench:
         cpu_before = sum(cpu_seconds(p) for p in pids)
         elapsed, latencies, statuses = asyncio.run(blast(ports, requests, self.connections))
         cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
-        pg = cpu_since(backends)
+        pg = cpu_since(backends, pg_backends(database)) if database is not None else 0.0
         written = sum(metric(u, "reconciler_heartbeats_written_total") for u in urls)
         accepted = max(statuses.get(202, 0), 1)
         if settle:

@@ -1904,9 +1904,14 @@ class SqlStore:
         driver: Any = raw.driver_connection
         try:
             try:
-                with driver.cursor() as cursor:
-                    recorded = _pg_record_batch(cursor, fleet, names, by_node, self._window)
-                driver.commit()
+                if len(names) == count:  # one beat per node: one statement, one round trip
+                    recorded = _pg_record_singles(
+                        driver, fleet, [by_node[name][0] for name in names], self._window
+                    )
+                else:
+                    with driver.cursor() as cursor:
+                        recorded = _pg_record_batch(cursor, fleet, names, by_node, self._window)
+                    driver.commit()
             except BaseException:
                 if not driver.closed:
                     with contextlib.suppress(psycopg.Error):
@@ -2394,6 +2399,106 @@ _PG_TOUCH_NODES = sa.text(
     RETURNING n.id, n.name, n.heartbeat_seq
     """
 ).columns(sa.column("id", sa.Uuid()), sa.column("name", sa.String()), sa.column("heartbeat_seq"))
+
+
+_PG_RECORD_SINGLES = sa.text(
+    """
+    WITH b AS (
+        SELECT * FROM unnest(
+            CAST(:names AS text[]), CAST(:ats AS timestamptz[]), CAST(:sent_ats AS bigint[]),
+            CAST(:hours AS timestamptz[]), CAST(:sent AS integer[]),
+            CAST(:queue_length AS integer[]), CAST(:cpu AS float8[]), CAST(:memory AS float8[]),
+            CAST(:disk AS float8[]), CAST(:bounces AS integer[]), CAST(:soft_bounces AS integer[]),
+            CAST(:complaints AS integer[]), CAST(:interval_seconds AS float8[]))
+        AS b(b_name, b_at, b_sent_at, b_hour, b_sent, b_queue_length, b_cpu, b_memory, b_disk,
+             b_bounces, b_soft_bounces, b_complaints, b_interval_seconds)
+    ),
+    k AS MATERIALIZED (
+        SELECT o.id AS k_id, b.*
+        FROM b CROSS JOIN LATERAL (
+            SELECT s.id FROM sending_nodes AS s
+            WHERE s.fleet = :fleet AND s.name = b.b_name AND s.closed_at IS NULL
+            LIMIT 1
+        ) AS o
+        ORDER BY o.id
+    ),
+    t AS (
+        UPDATE sending_nodes AS n
+        SET heartbeat_seq = n.heartbeat_seq + 1,
+            last_heartbeat = GREATEST(n.last_heartbeat, k.b_at),
+            last_beat_sent_at = GREATEST(n.last_beat_sent_at, k.b_sent_at)
+        FROM k
+        WHERE n.id = k.k_id
+          AND (k.b_sent_at IS NULL OR n.last_beat_sent_at IS NULL
+               OR n.last_beat_sent_at < k.b_sent_at)
+        RETURNING n.id AS t_id, n.name AS t_name, n.heartbeat_seq AS t_seq, k.*
+    ),
+    metrics AS (
+        INSERT INTO node_metrics (node_id, slot, at, sent, queue_length, cpu, memory, disk,
+                                  bounces, complaints, interval_seconds)
+        SELECT t_id, CAST((t_seq - 1) % :window AS smallint), b_at, b_sent, b_queue_length,
+               b_cpu, b_memory, b_disk, b_bounces, b_complaints, b_interval_seconds
+        FROM t ORDER BY t_id
+        ON CONFLICT (node_id, slot) DO UPDATE SET
+            at = excluded.at, sent = excluded.sent, queue_length = excluded.queue_length,
+            cpu = excluded.cpu, memory = excluded.memory, disk = excluded.disk,
+            bounces = excluded.bounces, complaints = excluded.complaints,
+            interval_seconds = excluded.interval_seconds
+    ),
+    counts AS (
+        INSERT INTO node_send_counts AS c (node_id, hour, sent, hard_bounces, soft_bounces,
+                                           complaints)
+        SELECT t_id, b_hour, b_sent, b_bounces, b_soft_bounces, b_complaints
+        FROM t
+        WHERE b_sent <> 0 OR b_bounces <> 0 OR b_soft_bounces <> 0 OR b_complaints <> 0
+        ORDER BY t_id
+        ON CONFLICT (node_id, hour) DO UPDATE SET
+            sent = c.sent + excluded.sent,
+            hard_bounces = c.hard_bounces + excluded.hard_bounces,
+            soft_bounces = c.soft_bounces + excluded.soft_bounces,
+            complaints = c.complaints + excluded.complaints
+    )
+    SELECT t_name FROM t
+    """
+)
+
+
+def _pg_record_singles(
+    connection: Any,
+    fleet: str,
+    beats: Sequence[NodeMetrics],
+    window: int,
+) -> set[str]:
+    """A batch of at most one beat per node (what the daemon's batcher writes) in one
+    statement and one round trip: the replay-checking touch of the nodes, the metrics ring
+    upsert and the hourly send counts as data-modifying parts of one statement, sent in a
+    pipeline with the transaction's planner settings and its commit (the caller has no
+    statement to wait for in between: a beat's slot is its node's new count less one, modulo
+    the window). Rows are locked in one order (node id) as by ``_pg_record_batch``; a node's
+    metrics and send-count rows only after its node row. Commits; raises as psycopg does."""
+    ordered = sorted(beats, key=lambda beat: beat.node)
+    params = {
+        "fleet": fleet,
+        "window": window,
+        "names": [beat.node for beat in ordered],
+        "ats": [beat.at for beat in ordered],
+        "sent_ats": [beat.sent_at for beat in ordered],
+        "hours": [_hour(beat.at) for beat in ordered],
+        "sent": [int(beat.sent) for beat in ordered],
+        "queue_length": [int(beat.queue_length) for beat in ordered],
+        "cpu": [float(beat.cpu) for beat in ordered],
+        "memory": [float(beat.memory) for beat in ordered],
+        "disk": [float(beat.disk) for beat in ordered],
+        "bounces": [int(beat.bounces) for beat in ordered],
+        "soft_bounces": [int(beat.soft_bounces) for beat in ordered],
+        "complaints": [int(beat.complaints) for beat in ordered],
+        "interval_seconds": [float(beat.interval_seconds) for beat in ordered],
+    }
+    with connection.pipeline(), connection.cursor() as settings, connection.cursor() as cursor:
+        settings.execute(_PG_PROBES_ONLY_SQL)
+        cursor.execute(_PG_RECORD_SINGLES_SQL, params)
+        connection.commit()
+        return {name for (name,) in cursor.fetchall()}
 
 
 def _pg_record_batch(
@@ -2927,3 +3032,4 @@ _PG_PROBES_ONLY_SQL = _psycopg_sql(_PG_PROBES_ONLY)
 _PG_TOUCH_NODES_SQL = _psycopg_sql(_PG_TOUCH_NODES, binary=True)
 _PG_METRICS_UPSERT_SQL = _psycopg_sql(_PG_METRICS_UPSERT, binary=True)
 _PG_SEND_COUNTS_UPSERT_SQL = _psycopg_sql(_PG_SEND_COUNTS_UPSERT, binary=True)
+_PG_RECORD_SINGLES_SQL = _psycopg_sql(_PG_RECORD_SINGLES, binary=True)

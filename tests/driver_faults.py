@@ -15,12 +15,14 @@ from sqlalchemy.engine import Engine
 def failing_statements(
     engine: Engine, starts: str, error: Callable[[], BaseException | None]
 ) -> Iterator[None]:
-    """Inside the block, a statement whose SQL starts with ``starts`` raises ``error()`` (the
-    driver's exception; ``None`` lets the statement run) in the database driver itself, so
-    both SQLAlchemy and the heartbeat writer's raw psycopg path meet it."""
+    """Inside the block, a statement whose SQL starts with ``starts``, or holds it as a part
+    (a data-modifying ``WITH`` part: the heartbeat writer's one-statement batch) raises
+    ``error()`` (the driver's exception; ``None`` lets the statement run) in the database
+    driver itself, so both SQLAlchemy and the heartbeat writer's raw psycopg path meet it."""
 
     def matches(statement: object) -> bool:
-        return str(statement).lstrip().startswith(starts)
+        text = str(statement).lstrip()
+        return text.startswith(starts) or (text.startswith("WITH") and starts in text)
 
     if engine.dialect.name != "postgresql":
 
