@@ -651,6 +651,26 @@ def test_unhealthy_nodes_leave_rotation_and_are_replaced_after_the_grace() -> No
     assert actions(p) == [("destroy", "acme-dallas-001"), ("create", "acme-dallas-003")]
 
 
+def test_unhealthy_replacements_wait_for_the_destroy_budget_as_any_destroy() -> None:
+    """Replacing unhealthy nodes goes through the guards and the disruption budget of any
+    destroy (issue 10): of four to replace, two destroys a run (the new servers are created
+    meanwhile), and destroying half the region at once is refused as a mass delete unless
+    allowed; one of four to replace passes."""
+    nodes = [pair(f"acme-dallas-00{i}", 100 + i) for i in range(1, 5)]
+    state = world([s for s, _ in nodes], [n for _, n in nodes])
+    names = frozenset(n.name for _, n in nodes)
+    spec = spec_of({"dallas": 4}, disruption={"max_destroys_per_run": 2})
+    p = plan(spec, *state, NOW, PlanOptions(unhealthy=names, replace_unhealthy=names))
+    assert len(only(p, Action.DESTROY)) == 2
+    assert len(only(p, Action.CREATE)) == 4
+    assert guards(p) == {"destroy_budget": False, "mass_delete": True}
+    assert p.blocked
+    one = frozenset({"acme-dallas-001"})
+    p = plan(spec, *state, NOW, PlanOptions(unhealthy=one, replace_unhealthy=one))
+    assert actions(p) == [("destroy", "acme-dallas-001"), ("create", "acme-dallas-005")]
+    assert not p.blocked
+
+
 def test_node_that_comes_back_returns_to_rotation() -> None:
     a = pair("acme-dallas-001", 101, status=NodeStatus.UNHEALTHY)
     state = world([a[0]], [a[1]])
