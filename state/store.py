@@ -1816,34 +1816,30 @@ class SqlStore:
         for series in by_node.values():
             series.sort(key=lambda b: b.at)
         names = sorted(by_node)
-        # concurrent recorders (several daemons) may deadlock on the same node rows
-        recorded = _retrying(
-            HEARTBEAT_ATTEMPTS,
-            lambda: self._record_heartbeats_once(fleet, names, by_node, len(beats)),
+        record = (
+            self._record_heartbeats_postgres
+            if self._engine.dialect.name == "postgresql"
+            else self._record_heartbeats_sqlite
         )
+        # concurrent recorders (several daemons) may deadlock on the same node rows
+        recorded = _retrying(HEARTBEAT_ATTEMPTS, lambda: record(fleet, names, by_node, len(beats)))
         return [beat.node in recorded for beat in beats]
 
-    def _record_heartbeats_once(
+    def _record_heartbeats_sqlite(
         self,
         fleet: str,
         names: Sequence[str],
         by_node: Mapping[str, Sequence[NodeMetrics]],
         count: int,
     ) -> set[str]:
-        if self._engine.dialect.name == "postgresql":
-            return self._record_heartbeats_postgres(fleet, names, by_node, count)
+        """The SQLite batch through SQLAlchemy (PostgreSQL: ``_record_heartbeats_postgres``,
+        the same batch on the raw psycopg connection)."""
         recorded: set[str] = set()
         window = self._window
         counts: dict[tuple[uuid.UUID, datetime], tuple[int, int, int, int]] = {}
         with self._tx(f"recording {count} heartbeat(s)") as connection:
-            postgres = connection.dialect.name == "postgresql"
-            if postgres:
-                connection.execute(_PG_PROBES_ONLY)  # this transaction only (SET LOCAL)
             for chunk in _chunks(names):
-                if postgres:
-                    known = self._touch_nodes_postgres(connection, fleet, chunk, by_node)
-                else:
-                    known = self._touch_nodes_portable(connection, fleet, chunk, by_node)
+                known = self._touch_nodes_sqlite(connection, fleet, chunk, by_node)
                 rows: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
                 for node_id, name, first_seq in known:
                     series = by_node[name]
@@ -1860,16 +1856,7 @@ class SqlStore:
                                 complaints + int(beat.complaints),
                             )
                     recorded.add(name)
-                if not rows:
-                    continue
-                if postgres:
-                    columns = ("node_id", "slot", *_METRIC_COLUMNS)
-                    ordered = [rows[key] for key in sorted(rows)]  # one lock order for all
-                    connection.execute(
-                        _PG_METRICS_UPSERT,
-                        {f"a_{c}": [row[c] for row in ordered] for c in columns},
-                    )
-                else:
+                if rows:
                     connection.execute(self._metrics_upsert(connection), list(rows.values()))
             # the sending counts the beats carry (the reputation rates), in the same
             # transaction: a beat is recorded with its counts or not at all
@@ -1938,30 +1925,7 @@ class SqlStore:
         )
 
     @staticmethod
-    def _touch_nodes_postgres(
-        connection: Connection,
-        fleet: str,
-        names: Sequence[str],
-        by_node: Mapping[str, Sequence[NodeMetrics]],
-    ) -> list[tuple[uuid.UUID, str, int]]:
-        """One UPDATE for the whole chunk; returns (id, name, first seq of this batch)."""
-        result = connection.execute(
-            _PG_TOUCH_NODES,
-            {
-                "fleet": fleet,
-                "names": list(names),
-                "counts": [len(by_node[name]) for name in names],
-                "ats": [by_node[name][-1].at.astimezone(UTC) for name in names],
-                "firsts": [_first_sent_at(by_node[name]) for name in names],
-                "lasts": [_last_sent_at(by_node[name]) for name in names],
-            },
-        )
-        return [
-            (row.id, row.name, int(row.heartbeat_seq) - len(by_node[row.name])) for row in result
-        ]
-
-    @staticmethod
-    def _touch_nodes_portable(
+    def _touch_nodes_sqlite(
         connection: Connection,
         fleet: str,
         names: Sequence[str],
