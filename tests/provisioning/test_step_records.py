@@ -121,6 +121,11 @@ async def test_the_pinned_host_key_is_recorded_before_the_dns_update_goes_out(
         assert_every_step_once(w, "kh")
         (node,) = w.nodes("kh").values()
         assert node.host_key == pinned
+        # the killed run's dns intent is closed by the rerun that redid the step
+        assert not w.store.load_fleet("kh").pending_intents
+        dns = [i for i in w.store.journal("kh", limit=50) if i.kind == "dns"]  # newest first
+        assert [i.status for i in dns] == [IntentStatus.DONE, IntentStatus.FAILED]
+        assert dns[1].error == "interrupted; superseded by a new attempt"
 
 
 class RefusingDns(DyingDns):
@@ -143,3 +148,41 @@ async def test_a_refused_dns_update_after_the_scan_leaves_the_key_and_the_failur
         state = node.step("dns")
         assert state is not None
         assert state.status.value == "failed"
+
+
+async def test_a_decommission_killed_after_its_dns_update_is_finished_by_the_next_run(
+    reachable_dir: Path,
+) -> None:
+    """Killed once the DNS update of a decommission went out (its ``unpublish`` intent still
+    pending): the next run closes that intent, removes the records again (idempotent) and
+    finishes the decommission; nothing is left pending (it stayed pending for ever before)."""
+    from reconciler.core.planning import PlanOptions
+
+    shrink = RunRequest(options=PlanOptions(allow_mass_destroy=True))
+    async with world(reachable_dir, spec_yaml("ku", {"seattle": 2})) as w:
+        await w.run()
+        w.spec_path.write_text(spec_yaml("ku", {"seattle": 1}))
+
+        def unpublishing() -> bool:
+            pending = w.store.load_fleet("ku").pending_intents
+            return any(i.kind == "unpublish" for i in pending)
+
+        reconciler = w.reconciler()
+        try:
+            with pytest.raises(Killed):
+                await reconciler.reconcile(
+                    shrink, RunHooks(before_mutation=dies_when(unpublishing))
+                )
+        finally:
+            await reconciler.cloud.aclose()
+        (left,) = [i for i in w.store.load_fleet("ku").pending_intents if i.kind == "unpublish"]
+        for _ in range(3):
+            plan, _ = await w.run(options=shrink.options)
+            if plan.is_empty:
+                break
+        plan, _ = await w.run(dry_run=True, options=shrink.options)
+        assert plan.is_empty, plan.changes
+        assert len(w.nodes("ku")) == 1
+        assert not w.store.load_fleet("ku").pending_intents
+        closed = next(i for i in w.store.journal("ku", limit=100) if i.id == left.id)
+        assert closed.status is IntentStatus.FAILED
