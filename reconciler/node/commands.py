@@ -159,7 +159,8 @@ def bootstrap_command(version: str, seconds: int, *, rerun_failed: bool) -> str:
     uploaded, and its status read; a version never run (``uploaded``), or one that failed when
     ``rerun_failed`` (a new attempt of the step), gets the token written (0600) and ``run.sh``
     started detached, as ``start_with_token_command``; then, whatever the status, the node
-    waits for the run as ``wait_command`` (a finished or failed version returns at once).
+    waits for the run (up to ``seconds``; a finished or failed version returns at once): a
+    run it started here is waited for as its child, any other as ``wait_command`` does.
 
     Prints the start's answer on the first line (``started``, ``running``, ``done``, or
     ``skipped`` when nothing was to be started), then the status (and the DKIM key once done)
@@ -167,12 +168,24 @@ def bootstrap_command(version: str, seconds: int, *, rerun_failed: bool) -> str:
     finishes within ``seconds`` no other."""
     d = bundle_dir(version)
     failed = "go=1" if rerun_failed else "go="
+    # a run this shell started is its child (``$!``): GNU ``tail --pid`` under ``timeout``
+    # returns within 20 ms of its end (two processes for the whole wait, where the looks at
+    # ``status`` cost a ``sleep`` each and see the end up to 0.2 s late); ``timeout`` stays
+    # in the session's process group (``--foreground``), so a dropped session ends it too.
+    # Then the status as ``wait_command`` prints it: its loop returns at once once the run
+    # ended, waits as before where these tools are missing, and is skipped when the wait
+    # here used up its ``seconds`` (exit 124)
+    seconds = max(1, int(seconds))
     return (
         'R="${RECONCILER_NODE_ROOT:-}"; IFS= read -r line || exit 1; '
         f"{_unpack(d)}; {_read_status(d, 'uploaded')}; go=; "
         f'case "$st" in uploaded|"") go=1;; failed*) {failed};; esac; '
         f'if [ -n "$go" ]; then {_write_token()}; {start_command(version)}; '
-        "else unset line; echo skipped; fi; " + wait_command(version, seconds)
+        "else unset line; echo skipped; fi; w=; p=$!; "
+        f'if [ -n "$p" ]; then timeout --foreground {seconds} tail -s 0.02 --pid="$p" '
+        "-f /dev/null </dev/null >/dev/null 2>&1; w=$?; fi; "
+        f'if [ "$w" = 124 ]; then {_status_then_dkim(d, "absent")}; '
+        f"else {wait_command(version, seconds)}; fi"
     )
 
 

@@ -171,3 +171,21 @@ async def test_the_token_file_is_0600_even_over_a_leftover_with_another_mode(
     assert oct(env.stat().st_mode & 0o777) == "0o600"
     assert env.read_text() == f"RECONCILER_NODE_SECRET={TOKEN}\n"
     assert not leftover.exists()
+
+
+async def test_without_gnu_timeout_and_tail_the_node_still_waits_for_its_run(
+    stand_ins: StandIns,
+) -> None:
+    """The first wait follows the run it started with ``timeout ... tail --pid``; a node whose
+    tools cannot (BusyBox, none) waits by looking at ``status`` as before."""
+    ip = "198.51.100.36"
+    p = provisioner_for(stand_ins)
+    target = p.target(ip, await p.pin_host_key(ip))
+    node = stand_ins.nodes.nodes[ip]
+    tail = node.folder / "stubs" / "tail"  # as BusyBox's: no --pid
+    tail.write_text('#!/bin/sh\ncase "$*" in *--pid*) exit 1;; esac\nexec /usr/bin/tail "$@"\n')
+    tail.chmod(0o755)
+    result = await p.bootstrap(target, BUNDLE, TOKEN, deadline=_deadline())
+    assert result.done, result
+    assert result.dkim_public
+    assert len(node.commands) == 1  # the same session waited for the run to its end
