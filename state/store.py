@@ -57,6 +57,7 @@ from reconciler.core.fleet import (
     IntentStatus,
     IpStatus,
     Maintenance,
+    MarksDelta,
     NodeMark,
     NodeMetrics,
     NodeStatus,
@@ -2089,6 +2090,46 @@ class SqlStore:
                 ).all()
         return {name: NodeMark(name, int(seq), last, updated) for name, seq, last, updated in rows}
 
+    def node_marks_since(self, fleet: str, cursor: object | None) -> MarksDelta:
+        """On PostgreSQL, only the rows of ``fleet`` whose version (``xmin``: the transaction
+        that wrote the row's current version, whatever it wrote: a beat, a record change, a
+        close, from any process) is not older than the oldest transaction still running when
+        the previous read began (its snapshot's ``xmin``, the cursor). A transaction that
+        committed after that read's snapshot is either newer than that or was running then,
+        so no change is missed; a change already seen may come again (the caller compares
+        marks). The cursor is taken before the rows, in the same transaction. A row frozen by
+        ``VACUUM FREEZE`` (its ``xmin`` reads as frozen) within seconds of its write would be
+        missed: autovacuum freezes only rows older than ``vacuum_freeze_min_age``
+        transactions, and the daemon's periodic full load is the net. With ``cursor=None``,
+        and on SQLite, every open node's mark (``complete``)."""
+        node = m.SendingNode
+        with self._tx(f"reading the changed node marks of {fleet!r}") as connection:
+            if connection.dialect.name != "postgresql":
+                rows = connection.execute(
+                    sa.select(
+                        node.name, node.heartbeat_seq, node.last_heartbeat, node.updated_at
+                    ).where(node.fleet == fleet, node.closed_at.is_(None))
+                ).all()
+                marks = {n: NodeMark(n, int(seq), last, up) for n, seq, last, up in rows}
+                return MarksDelta(marks, complete=True)
+            now = int(connection.execute(_PG_SNAPSHOT_XMIN).scalar_one())
+            if not isinstance(cursor, int):
+                rows = connection.execute(_PG_NODE_MARKS, {"fleet": fleet}).all()
+                marks = {n: NodeMark(n, int(seq), last, up) for n, seq, last, up in rows}
+                return MarksDelta(marks, complete=True, cursor=now)
+            # xmin is 32 bits: compared by age (now minus xid, modulo 2**32) to the cursor's
+            changed = connection.execute(
+                _PG_NODE_MARKS_SINCE, {"fleet": fleet, "since": str(cursor % 2**32)}
+            ).all()
+        marks = {}
+        closed: set[str] = set()
+        for name, seq, last, updated, is_closed in changed:
+            if is_closed:
+                closed.add(name)
+            else:
+                marks[name] = NodeMark(name, int(seq), last, updated)
+        return MarksDelta(marks, complete=False, cursor=now, closed=frozenset(closed))
+
     def nodes_named(self, fleet: str, names: Collection[str]) -> list[RecordedNode]:
         node = m.SendingNode
         wanted = sorted(set(names))
@@ -2337,6 +2378,16 @@ _PG_PROBES_ONLY = sa.text(
 _PG_NODE_MARKS = sa.text(
     "SELECT name, heartbeat_seq, last_heartbeat, updated_at FROM sending_nodes "
     "WHERE fleet = :fleet AND closed_at IS NULL"
+)
+
+#: the oldest transaction still running for this statement's snapshot (64 bits, no wraparound)
+_PG_SNAPSHOT_XMIN = sa.text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+
+#: the rows written by a transaction not older than ``:since`` (an xid): ``age`` counts
+#: from the same reference for both sides; a frozen row's age is the largest integer
+_PG_NODE_MARKS_SINCE = sa.text(
+    "SELECT name, heartbeat_seq, last_heartbeat, updated_at, closed_at IS NOT NULL "
+    "FROM sending_nodes WHERE fleet = :fleet AND age(xmin) <= age(CAST(:since AS xid))"
 )
 
 _PG_TOUCH_NODES = sa.text(

@@ -402,3 +402,18 @@ class NodeMark:
     heartbeat_seq: int
     last_heartbeat: datetime | None
     version: object
+
+
+@dataclass(frozen=True, slots=True)
+class MarksDelta:
+    """What ``StorePort.node_marks_since`` answers: the marks of every open node
+    (``complete``), or only of the nodes whose row changed since the ``cursor`` passed in
+    (a beat, a record write, a close), with the names whose open record closed meanwhile.
+
+    ``cursor`` goes into the next call (None: the store can only answer complete reads). A
+    name in ``closed`` may also be in ``marks`` (closed and opened again): ``marks`` wins."""
+
+    marks: dict[str, NodeMark]
+    complete: bool
+    cursor: object | None = None
+    closed: frozenset[str] = frozenset()

@@ -20,6 +20,7 @@ from reconciler.core.fleet import (
     IntentStatus,
     Location,
     Maintenance,
+    MarksDelta,
     NodeMark,
     NodeMetrics,
     ObservedServer,
@@ -309,6 +310,13 @@ class StorePort(Protocol):
     def node_marks(self, fleet: str) -> dict[str, NodeMark]:
         """Per open node's name: its beat count, last beat and record version, in one light
         query (what changed since a daemon last looked, without loading the fleet)."""
+        ...
+
+    def node_marks_since(self, fleet: str, cursor: object | None) -> MarksDelta:
+        """The marks of the open nodes whose row changed since ``cursor`` (a beat recorded by
+        any process, a record written, a record closed), or of every open node when the store
+        cannot tell (``complete``; always so with ``cursor=None``). The answer's cursor goes
+        into the next call; the rows read are then those changed since this one's start."""
         ...
 
     def nodes_named(self, fleet: str, names: Collection[str]) -> list[RecordedNode]:

@@ -8,12 +8,13 @@ The store stays the truth. What this process knows comes from three sources:
 - the **committed beats** of this process's intake (``committed``, called by the heartbeat
   batcher on any thread once a batch is in the store): appended to an inbox, merged at the
   next ``sync``;
-- a **light poll** at each ``sync`` (``StorePort.node_marks``: name, beat count, last beat and
-  record version of each open node, no figures): a record whose version changed is read again
-  (``nodes_named``); a node whose beat count moved further than the beats merged here (another
-  daemon ingested them, or a test wrote the store) has the beats recorded since read
-  (``metrics_after``: the ring slots written since the count this state agreed with, not
-  the node's whole window); closed nodes leave.
+- a **light poll** at each ``sync`` (``StorePort.node_marks_since``: name, beat count, last
+  beat and record version of each open node whose row changed since the previous poll began
+  (on PostgreSQL; every open node on other stores), no figures): a record whose version
+  changed is read again (``nodes_named``); a node whose beat count moved further than the
+  beats merged here (another daemon ingested them, or a test wrote the store) has the beats
+  recorded since read (``metrics_after``: the ring slots written since the count this state
+  agreed with, not the node's whole window); closed nodes leave.
 
 Beats are told apart by their time (``at``): a beat merged from the inbox and read from the
 store is kept once. A count that disagrees (a beat committed while the poll ran) only costs
@@ -30,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 
 from reconciler.core.fleet import (
     CostConstant,
+    MarksDelta,
     NodeMark,
     NodeMetrics,
     RecordedFleet,
@@ -48,6 +50,8 @@ FULL_LOAD_EVERY = timedelta(minutes=10)
 @dataclasses.dataclass(frozen=True, slots=True)
 class FullLoad:
     marks: dict[str, NodeMark]
+    #: ``node_marks_since``'s cursor for the next poll
+    cursor: object | None
     recorded: RecordedFleet
     recent: dict[str, list[NodeMetrics]]
 
@@ -70,17 +74,17 @@ def read_full(store: StorePort, fleet: str, since: datetime) -> FullLoad:
     """The whole fleet (worker thread). The marks are read first: a beat recorded between
     the reads is in the series but not in the count, so the next poll reads that node again
     (the other order would lose it until the next full load)."""
-    marks = store.node_marks(fleet)
+    first = store.node_marks_since(fleet, None)
     recorded = store.load_fleet(fleet)
     recent = store.recent_metrics(fleet, since)
-    return FullLoad(marks, recorded, recent)
+    return FullLoad(first.marks, first.cursor, recorded, recent)
 
 
 def read_marks(
-    store: StorePort, fleet: str
-) -> tuple[dict[str, NodeMark], tuple[CostConstant, ...]]:
-    """The light poll (worker thread)."""
-    return store.node_marks(fleet), tuple(store.cost_constants())
+    store: StorePort, fleet: str, cursor: object | None
+) -> tuple[MarksDelta, tuple[CostConstant, ...]]:
+    """The light poll (worker thread): the marks changed since ``cursor``."""
+    return store.node_marks_since(fleet, cursor), tuple(store.cost_constants())
 
 
 def read_changed(
@@ -108,6 +112,9 @@ class FleetState:
         self._nodes: dict[str, RecordedNode] = {}
         #: per node: the store's mark this state agrees with (beat count, record version)
         self._marks: dict[str, NodeMark] = {}
+        #: where the next poll of the marks starts (``StorePort.node_marks_since``); None: a
+        #: complete read. Reset by every full load.
+        self.marks_cursor: object | None = None
         #: per node: beats merged from the inbox since its mark
         self._local: dict[str, int] = {}
         #: per node, its beats oldest first: tuples, never changed in place (readers on other
@@ -216,6 +223,7 @@ class FleetState:
             beats[name] = fresh
         self._nodes = nodes
         self._marks = {name: mark for name, mark in full.marks.items() if name in nodes}
+        self.marks_cursor = full.cursor
         self._local = {}
         if beats.keys() != held_beats.keys() or any(
             beats[name] is not held_beats[name] for name in beats
@@ -235,16 +243,28 @@ class FleetState:
         self.drain()
 
     def changed(
-        self, marks: Mapping[str, NodeMark]
-    ) -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
-        """(records to read again, beat series to read again, nodes closed, nodes whose mark
-        moved) after a poll. Call ``drain`` first: the beats merged here count towards what
-        the store holds. A fleet at rest costs one comparison per node."""
+        self, delta: MarksDelta | Mapping[str, NodeMark]
+    ) -> tuple[dict[str, NodeMark], frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
+        """(the marks to apply, records to read again, beat series to read again, nodes
+        closed, nodes whose mark moved) after a poll (a bare mapping: every open node's mark).
+        Call ``drain`` first: the beats merged here count towards what the store holds. A
+        complete poll of a fleet at rest costs one comparison per node; an incremental one, a
+        comparison per node whose row changed since the previous poll. A node with beats
+        merged here and no changed row (their commit was seen by an earlier poll) is checked
+        against the mark held: its series is read again if the counts disagree."""
+        if not isinstance(delta, MarksDelta):
+            delta = MarksDelta(dict(delta), complete=True)
+        marks = delta.marks
         records: set[str] = set()
         series: set[str] = set()
         moved: set[str] = set()
         known = self._marks
         local = self._local
+        if not delta.complete:
+            marks = dict(marks)
+            for name in local:
+                if name not in marks and name in known:
+                    marks[name] = known[name]
         for name, mark in marks.items():
             seen = known.get(name)
             if seen == mark and name not in local:
@@ -257,12 +277,15 @@ class FleetState:
                     series.add(name)
             elif mark.heartbeat_seq != seen.heartbeat_seq + local.get(name, 0):
                 series.add(name)
-        closed = (
-            frozenset(name for name in self._nodes if name not in marks)
-            if len(marks) != len(self._nodes) or records
-            else frozenset()
-        )
-        return frozenset(records), frozenset(series), closed, frozenset(moved)
+        if not delta.complete:
+            closed = frozenset(
+                name for name in delta.closed if name in self._nodes and name not in marks
+            )
+        elif len(marks) != len(self._nodes) or records:
+            closed = frozenset(name for name in self._nodes if name not in marks)
+        else:
+            closed = frozenset()
+        return marks, frozenset(records), frozenset(series), closed, frozenset(moved)
 
     def read_from(self, series: Collection[str], records: Collection[str]) -> dict[str, int]:
         """For each node of ``series`` (``changed``), the beat count from which the store's

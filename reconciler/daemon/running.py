@@ -1246,8 +1246,10 @@ class Daemon:
                     self._full_load_due = False
                 else:
                     state.drain()  # first: what this process recorded counts as seen
-                    marks, costs = await asyncio.to_thread(read_marks, self.store, self.fleet)
-                    records, series, closed, moved = state.changed(marks)
+                    delta, costs = await asyncio.to_thread(
+                        read_marks, self.store, self.fleet, state.marks_cursor
+                    )
+                    marks, records, series, closed, moved = state.changed(delta)
                     nodes, beats = (
                         await asyncio.to_thread(
                             read_changed,

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,8 @@ from reconciler.daemon.fleetstate import (
 )
 from reconciler.daemon.statusing import FiguresCache, build_view, summarise, utilization_by
 from specs.model import FleetSpec, HealthPolicy, UnhealthyAction
+from state import models as m
+from state import sessions
 from state.store import open_store
 from tests.fakes.clocks import FakeClock
 from tests.fakes.store import InMemoryStore
@@ -59,6 +62,18 @@ OPS = st.lists(
     ),
     max_size=40,
 )
+
+
+@pytest.fixture
+def migrated_postgres_url(fresh_postgres_url: str) -> str:
+    sessions.upgrade(fresh_postgres_url)
+    return fresh_postgres_url
+
+
+def empty(url: str) -> None:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        for table in reversed(m.Base.metadata.sorted_tables):
+            conn.execute(f"DELETE FROM {table.name}")
 
 
 def record(name: str, now: datetime) -> RecordedNode:
@@ -146,8 +161,8 @@ class Harness:
         """What Daemon._refresh does, without the threads."""
         state = self.state
         state.drain()
-        marks, costs = read_marks(self.store, FLEET)
-        records, series, closed, moved = state.changed(marks)
+        delta, costs = read_marks(self.store, FLEET, state.marks_cursor)
+        marks, records, series, closed, moved = state.changed(delta)
         nodes, beats = read_changed(
             self.store, FLEET, self.since(), records, state.read_from(series, records)
         )
@@ -175,8 +190,8 @@ def exercise(make: Callable[[FakeClock], StorePort], ops: list[Op], window: int 
     harness.check()
     # a second poll with nothing new reads no record and no series again
     harness.state.drain()
-    marks, _ = read_marks(harness.store, FLEET)
-    assert harness.state.changed(marks) == (frozenset(),) * 4
+    delta, _ = read_marks(harness.store, FLEET, harness.state.marks_cursor)
+    assert harness.state.changed(delta)[1:] == (frozenset(),) * 4
 
 
 @given(OPS)
@@ -207,6 +222,34 @@ def test_the_fleet_in_memory_equals_a_full_reload_of_the_sql_store(
 
     try:
         exercise(make, ops, window)
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.postgres
+@given(OPS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_the_fleet_in_memory_equals_a_full_reload_of_postgresql(
+    migrated_postgres_url: str, ops: list[Op]
+) -> None:
+    """On PostgreSQL the polls read only the rows changed since the previous poll began
+    (``node_marks_since``): every change of every writer (the "other" beats, the record
+    changes and closes made beside the state) must still be seen."""
+    empty(migrated_postgres_url)
+    stores: list[Any] = []
+
+    def make(clock: FakeClock) -> StorePort:
+        store = open_store(migrated_postgres_url, metrics_window=1000)
+        stores.append(store)
+        return store
+
+    try:
+        exercise(make, ops)
     finally:
         for store in stores:
             store.close()

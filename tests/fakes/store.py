@@ -22,6 +22,7 @@ from reconciler.core.fleet import (
     CostConstant,
     IntentStatus,
     Maintenance,
+    MarksDelta,
     NodeMark,
     NodeMetrics,
     NodeStatus,
@@ -470,6 +471,10 @@ class InMemoryStore:
             for (f, name), node in self.nodes.items()
             if f == fleet and node.status is not NodeStatus.DECOMMISSIONED
         }
+
+    def node_marks_since(self, fleet: str, cursor: object | None) -> MarksDelta:
+        """Every mark each time (as SqlStore on SQLite)."""
+        return MarksDelta(self.node_marks(fleet), complete=True)
 
     def nodes_named(self, fleet: str, names: Collection[str]) -> list[RecordedNode]:
         self._check(None)

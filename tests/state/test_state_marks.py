@@ -4,11 +4,15 @@ the recent beats of some nodes. SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from datetime import timedelta
 
+import psycopg
+import pytest
+from conftest import empty_postgres
 from state_builders import FakeClock, beat, make_node
 
-from reconciler.core.fleet import NodeStatus
+from reconciler.core.fleet import NodeMark, NodeStatus
 from state import SqlStore
 from state.store import open_store
 
@@ -93,5 +97,94 @@ def test_the_beats_recorded_after_a_count(store_url: str, clock: FakeClock) -> N
         assert store.metrics_after("acme", start, {"a": 2}) == store.recent_metrics(
             "acme", ats[2], nodes=["a"]
         )
+    finally:
+        store.close()
+
+
+# --- the incremental read (node_marks_since) ----------------------------------------------
+
+
+def _follow(store: SqlStore, held: dict[str, NodeMark], cursor: object) -> object:
+    """Apply one incremental read to ``held`` (what a daemon does with it)."""
+    delta = store.node_marks_since("acme", cursor)
+    if delta.complete:
+        held.clear()
+    for name in delta.closed:
+        held.pop(name, None)
+    held.update(delta.marks)
+    return delta.cursor
+
+
+def test_the_incremental_read_sees_every_change_of_every_writer(
+    store_url: str, store: SqlStore, clock: FakeClock
+) -> None:
+    """Beats, record writes, a close, a new node and a reopened name, from this store and from
+    another process's (another replica, a CLI run): after each, following the incremental
+    reads gives exactly the complete read. On PostgreSQL a read with nothing changed returns
+    only marks already held (none, unless a transaction elsewhere on the server was running
+    at the previous read: the cursor waits for the oldest)."""
+    other = open_store(store_url, clock=clock.now)
+    try:
+        store.upsert_nodes([make_node(n) for n in ("a", "b", "c")])
+        first = store.node_marks_since("acme", None)
+        assert first.complete
+        held = dict(first.marks)
+        cursor = first.cursor
+        postgres = store_url.startswith("postgresql")
+        assert (cursor is not None) == postgres
+        changes = [
+            lambda: store.record_heartbeats("acme", [beat("a", clock.now())]),
+            lambda: other.record_heartbeats("acme", [beat("b", clock.now())]),
+            lambda: other.record_beats("acme", [beat("c", clock.now())]),
+            lambda: other.set_protected("acme", "a", True),
+            lambda: other.upsert_node(make_node("b", status=NodeStatus.ACTIVE)),
+            lambda: other.close_node("acme", "c", clock.now()),
+            lambda: other.upsert_node(make_node("d")),
+            lambda: other.upsert_node(make_node("c", id=str(uuid.uuid4()))),
+            lambda: other.clear_quarantine("acme", "d"),
+        ]
+        for change in changes:
+            if postgres:
+                quiet = store.node_marks_since("acme", cursor)
+                assert not quiet.complete
+                assert all(held[name] == mark for name, mark in quiet.marks.items())
+            clock.advance(30)
+            change()
+            cursor = _follow(store, held, cursor)
+            assert held == store.node_marks("acme")
+    finally:
+        other.close()
+
+
+@pytest.mark.postgres
+def test_a_write_committed_after_a_read_began_is_in_the_next_read(
+    shared_postgres_url: str, clock: FakeClock
+) -> None:
+    """The cursor is the oldest transaction running when the read began, not the newest: a
+    write whose transaction was open during a read (invisible to it) and committed afterwards
+    is returned by the next read. A cursor taken at the read's end would lose it."""
+    empty_postgres(shared_postgres_url)
+    store = open_store(shared_postgres_url, upgrade=True, clock=clock.now)
+    try:
+        store.upsert_nodes([make_node("a"), make_node("b")])
+        first = store.node_marks_since("acme", None)
+        before, cursor = first.marks, first.cursor
+        clock.advance(1)
+        dsn = shared_postgres_url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn) as writer:
+            # a transaction that has its id before the read, and writes after it
+            writer.execute("SELECT pg_current_xact_id()")
+            # a later transaction completes first: the newest id seen is past the writer's
+            store.set_protected("acme", "a", True)
+            during = store.node_marks_since("acme", cursor)
+            assert during.marks["a"].version != before["a"].version
+            assert during.marks.get("b", before["b"]) == before["b"]
+            writer.execute(
+                "UPDATE sending_nodes SET heartbeat_seq = heartbeat_seq + 1 WHERE name = 'b'"
+            )
+            writer.commit()
+        after = store.node_marks_since("acme", during.cursor)
+        assert "b" in after.marks
+        assert after.marks["b"].heartbeat_seq == 1
     finally:
         store.close()
