@@ -665,6 +665,15 @@ class SqlStore:
             protected_names=frozenset(n.name for n in nodes if n.protected),
         )
 
+    def pending_intents(self, fleet: str) -> tuple[RecordedIntent, ...]:
+        with self._tx(f"reading the pending intents of {fleet!r}") as connection:
+            rows = connection.execute(
+                sa.select(m.Intent)
+                .where(m.Intent.fleet == fleet, m.Intent.status == IntentStatus.PENDING.value)
+                .order_by(m.Intent.id)
+            ).all()
+        return tuple(_intent_out(row) for row in rows)
+
     def peak_fleet_size(self, fleet: str, since: datetime) -> int:
         """The most node records open at once since ``since``: one query over the records
         still open or closed within the window (the mass-delete guard's recent size)."""

@@ -159,6 +159,10 @@ class StorePort(Protocol):
         history: each record from its creation to its closing; ``core.fleet.peak_count``)."""
         ...
 
+    def pending_intents(self, fleet: str) -> tuple[RecordedIntent, ...]:
+        """The fleet's pending intents, oldest first (as in ``load_fleet``), alone."""
+        ...
+
     def journal(self, fleet: str, limit: int = 100) -> list[RecordedIntent]:
         """Most recent intents first."""
         ...

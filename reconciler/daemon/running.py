@@ -426,6 +426,9 @@ class Daemon:
         self._loads_memo: tuple[tuple[Any, ...], datetime | None, list[NodeLoad]] | None = None
         self._refreshing = asyncio.Lock()
         self._full_load_due = True
+        #: the leadership epoch held when the last full load began (None: none held): a
+        #: reconcile plans from the fleet in memory only if it was loaded under its epoch
+        self._loaded_epoch: int | None = None
         self._records_version = -1
         self.batcher = HeartbeatBatcher(store, loaded.spec.name, on_written=self._beats_written)
         self.scheduler: AsyncIOScheduler | None = None
@@ -1241,9 +1244,11 @@ class Daemon:
             try:
                 loaded_at = state.loaded_at
                 if self._full_load_due or loaded_at is None or now - loaded_at >= FULL_LOAD_EVERY:
+                    epoch = self.guard.epoch
                     full = await asyncio.to_thread(read_full, self.store, self.fleet, since)
                     state.apply_full(full, now)
                     self._full_load_due = False
+                    self._loaded_epoch = epoch
                 else:
                     state.drain()  # first: what this process recorded counts as seen
                     delta, costs = await asyncio.to_thread(
@@ -1713,6 +1718,7 @@ class Daemon:
             poll_interval=self.settings.poll_interval,
             provisioning=self.provisioning,
             prices=self.prices,
+            recorded_fleet=self._recorded_fleet_reader(epoch),
         )
         dry_run = self.settings.dry_run
         options = self.plan_options()
@@ -1766,6 +1772,36 @@ class Daemon:
                 self._provisioning_conditions = breakers
                 await self._update_alerts(self.clock.now())
         return result.plan if result is not None else self.last_plan
+
+    def _recorded_fleet_reader(self, epoch: int) -> Callable[[], Awaitable[RecordedFleet]]:
+        """What a reconcile (on the engine's loop) reads the recorded fleet with, after its
+        listing: ``_recorded_for_run`` on the daemon's loop, which owns the fleet in memory."""
+        home = asyncio.get_running_loop()
+
+        async def recorded_fleet() -> RecordedFleet:
+            if asyncio.get_running_loop() is home:
+                return await self._recorded_for_run(epoch)
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._recorded_for_run(epoch), home)
+            except RuntimeError:  # the daemon's loop has closed: the store itself
+                return await asyncio.to_thread(self.store.load_fleet, self.fleet)
+            return await asyncio.wrap_future(future)
+
+        return recorded_fleet
+
+    async def _recorded_for_run(self, epoch: int) -> RecordedFleet:
+        """The recorded fleet a reconcile plans from: the fleet in memory brought up to date
+        with the store now (the poll of what changed since the last sweep, from any writer),
+        with the pending intents read afresh (a handful of rows). A full load first when the
+        fleet in memory was not loaded under this epoch (a standby that became leader, a
+        lease lost and regained): a new leader trusts no state kept before it led. A store
+        failure is the store's error, as ``load_fleet`` would raise it."""
+        if self._loaded_epoch != epoch:
+            self._full_load_due = True
+        if not await self._refresh():
+            return await asyncio.to_thread(self.store.load_fleet, self.fleet)
+        intents = await asyncio.to_thread(self.store.pending_intents, self.fleet)
+        return dataclasses.replace(self.state.recorded, pending_intents=intents)
 
     async def _on_engine(self, run: Coroutine[Any, Any, _T]) -> _T:
         """``run`` on the engine's thread and loop (never this loop: its store calls and its

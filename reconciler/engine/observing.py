@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -138,10 +139,18 @@ def fingerprint(spec_hash: str, recorded: RecordedFleet, observed: Observed) -> 
 
 
 async def observe(
-    cloud: CloudPort, store: StorePort, fleet: str, spec_hash: str, now: datetime
+    cloud: CloudPort,
+    store: StorePort,
+    fleet: str,
+    spec_hash: str,
+    now: datetime,
+    recorded_fleet: Callable[[], Awaitable[RecordedFleet]] | None = None,
 ) -> Snapshot:
-    """One ``list_servers`` and one ``load_fleet``: the whole observation of a reconcile."""
+    """One ``list_servers`` and one ``load_fleet``: the whole observation of a reconcile.
+    ``recorded_fleet`` (the daemon's fleet in memory, brought up to date with the store)
+    stands for ``load_fleet``; either is read after the listing, so that a server in the
+    listing has its intent or record in what is read (a writer records before it creates)."""
     servers = await cloud.list_servers()
-    recorded = store.load_fleet(fleet)
+    recorded = await recorded_fleet() if recorded_fleet is not None else store.load_fleet(fleet)
     observed = Observed(servers=tuple(servers), observed_at=now)
     return Snapshot(observed=observed, recorded=recorded, spec_hash=spec_hash)

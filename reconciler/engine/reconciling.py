@@ -9,7 +9,7 @@ in the store's run history. It works through the ports only; the composition roo
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ from reconciler.core.errors import (
     StoreError,
     UserError,
 )
-from reconciler.core.fleet import IntentStatus, PricePlan, RecordedNode
+from reconciler.core.fleet import IntentStatus, PricePlan, RecordedFleet, RecordedNode
 from reconciler.core.lifecycle import DEADLINE_REASON
 from reconciler.core.offers import OfferError, offer_problems, plan_uses
 from reconciler.core.planning import PlanOptions
@@ -170,8 +170,12 @@ class Reconciler:
         provisioning: ProvisioningPorts | None = None,
         agent_url: str | None = None,
         prices: PriceListCache | None = None,
+        recorded_fleet: Callable[[], Awaitable[RecordedFleet]] | None = None,
     ) -> None:
         self.loaded = loaded
+        #: reads the recorded fleet for each observation (None: ``store.load_fleet``); the
+        #: daemon's keeps the fleet in memory and reads only what changed
+        self.recorded_fleet = recorded_fleet
         #: the provider's price list, cached (None: plans do not check prices)
         self.prices = prices
         self._price_list: tuple[PricePlan, ...] | None = None
@@ -201,7 +205,14 @@ class Reconciler:
     async def observe(self) -> Snapshot:
         if self.prices is not None:
             self._price_list = await self.prices.get(self.cloud, self.clock.now())
-        return await observe(self.cloud, self.store, self.fleet, self.spec_hash, self.clock.now())
+        return await observe(
+            self.cloud,
+            self.store,
+            self.fleet,
+            self.spec_hash,
+            self.clock.now(),
+            self.recorded_fleet,
+        )
 
     def plan(self, snapshot: Snapshot, options: PlanOptions | None = None) -> Plan:
         options = options if options is not None else PlanOptions(spec_hash=self.spec_hash)

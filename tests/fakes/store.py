@@ -135,6 +135,14 @@ class InMemoryStore:
             protected_names=frozenset(protected),
         )
 
+    def pending_intents(self, fleet: str) -> tuple[RecordedIntent, ...]:
+        self._check(None)
+        return tuple(
+            i
+            for i in sorted(self.intents.values(), key=lambda i: i.id)
+            if i.fleet == fleet and i.status is IntentStatus.PENDING
+        )
+
     def peak_fleet_size(self, fleet: str, since: datetime) -> int:
         self._check(None)
         return peak_count(((s[2], s[3]) for s in self.spans if s[0] == fleet), since)
