@@ -12,7 +12,7 @@ import pytest
 from conftest import empty_postgres
 from state_builders import FakeClock, beat, make_node
 
-from reconciler.core.fleet import NodeMark, NodeStatus
+from reconciler.core.fleet import IntentStatus, NodeMark, NodeStatus
 from state import SqlStore
 from state.store import open_store
 
@@ -188,3 +188,14 @@ def test_a_write_committed_after_a_read_began_is_in_the_next_read(
         assert after.marks["b"].heartbeat_seq == 1
     finally:
         store.close()
+
+
+def test_the_pending_intents_alone_are_those_of_the_whole_fleet(store: SqlStore) -> None:
+    store.upsert_nodes([make_node("a")])
+    first = store.begin_intent("acme", "create", "b", {"plan": "small"})
+    store.begin_intent("acme", "create", "c", {"plan": "small"})
+    store.begin_intent("other", "create", "d", {"plan": "small"})
+    store.finish_intent(first.id, IntentStatus.DONE)
+    pending = store.pending_intents("acme")
+    assert [i.target for i in pending] == ["c"]
+    assert pending == store.load_fleet("acme").pending_intents
