@@ -263,7 +263,7 @@ class FleetState:
         if not delta.complete:
             marks = dict(marks)
             for name in local:
-                if name not in marks and name in known:
+                if name not in marks and name in known and name not in delta.closed:
                     marks[name] = known[name]
         for name, mark in marks.items():
             seen = known.get(name)

@@ -16,10 +16,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.fleet import NodeMetrics, NodeStatus, RecordedNode
+from reconciler.core.fleet import MarksDelta, NodeMetrics, NodeStatus, RecordedNode
 from reconciler.core.health import assess
 from reconciler.core.ports import StorePort
 from reconciler.daemon.fleetstate import (
@@ -229,6 +229,8 @@ def test_the_fleet_in_memory_equals_a_full_reload_of_the_sql_store(
 
 @pytest.mark.postgres
 @given(OPS)
+@example([("local", 0), ("close", 0)])
+@example([("local", 1), ("other", 1), ("poll",), ("local", 1), ("protect", 1), ("close", 2)])
 @settings(
     max_examples=25,
     deadline=None,
@@ -400,3 +402,21 @@ def test_a_full_load_of_an_unchanged_fleet_keeps_what_is_cached_valid() -> None:
     kept = [a is b for a, b in zip(before.nodes, harness.state.recorded.nodes, strict=True)]
     assert kept.count(False) == 1  # only the changed record is a new object
     harness.check()
+
+
+def test_a_node_closed_after_a_beat_merged_here_leaves_on_an_incremental_poll() -> None:
+    """Found by the PostgreSQL property (ops local 0, close 0): a node with a beat merged here
+    and its record closed since the last poll must leave, not be kept by its held mark."""
+    clock = FakeClock(T0)
+    harness = Harness(InMemoryStore(now=clock.now), clock)
+    beat = harness.beat(0)
+    assert beat is not None
+    assert harness.store.record_beats(FLEET, [beat]) == [True]
+    harness.state.committed([beat])
+    harness.state.drain()
+    marks = harness.store.node_marks(FLEET)
+    harness.store.close_node(FLEET, beat.node, clock.now())
+    delta = MarksDelta({}, complete=False, cursor=1, closed=frozenset({beat.node}))
+    _, _, _, closed, _ = harness.state.changed(delta)
+    assert closed == frozenset({beat.node})
+    assert beat.node in marks
