@@ -116,6 +116,10 @@ def _config(app: SimulatorApp) -> uvicorn.Config:
     )
 
 
+#: event-loop passes a stop gives connections closed by their client to be seen as closed
+_CLOSE_PASSES = 4
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without signal handling: the embedding program owns the signals. Asked to stop
     from its own event loop (:meth:`request_stop`), it stops at once instead of at its next
@@ -146,6 +150,12 @@ class _EmbeddedServer(uvicorn.Server):
             should_exit = await self.on_tick(counter)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # a client that closed its connection just before (the CLI closes its client, then
+        # the server): the loop sees that end within a few passes
+        for _ in range(_CLOSE_PASSES):
+            if not self.server_state.connections:
+                break
+            await asyncio.sleep(0)
         if self.server_state.connections or self.server_state.tasks:
             await super().shutdown(sockets)  # a grace for what is in flight
             return

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from providers.hostwinds import HostwindsClient
 from providers.simulator.serving import (
     AsyncSimulatorServer,
     SimulatorServeError,
@@ -83,17 +84,19 @@ async def test_the_async_variant_stops_at_once_when_nothing_is_in_flight() -> No
     durations = []
     for _ in range(3):
         server = AsyncSimulatorServer(api_key=KEY)
-        await server.start()
-        async with httpx.AsyncClient() as client:
-            answer = await client.post(server.api_url, data={"action": "get_locations", "API": KEY})
-            assert answer.json()["success"]
+        url = await server.start() + "/cloud/api.php"
+        # as the CLI does: its client lists the account and is closed, then the server stops
+        cloud = HostwindsClient(server.api_url, KEY, rate_limit=100.0)
+        assert await cloud.list_servers() == []
+        await cloud.aclose()
         started = time.perf_counter()
         await server.stop()
         durations.append(time.perf_counter() - started)
         with pytest.raises(httpx.ConnectError):  # the port is closed
             async with httpx.AsyncClient() as client:
-                await client.post(answer.url, data={"action": "get_locations", "API": KEY})
-    assert min(durations) < 0.1
+                await client.post(url, data={"action": "get_locations", "API": KEY})
+    # (on a loaded machine one stop may be held up by the scheduler)
+    assert sorted(durations)[1] < 0.1, durations
 
 
 @pytest.mark.anyio
