@@ -37,6 +37,7 @@ class LazyCommand:
         return click.Command(None, help=self.short_help).get_short_help_str(limit)
 
     def load(self) -> click.Command:
+        _before_a_command()
         module_name, _, attribute = self.target.partition(":")
         command = getattr(importlib.import_module(f"reconciler.cli.{module_name}"), attribute)
         if not isinstance(command, click.Command):  # pragma: no cover - a wrong table entry
@@ -205,6 +206,7 @@ def cli(ctx: click.Context, /, **options: object) -> int:
 
         configure_logging(str(fmt or "text"), str(level or "warning").upper())
     if ctx.invoked_subcommand is None:
+        _before_a_command()
         if options.get("dry_run"):
             return _dry_run(ctx, options)
         from reconciler.cli import reconciling  # the engine, the store, the cloud: only here
@@ -212,6 +214,16 @@ def cli(ctx: click.Context, /, **options: object) -> int:
         return reconciling.run(ctx, **options)
     ctx.obj = options
     return 0
+
+
+def _before_a_command() -> None:
+    """What the console script does before it imports a command (not for ``--help``)."""
+    import reconciler.cli
+
+    if reconciler.cli.process_ends_after_command:
+        from reconciler.cli.pydanticplugins import skip_plugin_discovery
+
+        skip_plugin_discovery()
 
 
 def _dry_run(ctx: click.Context, options: dict[str, object]) -> int:

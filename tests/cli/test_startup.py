@@ -86,6 +86,46 @@ def test_light_commands_do_not_import_traceback(args: tuple[str, ...]) -> None:
     assert "traceback" not in loaded_modules(*args)
 
 
+#: the probe as the console script runs (``reconciler.cli.main.entry``)
+CONSOLE_PROBE = "import reconciler.cli\nreconciler.cli.process_ends_after_command = True\n" + PROBE
+
+
+def console_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE_PROBE, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"},
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        },
+        check=False,
+    )
+    report = json.loads(done.stderr.strip().splitlines()[-1])
+    assert report["code"] == 0, done.stderr
+    return set(report["modules"])
+
+
+@pytest.mark.parametrize(
+    "args", [("validate", QUICKSTART), ("schema",)], ids=["validate", "schema"]
+)
+def test_the_console_script_does_not_look_for_pydantic_plugins(args: tuple[str, ...]) -> None:
+    # importlib.metadata (email, zipfile, csv) and the entry points of every distribution were
+    # read at the first validator pydantic built (reconciler/cli/pydanticplugins.py)
+    loaded = console_modules(*args)
+    assert "pydantic.plugin._loader" in loaded
+    assert "importlib.metadata" not in loaded
+    assert "zipfile" not in loaded
+
+
+def test_an_operator_who_sets_the_pydantic_plugin_variable_gets_pydantics_own_loading() -> None:
+    loaded = console_modules("validate", QUICKSTART, env={"PYDANTIC_DISABLE_PLUGINS": ""})
+    assert "importlib.metadata" in loaded
+
+
 def test_the_probe_sees_heavy_imports_when_a_command_uses_them() -> None:
     # the check above can fail: `reconcile db --help` loads the store's module
     assert "sqlalchemy" in {m.split(".")[0] for m in loaded_modules("db", "current", "--help")}
