@@ -223,6 +223,8 @@ def write_rows(path: Path, rows: list[dict[str, object]]) -> None:
         db.execute("DELETE FROM sending_nodes")
         for index, row in enumerate(rows):
             values = {**row, "fleet": FLEET, "name": f"acme-sea-{index}"}
+            if isinstance(row["provider_id"], int):  # unique among open records (index)
+                values["provider_id"] = row["provider_id"] * 10 + index
             columns = ", ".join(values)
             marks = ", ".join("?" for _ in values)
             sql = f"INSERT INTO sending_nodes ({columns}) VALUES ({marks})"
