@@ -442,8 +442,10 @@ class HeartbeatBatcher:
         max_queue: int = 100_000,
         on_written: Callable[[Sequence[NodeMetrics]], None] | None = None,
         writers: int = 4,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
+        self._monotonic = monotonic
         self._writers = max(1, writers)
         #: nodes with a beat in a batch being written
         self._writing: set[str] = set()
@@ -457,8 +459,12 @@ class HeartbeatBatcher:
         self._stopping = False
         self._on_written = on_written
         self.stats = IngestStats()
-        #: monotonic time of the last failed write, None once a write succeeded again
+        #: monotonic time of the first failed write of a failure still going on, None once a
+        #: write succeeded again
         self.failing_since: float | None = None
+        #: (first failed write, next successful write) of the last failure that ended,
+        #: monotonic: the daemon's observation gap when it lasted (core.health)
+        self.last_failure: tuple[float, float] | None = None
 
     def offer(
         self, beat: NodeMetrics, write_deadline: float = 5.0
@@ -583,7 +589,7 @@ class HeartbeatBatcher:
                     extra={"event": "heartbeats.write_bug"},
                 )
             if self.failing_since is None:
-                self.failing_since = time.monotonic()
+                self.failing_since = self._monotonic()
                 log.warning(
                     "heartbeats cannot be written: answered 503 until the store is back",
                     extra={
@@ -600,6 +606,7 @@ class HeartbeatBatcher:
             self._writing -= names
             self._wake.set()  # nodes freed: their waiting beats may go
         if self.failing_since is not None:
+            self.last_failure = (self.failing_since, self._monotonic())
             self.failing_since = None
             log.info("heartbeats written again", extra={"event": "heartbeats.write_recovered"})
         self.stats.batches += 1

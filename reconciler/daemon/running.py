@@ -180,6 +180,13 @@ HTTP_CLOSE_WAIT = 10.0
 HTTP_STUCK_WAIT = 1.0
 ENGINE_STUCK_WAIT = 0.5
 CLOSE_STUCK_WAIT = 0.5
+#: why the daemon could not observe (the ``cause`` of a ``health.observation_gap`` line)
+GAP_CAUSES = {
+    "start": "the daemon (re)started",
+    "store": "the state database was unavailable",
+    "intake": "the heartbeat intake could not write beats",
+    "stall": "the health sweep stalled (the process, its event loop or a store read was frozen)",
+}
 
 
 def _serve_in_own_loop(server: Any, sock: Any) -> None:
@@ -397,6 +404,8 @@ class Daemon:
         self.cloud = CountingCloud(cloud, self.metrics)
         self.clock: Clock = clock or SystemClock()
         self._loader = loader
+        #: the daemon's monotonic clock (leadership, the intake's failures, observation gaps)
+        self._monotonic = monotonic
         self.guard = LeaderGuard(
             leadership, self.metrics, on_change=self._leadership_changed, monotonic=monotonic
         )
@@ -430,7 +439,9 @@ class Daemon:
         #: reconcile plans from the fleet in memory only if it was loaded under its epoch
         self._loaded_epoch: int | None = None
         self._records_version = -1
-        self.batcher = HeartbeatBatcher(store, loaded.spec.name, on_written=self._beats_written)
+        self.batcher = HeartbeatBatcher(
+            store, loaded.spec.name, on_written=self._beats_written, monotonic=monotonic
+        )
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
         #: where the spec comes from: the -f paths (new, changed and removed files are seen)
@@ -458,9 +469,19 @@ class Daemon:
         self.prices = PriceListCache()
         self._store_ok = True
         # observation (decisions only from trustworthy observations, core.health)
+        #: since when the daemon has observed without a gap, and what ended the last gap
         self._observed_since = self.clock.now()  # a (re)start is a gap
+        self._gap_cause = "start"
+        #: False while the cause goes on (the gap's end, and so the window's, not known yet)
+        self._gap_ended = True
+        #: the last refresh failed: the store is out until a refresh succeeds again
+        self._store_out = False
+        #: the intake's last ended failure, once its gap was taken into account
+        self._intake_failure_seen: tuple[float, float] | None = None
         self._last_sweep: datetime | None = None
         self._blind_until: datetime | None = None
+        #: (cause, since) of the last observation_gap line
+        self._gap_logged: tuple[str, datetime] | None = None
         self._disrupted: set[str] = set()
         self._disruption_pause: datetime | None = None
         #: nodes an operator holds (cordon, drain, maintenance), as the last sweep saw them
@@ -1270,7 +1291,8 @@ class Daemon:
                     state.apply_changes(Changes(marks, costs, nodes, beats, series, moved), closed)
             except StoreError as exc:
                 self._store_ok = False
-                self._observed_since = now  # blind while the store is out
+                self._store_out = True
+                self._unobserved(now, "store", ended=False)  # blind while the store is out
                 self._full_load_due = True  # what changed meanwhile: read it all again
                 log.warning(
                     f"store unavailable: {exc.message}", extra={"event": "store.unavailable"}
@@ -1279,6 +1301,10 @@ class Daemon:
                     raise
                 return False
             self._store_ok = True
+            if self._store_out:
+                # observing again from now on (not from the last failed read)
+                self._store_out = False
+                self._unobserved(self.clock.now(), "store")
             state.trim(since)
             recorded = state.recorded
             constants_changed = not initial and _constants_key(recorded) != _constants_key(
@@ -1322,6 +1348,8 @@ class Daemon:
 
     async def _job_sweep(self) -> None:
         if not await self._refresh():
+            # the sweep ran (no stall of its own): the gap is the store's, until it is back
+            self._last_sweep = self.clock.now()
             return
         spec = self.spec
         now = self.clock.now()
@@ -1400,37 +1428,71 @@ class Daemon:
 
     def _observing_since(self, now: datetime) -> datetime:
         """Since when this daemon has observed without a gap: its start, the end of a store
-        outage, a heartbeat intake that could not write, or a stall of the sweep itself (the
-        process or its loop was frozen): health decisions wait a full detection window."""
+        outage, of a heartbeat intake that could not write, or of a stall of the sweep itself
+        (the process or its loop was frozen): health decisions wait a full detection window."""
         # heartbeat writes failing for longer than a beat interval: the intake is stopped (a
         # single failed batch, e.g. SQLite busy for a moment, is not a gap; a frozen database
-        # shows as a stalled sweep below)
-        failing = self.batcher.failing_since
+        # shows as a stalled sweep below). Observing again from its first successful write,
+        # even when the whole failure fell between two sweeps.
         interval = self.spec.health.heartbeat_interval.total_seconds()
-        if failing is not None and time.monotonic() - failing > interval:
-            self._observed_since = now
+        monotonic = self._monotonic()
+        failing = self.batcher.failing_since
+        if failing is not None and monotonic - failing > interval:
+            self._unobserved(now, "intake", ended=False)
+        ended = self.batcher.last_failure
+        if ended is not None and ended != self._intake_failure_seen:
+            # once per failure: ``now`` and the monotonic clock are read at different moments
+            self._intake_failure_seen = ended
+            if ended[1] - ended[0] > interval:
+                back = now - timedelta(seconds=max(0.0, monotonic - ended[1]))
+                self._unobserved(back, "intake")
         last = self._last_sweep
         stall = timedelta(seconds=3 * self._sweep_seconds(self.spec) + 5)
         if last is not None and now - last > stall:
-            self._observed_since = now
+            self._unobserved(now, "stall")
         self._last_sweep = now
         return self._observed_since
+
+    def _unobserved(self, until: datetime, cause: str, *, ended: bool = True) -> None:
+        """The daemon could not observe until ``until`` (``cause``: one of GAP_CAUSES);
+        ``ended``: it observes again from then (else: the cause still goes on)."""
+        if until >= self._observed_since:
+            self._observed_since = until
+            self._gap_cause = cause
+            self._gap_ended = ended
 
     def _report_guarded(self, guarded: GuardedHealth) -> None:
         """One log line when health decisions start/stop waiting or a disruption starts/ends."""
         blind = guarded.blind_until
-        if (blind is None) != (self._blind_until is None):
-            if blind is not None:
-                log.warning(
-                    "health decisions wait for a full detection window of fresh heartbeats "
-                    f"(until {blind.isoformat(timespec='seconds')}): the daemon could not observe",
-                    extra={"event": "health.observation_gap", "until": blind.isoformat()},
-                )
-            else:
-                log.info(
-                    "health decisions resume: a full detection window observed",
-                    extra={"event": "health.observing"},
-                )
+        cause, since, ended = self._gap_cause, self._observed_since, self._gap_ended
+        logged = self._gap_logged
+        if blind is not None and (
+            self._blind_until is None
+            or logged is None
+            or cause != logged[0]
+            or (ended and since != logged[1])
+        ):
+            # a gap begins, another cause extends it, or its cause ended (the window's end is
+            # known now): a line each, never one per sweep however long the cause goes on
+            when = blind.isoformat(timespec="seconds")
+            log.warning(
+                "health decisions wait for a full detection window of fresh heartbeats "
+                + (f"(until {when})" if ended else f"once observing again (at least until {when})")
+                + f": {GAP_CAUSES[cause]}",
+                extra={
+                    "event": "health.observation_gap",
+                    "cause": cause,
+                    "ongoing": not ended,
+                    "since": since.isoformat(),
+                    "until": blind.isoformat(),
+                },
+            )
+            self._gap_logged = (cause, since)
+        elif blind is None and self._blind_until is not None:
+            log.info(
+                "health decisions resume: a full detection window observed",
+                extra={"event": "health.observing"},
+            )
         self._blind_until = blind
         scopes = {d.scope: d for d in guarded.disruptions}
         for scope in sorted(set(scopes) - self._disrupted):

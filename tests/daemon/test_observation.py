@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,9 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.core.errors import StoreError
 from reconciler.core.fleet import NodeStatus, RecordedNode
 from reconciler.core.health import assess, detection_window, guard_assessment
 from reconciler.core.plans import Action
+from reconciler.daemon.heartbeats import MasterSecret, Outcome
+from reconciler.daemon.running import Daemon
+from specs.loading import load_spec
 from specs.model import HealthPolicy
 from tests.daemon.test_running import World, beat, make_world
 
@@ -203,7 +208,40 @@ def sweep_every_10s(world: World, seconds: int, beating: list[str]) -> None:
     asyncio.run(run())
 
 
-def test_a_store_outage_pauses_and_replaces_nothing(tmp_path: Path) -> None:
+def restarted(world: World, monotonic: Callable[[], float] | None = None) -> Daemon:
+    """A new daemon process on the same store, cloud, clock and leadership."""
+    old = world.daemon
+    return Daemon(
+        old.settings,
+        load_spec([world.spec_path]),
+        world.store,
+        world.cloud,
+        world.leadership,
+        MasterSecret("a-master-secret-for-tests"),
+        clock=world.clock,
+        monotonic=monotonic or world.clock.monotonic,
+    )
+
+
+async def through_the_intake(daemon: Daemon, world: World, names: list[str]) -> set[Outcome]:
+    """The nodes' beats offered to the daemon's heartbeat intake (its batcher), as the HTTP
+    handler does; the outcomes once their batch was written (or could not be)."""
+    futures = [daemon.batcher.offer(beat(n, world, 10)) for n in names]
+    return {await f for f in futures if f is not None}
+
+
+def gap_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if getattr(r, "event", "") == "health.observation_gap"]
+
+
+@pytest.mark.parametrize("outage", [900, 20])
+def test_a_store_outage_pauses_and_replaces_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, outage: int
+) -> None:
+    """The store down for ``outage`` seconds (the sweeps fail, the beats cannot be written):
+    no pause, no replacement, and the window counts from the first sweep that read the store
+    again, not from the last one that could not."""
+    caplog.set_level(logging.INFO, logger="reconciler")
     world = make_world(tmp_path, "3")
     daemon = world.daemon
 
@@ -214,12 +252,16 @@ def test_a_store_outage_pauses_and_replaces_nothing(tmp_path: Path) -> None:
 
     names = asyncio.run(start())
     sweep_every_10s(world, 200, names)
-    # the store goes down for 15 minutes: beats cannot be written (nodes get 503), sweeps fail
+    # the store goes down: beats cannot be written (nodes get 503), sweeps fail
     world.store._closed = True
-    sweep_every_10s(world, 900, [])
+    sweep_every_10s(world, outage, [])
     world.store._closed = False
-    # back: every node's last beat is 15 minutes old; no decision until a window passed
+    # back: every node's last beat is as old as the outage; no decision until a window passed
     sweep_every_10s(world, 10, [])
+    back = world.clock.now()
+    *_, gap = gap_lines(caplog)
+    assert datetime.fromisoformat(gap.since) == back
+    assert (gap.cause, gap.ongoing) == ("store", False)
     assert daemon.assessment.unhealthy == frozenset()
     assert daemon.assessment.replace == frozenset()
     sweep_every_10s(world, 120, names)  # the agents' beats flow again
@@ -229,6 +271,155 @@ def test_a_store_outage_pauses_and_replaces_nothing(tmp_path: Path) -> None:
     assert not [c for c in plan.changes if c.action in (Action.PAUSE, Action.DESTROY)]
     held = daemon.metrics.registry.get_sample_value("reconciler_health_decisions_held")
     assert held == 0
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        600,  # ten minutes: every sweep meanwhile sees the intake failing
+        35,  # a beat interval and 5 s, all between two sweeps: no sweep sees it over 30 s
+    ],
+)
+def test_after_the_intake_could_not_write_no_node_is_judged_until_a_window_after_it_recovered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: int
+) -> None:
+    """The store answers the sweeps but the heartbeat intake cannot write a beat (503 to every
+    node) for ``failure`` seconds: no node is paused while it fails, nor until a full detection
+    window (3 missed beats x 30 s) of fresh beats has passed since its first write again, not
+    since the last sweep that saw it failing. A node that stays silent is paused then."""
+    caplog.set_level(logging.INFO, logger="reconciler")
+    world = make_world(tmp_path, "3")
+    clock = world.clock
+    # the wall clock runs 500 ppm fast of the monotonic one (slewed by NTP at its most): the
+    # daemon must not take a failure's end, converted to wall time, as a new gap every sweep
+    daemon = restarted(world, lambda: clock.monotonic() * (1 - 500e-6))
+    start = clock.now()
+
+    def at(seconds: float) -> None:
+        clock.advance((start + timedelta(seconds=seconds) - clock.now()).total_seconds())
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        alive, silent = names[:2], names[2]
+        # observed for 200 s, every beat through the intake (``silent``'s agent is gone with
+        # the failure: it never beats again)
+        for t in range(10, 210, 10):
+            at(t)
+            assert await through_the_intake(daemon, world, names) == {Outcome.RECORDED}
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset()
+        # 2 s after a sweep, the intake's writes fail: the agents get 503 and resend
+        at(202)
+        world.store.fail_heartbeats = StoreError("heartbeat table locked")
+        assert await through_the_intake(daemon, world, alive) == {Outcome.UNAVAILABLE}
+        recovered = 202 + failure
+        t = 210
+        while t < recovered:
+            at(t)
+            assert await through_the_intake(daemon, world, alive) == {Outcome.UNAVAILABLE}
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset(), t
+            t += 10
+        # the intake writes again: the agents' resent beats are recorded; ``silent`` is gone
+        at(recovered)
+        world.store.fail_heartbeats = None
+        assert await through_the_intake(daemon, world, alive) == {Outcome.RECORDED}
+        blind_until = recovered + WINDOW.total_seconds()
+        while t < blind_until:
+            at(t)
+            assert await through_the_intake(daemon, world, alive) == {Outcome.RECORDED}
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset(), (t, blind_until)
+            t += 10
+        plan = await daemon.reconcile_now()  # the last sweep before the window ends
+        assert plan is not None
+        assert not [c for c in plan.changes if c.action in (Action.PAUSE, Action.DESTROY)]
+        # a full window since the intake recovered: the silent node is judged, only it
+        at(t)
+        assert await through_the_intake(daemon, world, alive) == {Outcome.RECORDED}
+        await daemon._job_sweep()
+        assert daemon.assessment.unhealthy == {silent}
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address) for c in plan.changes] == [(Action.PAUSE, silent)]
+        await daemon.batcher.aclose()
+
+    asyncio.run(scenario())
+    # one line when the gap began (the intake still failing: its end not known yet), one
+    # when it ended, which says from when the window counts; none per sweep meanwhile
+    startup, *failing, ended = gap_lines(caplog)
+    assert (startup.cause, startup.ongoing) == ("start", False)
+    assert [(r.cause, r.ongoing) for r in failing] == [("intake", True)] * (failure > 100)
+    assert (ended.cause, ended.ongoing) == ("intake", False)
+    recovered = start + timedelta(seconds=202 + failure)
+    assert abs(datetime.fromisoformat(ended.since) - recovered) < timedelta(seconds=1)
+    assert datetime.fromisoformat(ended.until) - datetime.fromisoformat(ended.since) == WINDOW
+
+
+def test_a_restart_judges_no_node_on_the_silence_that_covered_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon is down for two minutes (no beat can be recorded meanwhile), then starts
+    again: no node is paused until a full detection window has passed since the start,
+    although every node's last beat is older than that; a node that stays silent is paused
+    then, and only it."""
+    caplog.set_level(logging.INFO, logger="reconciler")
+    world = make_world(tmp_path, "3")
+    first = world.daemon
+
+    async def before() -> list[str]:
+        await first.guard.tick()
+        await first.reconcile_now()
+        return sorted(n.name for n in world.store.load_fleet("acme").nodes)
+
+    names = asyncio.run(before())
+    alive, silent = names[:2], names[2]
+    sweep_every_10s(world, 140, names)
+    sweep_every_10s(world, 60, alive)  # ``silent`` stops a minute before the stop
+    world.clock.advance(120)  # down: the agents' beats find no daemon
+    caplog.clear()
+    daemon = restarted(world)
+    started = world.clock.now()
+
+    def at(seconds: float) -> None:
+        world.clock.advance(
+            (started + timedelta(seconds=seconds) - world.clock.now()).total_seconds()
+        )
+
+    async def after() -> None:
+        assert await daemon.guard.tick()
+        # as ``run`` starts: a full load and a first sweep
+        await daemon._refresh(initial=True)
+        await daemon._job_sweep()
+        assert daemon.assessment.unhealthy == frozenset()
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert not [c for c in plan.changes if c.action in (Action.PAUSE, Action.DESTROY)]
+        at(3)  # the agents find the daemon again (not ``silent``'s)
+        world.store.record_heartbeats("acme", [beat(n, world, 10) for n in alive])
+        for t in range(10, 90, 10):
+            at(t)
+            world.store.record_heartbeats("acme", [beat(n, world, 10) for n in alive])
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset(), t
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert not [c for c in plan.changes if c.action in (Action.PAUSE, Action.DESTROY)]
+        # a full window since the start: the silent node is judged, only it
+        at(WINDOW.total_seconds())
+        world.store.record_heartbeats("acme", [beat(n, world, 10) for n in alive])
+        await daemon._job_sweep()
+        assert daemon.assessment.unhealthy == {silent}
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address) for c in plan.changes] == [(Action.PAUSE, silent)]
+
+    asyncio.run(after())
+    (gap,) = gap_lines(caplog)
+    assert gap.cause == "start"
+    assert datetime.fromisoformat(gap.until) == started + WINDOW
 
 
 def test_most_of_a_region_silent_raises_one_alert_and_replaces_nothing(tmp_path: Path) -> None:
