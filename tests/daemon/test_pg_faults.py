@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import statistics
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -68,6 +69,7 @@ def test_frozen_stopped_and_restarted_database(tmp_path: Path, pg: PrivatePostgr
                 wait_for(lambda: len(swarm.started) == 3, 20, "the agents")
                 time.sleep(4)
                 baseline = latencies(url, 40)
+                freezing = time.time()
                 pg.freeze()
                 frozen_at = time.monotonic()
                 healthz = latencies(url, 60)
@@ -78,10 +80,13 @@ def test_frozen_stopped_and_restarted_database(tmp_path: Path, pg: PrivatePostgr
                 # /readyz has a deadline (2 s), it does not wait on the frozen store
                 assert ready_took < 4, ready_took
                 time.sleep(max(0.0, 12 - (time.monotonic() - frozen_at)))
+                thawing = time.time()
                 pg.thaw()
                 time.sleep(6)
+                stopping = time.time()
                 pg.stop()
                 time.sleep(6)
+                starting = time.time()
                 pg.start()
                 time.sleep(8)
             # every agent is stopped: what it read is recorded, or still carried by it
@@ -110,7 +115,21 @@ def test_frozen_stopped_and_restarted_database(tmp_path: Path, pg: PrivatePostgr
     assert not [e for e in decisions if e.get("decision") in ("pause", "replace")], decisions
     changes = [e for e in log if e.get("event") in ("plan.change", "apply.change")]
     assert not [e for e in changes if "PAUSE" in str(e) or "DESTROY" in str(e).upper()], changes
-    assert any(e.get("event") == "health.observation_gap" for e in log)
+    # each outage opened an observation gap of its own (the start-up's ended before the
+    # freeze), whose window counts from when the daemon could observe again: after the thaw,
+    # after the restart, never from a moment when the database did not answer
+    gaps = [e for e in log if e.get("event") == "health.observation_gap"]
+    since = [
+        (e["cause"], datetime.fromisoformat(e["since"]).timestamp())
+        for e in gaps
+        if not e["ongoing"]
+    ]
+    assert since[0][0] == "start", gaps
+    assert since[0][1] < freezing, gaps
+    causes = ("stall", "store", "intake")  # a frozen read shows as a stalled sweep
+    assert [c for c, t in since if thawing <= t < stopping and c in causes], gaps
+    assert [c for c, t in since if t >= starting and c in causes], gaps
+    assert not [t for _, t in since if freezing <= t < thawing or stopping <= t < starting], gaps
     assert statistics.median(healthz) < max(0.02, 2 * statistics.median(baseline))
 
 
