@@ -31,6 +31,7 @@ from reconciler.core.reputation import (
 from specs.blocklists import ListingAction, Severity
 from state import models as m
 from state.store import (
+    _PG_SNAPSHOT_XMIN,
     SqlStore,
     _aware,
     _chunks,
@@ -62,58 +63,83 @@ class SqlReputationStore:
         self, fleet: str, since: datetime, today: datetime
     ) -> ReputationSnapshot:
         since, today = _aware(since, "since"), _aware(today, "today")
-        node = m.SendingNode
         with self._store._tx(f"reading the reputation of {fleet!r}") as connection:
+            return _read_snapshot(connection, fleet, since, today)
+
+    def reputation_snapshot_since(
+        self,
+        fleet: str,
+        since: datetime,
+        today: datetime,
+        held: ReputationSnapshot | None,
+        cursor: object | None,
+    ) -> tuple[ReputationSnapshot, object | None]:
+        """On PostgreSQL, with the snapshot and cursor of the previous call: the records and
+        hourly counts written since that call began (``xmin``, as ``SqlStore.node_marks_since``)
+        and the nodes closed since, merged into ``held``; the listings and today's queries
+        (a few rows) read whole. The merge is checked against the numbers of record and count
+        rows the store holds now (one query): a row deleted (a prune) or anything the merge
+        missed makes it a whole read. Without a cursor, and on SQLite, a whole read."""
+        since, today = _aware(since, "since"), _aware(today, "today")
+        with self._store._tx(f"reading the reputation of {fleet!r}") as connection:
+            if connection.dialect.name != "postgresql":
+                return _read_snapshot(connection, fleet, since, today), None
+            now = int(connection.execute(_PG_SNAPSHOT_XMIN).scalar_one())
+            if held is None or not isinstance(cursor, int):
+                return _read_snapshot(connection, fleet, since, today), now
+            xid = str(cursor % 2**32)
+            node = m.SendingNode
+            hour = hour_of(since)
             records = connection.execute(
-                sa.select(node.name, m.NodeReputation)
-                .join(m.NodeReputation, m.NodeReputation.node_id == node.id)
-                .where(node.fleet == fleet, node.closed_at.is_(None))
+                _snapshot_records(fleet).where(_changed_since("node_reputation", xid))
             ).all()
-            listings = connection.execute(
-                sa.select(m.IpBlocklistEvent)
-                .join(node, node.id == m.IpBlocklistEvent.node_id)
-                .where(
-                    node.fleet == fleet,
-                    node.closed_at.is_(None),
-                    m.IpBlocklistEvent.delisted_at.is_(None),
+            closed = (
+                connection.execute(
+                    sa.select(node.name).where(
+                        node.fleet == fleet,
+                        node.closed_at.is_not(None),
+                        _changed_since("sending_nodes", xid),
+                    )
                 )
-                .order_by(m.IpBlocklistEvent.id)
-            ).all()
-            counts = connection.execute(
-                sa.select(node.name, m.NodeSendCount)
-                .join(m.NodeSendCount, m.NodeSendCount.node_id == node.id)
-                .where(
-                    node.fleet == fleet,
-                    node.closed_at.is_(None),
-                    m.NodeSendCount.hour >= hour_of(since),
-                )
-            ).all()
-            queries = connection.execute(
-                sa.select(m.DnsblQueryCount.zone, m.DnsblQueryCount.queries).where(
-                    m.DnsblQueryCount.day == today.date().isoformat()
-                )
-            ).all()
-        buckets: dict[str, list[CountBucket]] = defaultdict(list)
-        sent_today: dict[str, int] = defaultdict(int)
-        for row in counts:
-            bucket = CountBucket(
-                row.hour,
-                SendCounts(
-                    int(row.sent),
-                    int(row.hard_bounces),
-                    int(row.soft_bounces),
-                    int(row.complaints),
-                ),
+                .scalars()
+                .all()
             )
-            buckets[row.name].append(bucket)
-            if row.hour >= today:
-                sent_today[row.name] += bucket.counts.attempts
-        return ReputationSnapshot(
-            records={row.name: _record_out(row.name, row) for row in records},
-            listings=tuple(_listing_out(row) for row in listings),
-            buckets={name: tuple(sorted(b, key=lambda x: x.start)) for name, b in buckets.items()},
-            sent_today=dict(sent_today),
-            queries_today={row.zone: int(row.queries) for row in queries},
+            counts = connection.execute(
+                _snapshot_counts(fleet, hour).where(_changed_since("node_send_counts", xid))
+            ).all()
+            total_records, total_counts = connection.execute(
+                _PG_REPUTATION_TOTALS, {"fleet": fleet, "hour": hour}
+            ).one()
+            listings = connection.execute(_snapshot_listings(fleet)).all()
+            queries = connection.execute(_snapshot_queries(today)).all()
+            merged_records = {
+                name: record for name, record in held.records.items() if name not in closed
+            }
+            merged_records.update((row.name, _record_out(row.name, row)) for row in records)
+            by_node: dict[str, dict[datetime, CountBucket]] = {}
+            for name, series in held.buckets.items():
+                if name not in closed:
+                    kept = {b.start: b for b in series if b.start >= hour}
+                    if kept:
+                        by_node[name] = kept
+            for row in counts:
+                by_node.setdefault(row.name, {})[row.hour] = _bucket_out(row)
+            if len(merged_records) != total_records or sum(
+                len(series) for series in by_node.values()
+            ) != int(total_counts):
+                return _read_snapshot(connection, fleet, since, today), now
+        buckets = {
+            name: tuple(series[at] for at in sorted(series)) for name, series in by_node.items()
+        }
+        return (
+            ReputationSnapshot(
+                records=merged_records,
+                listings=tuple(_listing_out(row) for row in listings),
+                buckets=buckets,
+                sent_today=_sent_today(buckets, today),
+                queries_today={row.zone: int(row.queries) for row in queries},
+            ),
+            now,
         )
 
     def listing_history(self, fleet: str, limit: int = 100) -> list[dict[str, str]]:
@@ -331,6 +357,97 @@ class SqlReputationStore:
                 )
             )
         return int(result.rowcount)
+
+
+def _snapshot_records(fleet: str) -> Any:
+    node = m.SendingNode
+    return (
+        sa.select(node.name, m.NodeReputation)
+        .join(m.NodeReputation, m.NodeReputation.node_id == node.id)
+        .where(node.fleet == fleet, node.closed_at.is_(None))
+    )
+
+
+def _snapshot_listings(fleet: str) -> Any:
+    node = m.SendingNode
+    return (
+        sa.select(m.IpBlocklistEvent)
+        .join(node, node.id == m.IpBlocklistEvent.node_id)
+        .where(
+            node.fleet == fleet,
+            node.closed_at.is_(None),
+            m.IpBlocklistEvent.delisted_at.is_(None),
+        )
+        .order_by(m.IpBlocklistEvent.id)
+    )
+
+
+def _snapshot_counts(fleet: str, hour: datetime) -> Any:
+    node = m.SendingNode
+    return (
+        sa.select(node.name, m.NodeSendCount)
+        .join(m.NodeSendCount, m.NodeSendCount.node_id == node.id)
+        .where(node.fleet == fleet, node.closed_at.is_(None), m.NodeSendCount.hour >= hour)
+    )
+
+
+def _snapshot_queries(today: datetime) -> Any:
+    return sa.select(m.DnsblQueryCount.zone, m.DnsblQueryCount.queries).where(
+        m.DnsblQueryCount.day == today.date().isoformat()
+    )
+
+
+def _read_snapshot(
+    connection: Connection, fleet: str, since: datetime, today: datetime
+) -> ReputationSnapshot:
+    records = connection.execute(_snapshot_records(fleet)).all()
+    listings = connection.execute(_snapshot_listings(fleet)).all()
+    counts = connection.execute(_snapshot_counts(fleet, hour_of(since))).all()
+    queries = connection.execute(_snapshot_queries(today)).all()
+    buckets: dict[str, list[CountBucket]] = defaultdict(list)
+    for row in counts:
+        buckets[row.name].append(_bucket_out(row))
+    ordered = {name: tuple(sorted(b, key=lambda x: x.start)) for name, b in buckets.items()}
+    return ReputationSnapshot(
+        records={row.name: _record_out(row.name, row) for row in records},
+        listings=tuple(_listing_out(row) for row in listings),
+        buckets=ordered,
+        sent_today=_sent_today(ordered, today),
+        queries_today={row.zone: int(row.queries) for row in queries},
+    )
+
+
+def _bucket_out(row: Any) -> CountBucket:
+    return CountBucket(
+        row.hour,
+        SendCounts(
+            int(row.sent), int(row.hard_bounces), int(row.soft_bounces), int(row.complaints)
+        ),
+    )
+
+
+def _sent_today(buckets: Mapping[str, Sequence[CountBucket]], today: datetime) -> dict[str, int]:
+    """Per node with a count today: what it attempted since ``today``."""
+    sent: dict[str, int] = {}
+    for name, series in buckets.items():
+        todays = [b.counts.attempts for b in series if b.start >= today]
+        if todays:
+            sent[name] = sum(todays)
+    return sent
+
+
+def _changed_since(table: str, xid: str) -> sa.TextClause:
+    """Rows of ``table`` whose version was written by a transaction not older than ``xid``."""
+    return sa.text(f"age({table}.xmin) <= age(CAST(:since AS xid))").bindparams(since=xid)
+
+
+#: the record rows and the count rows a whole snapshot would read now
+_PG_REPUTATION_TOTALS = sa.text(
+    "SELECT (SELECT count(*) FROM node_reputation r JOIN sending_nodes n ON n.id = r.node_id "
+    "WHERE n.fleet = :fleet AND n.closed_at IS NULL), "
+    "(SELECT count(*) FROM node_send_counts c JOIN sending_nodes n ON n.id = c.node_id "
+    "WHERE n.fleet = :fleet AND n.closed_at IS NULL AND c.hour >= :hour)"
+)
 
 
 @functools.cache

@@ -343,6 +343,19 @@ class ReputationStorePort(Protocol):
         ``today`` (the start of the UTC day) and today's DNSBL queries per zone."""
         ...
 
+    def reputation_snapshot_since(
+        self,
+        fleet: str,
+        since: datetime,
+        today: datetime,
+        held: ReputationSnapshot | None,
+        cursor: object | None,
+    ) -> tuple[ReputationSnapshot, object | None]:
+        """``reputation_snapshot``, and the cursor for the next call. Given the previous
+        call's snapshot and cursor, a store that can tell what changed reads only that and
+        merges it into ``held`` (the answer equals a whole read); others read it whole."""
+        ...
+
     def save_reputation(
         self,
         fleet: str,

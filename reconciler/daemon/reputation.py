@@ -38,6 +38,7 @@ from reconciler.core.reputation import (
     NodeReputation,
     NodeReputationInput,
     ReputationRecord,
+    ReputationSnapshot,
     RotationCandidate,
     RotationEntry,
     ZoneProbe,
@@ -57,6 +58,10 @@ log = logging.getLogger("reconciler.daemon.reputation")
 
 #: the store keeps this many characters of a record's reasons (``state.reputation``)
 MAX_REASONS = 2000
+
+#: the reputation snapshot is read whole at least this often (a net under the incremental
+#: reads, which are checked against the store's row counts at every read)
+WHOLE_READ_EVERY = timedelta(minutes=10)
 
 #: nodes whose IPs are checked (a node being built has no sending history to protect yet)
 CHECKED = frozenset(
@@ -123,6 +128,11 @@ class ReputationJob:
         self._factory = checker_factory
         self.view = ReputationView()
         self._assessments = AssessmentCache()
+        #: the last snapshot read and where the next read starts (``reputation_snapshot_since``:
+        #: only what changed since); forgotten on a store error and every ``WHOLE_READ_EVERY``
+        self._held: ReputationSnapshot | None = None
+        self._cursor: object | None = None
+        self._whole_at: datetime | None = None
 
     def due(self, spec: FleetSpec, ips: int, now: datetime) -> bool:
         decision = check_interval(spec.reputation, ips, compile_rules(spec.reputation))
@@ -141,12 +151,21 @@ class ReputationJob:
     ) -> ReputationView:
         """One assessment (with a blocklist check when due). Writes only with an epoch."""
         policy = spec.reputation
-        snapshot = await asyncio.to_thread(
-            self._reputation.reputation_snapshot,
-            self.fleet,
-            now - policy.max_window - timedelta(hours=1),
-            day_of(now),
-        )
+        if self._whole_at is None or not now - WHOLE_READ_EVERY < self._whole_at <= now:
+            self._held, self._cursor, self._whole_at = None, None, now
+        try:
+            snapshot, self._cursor = await asyncio.to_thread(
+                self._reputation.reputation_snapshot_since,
+                self.fleet,
+                now - policy.max_window - timedelta(hours=1),
+                day_of(now),
+                self._held,
+                self._cursor,
+            )
+        except BaseException:
+            self._held, self._cursor, self._whole_at = None, None, None
+            raise
+        self._held = snapshot
         nodes = [n for n in recorded.nodes if n.status in CHECKED and n.ip_address]
         listings: dict[tuple[str, str], ListingState] = {
             (s.ip, s.zone): s for s in snapshot.listings

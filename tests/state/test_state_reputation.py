@@ -3,6 +3,7 @@ hourly counts, DNSBL query counts, an operator's resume, fencing."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -209,3 +210,56 @@ def test_a_complaint_event_is_counted_once_across_daemons(
         assert second.add_complaints("acme", [(name, now, 1, "evt-1")], now) == (1, 0)
     finally:
         other.close()
+
+
+def test_the_incremental_snapshot_equals_a_whole_read(
+    store_url: str, store: SqlStore, clock: FakeClock
+) -> None:
+    """``reputation_snapshot_since``: following it through record saves, counts, a listing,
+    a closed and a new node, another process's writes, the window moving past an hour and a
+    prune (rows deleted: the row-count check makes it a whole read) equals a whole read each
+    time."""
+    other_store = open_store(store_url, clock=clock.now)
+    try:
+        names = ["acme-dallas-001", "acme-dallas-002", "acme-dallas-003"]
+        for k, name in enumerate(names):
+            store.upsert_node(make_node(name, ip_address=f"192.0.2.{k + 1}"))
+        rep, other = SqlReputationStore(store), SqlReputationStore(other_store)
+        now = clock.now()
+        held, cursor = rep.reputation_snapshot_since("acme", now, day_of(now), None, None)
+        assert (cursor is not None) == store_url.startswith("postgresql")
+
+        def record(name: str, score: str) -> ReputationRecord:
+            return ReputationRecord(name, IpState.WARMING, reasons=score)
+
+        steps = [
+            lambda: rep.save_reputation("acme", [record(names[0], "a")], [], {ZEN: 2}, now),
+            lambda: other.add_send_counts("acme", [(names[1], now, SendCounts(sent=5))]),
+            lambda: rep.add_send_counts("acme", [(names[1], now, SendCounts(complaints=1))]),
+            lambda: other.save_reputation(
+                "acme", [record(names[1], "b"), record(names[0], "c")], [], {}, now
+            ),
+            lambda: rep.save_reputation(
+                "acme", [], [ListingEvent("listed", listing(clock), now)], {}, now
+            ),
+            lambda: other.add_send_counts(
+                "acme", [(names[2], now + timedelta(hours=1), SendCounts(sent=7))]
+            ),
+            lambda: store.close_node("acme", names[1], clock.now()),
+            lambda: other_store.upsert_node(make_node("acme-dallas-004", id=str(uuid.uuid4()))),
+            lambda: other.save_reputation("acme", [record("acme-dallas-004", "d")], [], {}, now),
+            lambda: other.prune_send_counts(now + timedelta(hours=1)),
+            lambda: other.add_send_counts(
+                "acme", [(names[0], now + timedelta(hours=2), SendCounts(sent=1))]
+            ),
+            # a prune of rows still inside the window: only the row counts tell
+            lambda: other.prune_send_counts(now + timedelta(hours=3)),
+        ]
+        for step in steps:
+            step()
+            at = clock.advance(1200)
+            since = at - timedelta(hours=2)
+            held, cursor = rep.reputation_snapshot_since("acme", since, day_of(at), held, cursor)
+            assert held == rep.reputation_snapshot("acme", since, day_of(at))
+    finally:
+        other_store.close()
