@@ -56,6 +56,7 @@ from reconciler.core.errors import (
 )
 from reconciler.core.fencing import check_fence
 from reconciler.core.fleet import CreateRequest, Location, ObservedServer, PricePlan
+from reconciler.core.pacing import reads_deferrable
 
 logger = logging.getLogger("providers.hostwinds")
 
@@ -112,6 +113,7 @@ class HostwindsClient:
         rng: random.Random | None = None,
         local_address: str | None = "0.0.0.0",  # noqa: S104 - a bind address, forces IPv4
         remember_listing: bool = True,
+        defer_limit: float = 5.0,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -124,6 +126,7 @@ class HostwindsClient:
             burst if burst is not None else max(1, math.ceil(rate_limit)),
             monotonic=monotonic,
             sleep=sleep,
+            defer_limit=defer_limit,
         )
         self._timeout = float(timeout)
         self._max_read_retries = max_read_retries
@@ -341,9 +344,11 @@ class HostwindsClient:
         form["API"] = self._key.reveal()
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("hostwinds %s request %s", action, self._redacted(redact_form(form)))
+        # a poll (the engine's watcher) lets queued mutations go first, for a bounded time
+        deferrable = read and reads_deferrable()
         attempt = 0
         while True:
-            await self._bucket.acquire()
+            await self._bucket.acquire(deferrable=deferrable)
             if not read:
                 # the writer's fence, after the token and right before the request
                 # (design §3c): a lost leadership raises LeadershipLostError, nothing is sent

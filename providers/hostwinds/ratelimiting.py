@@ -2,6 +2,10 @@
 
 Hostwinds documents no rate limit; we throttle ourselves (default 2 requests/s) to be a polite
 client and to stay clear of the IP-change cool-down seen in practice.
+
+Deferrable reads (polls, ``reconciler.core.pacing``) yield to the other calls: they take a token
+only when one is free and no other call has reserved ahead, for at most ``defer_limit`` seconds;
+then they queue like any call (issue 12: list rounds were pushing creates and ``set_rdns`` back).
 """
 
 from __future__ import annotations
@@ -9,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+
+#: float slack when comparing token counts and waits (a sleep of exactly the computed time)
+_EPSILON = 1e-9
 
 
 class TokenBucket:
@@ -26,11 +33,16 @@ class TokenBucket:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        defer_limit: float = 5.0,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         if burst < 1:
             raise ValueError("burst must be at least 1")
+        if defer_limit < 0:
+            raise ValueError("defer_limit must be >= 0")
+        #: the longest a deferrable read yields to other calls before it queues like them
+        self.defer_limit = float(defer_limit)
         self.rate = float(rate)
         #: the configured rate: ``slow_down`` lowers ``rate``, ``recover`` brings it back
         self.max_rate = float(rate)
@@ -54,12 +66,32 @@ class TokenBucket:
             return 0.0
         return -self._tokens / self.rate
 
-    async def acquire(self) -> float:
-        """Wait for a token; return the seconds waited."""
-        delay = self.reserve()
-        if delay > 0:
-            await self._sleep(delay)
-        return delay
+    async def acquire(self, *, deferrable: bool = False) -> float:
+        """Wait for a token; return the seconds waited.
+
+        ``deferrable`` (a poll): take a token only when one is free now, i.e. no other call
+        has reserved one ahead (reservations drive the count below one); otherwise sleep
+        until the next token would be free and look again, so a call that arrives meanwhile
+        goes first. After ``defer_limit`` seconds, reserve like any call (bounded wait)."""
+        if not deferrable:
+            delay = self.reserve()
+            if delay > 0:
+                await self._sleep(delay)
+            return delay
+        started = self._monotonic()
+        while True:
+            self._refill()
+            waited = self._monotonic() - started
+            if self._tokens >= 1.0 - _EPSILON:
+                self._tokens -= 1.0
+                return waited
+            left = self.defer_limit - waited
+            if left <= _EPSILON:
+                delay = self.reserve()
+                if delay > 0:
+                    await self._sleep(delay)
+                return waited + delay
+            await self._sleep(min(left, (1.0 - self._tokens) / self.rate))
 
     def slow_down(self, retry_after: float | None = None) -> None:
         """The server said 429: halve the rate (down to a sixteenth of the configured one)

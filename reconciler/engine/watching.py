@@ -3,6 +3,12 @@
 One waiter polls its server with ``get_server``; as soon as two or more wait, they share one
 ``list_servers`` per poll round, so waiting for a hundred new servers costs one list call per
 round rather than a hundred reads (design §2: observing is cheap).
+
+Every poll is ``deferrable`` (``core.pacing``): at a rate-limited client it takes a token only
+when no create, ``set_rdns``, resize or destroy is waiting for one (bounded by the client's
+``defer_limit``), so polling never pushes the calls it waits for back in the queue. A list
+round deferred that way still serves every waiter that joined it, and no new round starts
+while it waits (issue 12).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from datetime import datetime, timedelta
 
 from reconciler.core.errors import NotFoundError, TransientError
 from reconciler.core.fleet import ObservedServer
+from reconciler.core.pacing import deferrable
 from reconciler.core.ports import Clock, CloudPort
 
 
@@ -35,7 +42,8 @@ class ServerWatcher:
 
     async def _list(self, generation: int) -> None:
         try:
-            servers = await self._cloud.list_servers()
+            with deferrable():
+                servers = await self._cloud.list_servers()
             self._result = {s.service_id: s for s in servers}
             self._result_generation = generation
         finally:
@@ -68,7 +76,8 @@ class ServerWatcher:
                 found: list[ObservedServer] = []
                 try:
                     if self._waiters <= 1:
-                        found = await self._cloud.find_servers_by_name(name)
+                        with deferrable():
+                            found = await self._cloud.find_servers_by_name(name)
                     else:
                         seen, servers = await self._listed_after(seen)
                         found = [s for s in servers.values() if s.name == name]
@@ -85,7 +94,8 @@ class ServerWatcher:
     async def _current(self, service_id: int, seen: int) -> tuple[int, ObservedServer | None]:
         if self._waiters <= 1:
             try:
-                return seen, await self._cloud.get_server(service_id)
+                with deferrable():
+                    return seen, await self._cloud.get_server(service_id)
             except NotFoundError:
                 return seen, None
         generation, servers = await self._listed_after(seen)
