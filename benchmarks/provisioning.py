@@ -349,6 +349,7 @@ async def measure(
     )
     try:
         started = time.perf_counter()
+        started_at = time.monotonic()  # the clock of the transport's stamps
         cpu_before = time.process_time()
         _plan, report = await reconciler.reconcile_once(dry_run=False)
         elapsed = time.perf_counter() - started
@@ -405,6 +406,10 @@ async def measure(
         "spans": spans,
         "node_side": node_side,
         "peak_rate": transport.peak(),
+        # the API part: requests sent, list rounds, when the last one left (the floor's end)
+        "requests": sum(client.calls.values()),
+        "lists": client.calls.get("get_instances", 0),
+        "last_request": max(transport.sent, default=started_at) - started_at,
         "cpu": cpu,  # CPU seconds of the tool's process (with the stand-ins when inline)
         "standins_cpu": node_cpu,
         # own process: the stand-ins' process itself, and the node commands it ran
@@ -576,7 +581,8 @@ def part3(
                 f"{load:.1f}; CPU: tool {big['cpu']:.1f} s "
                 f"({big['cpu'] / n * 1000:.0f} ms per node), stand-ins and node commands "
                 f"{big['standins_cpu']:.1f} s{describe_split(big['standins_split'])}; "
-                f"median s to each step: {steps}"
+                f"median s to each step: {steps}; API: {big['requests']} requests "
+                f"({big['lists']} get_instances), the last at {big['last_request']:.2f} s"
             )
             shutil.rmtree(folder, ignore_errors=True)
         median = statistics.median(ratios)
