@@ -4,7 +4,8 @@ Hostwinds documents no rate limit; we throttle ourselves (default 2 requests/s) 
 client and to stay clear of the IP-change cool-down seen in practice.
 
 Deferrable reads (polls, ``reconciler.core.pacing``) yield to the other calls: they take a token
-only when one is free and no other call has reserved ahead, for at most ``defer_limit`` seconds;
+only when one is free and the other calls have paused for a token period, for at most
+``defer_limit`` seconds;
 then they queue like any call (issue 12: list rounds were pushing creates and ``set_rdns`` back).
 """
 
@@ -51,6 +52,8 @@ class TokenBucket:
         self._sleep = sleep
         self._tokens = float(burst)
         self._updated = monotonic()
+        #: until when the other (non-deferrable) calls count as a queue for deferrable reads
+        self._busy_until = float("-inf")
 
     def _refill(self) -> None:
         now = self._monotonic()
@@ -69,20 +72,26 @@ class TokenBucket:
     async def acquire(self, *, deferrable: bool = False) -> float:
         """Wait for a token; return the seconds waited.
 
-        ``deferrable`` (a poll): take a token only when one is free now, i.e. no other call
-        has reserved one ahead (reservations drive the count below one); otherwise sleep
-        until the next token would be free and look again, so a call that arrives meanwhile
-        goes first. After ``defer_limit`` seconds, reserve like any call (bounded wait)."""
+        ``deferrable`` (a poll): take a token only when one is free now and the other calls
+        have paused: none reserved ahead (reservations drive the count below one) and none
+        took a token in the last token period (calls arriving one after the other, spending
+        the burst, are still a queue: a poll taking a saved token now takes it from them a
+        little later). Otherwise sleep until then and look again, so calls arriving meanwhile
+        go first. After ``defer_limit`` seconds, reserve like any call (bounded wait)."""
         if not deferrable:
             delay = self.reserve()
+            # the calls are busy until a token period after this one's slot
+            self._busy_until = max(self._busy_until, self._monotonic() + delay + 1.0 / self.rate)
             if delay > 0:
                 await self._sleep(delay)
             return delay
         started = self._monotonic()
         while True:
             self._refill()
-            waited = self._monotonic() - started
-            if self._tokens >= 1.0 - _EPSILON:
+            now = self._monotonic()
+            waited = now - started
+            busy = self._busy_until - now
+            if self._tokens >= 1.0 - _EPSILON and busy <= _EPSILON:
                 self._tokens -= 1.0
                 return waited
             left = self.defer_limit - waited
@@ -91,7 +100,7 @@ class TokenBucket:
                 if delay > 0:
                     await self._sleep(delay)
                 return waited + delay
-            await self._sleep(min(left, (1.0 - self._tokens) / self.rate))
+            await self._sleep(min(left, max(busy, (1.0 - self._tokens) / self.rate)))
 
     def slow_down(self, retry_after: float | None = None) -> None:
         """The server said 429: halve the rate (down to a sixteenth of the configured one)

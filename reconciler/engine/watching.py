@@ -8,7 +8,11 @@ Every poll is ``deferrable`` (``core.pacing``): at a rate-limited client it take
 when no create, ``set_rdns``, resize or destroy is waiting for one (bounded by the client's
 ``defer_limit``), so polling never pushes the calls it waits for back in the queue. A list
 round deferred that way still serves every waiter that joined it, and no new round starts
-while it waits (issue 12).
+while it waits (issue 12). A round that finds the account as the one before (nothing built,
+nothing new) doubles the gap before the next, up to four intervals and at most
+``QUIET_BACKOFF_LIMIT`` more than one; any change brings it back to one interval: a quiet wait
+(servers still building, no mutation queued) spends fewer of the tokens the bucket saves for
+the calls that follow, and a slow poll (10 s on Hostwinds) is barely changed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from reconciler.core.errors import NotFoundError, TransientError
 from reconciler.core.fleet import ObservedServer
 from reconciler.core.pacing import deferrable
 from reconciler.core.ports import Clock, CloudPort
+
+#: the most a run of quiet list rounds adds to the poll interval (seconds)
+QUIET_BACKOFF_LIMIT = 0.25
 
 
 class WaitFailedError(Exception):
@@ -39,23 +46,30 @@ class ServerWatcher:
         self._result_generation = 0
         self._task: asyncio.Task[None] | None = None
         self._last_started: datetime | None = None
+        #: seconds between two list rounds: the interval, doubled after a quiet round
+        self._gap = interval
+        self._max_gap = interval + min(3 * interval, QUIET_BACKOFF_LIMIT)
 
     async def _list(self, generation: int) -> None:
         try:
             with deferrable():
                 servers = await self._cloud.list_servers()
-            self._result = {s.service_id: s for s in servers}
+            result = {s.service_id: s for s in servers}
+            quiet = result == self._result
+            self._gap = min(self._max_gap, self._gap * 2) if quiet else self._interval
+            self._result = result
             self._result_generation = generation
         finally:
             self._task = None
 
     async def _listed_after(self, seen: int) -> tuple[int, dict[int, ObservedServer]]:
         """A list started after generation ``seen``; list rounds start at most once per
-        interval, so waiters arriving one after the other share them."""
+        interval (longer after quiet rounds), so waiters arriving one after the other share
+        them."""
         while self._result_generation <= seen:
             if self._task is None:
                 if self._last_started is not None:
-                    gap = self._interval - (self._clock.now() - self._last_started).total_seconds()
+                    gap = self._gap - (self._clock.now() - self._last_started).total_seconds()
                     if gap > 0:
                         await self._clock.sleep(gap)
                         continue  # another waiter may have started one meanwhile
