@@ -47,6 +47,10 @@ HEARTBEATS_PATH = "/v1/heartbeats"
 WINDOW_SECONDS = 300
 MAX_BODY_BYTES = 16_384
 MIN_MASTER_SECRET_BYTES = 16
+#: the intake's loop ticks at least every ``flush_interval`` (0.2 s); no tick for this long
+#: (and at least five intervals): the intake is stalled (its loop frozen, its task or thread
+#: dead), it receives no beat, and the daemon cannot observe (``Daemon._observing_since``)
+INTAKE_STALL_SECONDS = 5.0
 
 
 class MasterSecret:
@@ -465,6 +469,26 @@ class HeartbeatBatcher:
         #: (first failed write, next successful write) of the last failure that ended,
         #: monotonic: the daemon's observation gap when it lasted (core.health)
         self.last_failure: tuple[float, float] | None = None
+        #: monotonic time of the intake loop's last tick (None: not started); written on the
+        #: intake's loop, read by the health sweep and /healthz, /readyz on other threads
+        self.last_tick: float | None = None
+        #: (last tick before, first tick after) of the last stall of the intake that ended
+        self.last_stall: tuple[float, float] | None = None
+        self.stall_after = max(INTAKE_STALL_SECONDS, 5 * flush_interval)
+
+    def tick(self) -> None:
+        """The intake's loop is alive (its writer calls this at every wake, at least every
+        ``flush_interval``); a tick after a silence longer than ``stall_after`` records it."""
+        now = self._monotonic()
+        last = self.last_tick
+        if last is not None and now - last > self.stall_after:
+            self.last_stall = (last, now)  # before ``last_tick``: see Daemon._observing_since
+        self.last_tick = now
+
+    def stalled(self) -> bool:
+        """The intake started and its loop has not ticked for longer than ``stall_after``."""
+        last = self.last_tick
+        return last is not None and self._monotonic() - last > self.stall_after
 
     def offer(
         self, beat: NodeMetrics, write_deadline: float = 5.0
@@ -490,6 +514,7 @@ class HeartbeatBatcher:
 
     def start(self) -> None:
         if self._task is None:
+            self.tick()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="heartbeats")
 
     async def _run(self) -> None:
@@ -498,6 +523,7 @@ class HeartbeatBatcher:
         running batch waits for it (never two concurrent writes to one node's row)."""
         running: set[asyncio.Task[bool]] = set()
         while not self._stopping:
+            self.tick()
             while len(running) < self._writers:
                 batch = self._take()
                 if not batch:

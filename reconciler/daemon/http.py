@@ -1,8 +1,9 @@
 """The daemon's HTTP API (starlette, served by uvicorn).
 
-- ``GET /healthz``: the process is alive.
-- ``GET /readyz``: the store is reachable (503 otherwise); says whether this process leads, and
-  which spec runs (with the last refused revision and its error, if any).
+- ``GET /healthz``: the process is alive (503 while its heartbeat intake is stalled).
+- ``GET /readyz``: the store is reachable and the intake runs (503 otherwise); says whether
+  this process leads, and which spec runs (with the last refused revision and its error, if
+  any).
 - ``GET /metrics``: Prometheus text format from the daemon's own registry.
 - ``POST /v1/heartbeats``: a signed heartbeat (see ``heartbeats``); 202 when accepted.
 - ``GET /v1/fleet``: the fleet view (``statusing.FleetView.to_json``); cost figures only for
@@ -62,6 +63,8 @@ BODY_TIMEOUT_SECONDS = 10.0
 WRITE_DEADLINE_SECONDS = 5.0
 #: /readyz answers 503 when the store did not answer within this time
 READINESS_DEADLINE_SECONDS = 2.0
+#: a stalled-looking intake is checked again after this (more than its tick period, 0.2 s)
+INTAKE_RECHECK_SECONDS = 0.5
 RETRY_AFTER_SECONDS = b"5"
 
 
@@ -102,7 +105,18 @@ def create_app(
     write_deadline: float = WRITE_DEADLINE_SECONDS,
     readiness_deadline: float = READINESS_DEADLINE_SECONDS,
 ) -> DaemonApp:
+    async def intake_stalled() -> bool:
+        """The heartbeat intake's loop has not ticked for ``batcher.stall_after`` (its task
+        died, or its loop was frozen); checked again after INTAKE_RECHECK_SECONDS, so that a
+        loop just resumed (SIGCONT) ticks before it is called stalled."""
+        if not batcher.stalled():
+            return False
+        await asyncio.sleep(INTAKE_RECHECK_SECONDS)
+        return batcher.stalled()
+
     async def healthz(request: Request) -> Response:
+        if await intake_stalled():
+            return JSONResponse({"status": "unhealthy", "intake": "stalled"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
@@ -111,15 +125,17 @@ def create_app(
                 reachable = await state.store_reachable()
         except TimeoutError:
             reachable = False
+        stalled = await intake_stalled()
         body = {
-            "status": "ready" if reachable else "unavailable",
+            "status": "ready" if reachable and not stalled else "unavailable",
             "store": "reachable" if reachable else "unreachable",
+            "intake": "stalled" if stalled else "receiving",
             "leader": state.is_leader,
             # the running spec; a refused revision (it did not load, or a guard refused its
             # plan) leaves the running spec in force: still ready, with the error shown
             "spec": state.spec_status(),
         }
-        return JSONResponse(body, status_code=200 if reachable else 503)
+        return JSONResponse(body, status_code=200 if reachable and not stalled else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)

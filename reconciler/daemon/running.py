@@ -184,7 +184,7 @@ CLOSE_STUCK_WAIT = 0.5
 GAP_CAUSES = {
     "start": "the daemon (re)started",
     "store": "the state database was unavailable",
-    "intake": "the heartbeat intake could not write beats",
+    "intake": "the heartbeat intake could not receive or write beats",
     "stall": "the health sweep stalled (the process, its event loop or a store read was frozen)",
 }
 
@@ -478,6 +478,10 @@ class Daemon:
         self._store_out = False
         #: the intake's last ended failure, once its gap was taken into account
         self._intake_failure_seen: tuple[float, float] | None = None
+        #: the same for the intake's last stall (its loop did not tick), and whether the
+        #: last sweep saw it stalled
+        self._intake_stall_seen: tuple[float, float] | None = None
+        self._intake_stalled = False
         self._last_sweep: datetime | None = None
         self._blind_until: datetime | None = None
         #: (cause, since) of the last observation_gap line
@@ -1428,8 +1432,9 @@ class Daemon:
 
     def _observing_since(self, now: datetime) -> datetime:
         """Since when this daemon has observed without a gap: its start, the end of a store
-        outage, of a heartbeat intake that could not write, or of a stall of the sweep itself
-        (the process or its loop was frozen): health decisions wait a full detection window."""
+        outage, of a heartbeat intake that could not write or did not run (its loop stopped
+        ticking), or of a stall of the sweep itself (the process or its loop was frozen):
+        health decisions wait a full detection window."""
         # heartbeat writes failing for longer than a beat interval: the intake is stopped (a
         # single failed batch, e.g. SQLite busy for a moment, is not a gap; a frozen database
         # shows as a stalled sweep below). Observing again from its first successful write,
@@ -1446,6 +1451,21 @@ class Daemon:
             if ended[1] - ended[0] > interval:
                 back = now - timedelta(seconds=max(0.0, monotonic - ended[1]))
                 self._unobserved(back, "intake")
+        # the intake's loop did not tick for a few seconds (frozen, its task or thread dead):
+        # no beat could be received, though no write failed. Observing again from its first
+        # tick, for a stall a sweep saw or one longer than a beat interval (as a failure).
+        # The ended stall is read before the tick: a stall ending between the two reads is
+        # seen next sweep, not taken as still going on with its end lost.
+        stopped = self.batcher.last_stall
+        stalled = self.batcher.stalled()
+        if stalled:
+            self._unobserved(now, "intake", ended=False)
+        if stopped is not None and stopped != self._intake_stall_seen:
+            self._intake_stall_seen = stopped
+            if self._intake_stalled or stopped[1] - stopped[0] > interval:
+                back = now - timedelta(seconds=max(0.0, monotonic - stopped[1]))
+                self._unobserved(back, "intake")
+        self._intake_stalled = stalled
         last = self._last_sweep
         stall = timedelta(seconds=3 * self._sweep_seconds(self.spec) + 5)
         if last is not None and now - last > stall:

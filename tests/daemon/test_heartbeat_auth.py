@@ -256,6 +256,7 @@ def test_other_endpoints(setup: tuple[httpx.Client, DaemonMetrics, HeartbeatBatc
     assert client.get("/readyz").json() == {
         "status": "ready",
         "store": "reachable",
+        "intake": "receiving",
         "leader": True,
         "spec": {"revision": "files:abc", "spec_hash": "abc", "refused": None},
     }

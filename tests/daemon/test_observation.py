@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,11 +22,13 @@ from reconciler.core.fleet import NodeStatus, RecordedNode
 from reconciler.core.health import assess, detection_window, guard_assessment
 from reconciler.core.plans import Action
 from reconciler.daemon.heartbeats import MasterSecret, Outcome
+from reconciler.daemon.http import create_app
 from reconciler.daemon.running import Daemon
 from specs.loading import load_spec
 from specs.model import HealthPolicy
 from tests.daemon.test_running import World, beat, make_world
 
+_T = TypeVar("_T")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = HealthPolicy()  # 30 s x 3 missed beats, replace after 10 min
 WINDOW = detection_window(POLICY)
@@ -355,6 +360,150 @@ def test_after_the_intake_could_not_write_no_node_is_judged_until_a_window_after
     assert (ended.cause, ended.ongoing) == ("intake", False)
     recovered = start + timedelta(seconds=202 + failure)
     assert abs(datetime.fromisoformat(ended.since) - recovered) < timedelta(seconds=1)
+    assert datetime.fromisoformat(ended.until) - datetime.fromisoformat(ended.since) == WINDOW
+
+
+class IntakeThread:
+    """The daemon's heartbeat intake (its real batcher) on its own thread and event loop, as
+    the HTTP server runs it. ``freeze`` blocks that loop with a callback that does not return
+    (a frozen intake loop: no write fails, the beats simply cannot be received) until
+    ``thaw``."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="intake", daemon=True)
+        self.thread.start()
+        self._frozen = threading.Event()
+        self._thawed = threading.Event()
+
+        async def start() -> None:
+            daemon.batcher.start()
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    async def call(self, work: Coroutine[Any, Any, _T]) -> _T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self.loop))
+
+    async def offer(self, world: World, names: list[str]) -> set[Outcome]:
+        return await self.call(through_the_intake(self.daemon, world, names))
+
+    def freeze(self) -> None:
+        def block() -> None:
+            self._frozen.set()
+            self._thawed.wait(30)
+
+        self._thawed.clear()
+        self.loop.call_soon_threadsafe(block)
+        assert self._frozen.wait(10)
+
+    def thaw(self) -> None:
+        self._frozen.clear()
+        self._thawed.set()
+
+    def close(self) -> None:
+        self.thaw()
+        asyncio.run_coroutine_threadsafe(self.daemon.batcher.aclose(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_a_stalled_intake_is_an_observation_gap_until_a_window_after_it_runs_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat intake's loop is frozen for two minutes while the store is fine and no
+    write fails: no beat can be received, so every node looks silent. No node is paused while
+    it is frozen, nor until a full detection window since its loop ticked again (2 s after a
+    sweep saw it still frozen); ``/healthz`` and ``/readyz`` say it is stalled meanwhile. A
+    node that stays silent is paused then, and only it."""
+    caplog.set_level(logging.INFO, logger="reconciler")
+    world = make_world(tmp_path, "3")
+    daemon, clock = world.daemon, world.clock
+    start = clock.now()
+    app = create_app(daemon, daemon.metrics, daemon.verifier, daemon.batcher)
+
+    def at(seconds: float) -> None:
+        clock.advance((start + timedelta(seconds=seconds) - clock.now()).total_seconds())
+
+    async def probe(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+            return await client.get(path)
+
+    intake = IntakeThread(daemon)
+    thawed = 322
+
+    async def beats_until(seconds: float, names: list[str]) -> None:
+        """The agents' beats through the intake, each 5 s (the fake clock jumps: a longer
+        jump between two of the intake's ticks would look like a stall of its loop)."""
+        now = (clock.now() - start).total_seconds()
+        while now < seconds:
+            now = min(seconds, now + 5)
+            at(now)
+            assert await intake.offer(world, names) == {Outcome.RECORDED}, now
+
+    async def scenario() -> None:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        alive, silent = names[:2], names[2]
+        for t in range(10, 210, 10):
+            await beats_until(t, names)
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset()
+        assert (await probe("/healthz")).status_code == 200
+        # right after the sweep at 200 s the intake's loop freezes (``silent``'s agent is
+        # gone meanwhile): two minutes with no beat received, every node silent
+        intake.freeze()
+        t = 210
+        while t <= 320:
+            at(t)
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset(), t
+            if t == 250:
+                health, ready = await probe("/healthz"), await probe("/readyz")
+                assert (health.status_code, health.json()) == (
+                    503,
+                    {"status": "unhealthy", "intake": "stalled"},
+                )
+                assert ready.status_code == 503
+                assert ready.json()["intake"] == "stalled"
+                assert ready.json()["store"] == "reachable"
+            t += 10
+        # 2 s after a sweep that saw it frozen, the loop runs again: the beats flow
+        at(thawed)
+        intake.thaw()
+        assert await intake.offer(world, alive) == {Outcome.RECORDED}
+        assert (await probe("/healthz")).json() == {"status": "ok"}
+        assert (await probe("/readyz")).json()["intake"] == "receiving"
+        blind_until = thawed + WINDOW.total_seconds()
+        while t < blind_until:
+            await beats_until(t, alive)
+            await daemon._job_sweep()
+            assert daemon.assessment.unhealthy == frozenset(), (t, blind_until)
+            t += 10
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert not [c for c in plan.changes if c.action in (Action.PAUSE, Action.DESTROY)]
+        # a full window since the intake ran again: the silent node is judged, only it
+        await beats_until(t, alive)
+        await daemon._job_sweep()
+        assert daemon.assessment.unhealthy == {silent}
+        plan = await daemon.reconcile_now()
+        assert plan is not None
+        assert [(c.action, c.address) for c in plan.changes] == [(Action.PAUSE, silent)]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        intake.close()
+    startup, frozen, ended = gap_lines(caplog)
+    assert (startup.cause, startup.ongoing) == ("start", False)
+    assert (frozen.cause, frozen.ongoing) == ("intake", True)
+    assert (ended.cause, ended.ongoing) == ("intake", False)
+    ran_again = start + timedelta(seconds=thawed)
+    assert abs(datetime.fromisoformat(ended.since) - ran_again) < timedelta(seconds=1)
     assert datetime.fromisoformat(ended.until) - datetime.fromisoformat(ended.since) == WINDOW
 
 
