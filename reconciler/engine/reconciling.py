@@ -353,13 +353,20 @@ class Reconciler:
 
     async def check_offers(self, plan: Plan) -> None:
         """Raise ``OfferError`` when a create or resize of ``plan`` needs a plan id or a
-        location the provider does not offer (two reads, only for plans that need them). A
+        location the provider does not offer (two reads, only for plans that need them; the
+        price list is the one the run's observation read through the pricing cache, if any). A
         provider that cannot answer does not stop the run: the apply reports its own errors."""
         plans, regions = plan_uses(plan)
         if not plans and not regions:
             return
         try:
-            prices = await self.cloud.price_list()
+            # the price list this run's observation read (through the pricing cache), if any:
+            # every request before the creates is a token they wait for (issue 12)
+            prices = (
+                self._price_list
+                if self._price_list is not None
+                else tuple(await self.cloud.price_list())
+            )
             locations = await self.cloud.locations()
         except ProviderError:
             return

@@ -18,7 +18,11 @@ import pytest
 
 from providers.hostwinds import HostwindsClient
 from reconciler.core.fleet import CreateRequest, ObservedServer
+from reconciler.engine.pricing import PriceListCache
+from reconciler.engine.reconciling import Reconciler
 from reconciler.engine.watching import ServerWatcher
+from specs.loading import spec_hash
+from tests.engine.conftest import Loaded, World, make_spec
 from tests.fakes.clocks import VirtualClock
 from tests.fakes.wires import Reply, ScriptedApi, SentRequest, command_ok
 
@@ -228,3 +232,22 @@ def test_quiet_rounds_back_off_and_a_change_is_still_seen_soon() -> None:
     # polling every 0.05 s would be 100 rounds in the 5 s build
     assert len(lists) <= 5.0 / 0.2 + 4, lists
     assert max(seen) <= 5.0 + 0.2 + 0.05 + 1e-6
+
+
+def test_a_run_with_creates_reads_the_price_list_once(fake_world: World) -> None:
+    """The offers check uses the price list the run's observation read through the pricing
+    cache: every read before the creates is a token they wait for."""
+    spec = make_spec({"seattle": 2})
+    reconciler = Reconciler(
+        Loaded(spec, spec_hash(spec)),
+        fake_world.cloud,
+        fake_world.store,
+        fake_world.clock,
+        poll_interval=5.0,
+        prices=PriceListCache(),
+    )
+    _plan, report = asyncio.run(reconciler.reconcile_once(dry_run=False))
+    assert report is not None
+    assert len(report.done) == 2
+    assert fake_world.cloud.calls["get_price_list"] == 1
+    assert fake_world.cloud.calls["get_locations"] == 1
