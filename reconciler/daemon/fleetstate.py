@@ -19,12 +19,19 @@ The store stays the truth. What this process knows comes from three sources:
 Beats are told apart by their time (``at``): a beat merged from the inbox and read from the
 store is kept once. A count that disagrees (a beat committed while the poll ran) only costs
 one more read of that node's beats at the next poll, never a wrong series.
+
+Beats are held compact (``_compact``): ~100,000 of them at the production rate (10,000 nodes,
+the figures horizon), so each is held as the store keeps it (no ``sent_at``, no soft bounces:
+what a full reload would give), naming its node with the record's own string, and sharing each
+figure's object with the previous beat of the node when the value is the same (bit for bit).
+The figures read from them are the same numbers.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -162,9 +169,10 @@ class FleetState:
         inbox = self._inbox
         while inbox:
             beat = inbox.popleft()
-            name = beat.node
-            if name not in self._nodes:
+            node = self._nodes.get(beat.node)
+            if node is None:
                 continue  # not (or no longer) an open node here; a poll settles it
+            name = node.name
             if self._merge(name, beat):
                 self._local[name] = self._local.get(name, 0) + 1
                 merged += 1
@@ -182,15 +190,16 @@ class FleetState:
     def _merge(self, name: str, beat: NodeMetrics) -> bool:
         series = self._beats.get(name)
         if series is None:
-            self._beats[name] = (beat,)
+            self._beats[name] = (_compact(beat, name, None),)
             return True
         if beat.at > series[-1].at:
-            merged = (*series, beat)
+            merged = (*series, _compact(beat, name, series[-1]))
         else:
             index = bisect.bisect_left(series, beat.at, key=_at)
             if index < len(series) and series[index].at == beat.at:
                 return False
-            merged = (*series[:index], beat, *series[index:])
+            held = _compact(beat, name, series[index - 1] if index else None)
+            merged = (*series[:index], held, *series[index:])
         self._beats[name] = merged[-self._window :]
         return True
 
@@ -220,6 +229,9 @@ class FleetState:
             held_series = held_beats.get(name)
             if held_series is not None and _same_beats(held_series, fresh):
                 fresh = held_series
+            else:
+                record = nodes.get(name)
+                fresh = _compact_series(fresh, record.name if record is not None else name)
             beats[name] = fresh
         self._nodes = nodes
         self._marks = {name: mark for name, mark in full.marks.items() if name in nodes}
@@ -324,7 +336,10 @@ class FleetState:
             merged = {b.at: b for b in mine}
             merged.update((b.at, b) for b in fresh)
             if merged:
-                self._beats[name] = tuple(merged[at] for at in sorted(merged))[-self._window :]
+                self._beats[name] = _compact_series(
+                    tuple(merged[at] for at in sorted(merged))[-self._window :],
+                    self._nodes[name].name,
+                )
             else:
                 self._beats.pop(name, None)
         for name in changes.moved:
@@ -370,6 +385,60 @@ def _same_beats(held: Sequence[NodeMetrics], fresh: Sequence[NodeMetrics]) -> bo
         a.at == b.at and a.sent == b.sent and a.queue_length == b.queue_length
         for a, b in zip(held, fresh, strict=True)
     )
+
+
+def _compact(beat: NodeMetrics, name: str, previous: NodeMetrics | None) -> NodeMetrics:
+    """``beat`` as held (see the module's doc): the figures the store keeps, ``name`` (the
+    record's string) for its node, and the previous beat's objects for equal figures."""
+    if previous is None:
+        return NodeMetrics(
+            name,
+            beat.at,
+            beat.cpu,
+            beat.memory,
+            beat.disk,
+            beat.queue_length,
+            beat.sent,
+            beat.bounces,
+            beat.complaints,
+            beat.interval_seconds,
+        )
+    return NodeMetrics(
+        name,
+        beat.at,
+        _same_float(previous.cpu, beat.cpu),
+        _same_float(previous.memory, beat.memory),
+        _same_float(previous.disk, beat.disk),
+        _same_int(previous.queue_length, beat.queue_length),
+        _same_int(previous.sent, beat.sent),
+        _same_int(previous.bounces, beat.bounces),
+        _same_int(previous.complaints, beat.complaints),
+        _same_float(previous.interval_seconds, beat.interval_seconds),
+    )
+
+
+def _compact_series(series: Sequence[NodeMetrics], name: str) -> tuple[NodeMetrics, ...]:
+    held: list[NodeMetrics] = []
+    previous: NodeMetrics | None = None
+    for beat in series:
+        previous = _compact(beat, name, previous)
+        held.append(previous)
+    return tuple(held)
+
+
+def _same_float(held: float, value: float) -> float:
+    """``held`` when it is ``value`` bit for bit (0.0 and -0.0 differ; NaN never shares)."""
+    if (
+        held == value
+        and type(held) is type(value)
+        and math.copysign(1.0, held) == math.copysign(1.0, value)
+    ):
+        return held
+    return value
+
+
+def _same_int(held: int, value: int) -> int:
+    return held if held == value and type(held) is type(value) else value
 
 
 def _at(beat: NodeMetrics) -> datetime:
