@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import struct
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,12 +21,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reconciler.core.fleet import MarksDelta, NodeMetrics, NodeStatus, RecordedNode
+from reconciler.core.fleet import MarksDelta, NodeMetrics, NodeStatus, RecordedFleet, RecordedNode
 from reconciler.core.health import assess
 from reconciler.core.ports import StorePort
 from reconciler.daemon.fleetstate import (
     Changes,
     FleetState,
+    FullLoad,
     LivenessCache,
     read_changed,
     read_full,
@@ -420,3 +423,101 @@ def test_a_node_closed_after_a_beat_merged_here_leaves_on_an_incremental_poll() 
     _, _, _, closed, _ = harness.state.changed(delta)
     assert closed == frozenset({beat.node})
     assert beat.node in marks
+
+
+# --- the compact series (issue 14: RSS under load) ----------------------------------------
+
+FIGURE = st.one_of(
+    st.sampled_from([0.0, -0.0, 0.5, 30.0, 30.001, float("nan"), float("inf")]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+COUNT = st.one_of(st.sampled_from([0, 1, 400, 70_000]), st.integers(0, 2**40))
+
+
+def bits(beat: NodeMetrics) -> tuple[Any, ...]:
+    """Every figure a beat is read for, floats by their bits (0.0 and -0.0, NaN payloads)."""
+    return (
+        beat.at,
+        *(struct.pack("<d", x) for x in (beat.cpu, beat.memory, beat.disk, beat.interval_seconds)),
+        beat.queue_length,
+        beat.sent,
+        beat.bounces,
+        beat.complaints,
+    )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40),
+            FIGURE,
+            FIGURE,
+            FIGURE,
+            COUNT,
+            COUNT,
+            FIGURE,
+            st.booleans(),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+)
+@example(
+    rows=[
+        (0, 0.0, float("nan"), 1.5, 0, 400, 30.0, False, True),
+        (1, -0.0, float("nan"), 1.5, 0, 400, 30.0, True, False),
+        (2, 0.0, 0.5, -0.0, 0, 400, 30.001, False, True),
+    ],
+)
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_compact_series_holds_the_same_figures_bit_for_bit(
+    tmp_path: Path, rows: list[tuple[Any, ...]]
+) -> None:
+    """The beats held (merged from the intake, in any order, and read back from the store)
+    carry the figures of the beats given, bit for bit, name their node with the record's own
+    string, and give the same fleet view as the beats themselves."""
+    state = FleetState(FLEET, window=1000)
+    node = record("n0", T0)
+    state.apply_full(FullLoad({}, None, RecordedFleet(FLEET, (node,)), {}), T0)
+    given_beats: dict[datetime, NodeMetrics] = {}
+    for offset, cpu, memory, disk, queue, sent, interval, soft, drain in rows:
+        at = T0 + timedelta(seconds=offset)
+        beat = NodeMetrics(
+            "".join(["n", "0"]),  # another string object than the record's name
+            at,
+            cpu,
+            memory,
+            disk,
+            queue,
+            sent,
+            queue % 3,
+            sent % 5,
+            interval,
+            soft_bounces=7 if soft else 0,
+            sent_at=offset,
+        )
+        if at not in given_beats:
+            given_beats[at] = beat
+        state.committed([beat])
+        if drain:
+            state.drain()
+    state.drain()
+    expected = [given_beats[at] for at in sorted(given_beats)]
+    held = state.recent()["n0"]
+    assert [bits(b) for b in held] == [bits(b) for b in expected]
+    assert all(b.node is node.name and b.sent_at is None and b.soft_bounces == 0 for b in held)
+    # the same series read back from a store (a full load): the same again
+    state.apply_full(FullLoad({}, None, RecordedFleet(FLEET, (node,)), {"n0": list(expected)}), T0)
+    assert [bits(b) for b in state.recent()["n0"]] == [bits(b) for b in expected]
+    finite = all(math.isfinite(x) for b in expected for x in (b.cpu, b.memory, b.disk))
+    if finite and all(b.interval_seconds > 0 for b in expected):
+        spec = spec_of(tmp_path)
+        fleet = RecordedFleet(FLEET, (node,))
+        now = expected[-1].at
+        health = assess([node], now, spec.health)
+        assert build_view(spec, fleet, {"n0": held}, now, assessment=health) == build_view(
+            spec, fleet, {"n0": tuple(expected)}, now, assessment=health
+        )
