@@ -21,7 +21,6 @@ blocking runs on the event loop: a release after a loss runs in a thread too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -34,6 +33,7 @@ from typing import Any, TypeVar
 
 from reconciler.core.errors import LeadershipLostError, ReconcilerError
 from reconciler.core.ports import LeadershipPort
+from reconciler.daemon.bounded import LeftBehindError, call_within
 from reconciler.daemon.metrics import DaemonMetrics
 
 log = logging.getLogger("reconciler.daemon.leadership")
@@ -275,28 +275,10 @@ class LeaderGuard:
         epoch = self._epoch
         self._epoch = None
         expires = getattr(self._port, "lease_expires_at", None) if epoch is not None else None
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[BaseException | None] = loop.create_future()
-
-        def settle(outcome: BaseException | None) -> None:
-            if not done.done():
-                done.set_result(outcome)
-
-        def run() -> None:
-            outcome: BaseException | None = None
-            try:
-                self._release_within(wait)
-            except BaseException as exc:  # reported on the loop, never raised in the thread
-                outcome = exc
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(settle, outcome)
-
         # a daemon thread: one stuck in a frozen database never holds the process's exit
-        threading.Thread(target=run, name="leader-release", daemon=True).start()
-        try:
-            failure = await asyncio.wait_for(asyncio.shield(done), wait)
-        except TimeoutError as exc:
-            failure = exc
+        failure = await call_within(
+            lambda: self._release_within(wait), name="leader-release", wait=wait
+        )
         if epoch is not None:
             self._changed(False, "released")
         if failure is None:
@@ -307,7 +289,7 @@ class LeaderGuard:
                 )
             return True
         why = type(failure).__name__
-        if isinstance(failure, TimeoutError):
+        if isinstance(failure, LeftBehindError):
             why = f"no answer within {wait:g}s"
         if epoch is None:  # a standby: a call of its own still waits on the database
             log.info(

@@ -32,7 +32,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
@@ -91,6 +90,7 @@ from reconciler.core.scaling import (
 )
 from reconciler.daemon.agent import Agent, Figures
 from reconciler.daemon.alerts import Alerter, plan_conditions
+from reconciler.daemon.bounded import LeftBehindError, call_within
 from reconciler.daemon.counting import CountingCloud
 from reconciler.daemon.engineloop import EngineLoop
 from reconciler.daemon.fleetstate import (
@@ -1995,26 +1995,8 @@ async def _run_engine(
 async def _bounded_close(close: Callable[[], None], what: str, wait: float = 3.0) -> None:
     """Close in a daemon thread, waiting at most ``wait`` s (a frozen database must not hold
     the exit: a close stuck on it is left behind, its connections abandoned)."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[BaseException | None] = loop.create_future()
-
-    def settle(outcome: BaseException | None) -> None:
-        if not done.done():
-            done.set_result(outcome)
-
-    def run() -> None:
-        outcome: BaseException | None = None
-        try:
-            close()
-        except BaseException as exc:  # reported on the loop
-            outcome = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(settle, outcome)
-
-    threading.Thread(target=run, name=f"close {what}", daemon=True).start()
-    try:
-        failure = await asyncio.wait_for(asyncio.shield(done), wait)
-    except TimeoutError:
+    failure = await call_within(close, name=f"close {what}", wait=wait)
+    if isinstance(failure, LeftBehindError):
         log.warning(
             f"closing {what} did not finish within {wait:g}s (the database does not answer): "
             "its connections are abandoned",
