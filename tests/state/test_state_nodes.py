@@ -260,3 +260,37 @@ def test_blocklist_events(store: SqlStore, clock: FakeClock) -> None:
     assert (listing["node"], listing["zone"]) == ("acme-dallas-001", "zen.spamhaus.org")
     assert store.record_delisting("192.0.2.5", "zen.spamhaus.org", clock.advance(3600)) == 1
     assert store.open_listings() == []
+
+
+def test_a_full_load_over_several_fetch_batches_gives_every_node_once_in_name_order(
+    store: SqlStore, clock: FakeClock
+) -> None:
+    """``load_fleet`` converts the rows batch by batch as the cursor gives them (PostgreSQL:
+    a server-side cursor; issue 14, the daemon's RSS peak): a fleet of more than two batches,
+    not a multiple of one, reads back whole, each node once, in name order, and the same node
+    reads the same as alone (``get_node``)."""
+    from state.store import _OPEN_NODES_BATCH
+
+    count = 2 * _OPEN_NODES_BATCH + 7
+    written = [
+        make_node(
+            name=f"acme-sea-{i:05d}",
+            status=NodeStatus.ACTIVE,
+            service_id=1000 + i,
+            ip_address=f"10.0.{i // 256}.{i % 256}",
+            approximate_cost=Decimal("14.98"),
+        )
+        for i in reversed(range(count))
+    ]
+    for start in range(0, count, 500):
+        store.upsert_nodes(written[start : start + 500])
+    store.close_node("acme", "acme-sea-00003", clock.now())
+    loaded = store.load_fleet("acme").nodes
+    names = [n.name for n in loaded]
+    assert names == sorted(n.name for n in written if n.name != "acme-sea-00003")
+    assert len(set(names)) == count - 1
+    by_name = {n.name: n for n in loaded}
+    for name in ("acme-sea-00000", f"acme-sea-{_OPEN_NODES_BATCH:05d}", names[-1]):
+        assert by_name[name] == store.get_node("acme", name)
+    assert by_name["acme-sea-00010"].ip_address == "10.0.0.10"
+    assert by_name["acme-sea-00010"].service_id == 1010
