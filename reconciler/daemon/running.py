@@ -2060,6 +2060,16 @@ def _with_agent_url(environ: Mapping[str, str], settings: DaemonSettings) -> Map
     return {**environ, AGENT_URL_ENV: f"http://{host}:{port}"}
 
 
+def daemon_blocklist_checker(
+    spec: FleetSpec, environ: Mapping[str, str]
+) -> BlocklistChecker | None:
+    """The daemon's DNSBL checker: only through a resolver the operator or the spec names
+    (``RECONCILER_DNSBL_RESOLVER``, ``reputation.resolver``), never the machine's
+    /etc/resolv.conf (None: blocklists unchecked, one low alert says so; docs/reputation.md).
+    """
+    return build_blocklist_checker(spec.reputation, environ, system_fallback=False)
+
+
 async def serve_daemon(settings: DaemonSettings, environ: Mapping[str, str]) -> int:
     """The composition root of ``reconcile daemon``: spec, store, leadership, cloud."""
     # a stop signal while starting is logged and ends the process; Daemon.run installs its
@@ -2129,7 +2139,7 @@ async def _serve_daemon(
                     leadership,
                     master,
                     reputation=reputation_store_for(store),
-                    checker_factory=lambda spec: build_blocklist_checker(spec.reputation, environ),
+                    checker_factory=lambda spec: daemon_blocklist_checker(spec, environ),
                     provisioning=provisioning,
                     source=source,
                     engine=engine,

@@ -24,7 +24,7 @@ from reconciler.daemon.heartbeats import MasterSecret
 from reconciler.daemon.http import create_app
 from reconciler.daemon.reputation import ReputationJob
 from reconciler.daemon.rotation import create_handlers, platform_token
-from reconciler.daemon.running import Daemon, DaemonSettings
+from reconciler.daemon.running import Daemon, DaemonSettings, daemon_blocklist_checker
 from reconciler.wiring import build_blocklist_checker
 from specs.loading import load_spec
 from state import SqlStore, open_store
@@ -330,12 +330,14 @@ def test_the_daemon_never_uses_a_resolver_nobody_named(
     path.write_text(path.read_text().replace("  resolver: 127.0.0.1:53\n", ""))
     spec = load_spec([path]).spec
     assert spec.reputation.resolver is None
-    assert build_blocklist_checker(spec.reputation, {}, system_fallback=False) is None
+    # the factory the daemon process is wired with (``serve_daemon``): it once fell back to
+    # /etc/resolv.conf, so a daemon on a machine naming a resolver there queried it
+    assert daemon_blocklist_checker(spec, {}) is None
     job = ReputationJob(
         "acme",
         store,
         SqlReputationStore(store),
-        lambda s: build_blocklist_checker(s.reputation, {}, system_fallback=False),
+        lambda s: daemon_blocklist_checker(s, {}),
     )
     asyncio.run(
         job.run(spec, store.load_fleet("acme"), clock.now(), epoch=0, force_blocklists=True)
