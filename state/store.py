@@ -1993,18 +1993,7 @@ class SqlStore:
         as a nested loop: quadratic, 5 s at 10,000 nodes)."""
         since = _aware(since, "since")
         node, metric = m.SendingNode, m.NodeMetric
-        columns = (
-            metric.node_id,
-            metric.at,
-            metric.cpu,
-            metric.memory,
-            metric.disk,
-            metric.queue_length,
-            metric.sent,
-            metric.bounces,
-            metric.complaints,
-            metric.interval_seconds,
-        )
+        columns = _beat_columns()
         with self._tx(f"reading the metrics of {fleet!r}") as connection:
             names = {
                 row.id: row.name
@@ -2040,18 +2029,7 @@ class SqlStore:
         since = _aware(since, "since")
         node, metric = m.SendingNode, m.NodeMetric
         window = self._window
-        columns = (
-            metric.node_id,
-            metric.at,
-            metric.cpu,
-            metric.memory,
-            metric.disk,
-            metric.queue_length,
-            metric.sent,
-            metric.bounces,
-            metric.complaints,
-            metric.interval_seconds,
-        )
+        columns = _beat_columns()
         names: dict[Any, str] = {}
         rows: list[Any] = []
         with self._tx(f"reading the new metrics of {fleet!r}") as connection:
@@ -2178,6 +2156,23 @@ class SqlStore:
 
 
 # --- rows <-> value types ------------------------------------------------------------------
+
+
+def _beat_columns() -> tuple[Any, ...]:
+    """The metric columns ``_metrics_by_name`` reads, node id first."""
+    metric = m.NodeMetric
+    return (
+        metric.node_id,
+        metric.at,
+        metric.cpu,
+        metric.memory,
+        metric.disk,
+        metric.queue_length,
+        metric.sent,
+        metric.bounces,
+        metric.complaints,
+        metric.interval_seconds,
+    )
 
 
 def _metrics_by_name(rows: Iterable[Any], names: Mapping[Any, str]) -> dict[str, list[NodeMetrics]]:
