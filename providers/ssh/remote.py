@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 
@@ -146,18 +147,25 @@ class SshRemote:
                     username=target.username,
                     known_hosts=([trusted], [], []),
                     server_host_key_algs=[pinned.algorithm],
-                    encryption_algs=list(CIPHERS),
-                    client_keys=[self._client_key],
-                    agent_path=None,
-                    password=None,
-                    kbdint_auth=False,
-                    preferred_auth="publickey",
-                    config=None,
+                    **self._login_options(),
                 ),
                 self.connect_timeout,
             )
             self._connections[key] = (conn, time.monotonic())
             return conn
+
+    def _login_options(self) -> dict[str, Any]:
+        """What every login uses: our ciphers, our key only (no agent, no password, no
+        keyboard-interactive), and no ``~/.ssh/config`` of the host."""
+        return {
+            "encryption_algs": list(CIPHERS),
+            "client_keys": [self._client_key],
+            "agent_path": None,
+            "password": None,
+            "kbdint_auth": False,
+            "preferred_auth": "publickey",
+            "config": None,
+        }
 
     def _drop(self, target: RemoteTarget) -> None:
         cached = self._connections.pop(self._key(target), None)
@@ -203,13 +211,7 @@ class SshRemote:
                     known_hosts=([], [], []),
                     x509_trusted_certs=None,
                     server_host_key_algs=PLAIN_HOST_KEY_ALGS,
-                    encryption_algs=list(CIPHERS),
-                    client_keys=[self._client_key],
-                    agent_path=None,
-                    password=None,
-                    kbdint_auth=False,
-                    preferred_auth="publickey",
-                    config=None,
+                    **self._login_options(),
                 ),
                 self.connect_timeout,
             )
