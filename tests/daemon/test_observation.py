@@ -202,6 +202,17 @@ def test_the_guard_never_adds_a_decision(
 # --- the daemon through a store outage -------------------------------------------------
 
 
+def lead_and_reconcile(world: World, daemon: Daemon) -> list[str]:
+    """``daemon`` takes leadership and reconciles; the names of the nodes it made."""
+
+    async def run() -> list[str]:
+        await daemon.guard.tick()
+        await daemon.reconcile_now()
+        return sorted(n.name for n in world.store.load_fleet("acme").nodes)
+
+    return asyncio.run(run())
+
+
 def sweep_every_10s(world: World, seconds: int, beating: list[str]) -> None:
     async def run() -> None:
         for _ in range(seconds // 10):
@@ -250,12 +261,7 @@ def test_a_store_outage_pauses_and_replaces_nothing(
     world = make_world(tmp_path, "3")
     daemon = world.daemon
 
-    async def start() -> list[str]:
-        await daemon.guard.tick()
-        await daemon.reconcile_now()
-        return sorted(n.name for n in world.store.load_fleet("acme").nodes)
-
-    names = asyncio.run(start())
+    names = lead_and_reconcile(world, daemon)
     sweep_every_10s(world, 200, names)
     # the store goes down: beats cannot be written (nodes get 503), sweeps fail
     world.store._closed = True
@@ -518,12 +524,7 @@ def test_a_restart_judges_no_node_on_the_silence_that_covered_it(
     world = make_world(tmp_path, "3")
     first = world.daemon
 
-    async def before() -> list[str]:
-        await first.guard.tick()
-        await first.reconcile_now()
-        return sorted(n.name for n in world.store.load_fleet("acme").nodes)
-
-    names = asyncio.run(before())
+    names = lead_and_reconcile(world, first)
     alive, silent = names[:2], names[2]
     sweep_every_10s(world, 140, names)
     sweep_every_10s(world, 60, alive)  # ``silent`` stops a minute before the stop
@@ -575,12 +576,7 @@ def test_most_of_a_region_silent_raises_one_alert_and_replaces_nothing(tmp_path:
     world = make_world(tmp_path, "4")
     daemon = world.daemon
 
-    async def start() -> list[str]:
-        await daemon.guard.tick()
-        await daemon.reconcile_now()
-        return sorted(n.name for n in world.store.load_fleet("acme").nodes)
-
-    names = asyncio.run(start())
+    names = lead_and_reconcile(world, daemon)
     sweep_every_10s(world, 200, names)
     sweep_every_10s(world, 150, names[:1])  # three of four go silent at once
     assert len(daemon.assessment.unhealthy) == 1  # pausing throttled: one per window
