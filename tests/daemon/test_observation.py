@@ -202,15 +202,16 @@ def test_the_guard_never_adds_a_decision(
 # --- the daemon through a store outage -------------------------------------------------
 
 
-def lead_and_reconcile(world: World, daemon: Daemon) -> list[str]:
+async def reconciled_names(world: World, daemon: Daemon) -> list[str]:
     """``daemon`` takes leadership and reconciles; the names of the nodes it made."""
+    await daemon.guard.tick()
+    await daemon.reconcile_now()
+    return sorted(n.name for n in world.store.load_fleet("acme").nodes)
 
-    async def run() -> list[str]:
-        await daemon.guard.tick()
-        await daemon.reconcile_now()
-        return sorted(n.name for n in world.store.load_fleet("acme").nodes)
 
-    return asyncio.run(run())
+def lead_and_reconcile(world: World, daemon: Daemon) -> list[str]:
+    """``reconciled_names`` outside an event loop."""
+    return asyncio.run(reconciled_names(world, daemon))
 
 
 def sweep_every_10s(world: World, seconds: int, beating: list[str]) -> None:
@@ -310,9 +311,7 @@ def test_after_the_intake_could_not_write_no_node_is_judged_until_a_window_after
         clock.advance((start + timedelta(seconds=seconds) - clock.now()).total_seconds())
 
     async def scenario() -> None:
-        await daemon.guard.tick()
-        await daemon.reconcile_now()
-        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        names = await reconciled_names(world, daemon)
         alive, silent = names[:2], names[2]
         # observed for 200 s, every beat through the intake (``silent``'s agent is gone with
         # the failure: it never beats again)
@@ -450,9 +449,7 @@ def test_a_stalled_intake_is_an_observation_gap_until_a_window_after_it_runs_aga
             assert await intake.offer(world, names) == {Outcome.RECORDED}, now
 
     async def scenario() -> None:
-        await daemon.guard.tick()
-        await daemon.reconcile_now()
-        names = sorted(n.name for n in world.store.load_fleet("acme").nodes)
+        names = await reconciled_names(world, daemon)
         alive, silent = names[:2], names[2]
         for t in range(10, 210, 10):
             await beats_until(t, names)
